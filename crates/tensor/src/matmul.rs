@@ -1,0 +1,351 @@
+//! Matrix products: C (m×n) = op(A) (m×k) · op(B) (k×n) [+ C], all row-major.
+//!
+//! The backend was chosen by measurement on the 2-core reference machine (f32, 2 threads, shapes
+//! of the reference preset): the `gemm` crate reaches 130–204 GFLOP/s, Debian's OpenBLAS 0.3.21
+//! 175–203 GFLOP/s, one core ~100. `gemm` is the default (pure Rust, nothing to install);
+//! the `openblas` feature routes the large, thread-parallel products through the system library.
+//! Small products inside already-parallel kernels (attention blocks) always use `gemm` on one
+//! thread: they must not spawn threads of their own.
+
+/// Shape and layout of one product. Operands are row-major with leading dimensions `lda`, `ldb`,
+/// `ldc` (the distance between rows as stored); `ta`/`tb` use the stored matrix transposed.
+#[derive(Clone, Copy, Debug)]
+pub struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub ta: bool,
+    pub tb: bool,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    /// C += product (true) or C = product (false).
+    pub accumulate: bool,
+}
+
+impl Gemm {
+    fn new(m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Self {
+        let lda = if ta { m } else { k };
+        let ldb = if tb { k } else { n };
+        Gemm {
+            m,
+            n,
+            k,
+            ta,
+            tb,
+            lda,
+            ldb,
+            ldc: n,
+            accumulate: false,
+        }
+    }
+    /// C = A·B with A (m×k), B (k×n).
+    pub fn nn(m: usize, n: usize, k: usize) -> Self {
+        Self::new(m, n, k, false, false)
+    }
+    /// C = A·Bᵀ with A (m×k), B stored (n×k): a linear layer's forward, y = x·Wᵀ.
+    pub fn nt(m: usize, n: usize, k: usize) -> Self {
+        Self::new(m, n, k, false, true)
+    }
+    /// C = Aᵀ·B with A stored (k×m), B (k×n): a weight gradient, dW = dYᵀ·X.
+    pub fn tn(m: usize, n: usize, k: usize) -> Self {
+        Self::new(m, n, k, true, false)
+    }
+    pub fn accumulate(mut self, yes: bool) -> Self {
+        self.accumulate = yes;
+        self
+    }
+    pub fn ld(mut self, lda: usize, ldb: usize, ldc: usize) -> Self {
+        self.lda = lda;
+        self.ldb = ldb;
+        self.ldc = ldc;
+        self
+    }
+
+    fn flops(&self) -> usize {
+        2 * self.m * self.n * self.k
+    }
+
+    /// (row stride, column stride) of op(A) and op(B) as stored.
+    fn strides(&self) -> ((isize, isize), (isize, isize)) {
+        let a = if self.ta {
+            (1, self.lda as isize)
+        } else {
+            (self.lda as isize, 1)
+        };
+        let b = if self.tb {
+            (1, self.ldb as isize)
+        } else {
+            (self.ldb as isize, 1)
+        };
+        (a, b)
+    }
+
+    /// Panics unless the slices hold every element the product touches: callers compute
+    /// shapes, so a violation is a bug in frugal, and this keeps the unsafe call sound.
+    fn check(&self, a: &[f32], b: &[f32], c: &[f32]) {
+        let need = |rows: usize, cols: usize, ld: usize| {
+            if rows == 0 || cols == 0 {
+                0
+            } else {
+                (rows - 1) * ld + cols
+            }
+        };
+        let (ar, ac) = if self.ta {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        };
+        let (br, bc) = if self.tb {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        };
+        assert!(
+            ac <= self.lda && bc <= self.ldb && self.n <= self.ldc,
+            "gemm: leading dimension too small: {self:?}"
+        );
+        assert!(
+            a.len() >= need(ar, ac, self.lda),
+            "gemm: A has {} values, {self:?} needs more",
+            a.len()
+        );
+        assert!(
+            b.len() >= need(br, bc, self.ldb),
+            "gemm: B has {} values, {self:?} needs more",
+            b.len()
+        );
+        assert!(
+            c.len() >= need(self.m, self.n, self.ldc),
+            "gemm: C has {} values, {self:?} needs more",
+            c.len()
+        );
+    }
+}
+
+/// Products below this many FLOPs run on one thread: splitting them costs more than it saves.
+const PARALLEL_MIN_FLOPS: usize = 1 << 21;
+
+/// C = op(A)·op(B) [+ C] using every thread of the current rayon pool.
+pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    g.check(a, b, c);
+    if g.m == 0 || g.n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || g.flops() < PARALLEL_MIN_FLOPS {
+        return run_gemm_crate(g, a, b, c, gemm::Parallelism::None);
+    }
+    #[cfg(feature = "openblas")]
+    {
+        openblas::sgemm(g, a, b, c, threads);
+    }
+    #[cfg(not(feature = "openblas"))]
+    run_gemm_crate(g, a, b, c, gemm::Parallelism::Rayon(threads));
+}
+
+/// C = op(A)·op(B) [+ C] on the calling thread only: for use inside parallel kernels.
+pub fn sgemm_serial(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    g.check(a, b, c);
+    if g.m == 0 || g.n == 0 {
+        return;
+    }
+    run_gemm_crate(g, a, b, c, gemm::Parallelism::None);
+}
+
+/// Name of the backend large products use, for benchmark reports.
+pub fn backend() -> &'static str {
+    if cfg!(feature = "openblas") {
+        "openblas"
+    } else {
+        "gemm-crate"
+    }
+}
+
+fn run_gemm_crate(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], par: gemm::Parallelism) {
+    // SAFETY: `check` proved every index in bounds; `c` is exclusively borrowed.
+    unsafe { gemm_crate_raw(g, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), par) }
+}
+
+/// `sgemm_serial` on raw pointers, for kernels whose parallel tasks write disjoint columns of
+/// shared rows (attention heads), which `&mut` slices cannot express.
+///
+/// # Safety
+/// Every element the product reads or writes must lie inside its allocation, and no other
+/// thread may access the elements of C that this product writes.
+pub(crate) unsafe fn sgemm_serial_raw(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32) {
+    gemm_crate_raw(g, a, b, c, gemm::Parallelism::None)
+}
+
+unsafe fn gemm_crate_raw(
+    g: &Gemm,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    par: gemm::Parallelism,
+) {
+    if g.m == 0 || g.n == 0 {
+        return;
+    }
+    if g.k == 0 {
+        if !g.accumulate {
+            for i in 0..g.m {
+                std::ptr::write_bytes(c.add(i * g.ldc), 0, g.n);
+            }
+        }
+        return;
+    }
+    let ((ars, acs), (brs, bcs)) = g.strides();
+    gemm::gemm(
+        g.m,
+        g.n,
+        g.k,
+        c,
+        1,
+        g.ldc as isize,
+        g.accumulate,
+        a,
+        acs,
+        ars,
+        b,
+        bcs,
+        brs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        par,
+    );
+}
+
+#[cfg(feature = "openblas")]
+mod openblas {
+    use super::Gemm;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[link(name = "openblas")]
+    extern "C" {
+        fn cblas_sgemm(
+            order: i32,
+            ta: i32,
+            tb: i32,
+            m: i32,
+            n: i32,
+            k: i32,
+            alpha: f32,
+            a: *const f32,
+            lda: i32,
+            b: *const f32,
+            ldb: i32,
+            beta: f32,
+            c: *mut f32,
+            ldc: i32,
+        );
+        fn openblas_set_num_threads(n: i32);
+    }
+
+    static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) {
+        if THREADS.swap(threads, Ordering::Relaxed) != threads {
+            // SAFETY: plain setter of the library's thread count.
+            unsafe { openblas_set_num_threads(threads as i32) };
+        }
+        const ROW_MAJOR: i32 = 101;
+        let t = |yes: bool| if yes { 112 } else { 111 };
+        let beta = if g.accumulate { 1.0 } else { 0.0 };
+        // SAFETY: bounds were checked by the caller (`Gemm::check`).
+        unsafe {
+            cblas_sgemm(
+                ROW_MAJOR,
+                t(g.ta),
+                t(g.tb),
+                g.m as i32,
+                g.n as i32,
+                g.k as i32,
+                1.0,
+                a.as_ptr(),
+                g.lda as i32,
+                b.as_ptr(),
+                g.ldb as i32,
+                beta,
+                c.as_mut_ptr(),
+                g.ldc as i32,
+            )
+        };
+    }
+}
+
+pub mod reference {
+    use super::Gemm;
+
+    /// The specification: a triple loop accumulating in f64.
+    pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+        for i in 0..g.m {
+            for j in 0..g.n {
+                let mut acc = 0f64;
+                for p in 0..g.k {
+                    let x = if g.ta {
+                        a[p * g.lda + i]
+                    } else {
+                        a[i * g.lda + p]
+                    };
+                    let y = if g.tb {
+                        b[j * g.ldb + p]
+                    } else {
+                        b[p * g.ldb + j]
+                    };
+                    acc += x as f64 * y as f64;
+                }
+                let out = &mut c[i * g.ldc + j];
+                *out = if g.accumulate {
+                    *out + acc as f32
+                } else {
+                    acc as f32
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::assert_close;
+    use crate::Rng;
+
+    fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn all_layouts_match_reference() {
+        let mut rng = Rng::new(1);
+        // Small and large enough to take the parallel path; odd sizes catch edge handling.
+        for &(m, n, k) in &[(3, 5, 7), (37, 29, 64), (130, 257, 96)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                for acc in [false, true] {
+                    let mut g = Gemm::new(m, n, k, ta, tb).accumulate(acc);
+                    g.ldc = n + 3; // a strided output, as attention writes into wide rows
+                    let a = random(m * k, &mut rng);
+                    let b = random(k * n, &mut rng);
+                    let c0 = random(m * g.ldc, &mut rng);
+                    let (mut fast, mut slow, mut serial) = (c0.clone(), c0.clone(), c0.clone());
+                    sgemm(&g, &a, &b, &mut fast);
+                    sgemm_serial(&g, &a, &b, &mut serial);
+                    reference::sgemm(&g, &a, &b, &mut slow);
+                    assert_close(&fast, &slow, 1e-4, &format!("sgemm {g:?}"));
+                    assert_close(&serial, &slow, 1e-4, &format!("sgemm_serial {g:?}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "gemm: B has")]
+    fn short_operand_is_caught() {
+        let g = Gemm::nn(2, 2, 2);
+        sgemm(&g, &[0.0; 4], &[0.0; 3], &mut [0.0; 4]);
+    }
+}

@@ -1,0 +1,172 @@
+//! Softmax cross-entropy fused with the LM head. Logits are formed a chunk of rows at a time and
+//! overwritten by their own gradient, so the (N × vocab) logit matrix — the largest activation of
+//! a small model — is never held whole, and softmax, loss and dlogits take one pass.
+
+use crate::matmul::{sgemm, Gemm};
+use rayon::prelude::*;
+
+/// Target id meaning "no loss at this position" (padding, prompt tokens in fine-tuning).
+pub const IGNORE: u32 = u32::MAX;
+
+/// Logit-chunk budget in floats (16 MiB): large enough for efficient GEMMs, small enough to stay
+/// out of the memory peak.
+const CHUNK_FLOATS: usize = 1 << 22;
+
+/// Gradient outputs of [`lm_head_cross_entropy`].
+pub struct LossGrads<'a> {
+    /// dL/dx, (n, d), overwritten.
+    pub dx: &'a mut [f32],
+    /// dL/dW, (vocab, d), accumulated.
+    pub dw: &'a mut [f32],
+    /// Multiplier of every gradient: 1 / (number of targets in the whole batch) for a mean loss.
+    pub scale: f32,
+}
+
+/// Returns the summed loss over non-ignored targets and their count.
+///
+/// # Shapes
+/// x: (n, d) final hidden states; w: (vocab, d) head weight; targets: (n).
+/// `scratch` is reused between calls to hold one chunk of logits.
+pub fn lm_head_cross_entropy(
+    x: &[f32],
+    w: &[f32],
+    targets: &[u32],
+    d: usize,
+    mut grads: Option<LossGrads>,
+    scratch: &mut Vec<f32>,
+) -> (f64, usize) {
+    let (n, vocab) = (targets.len(), w.len() / d);
+    assert!(
+        x.len() == n * d && w.len() == vocab * d,
+        "lm_head_cross_entropy: shape mismatch"
+    );
+    let chunk = (CHUNK_FLOATS / vocab).clamp(1, n.max(1));
+    scratch.resize(chunk * vocab, 0.0);
+    let (mut loss, mut count) = (0f64, 0usize);
+    let mut row_loss = vec![0f64; chunk];
+    for r0 in (0..n).step_by(chunk) {
+        let rows = chunk.min(n - r0);
+        let logits = &mut scratch[..rows * vocab];
+        let xc = &x[r0 * d..(r0 + rows) * d];
+        let tc = &targets[r0..r0 + rows];
+        sgemm(&Gemm::nt(rows, vocab, d), xc, w, logits);
+        let scale = grads.as_ref().map(|g| g.scale);
+        logits
+            .par_chunks_mut(vocab)
+            .zip(tc.par_iter())
+            .zip(row_loss[..rows].par_iter_mut())
+            .for_each(|((l, &t), out)| {
+                *out = softmax_xent_row(l, t, scale);
+            });
+        for (&t, &rl) in tc.iter().zip(&row_loss[..rows]) {
+            if t != IGNORE {
+                loss += rl;
+                count += 1;
+            }
+        }
+        if let Some(g) = grads.as_mut() {
+            // dx_c (rows, d) = dlogits (rows, V) · W (V, d); dW (V, d) += dlogitsᵀ · x_c
+            sgemm(
+                &Gemm::nn(rows, d, vocab),
+                logits,
+                w,
+                &mut g.dx[r0 * d..(r0 + rows) * d],
+            );
+            sgemm(&Gemm::tn(vocab, d, rows).accumulate(true), logits, xc, g.dw);
+        }
+    }
+    (loss, count)
+}
+
+/// Loss of one row; with `scale`, overwrites the logits by scale · (softmax − onehot).
+fn softmax_xent_row(l: &mut [f32], target: u32, scale: Option<f32>) -> f64 {
+    if target == IGNORE {
+        if scale.is_some() {
+            l.fill(0.0);
+        }
+        return 0.0;
+    }
+    let t = target as usize;
+    assert!(
+        t < l.len(),
+        "cross_entropy: target {t} >= vocab {}",
+        l.len()
+    );
+    let max = l.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let sum: f32 = l.iter().map(|&v| (v - max).exp()).sum();
+    let lse = max + sum.ln();
+    let loss = (lse - l[t]) as f64;
+    if let Some(scale) = scale {
+        for v in l.iter_mut() {
+            *v = (*v - lse).exp() * scale;
+        }
+        l[t] -= scale;
+    }
+    loss
+}
+
+pub mod reference {
+    use super::IGNORE;
+
+    /// Mean cross-entropy of logits = x·Wᵀ, all in f64.
+    pub fn lm_head_cross_entropy(x: &[f32], w: &[f32], targets: &[u32], d: usize) -> f64 {
+        let vocab = w.len() / d;
+        let (mut total, mut count) = (0f64, 0);
+        for (i, &t) in targets.iter().enumerate() {
+            if t == IGNORE {
+                continue;
+            }
+            let logits: Vec<f64> = (0..vocab)
+                .map(|v| {
+                    (0..d)
+                        .map(|k| x[i * d + k] as f64 * w[v * d + k] as f64)
+                        .sum()
+                })
+                .collect();
+            let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+            total += lse - logits[t as usize];
+            count += 1;
+        }
+        total / count as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{grad_check, projection};
+
+    #[test]
+    fn matches_reference_and_gradients_check() {
+        let (n, d, vocab) = (9, 6, 13);
+        let x = projection(n * d, 1);
+        let w = projection(vocab * d, 2);
+        let targets = [0, 12, 5, IGNORE, 7, 7, 1, 3, IGNORE];
+        let count = targets.iter().filter(|&&t| t != IGNORE).count();
+        let (mut dx, mut dw, mut scratch) = (vec![0.0; n * d], vec![0.0; vocab * d], Vec::new());
+        let grads = LossGrads {
+            dx: &mut dx,
+            dw: &mut dw,
+            scale: 1.0 / count as f32,
+        };
+        let (sum, c) = lm_head_cross_entropy(&x, &w, &targets, d, Some(grads), &mut scratch);
+        assert_eq!(c, count);
+        let want = reference::lm_head_cross_entropy(&x, &w, &targets, d);
+        assert!(
+            (sum / c as f64 - want).abs() < 1e-5,
+            "loss {} vs reference {want}",
+            sum / c as f64
+        );
+        assert!(
+            dx[3 * d..4 * d].iter().all(|&g| g == 0.0),
+            "an ignored position gets no gradient"
+        );
+        grad_check("cross-entropy dx", &mut x.clone(), &dx, |x| {
+            reference::lm_head_cross_entropy(x, &w, &targets, d)
+        });
+        grad_check("cross-entropy dw", &mut w.clone(), &dw, |w| {
+            reference::lm_head_cross_entropy(&x, w, &targets, d)
+        });
+    }
+}
