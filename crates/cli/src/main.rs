@@ -1,1 +1,40 @@
-fn main() {}
+//! The `frugal` command. Thin: parses arguments, builds validated objects, calls the library,
+//! prints the error chain and exits non-zero on failure.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "frugal", version, about = "Build a chat language model from raw text, and account for its cost")]
+struct Cli {
+    /// Worker threads for kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure the compute core: GEMM throughput and the training step.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(threads > 0, "--threads must be at least 1");
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    match cli.command {
+        Command::Bench(cmd) => bench::run(cmd, threads),
+    }
+}

@@ -1,1 +1,14 @@
-//! placeholder
+//! frugal: build a chat language model from raw text, and account for what it costs.
+//!
+//! Modules in data-flow order. So far: configuration, the Llama-style model with its explicit
+//! forward and backward passes, weights in safetensors, the optimizers, and the training step
+//! benchmark that measures all of it.
+
+pub mod bench;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod optim;
+
+pub use config::Config;
+pub use error::{Error, Result};

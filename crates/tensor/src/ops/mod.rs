@@ -7,6 +7,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod muon;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
@@ -21,21 +22,6 @@ pub fn add_inplace(y: &mut [f32], x: &[f32]) {
         .for_each(|(y, x)| {
             for (a, b) in y.iter_mut().zip(x) {
                 *a += b;
-            }
-        });
-}
-
-/// `y = a + b`, in parallel (a residual connection that keeps its input).
-pub fn add(y: &mut [f32], a: &[f32], b: &[f32]) {
-    assert!(
-        y.len() == a.len() && a.len() == b.len(),
-        "add: length mismatch"
-    );
-    y.par_chunks_mut(1 << 14)
-        .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
-        .for_each(|(y, (a, b))| {
-            for ((o, x), z) in y.iter_mut().zip(a).zip(b) {
-                *o = x + z;
             }
         });
 }

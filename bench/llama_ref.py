@@ -1,0 +1,258 @@
+"""Independent PyTorch reference for frugal's Llama-style model.
+
+This file shares no code with frugal. It plays two roles:
+
+* ``golden``: builds the tiny test model (configs/tiny.toml) from a fixed seed, writes its
+  initial weights plus the token batch to ``tiny_init.safetensors`` under the Hugging Face
+  Llama tensor names, trains a few AdamW steps on that batch and writes the per-step losses
+  and a slice of the logits before and after training to ``tiny_golden.json``. frugal's
+  golden tests load the same weights and must reproduce these numbers.
+* ``bench``: trains the reference preset (configs/ref.toml) on random tokens in eager
+  PyTorch on the CPU and prints the median step time, tokens/s and peak RSS, the speed peer
+  that bench/train_vs_pytorch.sh compares frugal against.
+
+Model: token embedding, n_layers x [RMSNorm -> causal GQA attention with RoPE (rotate-half
+convention) -> residual, RMSNorm -> SwiGLU MLP -> residual], final RMSNorm, untied lm_head.
+No biases; everything in float32.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import statistics
+import time
+import tomllib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):  # x: (..., d), f32
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rope_cos_sin(T, hd, theta):
+    """cos, sin: (T, hd). angle[t, j] = t * theta^(-2j/hd), duplicated as cat([angle, angle]).
+    Computed in float64 and rounded once to float32."""
+    inv_freq = theta ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)  # (hd/2,)
+    angle = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]  # (T, hd/2)
+    emb = torch.cat([angle, angle], dim=-1)  # (T, hd)
+    return emb.cos().float(), emb.sin().float()
+
+
+def rotate_half(x):  # x: (..., hd)
+    h = x.shape[-1] // 2
+    return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        d, self.nh, self.nkv = m["d_model"], m["n_heads"], m["n_kv_heads"]
+        self.hd = d // self.nh
+        self.q_proj = nn.Linear(d, self.nh * self.hd, bias=False)
+        self.k_proj = nn.Linear(d, self.nkv * self.hd, bias=False)
+        self.v_proj = nn.Linear(d, self.nkv * self.hd, bias=False)
+        self.o_proj = nn.Linear(self.nh * self.hd, d, bias=False)
+
+    def forward(self, x, cos, sin):  # x: (B, T, d); cos, sin: (T, hd)
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.nh, self.hd).transpose(1, 2)  # (B, nh, T, hd)
+        k = self.k_proj(x).view(B, T, self.nkv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
+        v = self.v_proj(x).view(B, T, self.nkv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if self.nkv != self.nh:  # query head h reads kv head h // (nh / nkv)
+            g = self.nh // self.nkv
+            k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)  # (B, nh, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # scale 1/sqrt(hd)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.nh * self.hd))  # (B, T, d)
+
+
+class MLP(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        d, f = m["d_model"], m["ffn_hidden"]
+        self.gate_proj = nn.Linear(d, f, bias=False)
+        self.up_proj = nn.Linear(d, f, bias=False)
+        self.down_proj = nn.Linear(f, d, bias=False)
+
+    def forward(self, h):  # h: (B, T, d) -> (B, T, d)
+        return self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
+class Block(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.input_layernorm = RMSNorm(m["d_model"], m["norm_eps"])
+        self.self_attn = Attention(m)
+        self.post_attention_layernorm = RMSNorm(m["d_model"], m["norm_eps"])
+        self.mlp = MLP(m)
+
+    def forward(self, x, cos, sin):  # x: (B, T, d)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Body(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(m["vocab_size"], m["d_model"])
+        self.layers = nn.ModuleList(Block(m) for _ in range(m["n_layers"]))
+        self.norm = RMSNorm(m["d_model"], m["norm_eps"])
+
+
+class Llama(nn.Module):
+    """State-dict keys are exactly the Hugging Face Llama names (model.layers.0.self_attn...)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.cfg = m
+        self.model = Body(m)
+        self.lm_head = nn.Linear(m["d_model"], m["vocab_size"], bias=False)
+        self._rope = {}
+
+    def init_weights(self, perturb_norms=False):
+        """2-D weights ~ N(0, init_std) in HF order, layer by layer; norm weights = 1, then
+        optionally (after all 2-D weights, in HF order) multiplied by (1 + 0.1 * randn)."""
+        std = self.cfg["init_std"]
+        with torch.no_grad():
+            for p in self.parameters():  # registration order == HF listing order
+                if p.ndim >= 2:
+                    p.normal_(0.0, std)
+                else:
+                    p.fill_(1.0)
+            if perturb_norms:
+                for p in self.parameters():
+                    if p.ndim == 1:
+                        p.mul_(1.0 + 0.1 * torch.randn(p.shape))
+
+    def forward(self, idx):  # idx: (B, T) int64 -> logits (B, T, V)
+        T = idx.shape[1]
+        if T not in self._rope:
+            hd = self.cfg["d_model"] // self.cfg["n_heads"]
+            self._rope[T] = rope_cos_sin(T, hd, self.cfg["rope_theta"])
+        cos, sin = self._rope[T]
+        x = self.model.embed_tokens(idx)  # (B, T, d)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin)
+        return self.lm_head(self.model.norm(x))
+
+
+def make_optimizer(model, t, **kw):
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": t["weight_decay"]},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t["lr"], betas=(t["beta1"], t["beta2"]), eps=t["eps"], **kw)
+
+
+def loss_fn(logits, targets):  # logits: (B, T, V); targets: (B, T) -> mean CE over B*T
+    return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def load_config(path):
+    with open(path, "rb") as f:
+        c = tomllib.load(f)
+    return c["model"], c["train"]
+
+
+def cmd_golden(args):
+    m, t = load_config(args.config)
+    torch.manual_seed(t["seed"])
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    model = Llama(m)
+    model.init_weights(perturb_norms=True)
+    tokens = torch.randint(0, m["vocab_size"], (t["batch_size"], t["seq_len"] + 1))  # (B, T+1)
+    os.makedirs(args.out_dir, exist_ok=True)
+    from safetensors.torch import save_file
+    tensors = {k: v.detach().clone().float().contiguous() for k, v in model.state_dict().items()}
+    tensors["tokens"] = tokens.to(torch.int64).contiguous()
+    save_file(tensors, os.path.join(args.out_dir, "tiny_init.safetensors"))
+
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+    opt = make_optimizer(model, t, foreach=False)
+    losses, logits_init = [], None
+    for _ in range(args.steps):
+        opt.zero_grad(set_to_none=True)
+        logits = model(inputs)
+        if logits_init is None:
+            logits_init = logits[0, :4, :8].detach().double().flatten().tolist()
+        loss = loss_fn(logits, targets)
+        losses.append(float(loss.item()))
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        logits_final = model(inputs)[0, :4, :8].double().flatten().tolist()
+    if logits_init is None:  # --steps 0
+        logits_init = logits_final
+    out = {
+        "command": shlex.join([".venv/bin/python", "bench/llama_ref.py", "golden", "--config",
+                               args.config, "--out-dir", args.out_dir, "--steps", str(args.steps)]),
+        "torch_version": torch.__version__,
+        "config": args.config,
+        "losses": losses,
+        "logits_init": logits_init,
+        "logits_final": logits_final,
+    }
+    with open(os.path.join(args.out_dir, "tiny_golden.json"), "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print("losses:", " ".join(f"{x:.6f}" for x in losses))
+
+
+def cmd_bench(args):
+    m, t = load_config(args.config)
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    torch.manual_seed(t["seed"])
+    model = Llama(m)
+    model.init_weights()
+    opt = make_optimizer(model, t)
+    B, T, V = t["batch_size"], t["seq_len"], m["vocab_size"]
+    warmup, times = 3, []
+    for step in range(args.steps + warmup):
+        tokens = torch.randint(0, V, (B, T + 1))  # (B, T+1)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(tokens[:, :-1]), tokens[:, 1:])
+        loss.backward()
+        opt.step()
+        dt = time.perf_counter() - t0
+        if step >= warmup:
+            times.append(dt)
+        tag = " (warm-up)" if step < warmup else ""
+        print(f"step {step} | loss {loss.item():.4f} | {dt * 1e3:.1f} ms{tag}", flush=True)
+    med = statistics.median(times)
+    print(f"step_ms_median: {med * 1e3:.1f}")
+    print(f"tokens_per_s: {B * T / med:.1f}")
+    print(f"peak_rss_mb: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("golden", help="write tiny_init.safetensors and tiny_golden.json")
+    g.add_argument("--config", default="configs/tiny.toml")
+    g.add_argument("--out-dir", default="crates/frugal/tests/golden")
+    g.add_argument("--steps", type=int, default=10)
+    b = sub.add_parser("bench", help="time eager PyTorch training steps on the CPU")
+    b.add_argument("--config", default="configs/ref.toml")
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--steps", type=int, default=20)
+    args = ap.parse_args()
+    {"golden": cmd_golden, "bench": cmd_bench}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

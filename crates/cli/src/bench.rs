@@ -1,0 +1,80 @@
+//! `frugal bench gemm` and `frugal bench train`.
+
+use anyhow::Context;
+use clap::Subcommand;
+use frugal::bench::{bench_gemm, bench_train, peak_rss_mb};
+use frugal::Config;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Measure the machine's f32 GEMM throughput (GFLOP/s) on training-step shapes.
+    Gemm {
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+    },
+    /// Train on random tokens and report step time, tokens/s and MFU. Prints, last,
+    /// `step_ms_median`, `tokens_per_s` and `peak_rss_mb` (medians after 3 warm-up steps).
+    Train {
+        /// A built-in preset: `ref` (13.8M parameters, the benchmark) or `tiny`.
+        #[arg(long, default_value = "ref", conflicts_with = "config")]
+        preset: String,
+        /// A config file instead of a preset.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override a config value, e.g. --set train.batch_size=4 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Also measure GEMM peak and report the step's MFU against it.
+        #[arg(long)]
+        mfu: bool,
+    },
+}
+
+const WARMUP: usize = 3;
+
+pub fn run(cmd: BenchCommand, threads: usize) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Gemm { reps } => {
+            let g = bench_gemm(reps);
+            println!("backend: {} | threads: {threads}", tensor::matmul::backend());
+            for (m, n, k, gf) in &g.shapes {
+                println!("{m}x{n}x{k}: {gf:.1} GFLOP/s");
+            }
+            println!("gemm_gflops_peak: {:.1}", g.peak_gflops);
+        }
+        BenchCommand::Train { preset, config, overrides, steps, mfu } => {
+            let cfg = match &config {
+                Some(path) => Config::load(path, &overrides),
+                None => Config::preset(&preset, &overrides),
+            }
+            .context("loading the benchmark config")?;
+            anyhow::ensure!(steps > WARMUP, "--steps must exceed the {WARMUP} warm-up steps");
+            let peak = mfu.then(|| bench_gemm(5).peak_gflops);
+            println!(
+                "bench train | {} | threads {threads} | backend {} | batch {} x {} tokens",
+                config.as_ref().map_or(preset.clone(), |p| p.display().to_string()),
+                tensor::matmul::backend(),
+                cfg.train.batch_size,
+                cfg.train.seq_len
+            );
+            let r = bench_train(&cfg, steps, |i, loss, ms| {
+                let tag = if i < WARMUP { " (warm-up)" } else { "" };
+                println!("step {i} | loss {loss:.4} | {ms:.1} ms{tag}");
+            });
+            let ms = r.median_ms(WARMUP);
+            let gflops = r.flops_per_step / (ms / 1e3) / 1e9;
+            println!("model_gflops_per_s: {gflops:.1}");
+            if let Some(peak) = peak {
+                println!("gemm_gflops_peak: {peak:.1}");
+                println!("mfu: {:.1}%", 100.0 * gflops / peak);
+            }
+            println!("step_ms_median: {ms:.1}");
+            println!("tokens_per_s: {:.1}", r.tokens_per_step as f64 / (ms / 1e3));
+            println!("peak_rss_mb: {:.1}", peak_rss_mb().unwrap_or(f64::NAN));
+        }
+    }
+    Ok(())
+}

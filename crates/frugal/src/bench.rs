@@ -1,0 +1,107 @@
+//! Benchmarks of the compute core: the machine's GEMM throughput, and the full training step
+//! (forward, backward, optimizer) on random tokens. Wall-clock, median over steps.
+
+use crate::config::Config;
+use crate::model::Llama;
+use crate::optim::Optimizer;
+use std::time::Instant;
+use tensor::{sgemm, Gemm, Rng};
+
+/// Forward+backward FLOPs per token in the PaLM convention (appendix B): 6 per weight that
+/// multiplies activations (all matrices but the embedding table) plus 12·L·d·T for attention's
+/// score and value products (counted without the causal discount, as the field does).
+pub fn flops_per_token(cfg: &Config) -> f64 {
+    let m = &cfg.model;
+    let hd = m.head_dim();
+    let per_layer = m.d_model * (m.n_heads + 2 * m.n_kv_heads) * hd + m.n_heads * hd * m.d_model + 3 * m.d_model * m.ffn_hidden;
+    let matmul_params = m.n_layers * per_layer + m.vocab_size * m.d_model;
+    6.0 * matmul_params as f64 + 12.0 * (m.n_layers * m.d_model * cfg.train.seq_len) as f64
+}
+
+/// Median of a sample (upper median for even lengths).
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub struct GemmBench {
+    /// (m, n, k, GFLOP/s) per measured shape.
+    pub shapes: Vec<(usize, usize, usize, f64)>,
+    /// Best GFLOP/s over the shapes: the machine's practical f32 peak for MFU.
+    pub peak_gflops: f64,
+}
+
+/// Measures f32 GEMM throughput on the shapes of a reference-preset training step.
+pub fn bench_gemm(reps: usize) -> GemmBench {
+    let shapes = [(2048, 1152, 384), (2048, 2048, 384), (2048, 384, 1024), (2048, 4096, 384), (1024, 1024, 1024)];
+    let mut rng = Rng::new(0);
+    let mut out = Vec::new();
+    for &(m, n, k) in &shapes {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+        let mut c = vec![0f32; m * n];
+        let g = Gemm::nn(m, n, k);
+        sgemm(&g, &a, &b, &mut c); // warm-up: page faults, packing buffers
+        let times: Vec<f64> = (0..reps.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                sgemm(&g, &a, &b, &mut c);
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        out.push((m, n, k, 2.0 * (m * n * k) as f64 / median(&times) / 1e9));
+    }
+    let peak = out.iter().map(|s| s.3).fold(0.0, f64::max);
+    GemmBench { shapes: out, peak_gflops: peak }
+}
+
+pub struct TrainBench {
+    pub step_ms: Vec<f64>,
+    pub losses: Vec<f64>,
+    pub tokens_per_step: usize,
+    pub flops_per_step: f64,
+}
+
+impl TrainBench {
+    pub fn median_ms(&self, warmup: usize) -> f64 {
+        median(&self.step_ms[warmup.min(self.step_ms.len().saturating_sub(1))..])
+    }
+}
+
+/// Trains `cfg` for `steps` steps on uniformly random tokens, calling `on_step(i, loss, ms)`.
+pub fn bench_train(cfg: &Config, steps: usize, mut on_step: impl FnMut(usize, f64, f64)) -> TrainBench {
+    let (b, t, v) = (cfg.train.batch_size, cfg.train.seq_len, cfg.model.vocab_size as u64);
+    let mut model = Llama::init(cfg.model.clone(), cfg.train.seed);
+    let mut opt = Optimizer::new(&cfg.train, &model.params);
+    let mut ws = model.workspace(b, t);
+    let mut grads = vec![0f32; model.params.len()];
+    let mut rng = Rng::new(cfg.train.seed ^ 0xDA7A);
+    let (mut tokens, mut targets) = (vec![0u32; b * t], vec![0u32; b * t]);
+    let mut res = TrainBench { step_ms: vec![], losses: vec![], tokens_per_step: b * t, flops_per_step: flops_per_token(cfg) * (b * t) as f64 };
+    for i in 0..steps {
+        for s in 0..b {
+            let seq: Vec<u32> = (0..=t).map(|_| rng.below(v) as u32).collect();
+            tokens[s * t..(s + 1) * t].copy_from_slice(&seq[..t]);
+            targets[s * t..(s + 1) * t].copy_from_slice(&seq[1..]);
+        }
+        let start = Instant::now();
+        grads.fill(0.0);
+        let (sum, count) = model.forward_backward(&tokens, &targets, &mut grads, 1.0 / (b * t) as f32, &mut ws);
+        opt.update(&mut model.params.data, &grads, 1.0);
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let loss = sum / count as f64;
+        res.step_ms.push(ms);
+        res.losses.push(loss);
+        on_step(i, loss, ms);
+    }
+    res
+}
+
+/// Peak resident memory of this process in MiB (Linux VmHWM), if the OS reports it.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

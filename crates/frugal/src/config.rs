@@ -1,0 +1,275 @@
+//! Run configuration: TOML with `[model]` and `[train]` tables, unknown keys refused, validated
+//! into the structs below. `--set section.key=value` overrides apply before validation.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Configs built into the binary, so benchmarks and tests run from any directory.
+const PRESETS: &[(&str, &str)] =
+    &[("tiny", include_str!("../../../configs/tiny.toml")), ("ref", include_str!("../../../configs/ref.toml"))];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+/// Attention variant, fixed at load time. Multi-head attention is `Gqa` with n_kv_heads = n_heads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attention {
+    /// Grouped-query attention (Llama 2/3): n_heads query heads share n_kv_heads key/value heads.
+    Gqa,
+}
+
+/// MLP variant, fixed at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mlp {
+    /// down(silu(gate(x)) · up(x)).
+    Swiglu,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Number of token ids, including special tokens.
+    pub vocab_size: usize,
+    /// Longest sequence the model is built for (RoPE table length).
+    pub context_len: usize,
+    /// Width of the residual stream.
+    pub d_model: usize,
+    pub n_layers: usize,
+    /// Query heads; head_dim = d_model / n_heads.
+    pub n_heads: usize,
+    /// Key/value heads; divides n_heads.
+    pub n_kv_heads: usize,
+    /// Hidden width of the SwiGLU MLP.
+    pub ffn_hidden: usize,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f32,
+    #[serde(default = "default_norm_eps")]
+    pub norm_eps: f32,
+    /// Standard deviation of the normal initialisation of matrices.
+    #[serde(default = "default_init_std")]
+    pub init_std: f32,
+    #[serde(default = "default_attention")]
+    pub attention: Attention,
+    #[serde(default = "default_mlp")]
+    pub mlp: Mlp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adamw,
+    /// Muon for the hidden matrices, AdamW for embeddings, head and norms.
+    Muon,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Sequences per optimizer step.
+    pub batch_size: usize,
+    /// Tokens per sequence (≤ model.context_len).
+    pub seq_len: usize,
+    #[serde(default = "default_optimizer")]
+    pub optimizer: OptimizerKind,
+    /// Peak AdamW learning rate.
+    pub lr: f32,
+    #[serde(default = "default_beta1")]
+    pub beta1: f32,
+    #[serde(default = "default_beta2")]
+    pub beta2: f32,
+    #[serde(default = "default_eps")]
+    pub eps: f32,
+    /// Decoupled weight decay of matrices (never of norm weights).
+    #[serde(default)]
+    pub weight_decay: f32,
+    /// Learning rate of Muon's matrices (optimizer = "muon").
+    #[serde(default = "default_muon_lr")]
+    pub muon_lr: f32,
+    #[serde(default = "default_muon_momentum")]
+    pub muon_momentum: f32,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_rope_theta() -> f32 {
+    10000.0
+}
+fn default_norm_eps() -> f32 {
+    1e-5
+}
+fn default_init_std() -> f32 {
+    0.02
+}
+fn default_attention() -> Attention {
+    Attention::Gqa
+}
+fn default_mlp() -> Mlp {
+    Mlp::Swiglu
+}
+fn default_optimizer() -> OptimizerKind {
+    OptimizerKind::Adamw
+}
+fn default_beta1() -> f32 {
+    0.9
+}
+fn default_beta2() -> f32 {
+    0.95
+}
+fn default_eps() -> f32 {
+    1e-8
+}
+fn default_muon_lr() -> f32 {
+    0.02
+}
+fn default_muon_momentum() -> f32 {
+    0.95
+}
+
+impl ModelConfig {
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `overrides` ("section.key=value", value in TOML syntax; bare words
+    /// are taken as strings), and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// A config built into the binary: "tiny" (tests) or "ref" (benchmark).
+    pub fn preset(name: &str, overrides: &[String]) -> Result<Self> {
+        let (_, text) = PRESETS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
+            Error::config(format!("preset {name}"), "no such preset", format!("use one of {names:?}"))
+        })?;
+        Self::parse(text, &format!("preset {name}"), overrides)
+    }
+
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| Error::config(origin, e.message(), "fix the TOML syntax at the place named"))?;
+        for o in overrides {
+            apply_override(&mut value, o).map_err(|msg| Error::config(origin, msg, "write overrides as --set section.key=value"))?;
+        }
+        let cfg: Config = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| {
+            Error::config(origin, e.message(), "check the key's spelling and type against configs/tiny.toml")
+        })?;
+        cfg.validate().map_err(|(field, msg)| Error::config(origin, format!("{field}: {msg}"), "adjust that field"))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        let (m, t) = (&self.model, &self.train);
+        let positive = [
+            ("model.vocab_size", m.vocab_size),
+            ("model.context_len", m.context_len),
+            ("model.d_model", m.d_model),
+            ("model.n_layers", m.n_layers),
+            ("model.n_heads", m.n_heads),
+            ("model.n_kv_heads", m.n_kv_heads),
+            ("model.ffn_hidden", m.ffn_hidden),
+            ("train.batch_size", t.batch_size),
+            ("train.seq_len", t.seq_len),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err((field, "must be at least 1".into()));
+            }
+        }
+        if m.d_model % m.n_heads != 0 || m.head_dim() % 2 != 0 {
+            return Err(("model.n_heads", format!("d_model {} / n_heads {} must be an even integer (RoPE pairs)", m.d_model, m.n_heads)));
+        }
+        if m.n_heads % m.n_kv_heads != 0 {
+            return Err(("model.n_kv_heads", format!("{} must divide n_heads {}", m.n_kv_heads, m.n_heads)));
+        }
+        if m.vocab_size > u32::MAX as usize {
+            return Err(("model.vocab_size", "must fit in 32 bits".into()));
+        }
+        if t.seq_len > m.context_len {
+            return Err(("train.seq_len", format!("{} exceeds model.context_len {}", t.seq_len, m.context_len)));
+        }
+        let unit = |x: f32| (0.0..1.0).contains(&x);
+        if !(t.lr > 0.0 && t.lr.is_finite()) || !(t.muon_lr > 0.0 && t.muon_lr.is_finite()) {
+            return Err(("train.lr", "learning rates must be positive".into()));
+        }
+        if !unit(t.beta1) || !unit(t.beta2) || !unit(t.muon_momentum) {
+            return Err(("train.beta1", "beta1, beta2 and muon_momentum must be in [0, 1)".into()));
+        }
+        if !(t.eps > 0.0) || !(t.weight_decay >= 0.0) || !(m.norm_eps > 0.0) || !(m.init_std > 0.0) || !(m.rope_theta > 0.0) {
+            return Err(("train.eps", "eps, weight_decay, norm_eps, init_std and rope_theta must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The fully resolved config as TOML, for run directories.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serialises")
+    }
+}
+
+fn apply_override(root: &mut toml::Table, spec: &str) -> std::result::Result<(), String> {
+    let (key, raw) = spec.split_once('=').ok_or_else(|| format!("override {spec:?} has no '='"))?;
+    let path: Vec<&str> = key.trim().split('.').collect();
+    // A TOML literal (`3e-4`, `"muon"`, `[1, 2]`), or else the bare word as a string (`muon`).
+    let value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let (last, parents) = path.split_last().ok_or("empty override key")?;
+    let mut table = root;
+    for p in parents {
+        table = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| format!("override {key}: {p} is not a table"))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_round_trip() {
+        let tiny = Config::preset("tiny", &[]).unwrap();
+        assert_eq!(tiny.model.n_kv_heads, 2);
+        let again = Config::parse(&tiny.to_toml(), "round trip", &[]).unwrap();
+        assert_eq!(tiny, again);
+        let r = Config::preset("ref", &[]).unwrap();
+        assert_eq!((r.model.d_model, r.model.n_layers, r.train.batch_size), (384, 6, 8));
+    }
+
+    #[test]
+    fn overrides_apply_and_are_validated() {
+        let c = Config::preset("tiny", &["train.lr=0.5".into(), "train.optimizer=muon".into()]).unwrap();
+        assert_eq!((c.train.lr, c.train.optimizer), (0.5, OptimizerKind::Muon));
+        let e = Config::preset("tiny", &["model.n_kv_heads=3".into()]).unwrap_err().to_string();
+        assert!(e.contains("model.n_kv_heads") && e.contains("HINT"), "{e}");
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_named() {
+        let text = include_str!("../../../configs/tiny.toml").replace("d_model", "d_modle");
+        let e = Config::parse(&text, "x.toml", &[]).unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("d_modle"), "{e}");
+        let text = include_str!("../../../configs/tiny.toml").replace("n_layers = 2", "n_layers = \"two\"");
+        let e = Config::parse(&text, "x.toml", &[]).unwrap_err().to_string();
+        assert!(e.contains("n_layers") || e.contains("invalid type"), "{e}");
+        let e = Config::parse("[model]\nvocab_size = 1", "y.toml", &[]).unwrap_err().to_string();
+        assert!(e.contains("missing field"), "{e}");
+        assert!(Config::preset("nope", &[]).is_err());
+    }
+}
