@@ -39,23 +39,37 @@ pub fn run(cmd: BenchCommand, threads: usize) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Gemm { reps } => {
             let g = bench_gemm(reps);
-            println!("backend: {} | threads: {threads}", tensor::matmul::backend());
+            println!(
+                "backend: {} | threads: {threads}",
+                tensor::matmul::backend()
+            );
             for (m, n, k, gf) in &g.shapes {
                 println!("{m}x{n}x{k}: {gf:.1} GFLOP/s");
             }
             println!("gemm_gflops_peak: {:.1}", g.peak_gflops);
         }
-        BenchCommand::Train { preset, config, overrides, steps, mfu } => {
+        BenchCommand::Train {
+            preset,
+            config,
+            overrides,
+            steps,
+            mfu,
+        } => {
             let cfg = match &config {
                 Some(path) => Config::load(path, &overrides),
                 None => Config::preset(&preset, &overrides),
             }
             .context("loading the benchmark config")?;
-            anyhow::ensure!(steps > WARMUP, "--steps must exceed the {WARMUP} warm-up steps");
+            anyhow::ensure!(
+                steps > WARMUP,
+                "--steps must exceed the {WARMUP} warm-up steps"
+            );
             let peak = mfu.then(|| bench_gemm(5).peak_gflops);
             println!(
                 "bench train | {} | threads {threads} | backend {} | batch {} x {} tokens",
-                config.as_ref().map_or(preset.clone(), |p| p.display().to_string()),
+                config
+                    .as_ref()
+                    .map_or(preset.clone(), |p| p.display().to_string()),
                 tensor::matmul::backend(),
                 cfg.train.batch_size,
                 cfg.train.seq_len

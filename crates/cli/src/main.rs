@@ -6,7 +6,11 @@ mod bench;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "frugal", version, about = "Build a chat language model from raw text, and account for its cost")]
+#[command(
+    name = "frugal",
+    version,
+    about = "Build a chat language model from raw text, and account for its cost"
+)]
 struct Cli {
     /// Worker threads for kernels (default: all cores).
     #[arg(long, global = true)]
@@ -31,9 +35,13 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     anyhow::ensure!(threads > 0, "--threads must be at least 1");
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()?;
     match cli.command {
         Command::Bench(cmd) => bench::run(cmd, threads),
     }

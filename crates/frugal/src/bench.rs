@@ -13,7 +13,9 @@ use tensor::{sgemm, Gemm, Rng};
 pub fn flops_per_token(cfg: &Config) -> f64 {
     let m = &cfg.model;
     let hd = m.head_dim();
-    let per_layer = m.d_model * (m.n_heads + 2 * m.n_kv_heads) * hd + m.n_heads * hd * m.d_model + 3 * m.d_model * m.ffn_hidden;
+    let per_layer = m.d_model * (m.n_heads + 2 * m.n_kv_heads) * hd
+        + m.n_heads * hd * m.d_model
+        + 3 * m.d_model * m.ffn_hidden;
     let matmul_params = m.n_layers * per_layer + m.vocab_size * m.d_model;
     6.0 * matmul_params as f64 + 12.0 * (m.n_layers * m.d_model * cfg.train.seq_len) as f64
 }
@@ -34,7 +36,13 @@ pub struct GemmBench {
 
 /// Measures f32 GEMM throughput on the shapes of a reference-preset training step.
 pub fn bench_gemm(reps: usize) -> GemmBench {
-    let shapes = [(2048, 1152, 384), (2048, 2048, 384), (2048, 384, 1024), (2048, 4096, 384), (1024, 1024, 1024)];
+    let shapes = [
+        (2048, 1152, 384),
+        (2048, 2048, 384),
+        (2048, 384, 1024),
+        (2048, 4096, 384),
+        (1024, 1024, 1024),
+    ];
     let mut rng = Rng::new(0);
     let mut out = Vec::new();
     for &(m, n, k) in &shapes {
@@ -53,7 +61,10 @@ pub fn bench_gemm(reps: usize) -> GemmBench {
         out.push((m, n, k, 2.0 * (m * n * k) as f64 / median(&times) / 1e9));
     }
     let peak = out.iter().map(|s| s.3).fold(0.0, f64::max);
-    GemmBench { shapes: out, peak_gflops: peak }
+    GemmBench {
+        shapes: out,
+        peak_gflops: peak,
+    }
 }
 
 pub struct TrainBench {
@@ -70,15 +81,28 @@ impl TrainBench {
 }
 
 /// Trains `cfg` for `steps` steps on uniformly random tokens, calling `on_step(i, loss, ms)`.
-pub fn bench_train(cfg: &Config, steps: usize, mut on_step: impl FnMut(usize, f64, f64)) -> TrainBench {
-    let (b, t, v) = (cfg.train.batch_size, cfg.train.seq_len, cfg.model.vocab_size as u64);
+pub fn bench_train(
+    cfg: &Config,
+    steps: usize,
+    mut on_step: impl FnMut(usize, f64, f64),
+) -> TrainBench {
+    let (b, t, v) = (
+        cfg.train.batch_size,
+        cfg.train.seq_len,
+        cfg.model.vocab_size as u64,
+    );
     let mut model = Llama::init(cfg.model.clone(), cfg.train.seed);
     let mut opt = Optimizer::new(&cfg.train, &model.params);
     let mut ws = model.workspace(b, t);
     let mut grads = vec![0f32; model.params.len()];
     let mut rng = Rng::new(cfg.train.seed ^ 0xDA7A);
     let (mut tokens, mut targets) = (vec![0u32; b * t], vec![0u32; b * t]);
-    let mut res = TrainBench { step_ms: vec![], losses: vec![], tokens_per_step: b * t, flops_per_step: flops_per_token(cfg) * (b * t) as f64 };
+    let mut res = TrainBench {
+        step_ms: vec![],
+        losses: vec![],
+        tokens_per_step: b * t,
+        flops_per_step: flops_per_token(cfg) * (b * t) as f64,
+    };
     for i in 0..steps {
         for s in 0..b {
             let seq: Vec<u32> = (0..=t).map(|_| rng.below(v) as u32).collect();
@@ -87,7 +111,8 @@ pub fn bench_train(cfg: &Config, steps: usize, mut on_step: impl FnMut(usize, f6
         }
         let start = Instant::now();
         grads.fill(0.0);
-        let (sum, count) = model.forward_backward(&tokens, &targets, &mut grads, 1.0 / (b * t) as f32, &mut ws);
+        let (sum, count) =
+            model.forward_backward(&tokens, &targets, &mut grads, 1.0 / (b * t) as f32, &mut ws);
         opt.update(&mut model.params.data, &grads, 1.0);
         let ms = start.elapsed().as_secs_f64() * 1e3;
         let loss = sum / count as f64;

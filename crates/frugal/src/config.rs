@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Configs built into the binary, so benchmarks and tests run from any directory.
-const PRESETS: &[(&str, &str)] =
-    &[("tiny", include_str!("../../../configs/tiny.toml")), ("ref", include_str!("../../../configs/ref.toml"))];
+const PRESETS: &[(&str, &str)] = &[
+    ("tiny", include_str!("../../../configs/tiny.toml")),
+    ("ref", include_str!("../../../configs/ref.toml")),
+];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,21 +152,40 @@ impl Config {
     pub fn preset(name: &str, overrides: &[String]) -> Result<Self> {
         let (_, text) = PRESETS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
             let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
-            Error::config(format!("preset {name}"), "no such preset", format!("use one of {names:?}"))
+            Error::config(
+                format!("preset {name}"),
+                "no such preset",
+                format!("use one of {names:?}"),
+            )
         })?;
         Self::parse(text, &format!("preset {name}"), overrides)
     }
 
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let mut value: toml::Table =
-            toml::from_str(text).map_err(|e| Error::config(origin, e.message(), "fix the TOML syntax at the place named"))?;
-        for o in overrides {
-            apply_override(&mut value, o).map_err(|msg| Error::config(origin, msg, "write overrides as --set section.key=value"))?;
-        }
-        let cfg: Config = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| {
-            Error::config(origin, e.message(), "check the key's spelling and type against configs/tiny.toml")
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| {
+            Error::config(
+                origin,
+                e.message(),
+                "fix the TOML syntax at the place named",
+            )
         })?;
-        cfg.validate().map_err(|(field, msg)| Error::config(origin, format!("{field}: {msg}"), "adjust that field"))?;
+        for o in overrides {
+            apply_override(&mut value, o).map_err(|msg| {
+                Error::config(origin, msg, "write overrides as --set section.key=value")
+            })?;
+        }
+        let cfg: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                Error::config(
+                    origin,
+                    e.message(),
+                    "check the key's spelling and type against configs/tiny.toml",
+                )
+            })?;
+        cfg.validate().map_err(|(field, msg)| {
+            Error::config(origin, format!("{field}: {msg}"), "adjust that field")
+        })?;
         Ok(cfg)
     }
 
@@ -187,26 +208,49 @@ impl Config {
             }
         }
         if m.d_model % m.n_heads != 0 || m.head_dim() % 2 != 0 {
-            return Err(("model.n_heads", format!("d_model {} / n_heads {} must be an even integer (RoPE pairs)", m.d_model, m.n_heads)));
+            return Err((
+                "model.n_heads",
+                format!(
+                    "d_model {} / n_heads {} must be an even integer (RoPE pairs)",
+                    m.d_model, m.n_heads
+                ),
+            ));
         }
         if m.n_heads % m.n_kv_heads != 0 {
-            return Err(("model.n_kv_heads", format!("{} must divide n_heads {}", m.n_kv_heads, m.n_heads)));
+            return Err((
+                "model.n_kv_heads",
+                format!("{} must divide n_heads {}", m.n_kv_heads, m.n_heads),
+            ));
         }
         if m.vocab_size > u32::MAX as usize {
             return Err(("model.vocab_size", "must fit in 32 bits".into()));
         }
         if t.seq_len > m.context_len {
-            return Err(("train.seq_len", format!("{} exceeds model.context_len {}", t.seq_len, m.context_len)));
+            return Err((
+                "train.seq_len",
+                format!("{} exceeds model.context_len {}", t.seq_len, m.context_len),
+            ));
         }
         let unit = |x: f32| (0.0..1.0).contains(&x);
         if !(t.lr > 0.0 && t.lr.is_finite()) || !(t.muon_lr > 0.0 && t.muon_lr.is_finite()) {
             return Err(("train.lr", "learning rates must be positive".into()));
         }
         if !unit(t.beta1) || !unit(t.beta2) || !unit(t.muon_momentum) {
-            return Err(("train.beta1", "beta1, beta2 and muon_momentum must be in [0, 1)".into()));
+            return Err((
+                "train.beta1",
+                "beta1, beta2 and muon_momentum must be in [0, 1)".into(),
+            ));
         }
-        if !(t.eps > 0.0) || !(t.weight_decay >= 0.0) || !(m.norm_eps > 0.0) || !(m.init_std > 0.0) || !(m.rope_theta > 0.0) {
-            return Err(("train.eps", "eps, weight_decay, norm_eps, init_std and rope_theta must be positive".into()));
+        if !(t.eps > 0.0)
+            || !(t.weight_decay >= 0.0)
+            || !(m.norm_eps > 0.0)
+            || !(m.init_std > 0.0)
+            || !(m.rope_theta > 0.0)
+        {
+            return Err((
+                "train.eps",
+                "eps, weight_decay, norm_eps, init_std and rope_theta must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -218,7 +262,9 @@ impl Config {
 }
 
 fn apply_override(root: &mut toml::Table, spec: &str) -> std::result::Result<(), String> {
-    let (key, raw) = spec.split_once('=').ok_or_else(|| format!("override {spec:?} has no '='"))?;
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("override {spec:?} has no '='"))?;
     let path: Vec<&str> = key.trim().split('.').collect();
     // A TOML literal (`3e-4`, `"muon"`, `[1, 2]`), or else the bare word as a string (`muon`).
     let value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
@@ -249,14 +295,23 @@ mod tests {
         let again = Config::parse(&tiny.to_toml(), "round trip", &[]).unwrap();
         assert_eq!(tiny, again);
         let r = Config::preset("ref", &[]).unwrap();
-        assert_eq!((r.model.d_model, r.model.n_layers, r.train.batch_size), (384, 6, 8));
+        assert_eq!(
+            (r.model.d_model, r.model.n_layers, r.train.batch_size),
+            (384, 6, 8)
+        );
     }
 
     #[test]
     fn overrides_apply_and_are_validated() {
-        let c = Config::preset("tiny", &["train.lr=0.5".into(), "train.optimizer=muon".into()]).unwrap();
+        let c = Config::preset(
+            "tiny",
+            &["train.lr=0.5".into(), "train.optimizer=muon".into()],
+        )
+        .unwrap();
         assert_eq!((c.train.lr, c.train.optimizer), (0.5, OptimizerKind::Muon));
-        let e = Config::preset("tiny", &["model.n_kv_heads=3".into()]).unwrap_err().to_string();
+        let e = Config::preset("tiny", &["model.n_kv_heads=3".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("model.n_kv_heads") && e.contains("HINT"), "{e}");
     }
 
@@ -265,10 +320,13 @@ mod tests {
         let text = include_str!("../../../configs/tiny.toml").replace("d_model", "d_modle");
         let e = Config::parse(&text, "x.toml", &[]).unwrap_err().to_string();
         assert!(e.contains("x.toml") && e.contains("d_modle"), "{e}");
-        let text = include_str!("../../../configs/tiny.toml").replace("n_layers = 2", "n_layers = \"two\"");
+        let text = include_str!("../../../configs/tiny.toml")
+            .replace("n_layers = 2", "n_layers = \"two\"");
         let e = Config::parse(&text, "x.toml", &[]).unwrap_err().to_string();
         assert!(e.contains("n_layers") || e.contains("invalid type"), "{e}");
-        let e = Config::parse("[model]\nvocab_size = 1", "y.toml", &[]).unwrap_err().to_string();
+        let e = Config::parse("[model]\nvocab_size = 1", "y.toml", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing field"), "{e}");
         assert!(Config::preset("nope", &[]).is_err());
     }

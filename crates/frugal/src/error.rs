@@ -7,10 +7,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("config {origin}: {msg}\nHINT: {hint}")]
-    Config { origin: String, msg: String, hint: String },
+    Config {
+        origin: String,
+        msg: String,
+        hint: String,
+    },
 
     #[error("weights {path}: {msg}\nHINT: {hint}")]
-    Weights { path: PathBuf, msg: String, hint: String },
+    Weights {
+        path: PathBuf,
+        msg: String,
+        hint: String,
+    },
 
     #[error("{path}: {source}")]
     Io {
@@ -21,13 +29,32 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn config(origin: impl Into<String>, msg: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Config { origin: origin.into(), msg: msg.into(), hint: hint.into() }
+    pub(crate) fn config(
+        origin: impl Into<String>,
+        msg: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Error::Config {
+            origin: origin.into(),
+            msg: msg.into(),
+            hint: hint.into(),
+        }
     }
-    pub(crate) fn weights(path: impl Into<PathBuf>, msg: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Weights { path: path.into(), msg: msg.into(), hint: hint.into() }
+    pub(crate) fn weights(
+        path: impl Into<PathBuf>,
+        msg: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Error::Weights {
+            path: path.into(),
+            msg: msg.into(),
+            hint: hint.into(),
+        }
     }
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -39,19 +39,39 @@ impl Optimizer {
         for s in &params.specs {
             let hidden = s.is_matrix() && s.name.starts_with("model.layers.");
             let rule = match cfg.optimizer {
-                OptimizerKind::Muon if hidden => Rule::Muon { rows: s.shape[0], cols: s.len() / s.shape[0] },
-                _ => Rule::AdamW { decay: s.is_matrix() },
+                OptimizerKind::Muon if hidden => Rule::Muon {
+                    rows: s.shape[0],
+                    cols: s.len() / s.shape[0],
+                },
+                _ => Rule::AdamW {
+                    decay: s.is_matrix(),
+                },
             };
             // Merge neighbours with the same AdamW rule: fewer, longer fused sweeps.
             match groups.last_mut() {
-                Some(g) if g.rule == rule && matches!(rule, Rule::AdamW { .. }) && g.range.end == s.offset => g.range.end = s.range().end,
-                _ => groups.push(Group { range: s.range(), rule }),
+                Some(g)
+                    if g.rule == rule
+                        && matches!(rule, Rule::AdamW { .. })
+                        && g.range.end == s.offset =>
+                {
+                    g.range.end = s.range().end
+                }
+                _ => groups.push(Group {
+                    range: s.range(),
+                    rule,
+                }),
             }
         }
         let n = params.len();
         Optimizer {
             step: 0,
-            adamw: AdamWHyper { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay },
+            adamw: AdamWHyper {
+                lr: cfg.lr,
+                beta1: cfg.beta1,
+                beta2: cfg.beta2,
+                eps: cfg.eps,
+                weight_decay: cfg.weight_decay,
+            },
             muon_lr: cfg.muon_lr,
             muon_momentum: cfg.muon_momentum,
             m: vec![0.0; n],
@@ -63,7 +83,10 @@ impl Optimizer {
 
     /// One update with every learning rate multiplied by `lr_scale` (the schedule's factor).
     pub fn update(&mut self, params: &mut [f32], grads: &[f32], lr_scale: f32) {
-        assert!(params.len() == grads.len() && grads.len() == self.m.len(), "optimizer: buffer sizes differ");
+        assert!(
+            params.len() == grads.len() && grads.len() == self.m.len(),
+            "optimizer: buffer sizes differ"
+        );
         self.step += 1;
         for g in &self.groups {
             let r = g.range.clone();
@@ -74,7 +97,14 @@ impl Optimizer {
                         weight_decay: if decay { self.adamw.weight_decay } else { 0.0 },
                         ..self.adamw
                     };
-                    adamw_update(&mut params[r.clone()], &grads[r.clone()], &mut self.m[r.clone()], &mut self.v[r], &h, self.step);
+                    adamw_update(
+                        &mut params[r.clone()],
+                        &grads[r.clone()],
+                        &mut self.m[r.clone()],
+                        &mut self.v[r],
+                        &h,
+                        self.step,
+                    );
                 }
                 Rule::Muon { rows, cols } => {
                     let (mu, lr) = (self.muon_momentum, self.muon_lr * lr_scale);
@@ -116,8 +146,19 @@ mod tests {
                 next = g.range.end;
             }
             assert_eq!(next, p.len());
-            let muon = o.groups.iter().filter(|g| matches!(g.rule, Rule::Muon { .. })).count();
-            assert_eq!(muon, if opt == "muon" { 7 * cfg.model.n_layers } else { 0 });
+            let muon = o
+                .groups
+                .iter()
+                .filter(|g| matches!(g.rule, Rule::Muon { .. }))
+                .count();
+            assert_eq!(
+                muon,
+                if opt == "muon" {
+                    7 * cfg.model.n_layers
+                } else {
+                    0
+                }
+            );
         }
     }
 }

@@ -4,13 +4,13 @@
 
 use super::{Params, Workspace};
 use crate::config::ModelConfig;
+use tensor::ops::add_inplace;
 use tensor::ops::attention::{attention_backward, attention_forward, AttnShape};
 use tensor::ops::cross_entropy::{lm_head_cross_entropy, LossGrads};
 use tensor::ops::embedding::{embedding_backward, embedding_forward};
 use tensor::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use tensor::ops::rope::{rope_backward, rope_forward, RopeLayout, RopeTable};
 use tensor::ops::swiglu::{swiglu_backward, swiglu_forward};
-use tensor::ops::add_inplace;
 use tensor::{sgemm, Gemm};
 
 pub struct Llama {
@@ -31,7 +31,11 @@ struct Dims {
 
 impl Llama {
     pub fn new(cfg: ModelConfig, params: Params) -> Self {
-        assert_eq!(params.len(), Params::zeros(&cfg).len(), "Llama::new: parameters do not match the config");
+        assert_eq!(
+            params.len(),
+            Params::zeros(&cfg).len(),
+            "Llama::new: parameters do not match the config"
+        );
         let rope = RopeTable::new(cfg.context_len, cfg.head_dim(), cfg.rope_theta);
         Llama { cfg, params, rope }
     }
@@ -49,17 +53,35 @@ impl Llama {
     fn dims(&self, ws: &Workspace) -> Dims {
         let c = &self.cfg;
         let hd = c.head_dim();
-        Dims { n: ws.tokens(), d: c.d_model, hid: c.ffn_hidden, qkv: (c.n_heads + 2 * c.n_kv_heads) * hd, att: c.n_heads * hd }
+        Dims {
+            n: ws.tokens(),
+            d: c.d_model,
+            hid: c.ffn_hidden,
+            qkv: (c.n_heads + 2 * c.n_kv_heads) * hd,
+            att: c.n_heads * hd,
+        }
     }
 
     fn attn_shape(&self, ws: &Workspace) -> AttnShape {
         let c = &self.cfg;
-        AttnShape { batch: ws.batch, seq_len: ws.seq_len, n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim() }
+        AttnShape {
+            batch: ws.batch,
+            seq_len: ws.seq_len,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim(),
+        }
     }
 
     fn rope_layout(&self, ws: &Workspace, dims: Dims) -> RopeLayout {
         // q and k heads are adjacent in each qkv row: rotate them in one sweep.
-        RopeLayout { stride: dims.qkv, col: 0, n_heads: self.cfg.n_heads + self.cfg.n_kv_heads, seq_len: ws.seq_len, pos0: 0 }
+        RopeLayout {
+            stride: dims.qkv,
+            col: 0,
+            n_heads: self.cfg.n_heads + self.cfg.n_kv_heads,
+            seq_len: ws.seq_len,
+            pos0: 0,
+        }
     }
 
     /// Embedding, all layers and the final norm, leaving activations in `ws` and the normalised
@@ -68,39 +90,81 @@ impl Llama {
     /// # Shapes
     /// tokens: (B·T) row-major, ids < vocab_size (checked where data enters frugal).
     fn forward_trunk(&self, tokens: &[u32], ws: &mut Workspace) {
-        assert!(tokens.len() == ws.tokens() && ws.seq_len <= self.cfg.context_len, "forward: tokens do not fit the workspace");
+        assert!(
+            tokens.len() == ws.tokens() && ws.seq_len <= self.cfg.context_len,
+            "forward: tokens do not fit the workspace"
+        );
         let dm = self.dims(ws);
         let (n, d) = (dm.n, dm.d);
         let p = &self.params.data;
         let eps = self.cfg.norm_eps;
         embedding_forward(&mut ws.resid[..n * d], tokens, &p[self.params.embed..], d);
         let (attn, rope) = (self.attn_shape(ws), self.rope_layout(ws, dm));
-        for (l, (off, a)) in self.params.layers.iter().zip(ws.layers.iter_mut()).enumerate() {
+        for (l, (off, a)) in self
+            .params
+            .layers
+            .iter()
+            .zip(ws.layers.iter_mut())
+            .enumerate()
+        {
             let (before, after) = ws.resid.split_at_mut((l + 1) * n * d);
             let (x_in, x_out) = (&before[l * n * d..], &mut after[..n * d]);
             // Attention block: x_mid = x_in + o_proj(attn(rope(qkv(norm(x_in)))))
-            rmsnorm_forward(&mut a.xn1, &mut a.rstd1, x_in, &p[off.attn_norm..][..d], d, eps);
+            rmsnorm_forward(
+                &mut a.xn1,
+                &mut a.rstd1,
+                x_in,
+                &p[off.attn_norm..][..d],
+                d,
+                eps,
+            );
             sgemm(&Gemm::nt(n, dm.qkv, d), &a.xn1, &p[off.qkv..], &mut a.qkv); // (N, qkv)
             rope_forward(&mut a.qkv, rope, &self.rope);
             attention_forward(&mut a.att, &mut a.lse, &a.qkv, attn); // (N, att)
             sgemm(&Gemm::nt(n, d, dm.att), &a.att, &p[off.o..], &mut a.x_mid); // (N, d)
             add_inplace(&mut a.x_mid, x_in);
             // MLP block: x_out = x_mid + down(silu(gate(h)) · up(h)), h = norm(x_mid)
-            rmsnorm_forward(&mut a.xn2, &mut a.rstd2, &a.x_mid, &p[off.mlp_norm..][..d], d, eps);
-            sgemm(&Gemm::nt(n, 2 * dm.hid, d), &a.xn2, &p[off.gate_up..], &mut a.gu); // (N, 2·hid)
+            rmsnorm_forward(
+                &mut a.xn2,
+                &mut a.rstd2,
+                &a.x_mid,
+                &p[off.mlp_norm..][..d],
+                d,
+                eps,
+            );
+            sgemm(
+                &Gemm::nt(n, 2 * dm.hid, d),
+                &a.xn2,
+                &p[off.gate_up..],
+                &mut a.gu,
+            ); // (N, 2·hid)
             swiglu_forward(&mut a.h, &a.gu, dm.hid);
             sgemm(&Gemm::nt(n, d, dm.hid), &a.h, &p[off.down..], x_out); // (N, d)
             add_inplace(x_out, &a.x_mid);
         }
         let last = &ws.resid[self.cfg.n_layers * n * d..];
-        rmsnorm_forward(&mut ws.xf, &mut ws.rstd_f, last, &p[self.params.final_norm..][..d], d, eps);
+        rmsnorm_forward(
+            &mut ws.xf,
+            &mut ws.rstd_f,
+            last,
+            &p[self.params.final_norm..][..d],
+            d,
+            eps,
+        );
     }
 
     /// Summed cross-entropy over targets that are not `IGNORE`, and their count.
     pub fn loss(&self, tokens: &[u32], targets: &[u32], ws: &mut Workspace) -> (f64, usize) {
         self.forward_trunk(tokens, ws);
         let d = self.cfg.d_model;
-        lm_head_cross_entropy(&ws.xf, &self.params.data[self.params.lm_head..], targets, d, None, &mut ws.logits_scratch)
+        lm_head_cross_entropy(
+            &ws.xf,
+            &self.params.data[self.params.lm_head..],
+            targets,
+            d,
+            None,
+            &mut ws.logits_scratch,
+        )
     }
 
     /// Logits of every position: (B·T, vocab).
@@ -108,7 +172,12 @@ impl Llama {
         self.forward_trunk(tokens, ws);
         let (n, d, v) = (ws.tokens(), self.cfg.d_model, self.cfg.vocab_size);
         let mut out = vec![0f32; n * v];
-        sgemm(&Gemm::nt(n, v, d), &ws.xf, &self.params.data[self.params.lm_head..], &mut out);
+        sgemm(
+            &Gemm::nt(n, v, d),
+            &ws.xf,
+            &self.params.data[self.params.lm_head..],
+            &mut out,
+        );
         out
     }
 
@@ -123,7 +192,11 @@ impl Llama {
         grad_scale: f32,
         ws: &mut Workspace,
     ) -> (f64, usize) {
-        assert_eq!(grads.len(), self.params.len(), "forward_backward: gradient buffer does not match the parameters");
+        assert_eq!(
+            grads.len(),
+            self.params.len(),
+            "forward_backward: gradient buffer does not match the parameters"
+        );
         self.forward_trunk(tokens, ws);
         let dm = self.dims(ws);
         let (n, d) = (dm.n, dm.d);
@@ -138,32 +211,100 @@ impl Llama {
             &p[pr.lm_head..],
             targets,
             d,
-            Some(LossGrads { dx: &mut ws.dxn, dw: g_head, scale: grad_scale }),
+            Some(LossGrads {
+                dx: &mut ws.dxn,
+                dw: g_head,
+                scale: grad_scale,
+            }),
             &mut ws.logits_scratch,
         );
         let last = &ws.resid[self.cfg.n_layers * n * d..];
         ws.dresid.fill(0.0);
-        rmsnorm_backward(&mut ws.dresid, &mut g_rest[pr.final_norm..][..d], &ws.dxn, last, &p[pr.final_norm..][..d], &ws.rstd_f, d);
+        rmsnorm_backward(
+            &mut ws.dresid,
+            &mut g_rest[pr.final_norm..][..d],
+            &ws.dxn,
+            last,
+            &p[pr.final_norm..][..d],
+            &ws.rstd_f,
+            d,
+        );
 
         let (attn, rope) = (self.attn_shape(ws), self.rope_layout(ws, dm));
         for (l, (off, a)) in pr.layers.iter().zip(ws.layers.iter()).enumerate().rev() {
             let x_in = &ws.resid[l * n * d..(l + 1) * n * d];
             let g = &mut *g_rest;
             // MLP block. ws.dresid holds dL/dx_out.
-            sgemm(&Gemm::nn(n, dm.hid, d), &ws.dresid, &p[off.down..], &mut ws.dh); // dh (N, hid)
-            sgemm(&Gemm::tn(d, dm.hid, n).accumulate(true), &ws.dresid, &a.h, &mut g[off.down..]); // dW_down (d, hid)
+            sgemm(
+                &Gemm::nn(n, dm.hid, d),
+                &ws.dresid,
+                &p[off.down..],
+                &mut ws.dh,
+            ); // dh (N, hid)
+            sgemm(
+                &Gemm::tn(d, dm.hid, n).accumulate(true),
+                &ws.dresid,
+                &a.h,
+                &mut g[off.down..],
+            ); // dW_down (d, hid)
             swiglu_backward(&mut ws.dgu, &ws.dh, &a.gu, dm.hid);
-            sgemm(&Gemm::tn(2 * dm.hid, d, n).accumulate(true), &ws.dgu, &a.xn2, &mut g[off.gate_up..]); // (2·hid, d)
-            sgemm(&Gemm::nn(n, d, 2 * dm.hid), &ws.dgu, &p[off.gate_up..], &mut ws.dxn); // dxn2 (N, d)
-            rmsnorm_backward(&mut ws.dresid, &mut g[off.mlp_norm..][..d], &ws.dxn, &a.x_mid, &p[off.mlp_norm..][..d], &a.rstd2, d);
+            sgemm(
+                &Gemm::tn(2 * dm.hid, d, n).accumulate(true),
+                &ws.dgu,
+                &a.xn2,
+                &mut g[off.gate_up..],
+            ); // (2·hid, d)
+            sgemm(
+                &Gemm::nn(n, d, 2 * dm.hid),
+                &ws.dgu,
+                &p[off.gate_up..],
+                &mut ws.dxn,
+            ); // dxn2 (N, d)
+            rmsnorm_backward(
+                &mut ws.dresid,
+                &mut g[off.mlp_norm..][..d],
+                &ws.dxn,
+                &a.x_mid,
+                &p[off.mlp_norm..][..d],
+                &a.rstd2,
+                d,
+            );
             // Attention block. ws.dresid now holds dL/dx_mid.
-            sgemm(&Gemm::nn(n, dm.att, d), &ws.dresid, &p[off.o..], &mut ws.datt); // datt (N, att)
-            sgemm(&Gemm::tn(d, dm.att, n).accumulate(true), &ws.dresid, &a.att, &mut g[off.o..]); // dW_o (d, att)
+            sgemm(
+                &Gemm::nn(n, dm.att, d),
+                &ws.dresid,
+                &p[off.o..],
+                &mut ws.datt,
+            ); // datt (N, att)
+            sgemm(
+                &Gemm::tn(d, dm.att, n).accumulate(true),
+                &ws.dresid,
+                &a.att,
+                &mut g[off.o..],
+            ); // dW_o (d, att)
             attention_backward(&mut ws.dqkv, &ws.datt, &a.qkv, &a.att, &a.lse, attn);
             rope_backward(&mut ws.dqkv, rope, &self.rope);
-            sgemm(&Gemm::tn(dm.qkv, d, n).accumulate(true), &ws.dqkv, &a.xn1, &mut g[off.qkv..]); // (qkv, d)
-            sgemm(&Gemm::nn(n, d, dm.qkv), &ws.dqkv, &p[off.qkv..], &mut ws.dxn); // dxn1 (N, d)
-            rmsnorm_backward(&mut ws.dresid, &mut g[off.attn_norm..][..d], &ws.dxn, x_in, &p[off.attn_norm..][..d], &a.rstd1, d);
+            sgemm(
+                &Gemm::tn(dm.qkv, d, n).accumulate(true),
+                &ws.dqkv,
+                &a.xn1,
+                &mut g[off.qkv..],
+            ); // (qkv, d)
+            sgemm(
+                &Gemm::nn(n, d, dm.qkv),
+                &ws.dqkv,
+                &p[off.qkv..],
+                &mut ws.dxn,
+            ); // dxn1 (N, d)
+            rmsnorm_backward(
+                &mut ws.dresid,
+                &mut g[off.attn_norm..][..d],
+                &ws.dxn,
+                x_in,
+                &p[off.attn_norm..][..d],
+                &a.rstd1,
+                d,
+            );
         }
         embedding_backward(&mut g_rest[pr.embed..], &ws.dresid, tokens, d);
         loss

@@ -62,7 +62,11 @@ impl Params {
         let mut specs = Vec::new();
         let mut push = |name: String, shape: Vec<usize>| {
             let offset = specs.last().map_or(0, |s: &ParamSpec| s.offset + s.len());
-            specs.push(ParamSpec { name, shape, offset });
+            specs.push(ParamSpec {
+                name,
+                shape,
+                offset,
+            });
             offset
         };
         let embed = push("model.embed_tokens.weight".into(), vec![cfg.vocab_size, d]);
@@ -70,21 +74,47 @@ impl Params {
             .map(|i| {
                 let p = format!("model.layers.{i}");
                 let attn_norm = push(format!("{p}.input_layernorm.weight"), vec![d]);
-                let qkv = push(format!("{p}.self_attn.q_proj.weight"), vec![cfg.n_heads * hd, d]);
-                push(format!("{p}.self_attn.k_proj.weight"), vec![cfg.n_kv_heads * hd, d]);
-                push(format!("{p}.self_attn.v_proj.weight"), vec![cfg.n_kv_heads * hd, d]);
-                let o = push(format!("{p}.self_attn.o_proj.weight"), vec![d, cfg.n_heads * hd]);
+                let qkv = push(
+                    format!("{p}.self_attn.q_proj.weight"),
+                    vec![cfg.n_heads * hd, d],
+                );
+                push(
+                    format!("{p}.self_attn.k_proj.weight"),
+                    vec![cfg.n_kv_heads * hd, d],
+                );
+                push(
+                    format!("{p}.self_attn.v_proj.weight"),
+                    vec![cfg.n_kv_heads * hd, d],
+                );
+                let o = push(
+                    format!("{p}.self_attn.o_proj.weight"),
+                    vec![d, cfg.n_heads * hd],
+                );
                 let mlp_norm = push(format!("{p}.post_attention_layernorm.weight"), vec![d]);
                 let gate_up = push(format!("{p}.mlp.gate_proj.weight"), vec![h, d]);
                 push(format!("{p}.mlp.up_proj.weight"), vec![h, d]);
                 let down = push(format!("{p}.mlp.down_proj.weight"), vec![d, h]);
-                LayerOffsets { attn_norm, qkv, o, mlp_norm, gate_up, down }
+                LayerOffsets {
+                    attn_norm,
+                    qkv,
+                    o,
+                    mlp_norm,
+                    gate_up,
+                    down,
+                }
             })
             .collect();
         let final_norm = push("model.norm.weight".into(), vec![d]);
         let lm_head = push("lm_head.weight".into(), vec![cfg.vocab_size, d]);
         let total = specs.last().map_or(0, |s| s.offset + s.len());
-        Params { data: vec![0.0; total], specs, embed, layers, final_norm, lm_head }
+        Params {
+            data: vec![0.0; total],
+            specs,
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+        }
     }
 
     /// Matrices ~ N(0, init_std²), norm weights = 1, drawn in `specs` order from `seed`.
@@ -128,11 +158,23 @@ mod tests {
         let cfg = Config::preset("ref", &[]).unwrap().model;
         let p = Params::zeros(&cfg);
         // 2 · 4096·384 (embedding, head) + 6 · (4·384² + 3·384·1024 + 2·384) + 384
-        assert_eq!(p.len(), 2 * 4096 * 384 + 6 * (4 * 384 * 384 + 3 * 384 * 1024 + 2 * 384) + 384);
+        assert_eq!(
+            p.len(),
+            2 * 4096 * 384 + 6 * (4 * 384 * 384 + 3 * 384 * 1024 + 2 * 384) + 384
+        );
         assert_eq!(p.specs.len(), 1 + 6 * 9 + 2);
         let q = p.spec("model.layers.0.self_attn.q_proj.weight").unwrap();
         let k = p.spec("model.layers.0.self_attn.k_proj.weight").unwrap();
-        assert_eq!(q.offset + q.len(), k.offset, "q, k, v are stacked for the fused GEMM");
-        assert_eq!(p.layers[5].qkv, p.spec("model.layers.5.self_attn.q_proj.weight").unwrap().offset);
+        assert_eq!(
+            q.offset + q.len(),
+            k.offset,
+            "q, k, v are stacked for the fused GEMM"
+        );
+        assert_eq!(
+            p.layers[5].qkv,
+            p.spec("model.layers.5.self_attn.q_proj.weight")
+                .unwrap()
+                .offset
+        );
     }
 }

@@ -9,12 +9,27 @@ use std::path::Path;
 
 /// Writes every parameter as an f32 tensor. The file appears whole or not at all (temp + rename).
 pub fn save_safetensors(params: &Params, path: &Path) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = params.specs.iter().map(|s| params.data[s.range()].iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let bytes: Vec<Vec<u8>> = params
+        .specs
+        .iter()
+        .map(|s| {
+            params.data[s.range()]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        })
+        .collect();
     let views = params
         .specs
         .iter()
         .zip(&bytes)
-        .map(|(s, b)| Ok((s.name.clone(), TensorView::new(Dtype::F32, s.shape.clone(), b).map_err(|e| safetensors_err(path, e))?)))
+        .map(|(s, b)| {
+            Ok((
+                s.name.clone(),
+                TensorView::new(Dtype::F32, s.shape.clone(), b)
+                    .map_err(|e| safetensors_err(path, e))?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     let meta = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let tmp = path.with_extension("safetensors.tmp");
@@ -29,29 +44,54 @@ pub fn load_safetensors(params: &mut Params, path: &Path) -> Result<Vec<String>>
     let file = SafeTensors::deserialize(&bytes).map_err(|e| safetensors_err(path, e))?;
     for spec in &params.specs {
         let t = file.tensor(&spec.name).map_err(|_| {
-            Error::weights(path, format!("tensor {} is missing", spec.name), "the file was written for a different model; check the config's n_layers and names")
+            Error::weights(
+                path,
+                format!("tensor {} is missing", spec.name),
+                "the file was written for a different model; check the config's n_layers and names",
+            )
         })?;
         if t.dtype() != Dtype::F32 {
-            return Err(Error::weights(path, format!("tensor {} is {:?}, expected F32", spec.name, t.dtype()), "convert the weights to float32"));
+            return Err(Error::weights(
+                path,
+                format!("tensor {} is {:?}, expected F32", spec.name, t.dtype()),
+                "convert the weights to float32",
+            ));
         }
         if t.shape() != spec.shape.as_slice() {
             return Err(Error::weights(
                 path,
-                format!("tensor {} has shape {:?}, the config expects {:?}", spec.name, t.shape(), spec.shape),
+                format!(
+                    "tensor {} has shape {:?}, the config expects {:?}",
+                    spec.name,
+                    t.shape(),
+                    spec.shape
+                ),
                 "use the config these weights were trained with",
             ));
         }
-        for (dst, src) in params.data[spec.range()].iter_mut().zip(t.data().chunks_exact(4)) {
+        for (dst, src) in params.data[spec.range()]
+            .iter_mut()
+            .zip(t.data().chunks_exact(4))
+        {
             *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
         }
     }
-    let mut extra: Vec<String> = file.names().into_iter().filter(|n| params.spec(n).is_none()).cloned().collect();
+    let mut extra: Vec<String> = file
+        .names()
+        .into_iter()
+        .filter(|n| params.spec(n).is_none())
+        .cloned()
+        .collect();
     extra.sort();
     Ok(extra)
 }
 
 fn safetensors_err(path: &Path, e: safetensors::SafeTensorError) -> Error {
-    Error::weights(path, e.to_string(), "the file is not valid safetensors; re-export it")
+    Error::weights(
+        path,
+        e.to_string(),
+        "the file is not valid safetensors; re-export it",
+    )
 }
 
 #[cfg(test)]
@@ -73,12 +113,24 @@ mod tests {
 
         let mut wider = cfg.clone();
         wider.d_model = 64;
-        let e = load_safetensors(&mut Params::zeros(&wider), &path).unwrap_err().to_string();
-        assert!(e.contains("model.embed_tokens.weight") && e.contains("[128, 32]") && e.contains("HINT"), "{e}");
+        let e = load_safetensors(&mut Params::zeros(&wider), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.embed_tokens.weight")
+                && e.contains("[128, 32]")
+                && e.contains("HINT"),
+            "{e}"
+        );
         let mut deeper = cfg.clone();
         deeper.n_layers = 3;
-        let e = load_safetensors(&mut Params::zeros(&deeper), &path).unwrap_err().to_string();
-        assert!(e.contains("model.layers.2.input_layernorm.weight is missing"), "{e}");
+        let e = load_safetensors(&mut Params::zeros(&deeper), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.layers.2.input_layernorm.weight is missing"),
+            "{e}"
+        );
         std::fs::write(dir.join("bad.safetensors"), b"not a safetensors file").unwrap();
         assert!(load_safetensors(&mut q, &dir.join("bad.safetensors")).is_err());
         std::fs::remove_dir_all(&dir).ok();

@@ -6,6 +6,7 @@
 //! One parallel task per (sequence, kv head): it owns that kv head's dK and dV, so the query
 //! heads sharing it accumulate without atomics, and results do not depend on the thread count.
 
+use super::math::{dot, exp, max, sum};
 use crate::matmul::{sgemm_serial, sgemm_serial_raw, Gemm};
 use crate::SendPtr;
 use rayon::prelude::*;
@@ -76,14 +77,11 @@ fn block_softmax(p: &mut [f32], i0: usize, i1: usize, scale: f32, lse: &mut [f32
     for (r, row) in p.chunks_exact_mut(i1).enumerate() {
         let (vis, masked) = row.split_at_mut(i0 + r + 1); // keys 0..=i0+r are visible
         masked.fill(0.0);
-        let max = vis.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)) * scale;
-        let mut sum = 0f32;
-        for s in vis.iter_mut() {
-            *s = (*s * scale - max).exp();
-            sum += *s;
-        }
-        lse[r] = max + sum.ln();
-        let inv = 1.0 / sum;
+        let m = max(vis) * scale;
+        vis.iter_mut().for_each(|s| *s = exp(*s * scale - m));
+        let total = sum(vis);
+        lse[r] = m + total.ln();
+        let inv = 1.0 / total;
         vis.iter_mut().for_each(|s| *s *= inv);
     }
 }
@@ -170,7 +168,7 @@ pub fn attention_backward(
                         &out_seq[i * os + h * hd..][..hd],
                         &dout_seq[i * os + h * hd..][..hd],
                     );
-                    *d = o.iter().zip(d_o).map(|(a, b)| a * b).sum();
+                    *d = dot(o, d_o);
                 }
                 for i0 in (0..t).step_by(BLOCK_Q) {
                     let (i1, bq) = ((i0 + BLOCK_Q).min(t), (i0 + BLOCK_Q).min(t) - i0);

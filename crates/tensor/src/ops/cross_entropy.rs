@@ -2,6 +2,7 @@
 //! overwritten by their own gradient, so the (N × vocab) logit matrix — the largest activation of
 //! a small model — is never held whole, and softmax, loss and dlogits take one pass.
 
+use super::math::{exp, max, sum};
 use crate::matmul::{sgemm, Gemm};
 use rayon::prelude::*;
 
@@ -92,14 +93,15 @@ fn softmax_xent_row(l: &mut [f32], target: u32, scale: Option<f32>) -> f64 {
         "cross_entropy: target {t} >= vocab {}",
         l.len()
     );
-    let max = l.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let sum: f32 = l.iter().map(|&v| (v - max).exp()).sum();
-    let lse = max + sum.ln();
-    let loss = (lse - l[t]) as f64;
+    let m = max(l);
+    let target_logit = l[t];
+    // Exponentiate in place (one vectorised pass), sum, then normalise if a gradient is wanted.
+    l.iter_mut().for_each(|v| *v = exp(*v - m));
+    let total = sum(l);
+    let loss = (m + total.ln() - target_logit) as f64;
     if let Some(scale) = scale {
-        for v in l.iter_mut() {
-            *v = (*v - lse).exp() * scale;
-        }
+        let k = scale / total;
+        l.iter_mut().for_each(|v| *v *= k);
         l[t] -= scale;
     }
     loss

@@ -9,13 +9,20 @@ pub const NS_STEPS: usize = 5;
 
 /// Writes into `x` the orthogonalised `g`. # Shapes: g, x: (rows, cols).
 pub fn newton_schulz(x: &mut [f32], g: &[f32], rows: usize, cols: usize) {
-    assert!(g.len() == rows * cols && x.len() == g.len(), "newton_schulz: shape mismatch");
+    assert!(
+        g.len() == rows * cols && x.len() == g.len(),
+        "newton_schulz: shape mismatch"
+    );
     let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt() + 1e-7;
     x.iter_mut().zip(g).for_each(|(x, g)| *x = g / norm);
     let (a, b, c) = COEFFS;
     // Work in the small Gram dimension: XXᵀ for wide matrices, XᵀX for tall ones.
     let s = rows.min(cols);
-    let (mut gram, mut poly, mut next) = (vec![0f32; s * s], vec![0f32; s * s], vec![0f32; rows * cols]);
+    let (mut gram, mut poly, mut next) = (
+        vec![0f32; s * s],
+        vec![0f32; s * s],
+        vec![0f32; rows * cols],
+    );
     for _ in 0..NS_STEPS {
         if rows <= cols {
             sgemm(&Gemm::nt(s, s, cols), x, x, &mut gram); // A = XXᵀ
@@ -23,12 +30,24 @@ pub fn newton_schulz(x: &mut [f32], g: &[f32], rows: usize, cols: usize) {
             sgemm(&Gemm::tn(s, s, rows), x, x, &mut gram); // A = XᵀX
         }
         sgemm(&Gemm::nn(s, s, s), &gram, &gram, &mut poly); // A²
-        poly.iter_mut().zip(&gram).for_each(|(p, a)| *p = b * a + c * *p); // B = bA + cA²
+        poly.iter_mut()
+            .zip(&gram)
+            .for_each(|(p, a)| *p = b * a + c * *p); // B = bA + cA²
         next.iter_mut().zip(x.iter()).for_each(|(n, x)| *n = a * x);
         if rows <= cols {
-            sgemm(&Gemm::nn(rows, cols, s).accumulate(true), &poly, x, &mut next); // aX + BX
+            sgemm(
+                &Gemm::nn(rows, cols, s).accumulate(true),
+                &poly,
+                x,
+                &mut next,
+            ); // aX + BX
         } else {
-            sgemm(&Gemm::nn(rows, cols, s).accumulate(true), x, &poly, &mut next); // aX + XB
+            sgemm(
+                &Gemm::nn(rows, cols, s).accumulate(true),
+                x,
+                &poly,
+                &mut next,
+            ); // aX + XB
         }
         x.copy_from_slice(&next);
     }
@@ -58,7 +77,11 @@ pub mod reference {
         let tall = rows > cols;
         let (r, c) = if tall { (cols, rows) } else { (rows, cols) };
         let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
-        let mut x = if tall { transpose(&g64, rows, cols) } else { g64 };
+        let mut x = if tall {
+            transpose(&g64, rows, cols)
+        } else {
+            g64
+        };
         let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt() + 1e-7;
         x.iter_mut().for_each(|v| *v /= norm);
         let (a, b, cc) = (COEFFS.0 as f64, COEFFS.1 as f64, COEFFS.2 as f64);
@@ -85,9 +108,14 @@ mod tests {
             let g = projection(rows * cols, 5);
             let mut x = vec![0.0; g.len()];
             newton_schulz(&mut x, &g, rows, cols);
-            assert_close(&x, &reference::newton_schulz(&g, rows, cols), 1e-4, &format!("newton_schulz {rows}x{cols}"));
-            // Singular values land near 1 (the quintic is tuned for speed, not exactness):
-            // the Gram matrix of the short side is close to the identity.
+            assert_close(
+                &x,
+                &reference::newton_schulz(&g, rows, cols),
+                1e-4,
+                &format!("newton_schulz {rows}x{cols}"),
+            );
+            // Singular values land in roughly [0.5, 1.2] (the quintic trades exactness for speed),
+            // so the short side's Gram matrix has diagonal in [σ²min, σ²max] and small off-diagonal.
             let s = rows.min(cols);
             for i in 0..s {
                 for j in 0..s {
@@ -96,8 +124,12 @@ mod tests {
                     } else {
                         (0..rows).map(|k| x[k * cols + i] * x[k * cols + j]).sum()
                     };
-                    let want = if i == j { 1.0 } else { 0.0 };
-                    assert!((dot - want).abs() < 0.35, "{rows}x{cols}: gram[{i}][{j}] = {dot}");
+                    let ok = if i == j {
+                        (0.25..1.5).contains(&dot)
+                    } else {
+                        dot.abs() < 0.35
+                    };
+                    assert!(ok, "{rows}x{cols}: gram[{i}][{j}] = {dot}");
                 }
             }
         }

@@ -1,13 +1,9 @@
 //! SwiGLU activation (Llama's MLP): h = silu(gate) · up, with gate and up produced by one fused
 //! GEMM, so each row of the input holds [gate (hidden) | up (hidden)].
 
+use super::math::sigmoid;
 use crate::ROW_CHUNK;
 use rayon::prelude::*;
-
-#[inline]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
 
 /// # Shapes
 /// gu: (n, 2·hidden) = [gate | up] per row; h (out): (n, hidden).

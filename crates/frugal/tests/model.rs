@@ -1,0 +1,249 @@
+//! End-to-end checks of the model on configs/tiny.toml: golden values from an independent
+//! PyTorch implementation, and a finite-difference gradient check of the whole model.
+
+use frugal::model::{load_safetensors, Llama, Params};
+use frugal::optim::Optimizer;
+use frugal::Config;
+use safetensors::SafeTensors;
+use std::path::Path;
+use tensor::check::{numeric_grad, relative_error};
+
+fn golden_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden"))
+}
+
+/// tokens (B, T+1) from the golden file → (inputs, targets), each (B·T).
+fn golden_batch(path: &Path, t: usize) -> (Vec<u32>, Vec<u32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let tok = file.tensor("tokens").unwrap();
+    let ids: Vec<u32> = tok
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    let (mut x, mut y) = (vec![], vec![]);
+    for row in ids.chunks_exact(t + 1) {
+        x.extend_from_slice(&row[..t]);
+        y.extend_from_slice(&row[1..]);
+    }
+    (x, y)
+}
+
+fn floats(v: &serde_json::Value, key: &str) -> Vec<f64> {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("golden file lacks {key}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// Golden values: regenerate with the `command` stored in tests/golden/tiny_golden.json
+/// (.venv/bin/python bench/llama_ref.py golden --config configs/tiny.toml --out-dir
+/// crates/frugal/tests/golden --steps 10).
+#[test]
+fn matches_pytorch_golden_losses_and_logits() {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir().join("tiny_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let cfg = Config::preset("tiny", &[]).unwrap();
+    let mut params = Params::zeros(&cfg.model);
+    let init = golden_dir().join("tiny_init.safetensors");
+    let extra = load_safetensors(&mut params, &init).unwrap();
+    assert_eq!(extra, vec!["tokens".to_string()]);
+    let (b, t, v) = (
+        cfg.train.batch_size,
+        cfg.train.seq_len,
+        cfg.model.vocab_size,
+    );
+    let (x, y) = golden_batch(&init, t);
+    assert_eq!(x.len(), b * t);
+
+    let mut model = Llama::new(cfg.model.clone(), params);
+    let mut ws = model.workspace(b, t);
+    let first_logits = |model: &Llama, ws: &mut frugal::model::Workspace| -> Vec<f64> {
+        let l = model.logits(&x, ws);
+        (0..4)
+            .flat_map(|pos| {
+                l[pos * v..pos * v + 8]
+                    .iter()
+                    .map(|&z| z as f64)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let check = |got: &[f64], want: &[f64], what: &str| {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * (w.abs() + 1e-2),
+                "{what}[{i}]: frugal {g} vs PyTorch {w}"
+            );
+        }
+    };
+    check(
+        &first_logits(&model, &mut ws),
+        &floats(&golden, "logits_init"),
+        "initial logits",
+    );
+
+    let mut opt = Optimizer::new(&cfg.train, &model.params);
+    let mut grads = vec![0f32; model.params.len()];
+    let mut losses = vec![];
+    for _ in 0..floats(&golden, "losses").len() {
+        grads.fill(0.0);
+        let (sum, n) = model.forward_backward(&x, &y, &mut grads, 1.0 / (b * t) as f32, &mut ws);
+        losses.push(sum / n as f64);
+        opt.update(&mut model.params.data, &grads, 1.0);
+    }
+    let want = floats(&golden, "losses");
+    let worst = losses
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| ((g - w) / w).abs())
+        .fold(0.0, f64::max);
+    eprintln!("golden losses: worst relative difference {worst:e}");
+    for (i, (g, w)) in losses.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * w.abs(),
+            "loss at step {i}: frugal {g} vs PyTorch {w}\nall: {losses:?}"
+        );
+    }
+    check(
+        &first_logits(&model, &mut ws),
+        &floats(&golden, "logits_final"),
+        "logits after training",
+    );
+}
+
+/// The whole model's backward pass against central differences, on every tensor.
+#[test]
+fn whole_model_gradient_check() {
+    // Larger init than training uses, so gradients stand well above f32 rounding noise.
+    let cfg = Config::preset(
+        "tiny",
+        &["model.init_std=0.3".into(), "train.seq_len=12".into()],
+    )
+    .unwrap();
+    let mut model = Llama::init(cfg.model.clone(), 5);
+    for s in model.params.specs.clone().iter().filter(|s| !s.is_matrix()) {
+        // Non-unit norm weights, so their gradients are exercised away from the identity.
+        let mut rng = tensor::Rng::new(s.offset as u64);
+        model.params.data[s.range()]
+            .iter_mut()
+            .for_each(|w| *w = 1.0 + 0.2 * rng.normal() as f32);
+    }
+    let (b, t, v) = (
+        cfg.train.batch_size,
+        cfg.train.seq_len,
+        cfg.model.vocab_size as u64,
+    );
+    let mut rng = tensor::Rng::new(9);
+    let x: Vec<u32> = (0..b * t).map(|_| rng.below(v) as u32).collect();
+    let mut y: Vec<u32> = (0..b * t).map(|_| rng.below(v) as u32).collect();
+    y[3] = tensor::ops::cross_entropy::IGNORE;
+    let mut ws = model.workspace(b, t);
+    let mut grads = vec![0f32; model.params.len()];
+    model.forward_backward(&x, &y, &mut grads, 1.0, &mut ws);
+    for spec in model.params.specs.clone() {
+        let r = spec.range();
+        // Embedding rows of unused tokens have zero gradient: sample the used ones.
+        let idx: Vec<usize> = if spec.name == "model.embed_tokens.weight" {
+            x.iter()
+                .take(6)
+                .map(|&tok| r.start + tok as usize * cfg.model.d_model + 1)
+                .collect()
+        } else {
+            tensor::check::sample_indices(r.len(), 12)
+                .into_iter()
+                .map(|i| r.start + i)
+                .collect()
+        };
+        let mut data = model.params.data.clone();
+        let numeric = numeric_grad(&mut data, &idx, 1e-2, |p| {
+            let m = Llama::new(
+                cfg.model.clone(),
+                Params {
+                    data: p.to_vec(),
+                    ..model.params.clone()
+                },
+            );
+            let mut ws = m.workspace(b, t);
+            m.loss(&x, &y, &mut ws).0
+        });
+        let analytic: Vec<f64> = idx.iter().map(|&i| grads[i] as f64).collect();
+        let err = relative_error(&numeric, &analytic);
+        assert!(
+            err < 1e-2,
+            "{}: relative error {err:e}\nnumeric {numeric:?}\nanalytic {analytic:?}",
+            spec.name
+        );
+    }
+}
+
+/// Trains tiny on one fixed batch; returns the loss after each step.
+fn train_tiny(overrides: &[&str], steps: usize) -> Vec<f64> {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let cfg = Config::preset("tiny", &overrides).unwrap();
+    let (b, t, v) = (
+        cfg.train.batch_size,
+        cfg.train.seq_len,
+        cfg.model.vocab_size as u64,
+    );
+    let mut rng = tensor::Rng::new(1);
+    let seq: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(v) as u32).collect();
+    let x: Vec<u32> = seq.chunks(t + 1).flat_map(|s| s[..t].to_vec()).collect();
+    let y: Vec<u32> = seq.chunks(t + 1).flat_map(|s| s[1..].to_vec()).collect();
+    let mut model = Llama::init(cfg.model.clone(), cfg.train.seed);
+    let mut opt = Optimizer::new(&cfg.train, &model.params);
+    let (mut ws, mut grads) = (model.workspace(b, t), vec![0f32; model.params.len()]);
+    (0..steps)
+        .map(|_| {
+            grads.fill(0.0);
+            let (sum, n) =
+                model.forward_backward(&x, &y, &mut grads, 1.0 / (b * t) as f32, &mut ws);
+            opt.update(&mut model.params.data, &grads, 1.0);
+            sum / n as f64
+        })
+        .collect()
+}
+
+#[test]
+fn both_optimizers_fit_a_batch() {
+    for (opt, lr) in [("adamw", "train.lr=0.01"), ("muon", "train.lr=0.01")] {
+        let losses = train_tiny(&[&format!("train.optimizer={opt}"), lr], 40);
+        let (first, last) = (losses[0], *losses.last().unwrap());
+        assert!(
+            last < 0.5 * first,
+            "{opt}: loss {first} -> {last} over 40 steps on one batch"
+        );
+    }
+}
+
+#[test]
+fn runs_are_reproducible_and_thread_count_only_reassociates() {
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    // Wide enough that GEMMs take the multi-threaded path.
+    let wide = [
+        "model.d_model=128",
+        "model.ffn_hidden=256",
+        "train.batch_size=4",
+        "train.seq_len=32",
+    ];
+    let two_a = pool(2).install(|| train_tiny(&wide, 5));
+    let two_b = pool(2).install(|| train_tiny(&wide, 5));
+    assert_eq!(
+        two_a, two_b,
+        "same seed and thread count must give bitwise identical losses"
+    );
+    let one = pool(1).install(|| train_tiny(&wide, 5));
+    for (a, b) in one.iter().zip(&two_a) {
+        assert!((a - b).abs() < 1e-5 * a.abs(), "1 vs 2 threads: {a} vs {b}");
+    }
+}
