@@ -35,14 +35,11 @@ pub enum BenchCommand {
 
 const WARMUP: usize = 3;
 
-pub fn run(cmd: BenchCommand, threads: usize) -> anyhow::Result<()> {
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Gemm { reps } => {
             let g = bench_gemm(reps);
-            println!(
-                "backend: {} | threads: {threads}",
-                tensor::matmul::backend()
-            );
+            println!("{}", tensor::Device::Cpu.describe());
             for (m, n, k, gf) in &g.shapes {
                 println!("{m}x{n}x{k}: {gf:.1} GFLOP/s");
             }
@@ -66,11 +63,11 @@ pub fn run(cmd: BenchCommand, threads: usize) -> anyhow::Result<()> {
             );
             let peak = mfu.then(|| bench_gemm(5).peak_gflops);
             println!(
-                "bench train | {} | threads {threads} | backend {} | batch {} x {} tokens",
+                "bench train | {} | {} | batch {} x {} tokens",
                 config
                     .as_ref()
                     .map_or(preset.clone(), |p| p.display().to_string()),
-                tensor::matmul::backend(),
+                tensor::Device::Cpu.describe(),
                 cfg.train.batch_size,
                 cfg.train.seq_len
             );

@@ -43,6 +43,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .num_threads(threads)
         .build_global()?;
     match cli.command {
-        Command::Bench(cmd) => bench::run(cmd, threads),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -162,27 +162,31 @@ impl Config {
     }
 
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let mut value: toml::Table = toml::from_str(text).map_err(|e| {
-            Error::config(
-                origin,
-                e.message(),
-                "fix the TOML syntax at the place named",
-            )
-        })?;
+        // "file.toml, line 7" when the parser knows where the problem is.
+        let at = |e: &toml::de::Error| match e.span() {
+            Some(span) => {
+                let line = 1 + text[..span.start.min(text.len())].matches('\n').count();
+                format!("{origin}, line {line}")
+            }
+            None => origin.to_string(),
+        };
+        let mut value: toml::Table = toml::from_str(text)
+            .map_err(|e| Error::config(at(&e), e.message(), "fix the TOML syntax at that line"))?;
         for o in overrides {
             apply_override(&mut value, o).map_err(|msg| {
                 Error::config(origin, msg, "write overrides as --set section.key=value")
             })?;
         }
-        let cfg: Config = toml::Value::Table(value)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                Error::config(
-                    origin,
-                    e.message(),
-                    "check the key's spelling and type against configs/tiny.toml",
-                )
-            })?;
+        // Without overrides, deserialise the text itself so that errors carry a line number.
+        let parsed = if overrides.is_empty() {
+            toml::from_str(text)
+        } else {
+            toml::Value::Table(value).try_into()
+        };
+        let cfg: Config = parsed.map_err(|e: toml::de::Error| {
+            let hint = "check the key's spelling and type against configs/tiny.toml";
+            Error::config(at(&e), e.message(), hint)
+        })?;
         cfg.validate().map_err(|(field, msg)| {
             Error::config(origin, format!("{field}: {msg}"), "adjust that field")
         })?;
@@ -231,26 +235,32 @@ impl Config {
                 format!("{} exceeds model.context_len {}", t.seq_len, m.context_len),
             ));
         }
+        let positive = |x: f32| x > 0.0 && x.is_finite();
+        let floats = [
+            ("train.lr", positive(t.lr)),
+            ("train.muon_lr", positive(t.muon_lr)),
+            ("train.eps", positive(t.eps)),
+            ("model.norm_eps", positive(m.norm_eps)),
+            ("model.init_std", positive(m.init_std)),
+            ("model.rope_theta", positive(m.rope_theta)),
+        ];
+        for (field, ok) in floats {
+            if !ok {
+                return Err((field, "must be a positive finite number".into()));
+            }
+        }
+        if t.weight_decay < 0.0 || !t.weight_decay.is_finite() {
+            return Err(("train.weight_decay", "must be zero or positive".into()));
+        }
         let unit = |x: f32| (0.0..1.0).contains(&x);
-        if !(t.lr > 0.0 && t.lr.is_finite()) || !(t.muon_lr > 0.0 && t.muon_lr.is_finite()) {
-            return Err(("train.lr", "learning rates must be positive".into()));
-        }
-        if !unit(t.beta1) || !unit(t.beta2) || !unit(t.muon_momentum) {
-            return Err((
-                "train.beta1",
-                "beta1, beta2 and muon_momentum must be in [0, 1)".into(),
-            ));
-        }
-        if !(t.eps > 0.0)
-            || !(t.weight_decay >= 0.0)
-            || !(m.norm_eps > 0.0)
-            || !(m.init_std > 0.0)
-            || !(m.rope_theta > 0.0)
-        {
-            return Err((
-                "train.eps",
-                "eps, weight_decay, norm_eps, init_std and rope_theta must be positive".into(),
-            ));
+        for (field, v) in [
+            ("train.beta1", t.beta1),
+            ("train.beta2", t.beta2),
+            ("train.muon_momentum", t.muon_momentum),
+        ] {
+            if !unit(v) {
+                return Err((field, format!("{v} is not in [0, 1)")));
+            }
         }
         Ok(())
     }
@@ -319,7 +329,7 @@ mod tests {
     fn unknown_and_mistyped_keys_are_named() {
         let text = include_str!("../../../configs/tiny.toml").replace("d_model", "d_modle");
         let e = Config::parse(&text, "x.toml", &[]).unwrap_err().to_string();
-        assert!(e.contains("x.toml") && e.contains("d_modle"), "{e}");
+        assert!(e.contains("x.toml, line 6") && e.contains("d_modle"), "{e}");
         let text = include_str!("../../../configs/tiny.toml")
             .replace("n_layers = 2", "n_layers = \"two\"");
         let e = Config::parse(&text, "x.toml", &[]).unwrap_err().to_string();

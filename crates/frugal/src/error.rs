@@ -20,7 +20,7 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("{path}: {source}")]
+    #[error("cannot access {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -7,7 +7,7 @@ pub fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     let mut worst = (0usize, 0f32);
     for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
         let err = (x - y).abs() / (1.0 + y.abs());
-        if !(err <= worst.1) {
+        if err.is_nan() || err > worst.1 {
             worst = (i, if err.is_nan() { f32::INFINITY } else { err });
         }
     }

@@ -14,14 +14,14 @@
 #![allow(clippy::too_many_arguments)] // kernels take buffers + dimensions, as in llm.c
 
 pub mod check;
+mod device;
 pub mod matmul;
 pub mod ops;
 pub mod rng;
-mod tensor;
 
 pub use matmul::{sgemm, sgemm_serial, Gemm};
 pub use rng::Rng;
-pub use tensor::{Device, Tensor};
+pub use device::Device;
 
 /// A raw pointer that may cross threads. Kernels use it to let parallel tasks write disjoint
 /// parts of one buffer (different heads of the same rows, say), which safe slices cannot express.

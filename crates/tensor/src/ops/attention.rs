@@ -50,7 +50,7 @@ impl AttnShape {
     fn validate(&self, qkv: usize, out: usize, lse: usize) {
         let rows = self.batch * self.seq_len;
         assert!(
-            self.n_kv_heads > 0 && self.n_heads % self.n_kv_heads == 0,
+            self.n_kv_heads > 0 && self.n_heads.is_multiple_of(self.n_kv_heads),
             "attention: {self:?}: heads not divisible"
         );
         assert_eq!(

@@ -21,7 +21,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // 2ⁿ as 2^(n/2)·2^(n − n/2): n reaches 128 at the top of the range, beyond one exponent field.
     let ni = n as i32;
@@ -33,7 +33,7 @@ pub fn exp(x: f32) -> f32 {
     } else if x > 88.722_83 {
         f32::INFINITY
     } else {
-        scaled + (x - x) // propagates NaN
+        scaled // NaN in, NaN out: clamp keeps NaN
     }
 }
 

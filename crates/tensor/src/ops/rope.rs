@@ -14,7 +14,10 @@ pub struct RopeTable {
 
 impl RopeTable {
     pub fn new(context: usize, head_dim: usize, theta: f32) -> Self {
-        assert!(head_dim % 2 == 0, "rope: head_dim {head_dim} must be even");
+        assert!(
+            head_dim.is_multiple_of(2),
+            "rope: head_dim {head_dim} must be even"
+        );
         let half = head_dim / 2;
         let (mut cos, mut sin) = (
             Vec::with_capacity(context * half),
@@ -49,7 +52,7 @@ pub struct RopeLayout {
 fn rotate(x: &mut [f32], l: RopeLayout, table: &RopeTable, sign: f32) {
     let half = table.half;
     assert!(
-        l.col + l.n_heads * 2 * half <= l.stride && x.len() % l.stride == 0,
+        l.col + l.n_heads * 2 * half <= l.stride && x.len().is_multiple_of(l.stride),
         "rope: layout {l:?} out of bounds"
     );
     assert!(

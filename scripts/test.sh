@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command (README, CI): formatting, lints, every test of the workspace, and the
+# kernels again on the optional OpenBLAS backend, which this script installs when missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+if ! dpkg -s libopenblas-dev >/dev/null 2>&1; then
+    step "installing libopenblas-dev (for the openblas feature's tests)"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q libopenblas-dev
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test --workspace"
+cargo test --workspace
+step "cargo test -p tensor --features openblas"
+cargo test -p tensor --features openblas
