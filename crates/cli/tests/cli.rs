@@ -27,7 +27,6 @@ fn bench_train_reports_the_documented_lines_last() {
         "5",
         "--threads",
         "1",
-        "--mfu",
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");

@@ -15,11 +15,17 @@ impl Device {
                 let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
                 let model = cpuinfo
                     .lines()
-                    .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+                    .find_map(|l| {
+                        l.strip_prefix("model name")
+                            .and_then(|r| r.split(':').nth(1))
+                    })
                     .map_or("unknown processor", str::trim)
                     .to_string();
                 let threads = rayon::current_num_threads();
-                format!("cpu ({model}, {threads} threads, gemm backend {})", crate::matmul::backend())
+                format!(
+                    "cpu ({model}, {threads} threads, gemm backend {})",
+                    crate::matmul::backend()
+                )
             }
         }
     }

@@ -19,9 +19,9 @@ pub mod matmul;
 pub mod ops;
 pub mod rng;
 
+pub use device::Device;
 pub use matmul::{sgemm, sgemm_serial, Gemm};
 pub use rng::Rng;
-pub use device::Device;
 
 /// A raw pointer that may cross threads. Kernels use it to let parallel tasks write disjoint
 /// parts of one buffer (different heads of the same rows, say), which safe slices cannot express.
