@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): formatting, lints, every test of the workspace, and the
-# kernels again on the optional OpenBLAS backend, which this script installs when missing.
+# kernels again on the optional OpenBLAS backend. Installs what the tests need when missing:
+# libopenblas-dev (Debian), and tokenizers + tiktoken in .venv (the tokenizer peers).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,6 +12,13 @@ if ! dpkg -s libopenblas-dev >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q libopenblas-dev
+fi
+
+# The tokenizer agreement test compares ids with HF tokenizers and tiktoken (small wheels).
+if ! .venv/bin/python -c 'import tokenizers, tiktoken' >/dev/null 2>&1; then
+    step "installing tokenizers and tiktoken into .venv (for the tokenizer agreement test)"
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install -q tokenizers tiktoken
 fi
 
 step "cargo fmt --check"

@@ -13,6 +13,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         reps: usize,
     },
+    /// Measure batch-encoding throughput of a tokenizer on text files.
+    Tokenizer {
+        /// tokenizer.json to load.
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        /// Documents are the files' lines regrouped into chunks of this many bytes.
+        #[arg(long, default_value_t = 65536)]
+        chunk_bytes: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
     /// Train on random tokens and report step time, tokens/s and MFU (against `bench gemm`'s peak). Prints, last,
     /// `step_ms_median`, `tokens_per_s` and `peak_rss_mb` (medians after 3 warm-up steps).
     Train {
@@ -41,6 +54,30 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 println!("{m}x{n}x{k}: {gf:.1} GFLOP/s");
             }
             println!("gemm_gflops_peak: {:.1}", g.peak_gflops);
+        }
+        BenchCommand::Tokenizer {
+            tokenizer,
+            input,
+            chunk_bytes,
+            reps,
+        } => {
+            use frugal::tokenizer::{bench_encode, chunk_documents, list_files, read_text};
+            let tok = bpe::Tokenizer::load(&tokenizer)?;
+            let texts: Vec<String> = list_files(&input)?
+                .iter()
+                .map(|f| read_text(f))
+                .collect::<Result<_, _>>()?;
+            let docs = chunk_documents(&texts, chunk_bytes);
+            let bytes: usize = docs.iter().map(|d| d.len()).sum();
+            let (rate, tokens) = bench_encode(&tok, &docs, reps);
+            println!("{}", tensor::Device::Cpu.describe());
+            println!(
+                "documents: {} | {:.1} MB | {tokens} tokens | {:.3} bytes/token",
+                docs.len(),
+                bytes as f64 / 1e6,
+                bytes as f64 / tokens as f64
+            );
+            println!("encode_mb_per_s: {rate:.2}");
         }
         BenchCommand::Train {
             preset,

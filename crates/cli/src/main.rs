@@ -2,6 +2,7 @@
 //! prints the error chain and exits non-zero on failure.
 
 mod bench;
+mod tokenizer;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ enum Command {
     /// Measure the compute core: GEMM throughput and the training step.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Train and use byte-level BPE tokenizers.
+    #[command(subcommand)]
+    Tokenizer(tokenizer::TokenizerCommand),
 }
 
 fn main() {
@@ -44,5 +48,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build_global()?;
     match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Tokenizer(cmd) => tokenizer::run(cmd),
     }
 }

@@ -20,6 +20,13 @@ pub enum Error {
         hint: String,
     },
 
+    #[error("{origin}: {msg}\nHINT: {hint}")]
+    Input {
+        origin: String,
+        msg: String,
+        hint: String,
+    },
+
     #[error("cannot access {path}")]
     Io {
         path: PathBuf,
@@ -35,6 +42,17 @@ impl Error {
         hint: impl Into<String>,
     ) -> Self {
         Error::Config {
+            origin: origin.into(),
+            msg: msg.into(),
+            hint: hint.into(),
+        }
+    }
+    pub(crate) fn input(
+        origin: impl Into<String>,
+        msg: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Error::Input {
             origin: origin.into(),
             msg: msg.into(),
             hint: hint.into(),

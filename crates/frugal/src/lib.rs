@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod tokenizer;
 
 pub use config::Config;
 pub use error::{Error, Result};

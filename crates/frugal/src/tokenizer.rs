@@ -1,0 +1,142 @@
+//! The tokenizer stage: train a byte-level BPE tokenizer on text files and measure encoding.
+//! Inputs are read line by line (lines keep their newline), the unit the peers train on too.
+
+use crate::error::{Error, Result};
+use bpe::{Tokenizer, Trainer, TrainerOptions};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Regular files under `paths` (directories are walked, hidden entries skipped), sorted so that
+/// runs are reproducible.
+pub fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out)?;
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(Error::input(
+            "inputs",
+            format!("no files under {paths:?}"),
+            "pass text files or directories holding them",
+        ));
+    }
+    Ok(out)
+}
+
+fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+    if meta.is_file() {
+        out.push(p.to_path_buf());
+    } else if meta.is_dir() {
+        for entry in std::fs::read_dir(p).map_err(|e| Error::io(p, e))? {
+            let entry = entry.map_err(|e| Error::io(p, e))?;
+            if !entry.file_name().to_string_lossy().starts_with('.') {
+                walk(&entry.path(), out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a UTF-8 text file; invalid UTF-8 is an error naming the byte offset.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        Error::input(
+            path.display().to_string(),
+            format!("invalid UTF-8 at byte {at}"),
+            "convert the file to UTF-8 or clean it with `frugal data prepare`",
+        )
+    })
+}
+
+/// Splits text into lines that keep their `\n`.
+pub fn lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split_inclusive('\n')
+}
+
+pub struct TrainReport {
+    pub files: usize,
+    pub bytes: usize,
+    pub read_s: f64,
+    pub count_s: f64,
+    pub merge_s: f64,
+    pub distinct_pieces: usize,
+}
+
+/// Trains on every line of every file under `paths`.
+pub fn train_from_files(
+    paths: &[PathBuf],
+    opts: TrainerOptions,
+) -> Result<(Tokenizer, TrainReport)> {
+    let t0 = Instant::now();
+    let files = list_files(paths)?;
+    let texts: Vec<String> = files.iter().map(|f| read_text(f)).collect::<Result<_>>()?;
+    let read_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut trainer = Trainer::new(opts).map_err(|e| {
+        Error::input(
+            "tokenizer options",
+            e.to_string(),
+            "check vocab_size and pattern",
+        )
+    })?;
+    let docs: Vec<&str> = texts.iter().flat_map(|t| lines(t)).collect();
+    trainer.count(&docs);
+    let count_s = t1.elapsed().as_secs_f64();
+    let distinct_pieces = trainer.distinct_pieces();
+    let t2 = Instant::now();
+    let tok = trainer
+        .finish()
+        .map_err(|e| Error::input("tokenizer training", e.to_string(), "report this as a bug"))?;
+    let report = TrainReport {
+        files: files.len(),
+        bytes: texts.iter().map(String::len).sum(),
+        read_s,
+        count_s,
+        merge_s: t2.elapsed().as_secs_f64(),
+        distinct_pieces,
+    };
+    Ok((tok, report))
+}
+
+/// Documents for encoding benchmarks: the files' lines regrouped into chunks of at least
+/// `chunk_bytes` (bench/tokenizer_peers.py builds the same chunks for the peers).
+pub fn chunk_documents(texts: &[String], chunk_bytes: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    for text in texts {
+        let mut start = 0;
+        let mut end = 0;
+        for line in lines(text) {
+            end += line.len();
+            if end - start >= chunk_bytes {
+                out.push(&text[start..end]);
+                start = end;
+            }
+        }
+        if end > start {
+            out.push(&text[start..end]);
+        }
+    }
+    out
+}
+
+/// Encoding throughput in MB/s (median of `reps` passes over `docs`, batch-parallel), and the
+/// number of tokens produced.
+pub fn bench_encode(tok: &Tokenizer, docs: &[&str], reps: usize) -> (f64, usize) {
+    let bytes: usize = docs.iter().map(|d| d.len()).sum();
+    let mut tokens = 0;
+    let mut rates: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            let ids = tok.encode_batch(docs);
+            let s = t.elapsed().as_secs_f64();
+            tokens = ids.iter().map(Vec::len).sum();
+            bytes as f64 / 1e6 / s
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    (rates[rates.len() / 2], tokens)
+}
