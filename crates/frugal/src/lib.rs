@@ -6,9 +6,11 @@
 
 pub mod bench;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod shards;
 pub mod tokenizer;
 
 pub use config::Config;

@@ -1,0 +1,254 @@
+//! Reading sources: every input format becomes a stream of `Doc`s with a stable id.
+//!
+//! Formats: plain text (`text`: one document per file), JSON lines (`jsonl`: one document per
+//! line, text in a configurable field; `.gz`/`.zst` decompressed), and web crawls (`warc`:
+//! WARC responses and WET conversions). `auto` picks by extension. Damaged input — invalid UTF-8,
+//! a line that is not JSON, a missing field, a truncated record — is skipped and counted, or
+//! with `on_error = "fail"` stops the run with the file and position.
+
+use super::warc::read_warc;
+use super::Doc;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Auto,
+    Text,
+    Jsonl,
+    Warc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Count the damaged item in the report and go on.
+    Skip,
+    /// Stop with an error naming the file and position.
+    Fail,
+}
+
+/// One `[[source]]` of a prepare config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Short name, used in document ids and the report.
+    pub name: String,
+    /// Files or directories (walked recursively; hidden entries skipped).
+    pub paths: Vec<PathBuf>,
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// JSONL field holding the text.
+    #[serde(default = "default_field")]
+    pub field: String,
+    /// Relative sampling weight when mixing (1.0 = every document once; 2.0 = twice; 0.5 = half).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_format() -> Format {
+    Format::Auto
+}
+fn default_field() -> String {
+    "text".into()
+}
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// Counts of what reading skipped, by reason.
+pub type Skips = BTreeMap<String, usize>;
+
+/// Reads every document of a source, in a deterministic order (sorted files, then position).
+pub fn read_source(
+    src: &SourceConfig,
+    base: &Path,
+    on_error: OnError,
+    skips: &mut Skips,
+) -> Result<Vec<Doc>> {
+    let paths: Vec<PathBuf> = src
+        .paths
+        .iter()
+        .map(|p| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        })
+        .collect();
+    let files = crate::tokenizer::list_files(&paths).map_err(|e| {
+        Error::input(
+            format!("source {}", src.name),
+            e.to_string(),
+            "fix the source's paths (relative to the config file)",
+        )
+    })?;
+    let mut docs = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(base)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let mut skip = |reason: &str, err: Error| -> Result<()> {
+            match on_error {
+                OnError::Fail => Err(err),
+                OnError::Skip => {
+                    *skips.entry(reason.to_string()).or_insert(0) += 1;
+                    Ok(())
+                }
+            }
+        };
+        match detect(&file, src.format) {
+            Format::Text | Format::Auto => match crate::tokenizer::read_text(&file) {
+                Ok(text) => docs.push(Doc {
+                    id: format!("{}/{rel}", src.name),
+                    source: src.name.clone(),
+                    text,
+                }),
+                Err(e) => skip("invalid_utf8", e)?,
+            },
+            Format::Jsonl => {
+                let mut bad: Option<Error> = None;
+                let res = super::jsonl::for_each_line(&file, |n, line| {
+                    if line.trim().is_empty() {
+                        return Ok(());
+                    }
+                    let at = || format!("{}, line {n}", file.display());
+                    match serde_json::from_str::<serde_json::Value>(line) {
+                        Ok(v) => match v.get(&src.field).and_then(|t| t.as_str()) {
+                            Some(text) => docs.push(Doc {
+                                id: format!("{}/{rel}#{n}", src.name),
+                                source: src.name.clone(),
+                                text: text.to_string(),
+                            }),
+                            None => {
+                                let e = Error::input(
+                                    at(),
+                                    format!("no string field {:?}", src.field),
+                                    "set the source's `field` to the key holding the text",
+                                );
+                                if let Err(e) = skip("missing_field", e) {
+                                    bad = Some(e);
+                                }
+                            }
+                        },
+                        Err(err) => {
+                            let e = Error::input(
+                                at(),
+                                format!("not JSON: {err}"),
+                                "fix or remove the line, or set on_error = \"skip\"",
+                            );
+                            if let Err(e) = skip("bad_json_line", e) {
+                                bad = Some(e);
+                            }
+                        }
+                    }
+                    bad.take().map_or(Ok(()), Err)
+                });
+                if let Err(e) = res {
+                    skip("unreadable_file", e)?;
+                }
+            }
+            Format::Warc => {
+                let mut k = 0;
+                let res = read_warc(&file, |t| {
+                    k += 1;
+                    docs.push(Doc {
+                        id: format!("{}/{rel}#{k}:{}", src.name, t.uri),
+                        source: src.name.clone(),
+                        text: t.text,
+                    });
+                });
+                match res {
+                    Ok(stats) => {
+                        *skips.entry("warc_non_text_records".into()).or_insert(0) += stats.skipped
+                    }
+                    Err(e) => skip("truncated_warc", e)?,
+                }
+            }
+        }
+    }
+    Ok(docs)
+}
+
+fn detect(path: &Path, format: Format) -> Format {
+    if format != Format::Auto {
+        return format;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let name = name.trim_end_matches(".gz").trim_end_matches(".zst");
+    if name.ends_with(".jsonl") || name.ends_with(".json") || name.ends_with(".ndjson") {
+        Format::Jsonl
+    } else if name.ends_with(".warc") || name.ends_with(".wet") {
+        Format::Warc
+    } else {
+        Format::Text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_each_format_and_counts_damage() {
+        let dir = std::env::temp_dir().join(format!("frugal-ingest-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(dir.join("src/a.txt"), "A book.").unwrap();
+        std::fs::write(dir.join("src/b.txt"), b"bad \xff utf8").unwrap();
+        std::fs::write(
+            dir.join("src/c.jsonl"),
+            "{\"text\": \"one\"}\nnot json\n{\"other\": 1}\n\n{\"text\": \"two\"}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("src/d.warc"),
+            super::super::warc::record("conversion", "u", b"web text"),
+        )
+        .unwrap();
+        let src = SourceConfig {
+            name: "mix".into(),
+            paths: vec!["src".into()],
+            format: Format::Auto,
+            field: "text".into(),
+            weight: 1.0,
+        };
+        let mut skips = Skips::new();
+        let docs = read_source(&src, &dir, OnError::Skip, &mut skips).unwrap();
+        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+        assert_eq!(texts, ["A book.", "one", "two", "web text"]);
+        assert_eq!(docs[1].id, "mix/src/c.jsonl#1");
+        assert_eq!(
+            (
+                skips["invalid_utf8"],
+                skips["bad_json_line"],
+                skips["missing_field"]
+            ),
+            (1, 1, 1)
+        );
+        let e = read_source(&src, &dir, OnError::Fail, &mut Skips::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b.txt") && e.contains("invalid UTF-8 at byte 4"),
+            "{e}"
+        );
+        std::fs::remove_file(dir.join("src/b.txt")).unwrap();
+        let e = read_source(&src, &dir, OnError::Fail, &mut Skips::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.jsonl, line 2") && e.contains("not JSON"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
