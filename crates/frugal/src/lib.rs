@@ -10,6 +10,7 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod progress;
 pub mod shards;
 pub mod tokenizer;
 

@@ -1,7 +1,8 @@
 //! Reading sources: every input format becomes a stream of `Doc`s with a stable id.
 //!
 //! Formats: plain text (`text`: one document per file), JSON lines (`jsonl`: one document per
-//! line, text in a configurable field; `.gz`/`.zst` decompressed), and web crawls (`warc`:
+//! line, text in a configurable field; `.gz`/`.zst` decompressed), Parquet and Arrow IPC streams
+//! (`parquet`, `arrow`: one document per row of the `field` column), and web crawls (`warc`:
 //! WARC responses and WET conversions). `auto` picks by extension. Damaged input — invalid UTF-8,
 //! a line that is not JSON, a missing field, a truncated record — is skipped and counted, or
 //! with `on_error = "fail"` stops the run with the file and position.
@@ -20,6 +21,9 @@ pub enum Format {
     Text,
     Jsonl,
     Warc,
+    Parquet,
+    /// Arrow IPC stream files (`.arrow`).
+    Arrow,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +158,23 @@ pub fn read_source(
                     skip("unreadable_file", e)?;
                 }
             }
+            Format::Parquet | Format::Arrow => {
+                let mut push = |row: usize, text: &str| {
+                    docs.push(Doc {
+                        id: format!("{}/{rel}#{row}", src.name),
+                        source: src.name.clone(),
+                        text: text.to_string(),
+                    })
+                };
+                let res = if detect(&file, src.format) == Format::Parquet {
+                    super::columnar::read_parquet(&file, &src.field, &mut push)
+                } else {
+                    super::columnar::read_arrow_stream(&file, &src.field, &mut push)
+                };
+                if let Err(e) = res {
+                    skip("unreadable_file", e)?;
+                }
+            }
             Format::Warc => {
                 let mut k = 0;
                 let res = read_warc(&file, |t| {
@@ -189,6 +210,10 @@ fn detect(path: &Path, format: Format) -> Format {
         Format::Jsonl
     } else if name.ends_with(".warc") || name.ends_with(".wet") {
         Format::Warc
+    } else if name.ends_with(".parquet") {
+        Format::Parquet
+    } else if name.ends_with(".arrow") {
+        Format::Arrow
     } else {
         Format::Text
     }

@@ -1,6 +1,7 @@
 //! The data stage: raw text in many formats → clean, deduplicated, mixed documents in JSONL
 //! (zstd), split into train and validation sets (`prepare`), then token shards (`tokenize`).
 
+pub mod columnar;
 pub mod html;
 pub mod ingest;
 pub mod jsonl;
