@@ -24,6 +24,8 @@ pub enum Format {
     Parquet,
     /// Arrow IPC stream files (`.arrow`).
     Arrow,
+    /// The Brown corpus's tagged text (`word/tag` tokens): tags are stripped, text re-spaced.
+    Brown,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +50,9 @@ pub struct SourceConfig {
     /// JSONL field holding the text.
     #[serde(default = "default_field")]
     pub field: String,
+    /// Only files with these extensions (without the dot; empty = every file).
+    #[serde(default)]
+    pub extensions: Vec<String>,
     /// Relative sampling weight when mixing (1.0 = every document once; 2.0 = twice; 0.5 = half).
     #[serde(default = "default_weight")]
     pub weight: f64,
@@ -91,8 +96,16 @@ pub fn read_source(
             "fix the source's paths (relative to the config file)",
         )
     })?;
+    let wanted = |f: &Path| {
+        src.extensions.is_empty()
+            || f.extension().is_some_and(|e| {
+                src.extensions
+                    .iter()
+                    .any(|x| e.eq_ignore_ascii_case(x.as_str()))
+            })
+    };
     let mut docs = Vec::new();
-    for file in files {
+    for file in files.into_iter().filter(|f| wanted(f)) {
         let rel = file
             .strip_prefix(base)
             .unwrap_or(&file)
@@ -158,6 +171,14 @@ pub fn read_source(
                     skip("unreadable_file", e)?;
                 }
             }
+            Format::Brown => match crate::tokenizer::read_text(&file) {
+                Ok(text) => docs.push(Doc {
+                    id: format!("{}/{rel}", src.name),
+                    source: src.name.clone(),
+                    text: untag_brown(&text),
+                }),
+                Err(e) => skip("invalid_utf8", e)?,
+            },
             Format::Parquet | Format::Arrow => {
                 let mut push = |row: usize, text: &str| {
                     docs.push(Doc {
@@ -195,6 +216,34 @@ pub fn read_source(
         }
     }
     Ok(docs)
+}
+
+/// `The/at jury/nn said/vbd ``/`` no/at ''/''` → `The jury said "no"`: drops the tags, turns
+/// the corpus's quote tokens into quotes, and attaches punctuation to its word. One paragraph
+/// per input paragraph.
+pub fn untag_brown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() / 2);
+    for para in text.split("\n\n").filter(|p| !p.trim().is_empty()) {
+        let mut line = String::new();
+        // True right after an opening quote or bracket: the next word attaches to it.
+        let mut just_opened = false;
+        for tok in para.split_whitespace() {
+            let word = tok.rsplit_once('/').map_or(tok, |(w, _)| w);
+            let (text, attach_left) = match word {
+                "``" => ("\"", false),
+                "''" => ("\"", true),
+                w => (w, w.chars().all(|c| ".,;:!?)'".contains(c))),
+            };
+            if !line.is_empty() && !attach_left && !just_opened {
+                line.push(' ');
+            }
+            line.push_str(text);
+            just_opened = word == "``" || word == "(";
+        }
+        out.push_str(line.trim());
+        out.push_str("\n\n");
+    }
+    out.trim_end().to_string()
 }
 
 fn detect(path: &Path, format: Format) -> Format {
@@ -244,6 +293,7 @@ mod tests {
             paths: vec!["src".into()],
             format: Format::Auto,
             field: "text".into(),
+            extensions: vec![],
             weight: 1.0,
         };
         let mut skips = Skips::new();
@@ -274,6 +324,21 @@ mod tests {
             e.contains("c.jsonl, line 2") && e.contains("not JSON"),
             "{e}"
         );
+        let only_txt = SourceConfig {
+            extensions: vec!["txt".into()],
+            ..src
+        };
+        let docs = read_source(&only_txt, &dir, OnError::Skip, &mut Skips::new()).unwrap();
+        assert_eq!(docs.len(), 1);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn brown_tags_are_stripped() {
+        let tagged = "\n\n\tThe/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ,/, it/pps said/vbd ./.\n\n\n\tAtlanta's/np$ mayor/nn (/( Hartsfield/np )/) spoke/vbd ./.\n";
+        assert_eq!(
+            untag_brown(tagged),
+            "The jury said \"no evidence\", it said.\n\nAtlanta's mayor (Hartsfield) spoke."
+        );
     }
 }
