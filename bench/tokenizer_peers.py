@@ -33,8 +33,10 @@ def list_files(paths):
 def chunk_documents(paths, chunk_bytes):
     docs = []
     for f in list_files(paths):
-        text = open(f, encoding="utf-8").read()
-        lines = text.splitlines(keepends=True)
+        # newline="" keeps \r\n as is; split on \n only, as frugal does.
+        text = open(f, encoding="utf-8", newline="").read()
+        parts = text.split("\n")
+        lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
         buf, size = [], 0
         for line in lines:
             buf.append(line)

@@ -12,10 +12,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 THREADS="${THREADS:-2}"
 VOCAB="${VOCAB:-8192}"
 if [[ -z "${INPUTS:-}" ]]; then
-    INPUTS=""
-    for d in gutenberg sotu moby-dick brown shakespeare; do
-        [[ -d "data/raw/$d" ]] && INPUTS+=" data/raw/$d"
-    done
+    # The plain-text part of the default pretraining corpus (configs/data-pretrain.toml).
+    # Raw files that are not UTF-8 (a Latin-1 Gutenberg book) are left out: both trainers
+    # refuse them, and `frugal data prepare` is where they get repaired.
+    INPUTS=$(find data/raw/gutenberg data/raw/sotu data/raw/shakespeare -name '*.txt' 2>/dev/null | sort |
+        python3 -c 'import sys
+for p in sys.stdin.read().split():
+    try: open(p, encoding="utf-8").read(); print(p)
+    except UnicodeDecodeError: pass' | tr '\n' ' ')
     [[ -n "$INPUTS" ]] || { echo "no corpus under data/raw: run scripts/fetch-data.sh first (or set INPUTS)" >&2; exit 1; }
 fi
 PY=.venv/bin/python
@@ -30,7 +34,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 field() { grep "^$1:" | tail -n 1 | awk '{print $2}'; }
 
-echo "== corpus:$INPUTS ($(cat $(find $INPUTS -type f -not -name '.*') | wc -c | awk '{printf "%.1f MB", $1/1e6}'))"
+echo "== corpus: $(echo $INPUTS | wc -w) files, $(cat $(find $INPUTS -type f -not -name '.*') | wc -c | awk '{printf "%.1f MB", $1/1e6}')"
 echo "== training, vocab $VOCAB, $THREADS threads"
 f_out=$("$FRUGAL" --threads "$THREADS" tokenizer train --input $INPUTS --vocab-size "$VOCAB" \
         --out "$work/tokenizer.json" --tiktoken "$work/tokenizer.json.tiktoken")
