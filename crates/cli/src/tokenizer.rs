@@ -9,8 +9,12 @@ use std::path::PathBuf;
 pub enum TokenizerCommand {
     /// Train a byte-level BPE tokenizer on text files (directories are walked).
     Train {
-        #[arg(long, required = true, num_args = 1..)]
+        /// Text files or directories.
+        #[arg(long, num_args = 1.., required_unless_present = "prepared", conflicts_with = "prepared")]
         input: Vec<PathBuf>,
+        /// A `frugal data prepare` output directory: train on its train.jsonl.zst.
+        #[arg(long)]
+        prepared: Option<PathBuf>,
         /// Total vocabulary, including 256 byte tokens and the special tokens.
         #[arg(long, default_value_t = 8192)]
         vocab_size: usize,
@@ -48,6 +52,7 @@ pub fn run(cmd: TokenizerCommand) -> anyhow::Result<()> {
     match cmd {
         TokenizerCommand::Train {
             input,
+            prepared,
             vocab_size,
             pattern: pat,
             out,
@@ -58,7 +63,10 @@ pub fn run(cmd: TokenizerCommand) -> anyhow::Result<()> {
                 pattern: pattern(&pat),
                 ..Default::default()
             };
-            let (tok, r) = frugal::tokenizer::train_from_files(&input, opts)?;
+            let (tok, r) = match &prepared {
+                Some(dir) => frugal::tokenizer::train_from_prepared(dir, opts)?,
+                None => frugal::tokenizer::train_from_files(&input, opts)?,
+            };
             let mb = r.bytes as f64 / 1e6;
             println!(
                 "trained on {} files, {mb:.1} MB ({} distinct pieces) | read {:.2}s | count {:.2}s ({:.1} MB/s) | merges {:.2}s",

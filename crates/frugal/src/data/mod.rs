@@ -5,6 +5,7 @@ pub mod columnar;
 pub mod html;
 pub mod ingest;
 pub mod jsonl;
+pub mod tokenize;
 pub mod warc;
 
 use serde::{Deserialize, Serialize};
