@@ -2,6 +2,7 @@
 //! prints the error chain and exits non-zero on failure.
 
 mod bench;
+mod data;
 mod tokenizer;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,9 @@ enum Command {
     /// Measure the compute core: GEMM throughput and the training step.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Prepare raw text and tokenize it into shards.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Train and use byte-level BPE tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
@@ -49,5 +53,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
+        Command::Data(cmd) => data::run(cmd),
     }
 }

@@ -26,6 +26,8 @@ pub enum Format {
     Arrow,
     /// The Brown corpus's tagged text (`word/tag` tokens): tags are stripped, text re-spaced.
     Brown,
+    /// Raw e-mail (RFC 822): headers dropped, HTML bodies reduced to text.
+    Email,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +52,9 @@ pub struct SourceConfig {
     /// JSONL field holding the text.
     #[serde(default = "default_field")]
     pub field: String,
+    /// Decode text files that are not UTF-8 as Latin-1 (older e-texts) instead of skipping them.
+    #[serde(default)]
+    pub latin1_fallback: bool,
     /// Only files with these extensions (without the dot; empty = every file).
     #[serde(default)]
     pub extensions: Vec<String>,
@@ -127,6 +132,16 @@ pub fn read_source(
                     source: src.name.clone(),
                     text,
                 }),
+                Err(_) if src.latin1_fallback => {
+                    let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+                    *skips.entry("decoded_as_latin1".into()).or_insert(0) += 1;
+                    let text = bytes.iter().map(|&b| b as char).collect();
+                    docs.push(Doc {
+                        id: format!("{}/{rel}", src.name),
+                        source: src.name.clone(),
+                        text,
+                    });
+                }
                 Err(e) => skip("invalid_utf8", e)?,
             },
             Format::Jsonl => {
@@ -178,6 +193,16 @@ pub fn read_source(
                     text: untag_brown(&text),
                 }),
                 Err(e) => skip("invalid_utf8", e)?,
+            },
+            Format::Email => match std::fs::read(&file) {
+                // Mail archives mix encodings; undecodable bytes become U+FFFD rather than losing
+                // the message.
+                Ok(bytes) => docs.push(Doc {
+                    id: format!("{}/{rel}", src.name),
+                    source: src.name.clone(),
+                    text: email_body(&String::from_utf8_lossy(&bytes)),
+                }),
+                Err(e) => skip("unreadable_file", Error::io(&file, e))?,
             },
             Format::Parquet | Format::Arrow => {
                 let mut push = |row: usize, text: &str| {
@@ -246,6 +271,16 @@ pub fn untag_brown(text: &str) -> String {
     out.trim_end().to_string()
 }
 
+/// The body of an e-mail: everything after the header block, HTML reduced to its text.
+pub fn email_body(raw: &str) -> String {
+    let body = raw.split_once("\n\n").map_or("", |(_, b)| b);
+    if body.to_ascii_lowercase().contains("<html") {
+        super::html::html_to_text(body)
+    } else {
+        body.to_string()
+    }
+}
+
 fn detect(path: &Path, format: Format) -> Format {
     if format != Format::Auto {
         return format;
@@ -294,6 +329,7 @@ mod tests {
             format: Format::Auto,
             field: "text".into(),
             extensions: vec![],
+            latin1_fallback: false,
             weight: 1.0,
         };
         let mut skips = Skips::new();
@@ -324,13 +360,31 @@ mod tests {
             e.contains("c.jsonl, line 2") && e.contains("not JSON"),
             "{e}"
         );
-        let only_txt = SourceConfig {
+        std::fs::write(dir.join("src/b.txt"), b"caf\xe9").unwrap();
+        let latin1 = SourceConfig {
             extensions: vec!["txt".into()],
+            latin1_fallback: true,
             ..src
         };
-        let docs = read_source(&only_txt, &dir, OnError::Skip, &mut Skips::new()).unwrap();
-        assert_eq!(docs.len(), 1);
+        let mut skips = Skips::new();
+        let docs = read_source(&latin1, &dir, OnError::Fail, &mut skips).unwrap();
+        assert_eq!(
+            docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
+            ["A book.", "café"]
+        );
+        assert_eq!(skips["decoded_as_latin1"], 1);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn email_headers_are_dropped() {
+        let mail = "From: a@b\nSubject: hi\n\nHello there.\nBye.\n";
+        assert_eq!(email_body(mail), "Hello there.\nBye.\n");
+        assert_eq!(
+            email_body("Subject: x\n\n<html><body><p>Hi</p></body></html>"),
+            "Hi\n"
+        );
+        assert_eq!(email_body("no body"), "");
     }
 
     #[test]

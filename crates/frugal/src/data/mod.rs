@@ -1,10 +1,14 @@
 //! The data stage: raw text in many formats → clean, deduplicated, mixed documents in JSONL
 //! (zstd), split into train and validation sets (`prepare`), then token shards (`tokenize`).
 
+pub mod clean;
 pub mod columnar;
+pub mod dedup;
+pub mod filters;
 pub mod html;
 pub mod ingest;
 pub mod jsonl;
+pub mod prepare;
 pub mod tokenize;
 pub mod warc;
 
