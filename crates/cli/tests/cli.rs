@@ -113,3 +113,189 @@ fn bad_configs_fail_cleanly_naming_the_problem() {
     assert!(text(&o).1.contains("train.lr"), "{}", text(&o).1);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Raw sources in four formats → `data prepare` → `tokenizer train` → `data tokenize`.
+#[test]
+fn data_pipeline_end_to_end() {
+    let dir = std::env::temp_dir().join(format!("frugal-pipeline-{}", std::process::id()));
+    let raw = dir.join("raw");
+    std::fs::create_dir_all(raw.join("books")).unwrap();
+    // Pseudo-random prose: varied enough to pass the Gopher repetition rules.
+    let words: Vec<String> = (0..300)
+        .map(|i| {
+            format!(
+                "{}{}",
+                ["mill", "river", "bread", "stone", "apple", "field"][i % 6],
+                i / 6
+            )
+        })
+        .collect();
+    let sentence = |i: usize| -> String {
+        let mut x = 0x9E3779B97F4A7C15u64 ^ (i as u64).wrapping_mul(0xBF58476D1CE4E5B9);
+        let mut s: Vec<&str> = Vec::new();
+        for _ in 0..14 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s.push(&words[(x % words.len() as u64) as usize]);
+        }
+        format!("The {}. ", s.join(" "))
+    };
+    for b in 0..6 {
+        let text: String = (0..40).map(|i| sentence(b * 100 + i)).collect();
+        std::fs::write(raw.join(format!("books/book{b}.txt")), format!("*** START OF THE PROJECT GUTENBERG EBOOK {b} ***\n{text}\n*** END OF THE PROJECT GUTENBERG EBOOK ***\nlicence")).unwrap();
+    }
+    // A near copy of book 0 and an exact copy of book 1: both must be removed.
+    let book0 = std::fs::read_to_string(raw.join("books/book0.txt")).unwrap();
+    std::fs::write(
+        raw.join("books/book0-copy.txt"),
+        book0.replacen("The", "A", 1),
+    )
+    .unwrap();
+    std::fs::copy(
+        raw.join("books/book1.txt"),
+        raw.join("books/book1-copy.txt"),
+    )
+    .unwrap();
+    let jsonl: String = (0..5)
+        .map(|i| {
+            format!(
+                "{{\"body\": {:?}}}\n",
+                (0..12)
+                    .map(|k| sentence(1000 + i * 20 + k))
+                    .collect::<String>()
+            )
+        })
+        .collect();
+    std::fs::write(
+        raw.join("web.jsonl"),
+        format!("{jsonl}this line is not json\n"),
+    )
+    .unwrap();
+    let page = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html><body><nav>Home</nav><article><p>{}</p></article></body></html>", (0..12).map(|k| sentence(2000 + k)).collect::<String>());
+    std::fs::write(
+        raw.join("crawl.warc"),
+        frugal::data::warc::record("response", "http://example.test/", page.as_bytes()),
+    )
+    .unwrap();
+    let config = format!(
+        "out_dir = {:?}\nval_fraction = 0.2\n[[source]]\nname = \"books\"\npaths = [{:?}]\n[[source]]\nname = \"web\"\npaths = [{:?}]\nfield = \"body\"\n[[source]]\nname = \"crawl\"\npaths = [{:?}]\n",
+        dir.join("prepared"),
+        raw.join("books"),
+        raw.join("web.jsonl"),
+        raw.join("crawl.warc")
+    );
+    std::fs::write(dir.join("prepare.toml"), config).unwrap();
+
+    let o = frugal(&[
+        "data",
+        "prepare",
+        "--config",
+        dir.join("prepare.toml").to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("| books | exact_duplicate | 1 |")
+            && out.contains("| books | near_duplicate | 1 |"),
+        "{out}"
+    );
+    assert!(out.contains("| web | bad_json_line | 1 |"), "{out}");
+    assert!(
+        out.contains("| books | gutenberg header/licence stripped | 8 |"),
+        "{out}"
+    );
+    let prepared = dir.join("prepared");
+    let tok = dir.join("tokenizer.json");
+    let o = frugal(&[
+        "tokenizer",
+        "train",
+        "--prepared",
+        prepared.to_str().unwrap(),
+        "--vocab-size",
+        "400",
+        "--out",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = frugal(&[
+        "data",
+        "tokenize",
+        "--prepared",
+        prepared.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(
+        o.status.success() && out.contains("train: "),
+        "{out}\n{err}"
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(prepared.join("shards/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let docs: u64 = manifest["train"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["docs"].as_u64().unwrap())
+        .sum::<u64>()
+        + manifest["val"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["docs"].as_u64().unwrap())
+            .sum::<u64>();
+    assert_eq!(
+        docs,
+        6 + 5 + 1,
+        "six books, five JSONL documents, one web page"
+    );
+    // A shard from this tokenizer must be refused by another one.
+    let other = dir.join("other.json");
+    let o = frugal(&[
+        "tokenizer",
+        "train",
+        "--prepared",
+        prepared.to_str().unwrap(),
+        "--vocab-size",
+        "300",
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let shard = prepared.join("shards/train_00000.bin");
+    let fingerprint =
+        u64::from_str_radix(manifest["tokenizer_fingerprint"].as_str().unwrap(), 16).unwrap();
+    assert!(frugal::shards::Shard::open(&shard, Some(fingerprint)).is_ok());
+    let other_fp = bpe::Tokenizer::load(&other).unwrap().fingerprint();
+    assert!(frugal::shards::Shard::open(&shard, Some(other_fp))
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("another tokenizer"));
+    // An empty corpus is an error, not an empty run.
+    std::fs::write(
+        dir.join("empty.toml"),
+        format!(
+            "out_dir = {:?}\n[[source]]\nname = \"e\"\npaths = [{:?}]\n",
+            dir.join("e"),
+            raw.join("crawl.warc")
+        ),
+    )
+    .unwrap();
+    std::fs::write(raw.join("crawl.warc"), b"").unwrap();
+    let o = frugal(&[
+        "data",
+        "prepare",
+        "--config",
+        dir.join("empty.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("no training documents"),
+        "{:?}",
+        text(&o)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

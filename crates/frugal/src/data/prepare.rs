@@ -283,14 +283,7 @@ pub fn prepare(cfg: &PrepareConfig, base: &Path) -> Result<PrepareReport> {
     keyed.sort_unstable_by_key(|&(h, i, _)| (h, i));
     let train: Vec<Doc> = keyed.into_iter().map(|(_, _, d)| d).collect();
 
-    // 4. Write.
-    for (name, docs) in [("train", &train), ("val", &val)] {
-        let mut w = JsonlWriter::create(&out_dir.join(format!("{name}.jsonl.zst")))?;
-        for d in docs {
-            w.write(d)?;
-        }
-        w.finish()?;
-    }
+    // 4. Write: the report always (it explains an empty result), the documents only if any.
     report.train_docs = train.len();
     report.val_docs = val.len();
     report.train_bytes = train.iter().map(|d| d.text.len()).sum();
@@ -302,6 +295,23 @@ pub fn prepare(cfg: &PrepareConfig, base: &Path) -> Result<PrepareReport> {
         .map_err(|e| Error::io(out_dir.join("report.json"), e))?;
     std::fs::write(out_dir.join("report.md"), report.to_markdown())
         .map_err(|e| Error::io(out_dir.join("report.md"), e))?;
+    if train.is_empty() {
+        return Err(Error::input(
+            out_dir.display().to_string(),
+            "no training documents survived cleaning, filtering and deduplication",
+            format!(
+                "check the sources' paths and formats against the removal counts in {}",
+                out_dir.join("report.md").display()
+            ),
+        ));
+    }
+    for (name, docs) in [("train", &train), ("val", &val)] {
+        let mut w = JsonlWriter::create(&out_dir.join(format!("{name}.jsonl.zst")))?;
+        for d in docs {
+            w.write(d)?;
+        }
+        w.finish()?;
+    }
     Ok(report)
 }
 
