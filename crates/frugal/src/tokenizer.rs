@@ -75,6 +75,28 @@ pub fn train_from_files(
     let files = list_files(paths)?;
     let texts: Vec<String> = files.iter().map(|f| read_text(f)).collect::<Result<_>>()?;
     let read_s = t0.elapsed().as_secs_f64();
+    let docs: Vec<&str> = texts.iter().flat_map(|t| lines(t)).collect();
+    train_on(&docs, opts, files.len(), read_s)
+}
+
+/// Trains on the training documents of a prepared directory (`train.jsonl.zst`).
+pub fn train_from_prepared(
+    prepared: &Path,
+    opts: TrainerOptions,
+) -> Result<(Tokenizer, TrainReport)> {
+    let t0 = Instant::now();
+    let docs = crate::data::jsonl::read_docs(&prepared.join("train.jsonl.zst"))?;
+    let read_s = t0.elapsed().as_secs_f64();
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    train_on(&texts, opts, 1, read_s)
+}
+
+fn train_on(
+    docs: &[&str],
+    opts: TrainerOptions,
+    files: usize,
+    read_s: f64,
+) -> Result<(Tokenizer, TrainReport)> {
     let t1 = Instant::now();
     let mut trainer = Trainer::new(opts).map_err(|e| {
         Error::input(
@@ -83,23 +105,25 @@ pub fn train_from_files(
             "check vocab_size and pattern",
         )
     })?;
-    let docs: Vec<&str> = texts.iter().flat_map(|t| lines(t)).collect();
-    trainer.count(&docs);
+    trainer.count(docs);
     let count_s = t1.elapsed().as_secs_f64();
     let distinct_pieces = trainer.distinct_pieces();
     let t2 = Instant::now();
     let tok = trainer
         .finish()
         .map_err(|e| Error::input("tokenizer training", e.to_string(), "report this as a bug"))?;
-    let report = TrainReport {
-        files: files.len(),
-        bytes: texts.iter().map(String::len).sum(),
-        read_s,
-        count_s,
-        merge_s: t2.elapsed().as_secs_f64(),
-        distinct_pieces,
-    };
-    Ok((tok, report))
+    let bytes = docs.iter().map(|d| d.len()).sum();
+    Ok((
+        tok,
+        TrainReport {
+            files,
+            bytes,
+            read_s,
+            count_s,
+            merge_s: t2.elapsed().as_secs_f64(),
+            distinct_pieces,
+        },
+    ))
 }
 
 /// Documents for encoding benchmarks: the files' lines regrouped into chunks of at least
@@ -139,42 +163,4 @@ pub fn bench_encode(tok: &Tokenizer, docs: &[&str], reps: usize) -> (f64, usize)
         .collect();
     rates.sort_by(f64::total_cmp);
     (rates[rates.len() / 2], tokens)
-}
-
-/// Trains on the training documents of a prepared directory (`train.jsonl.zst`).
-pub fn train_from_prepared(
-    prepared: &Path,
-    opts: TrainerOptions,
-) -> Result<(Tokenizer, TrainReport)> {
-    let t0 = Instant::now();
-    let docs = crate::data::jsonl::read_docs(&prepared.join("train.jsonl.zst"))?;
-    let read_s = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    let mut trainer = Trainer::new(opts).map_err(|e| {
-        Error::input(
-            "tokenizer options",
-            e.to_string(),
-            "check vocab_size and pattern",
-        )
-    })?;
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    trainer.count(&texts);
-    let count_s = t1.elapsed().as_secs_f64();
-    let distinct_pieces = trainer.distinct_pieces();
-    let t2 = Instant::now();
-    let tok = trainer
-        .finish()
-        .map_err(|e| Error::input("tokenizer training", e.to_string(), "report this as a bug"))?;
-    let bytes = texts.iter().map(|t| t.len()).sum();
-    Ok((
-        tok,
-        TrainReport {
-            files: 1,
-            bytes,
-            read_s,
-            count_s,
-            merge_s: t2.elapsed().as_secs_f64(),
-            distinct_pieces,
-        },
-    ))
 }
