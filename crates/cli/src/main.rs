@@ -3,6 +3,7 @@
 
 mod bench;
 mod data;
+mod pretrain;
 mod tokenizer;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,10 @@ enum Command {
     /// Prepare raw text and tokenize it into shards.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Pretrain a model on token shards (resumable).
+    Pretrain(pretrain::PretrainArgs),
+    /// Sample text from a run's latest checkpoint.
+    Sample(pretrain::SampleArgs),
     /// Train and use byte-level BPE tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
@@ -54,5 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
         Command::Data(cmd) => data::run(cmd),
+        Command::Pretrain(a) => pretrain::pretrain(a),
+        Command::Sample(a) => pretrain::sample(a),
     }
 }

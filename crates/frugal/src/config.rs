@@ -16,6 +16,30 @@ const PRESETS: &[(&str, &str)] = &[
 pub struct Config {
     pub model: ModelConfig,
     pub train: TrainConfig,
+    /// Where pretraining reads its tokens (absent for benchmarks on random tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataConfig>,
+}
+
+/// Inputs of `frugal pretrain`: the output of `frugal data tokenize` and its tokenizer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Directory holding manifest.json and the shards.
+    pub shards: std::path::PathBuf,
+    /// The tokenizer.json the shards were made with.
+    pub tokenizer: std::path::PathBuf,
+}
+
+/// Learning-rate schedule after warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    /// Cosine decay to min_lr_frac · lr at the last step.
+    Cosine,
+    /// Warmup-stable-decay: constant, then linear decay to min_lr_frac over the last decay_frac.
+    Wsd,
 }
 
 /// Attention variant, fixed at load time. Multi-head attention is `Gqa` with n_kv_heads = n_heads.
@@ -98,6 +122,53 @@ pub struct TrainConfig {
     pub muon_momentum: f32,
     #[serde(default)]
     pub seed: u64,
+    /// Optimizer steps of `frugal pretrain`.
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    /// Tokens per optimizer step; a multiple of batch_size · seq_len (the rest is gradient
+    /// accumulation). 0 means one micro-batch per step.
+    #[serde(default)]
+    pub batch_tokens: usize,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Final learning rate as a fraction of the peak.
+    #[serde(default = "default_min_lr_frac")]
+    pub min_lr_frac: f32,
+    /// Fraction of steps in the decay phase of the WSD schedule.
+    #[serde(default = "default_decay_frac")]
+    pub decay_frac: f32,
+    /// Clip the global gradient norm to this value (0 disables clipping).
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: f32,
+    /// Validation every this many steps (0: only at the end), on this many tokens.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: usize,
+    #[serde(default = "default_eval_tokens")]
+    pub eval_tokens: usize,
+    /// A sample from `sample_prompt` every this many steps (0: only at the end).
+    #[serde(default)]
+    pub sample_every: usize,
+    #[serde(default = "default_sample_prompt")]
+    pub sample_prompt: String,
+    #[serde(default = "default_sample_tokens")]
+    pub sample_tokens: usize,
+    /// A checkpoint every this many steps (and at the end); the last `keep_checkpoints` are kept.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: usize,
+    /// Loss guard: a loss above spike_factor × its running average (or not finite) skips the
+    /// update; more than max_bad_steps such steps in a row roll back to the last checkpoint.
+    #[serde(default = "default_spike_factor")]
+    pub spike_factor: f32,
+    #[serde(default = "default_max_bad_steps")]
+    pub max_bad_steps: usize,
+    /// Fault injection for tests of the loss guard: the loss of these steps (numbered as in the
+    /// log, from 1) is replaced by NaN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inject_nan_steps: Vec<usize>,
 }
 
 fn default_rope_theta() -> f32 {
@@ -132,6 +203,45 @@ fn default_muon_lr() -> f32 {
 }
 fn default_muon_momentum() -> f32 {
     0.95
+}
+fn default_steps() -> usize {
+    1000
+}
+fn default_schedule() -> Schedule {
+    Schedule::Cosine
+}
+fn default_min_lr_frac() -> f32 {
+    0.1
+}
+fn default_decay_frac() -> f32 {
+    0.2
+}
+fn default_grad_clip() -> f32 {
+    1.0
+}
+fn default_eval_every() -> usize {
+    250
+}
+fn default_eval_tokens() -> usize {
+    1 << 16
+}
+fn default_sample_prompt() -> String {
+    "The".into()
+}
+fn default_sample_tokens() -> usize {
+    48
+}
+fn default_checkpoint_every() -> usize {
+    500
+}
+fn default_keep_checkpoints() -> usize {
+    2
+}
+fn default_spike_factor() -> f32 {
+    4.0
+}
+fn default_max_bad_steps() -> usize {
+    3
 }
 
 impl ModelConfig {
@@ -248,6 +358,36 @@ impl Config {
             if !ok {
                 return Err((field, "must be a positive finite number".into()));
             }
+        }
+        if t.batch_tokens % (t.batch_size * t.seq_len) != 0 {
+            return Err((
+                "train.batch_tokens",
+                format!(
+                    "{} is not a multiple of batch_size × seq_len = {}",
+                    t.batch_tokens,
+                    t.batch_size * t.seq_len
+                ),
+            ));
+        }
+        if t.steps == 0 || t.warmup_steps > t.steps {
+            return Err((
+                "train.warmup_steps",
+                format!(
+                    "{} must not exceed steps {} (and steps must be at least 1)",
+                    t.warmup_steps, t.steps
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.min_lr_frac)
+            || !(0.0..=1.0).contains(&t.decay_frac)
+            || t.grad_clip < 0.0
+            || t.spike_factor <= 1.0
+        {
+            return Err((
+                "train.min_lr_frac",
+                "min_lr_frac and decay_frac must be in [0, 1], grad_clip ≥ 0, spike_factor > 1"
+                    .into(),
+            ));
         }
         if t.weight_decay < 0.0 || !t.weight_decay.is_finite() {
             return Err(("train.weight_decay", "must be zero or positive".into()));

@@ -8,11 +8,13 @@ pub mod bench;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod loader;
 pub mod model;
 pub mod optim;
 pub mod progress;
 pub mod shards;
 pub mod tokenizer;
+pub mod train;
 
 pub use config::Config;
 pub use error::{Error, Result};

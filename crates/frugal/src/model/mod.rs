@@ -8,5 +8,5 @@ mod workspace;
 
 pub use llama::Llama;
 pub use params::{LayerOffsets, ParamSpec, Params};
-pub use weights::{load_safetensors, save_safetensors};
+pub use weights::{load_flat, load_safetensors, save_flat, save_safetensors};
 pub use workspace::Workspace;

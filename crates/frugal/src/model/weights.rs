@@ -94,6 +94,54 @@ fn safetensors_err(path: &Path, e: safetensors::SafeTensorError) -> Error {
     )
 }
 
+/// Writes named flat f32 vectors (optimizer moments) as 1-D safetensors tensors.
+pub fn save_flat(path: &Path, tensors: &[(&str, &[f32])]) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, d), b)| {
+            Ok((
+                name.to_string(),
+                TensorView::new(Dtype::F32, vec![d.len()], b)
+                    .map_err(|e| safetensors_err(path, e))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize_to_file(views, &None, path).map_err(|e| safetensors_err(path, e))
+}
+
+/// Reads a flat f32 tensor of exactly `len` values.
+pub fn load_flat(path: &Path, name: &str, len: usize) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| safetensors_err(path, e))?;
+    let t = file.tensor(name).map_err(|_| {
+        Error::weights(
+            path,
+            format!("tensor {name} is missing"),
+            "the checkpoint is incomplete",
+        )
+    })?;
+    if t.dtype() != Dtype::F32 || t.shape() != [len] {
+        return Err(Error::weights(
+            path,
+            format!(
+                "tensor {name} is {:?} {:?}, expected F32 [{len}]",
+                t.dtype(),
+                t.shape()
+            ),
+            "the checkpoint belongs to another config",
+        ));
+    }
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,97 @@
+//! `frugal pretrain` and `frugal sample`.
+
+use anyhow::Context;
+use clap::Args;
+use frugal::model::{load_safetensors, Llama, Params};
+use frugal::train::checkpoint;
+use frugal::train::sample::{generate, SamplingParams};
+use frugal::Config;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Training config (with [model], [train] and [data]). With --resume it defaults to the
+    /// run's own config.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run directory: config, tokenizer, checkpoints, metrics.
+    #[arg(long)]
+    run: PathBuf,
+    /// Override a config value, e.g. --set train.steps=200 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Continue the run from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+pub fn pretrain(a: PretrainArgs) -> anyhow::Result<()> {
+    let path = match (&a.config, a.resume) {
+        (Some(p), _) => p.clone(),
+        (None, true) => a.run.join("config.toml"),
+        (None, false) => anyhow::bail!("--config is required for a new run"),
+    };
+    let cfg = Config::load(&path, &a.overrides)?;
+    let s = frugal::train::pretrain(&cfg, &a.run, a.resume, |line| println!("{line}"))?;
+    println!(
+        "summary | params {:.2}M | steps {} | tokens {} | wall {:.1}s | {:.0} tok/s | mfu {:.0}% | final loss {:.4} | val loss {:.4} | val bpb {:.4}",
+        s.params as f64 / 1e6,
+        s.steps,
+        s.tokens,
+        s.wall_s,
+        s.tokens_per_s,
+        100.0 * s.mfu,
+        s.final_loss,
+        s.val_loss,
+        s.val_bpb
+    );
+    if !s.sample.is_empty() {
+        println!("sample | {:?}", s.sample);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct SampleArgs {
+    #[arg(long)]
+    run: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value_t = 64)]
+    tokens: usize,
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(&a.run.join("config.toml"), &[])?;
+    let tok = bpe::Tokenizer::load(&a.run.join("tokenizer.json"))?;
+    let (_, dir) = checkpoint::list(&a.run)?
+        .pop()
+        .with_context(|| format!("{} has no checkpoint yet", a.run.display()))?;
+    let mut params = Params::zeros(&cfg.model);
+    load_safetensors(&mut params, &dir.join("model.safetensors"))?;
+    let model = Llama::new(cfg.model, params);
+    let p = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+    };
+    let mut rng = tensor::Rng::new(a.seed);
+    let ids = generate(
+        &model,
+        &tok.encode(&a.prompt),
+        a.tokens,
+        p,
+        tok.special_id("<|bos|>"),
+        &mut rng,
+    );
+    println!("{}{}", a.prompt, tok.decode_lossy(&ids)?);
+    Ok(())
+}

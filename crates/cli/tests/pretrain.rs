@@ -1,0 +1,346 @@
+//! `frugal pretrain` end to end on a tiny model: training, sampling, the loss guard, refusal
+//! of mismatched runs, and kill -9 followed by --resume reproducing the uninterrupted run bit
+//! for bit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn frugal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args)
+        .output()
+        .expect("the frugal binary runs")
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A tokenized corpus and a config for it, in a fresh directory.
+fn fixture(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("frugal-pretrain-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let prepared = dir.join("prepared");
+    std::fs::create_dir_all(&prepared).unwrap();
+    let sentences = [
+        "the cat sat on the mat. ",
+        "a dog ran in the park. ",
+        "birds sing in the morning. ",
+        "we read books at night. ",
+    ];
+    let doc = |i: usize| {
+        (0..30)
+            .map(|k| sentences[(i * 7 + k * 3) % 4])
+            .collect::<String>()
+    };
+    for (split, range) in [("train", 0..60), ("val", 60..64)] {
+        let mut w =
+            frugal::data::jsonl::JsonlWriter::create(&prepared.join(format!("{split}.jsonl.zst")))
+                .unwrap();
+        for i in range {
+            w.write(&frugal::data::Doc {
+                id: format!("d{i}"),
+                source: "s".into(),
+                text: doc(i),
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let tok = dir.join("tokenizer.json");
+    let o = frugal(&[
+        "tokenizer",
+        "train",
+        "--prepared",
+        prepared.to_str().unwrap(),
+        "--vocab-size",
+        "300",
+        "--out",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = frugal(&[
+        "data",
+        "tokenize",
+        "--prepared",
+        prepared.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let vocab = bpe::Tokenizer::load(&tok).unwrap().vocab_size();
+    let tiny = include_str!("../../../configs/tiny.toml")
+        .replace("vocab_size = 128", &format!("vocab_size = {vocab}"));
+    let cfg = format!(
+        "{tiny}\n[data]\nshards = {:?}\ntokenizer = {:?}\n",
+        prepared.join("shards"),
+        tok
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, cfg).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn trains_samples_and_refuses_mismatched_runs() {
+    let (dir, cfg) = fixture("basic");
+    let run = dir.join("run");
+    let sets = [
+        "--set",
+        "train.steps=40",
+        "--set",
+        "train.eval_every=20",
+        "--set",
+        "train.checkpoint_every=20",
+        "--set",
+        "train.sample_every=40",
+        "--set",
+        "train.lr=0.01",
+    ];
+    let o = frugal(
+        &[
+            &[
+                "pretrain",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--run",
+                run.to_str().unwrap(),
+                "--threads",
+                "1",
+            ][..],
+            &sets[..],
+        ]
+        .concat(),
+    );
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    let losses: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split(" | loss ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(losses.len(), 40, "{text}");
+    assert!(
+        losses[39] < 0.6 * losses[0],
+        "loss {} -> {}",
+        losses[0],
+        losses[39]
+    );
+    assert!(
+        text.contains("val bpb") && text.contains("sample |") && text.contains("summary |"),
+        "{text}"
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.lines().filter(|l| l.contains("\"loss\"")).count(),
+        40
+    );
+    assert!(
+        run.join("checkpoints/step-40/model.safetensors").exists()
+            && run.join("config.toml").exists()
+    );
+
+    let o = frugal(&[
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--prompt",
+        "the cat",
+        "--tokens",
+        "8",
+    ]);
+    assert!(
+        o.status.success() && out(&o).starts_with("the cat"),
+        "{}",
+        out(&o)
+    );
+    // A second run into the same directory, or a resume under another config, is refused.
+    let o = frugal(
+        &[
+            &[
+                "pretrain",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--run",
+                run.to_str().unwrap(),
+            ][..],
+            &sets[..],
+        ]
+        .concat(),
+    );
+    assert!(
+        !o.status.success() && out(&o).contains("--resume"),
+        "{}",
+        out(&o)
+    );
+    let o = frugal(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(
+        !o.status.success() && out(&o).contains("different config"),
+        "{}",
+        out(&o)
+    );
+    // A config whose vocabulary differs from the tokenizer's is refused before training.
+    let o = frugal(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        dir.join("other").to_str().unwrap(),
+        "--set",
+        "model.vocab_size=512",
+    ]);
+    assert!(
+        !o.status.success() && out(&o).contains("tokenizer's"),
+        "{}",
+        out(&o)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn loss_guard_skips_nan_steps_and_rolls_back() {
+    let (dir, cfg) = fixture("guard");
+    let run = dir.join("run");
+    let o = frugal(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--set",
+        "train.steps=12",
+        "--set",
+        "train.checkpoint_every=4",
+        "--set",
+        "train.max_bad_steps=1",
+        "--set",
+        "train.inject_nan_steps=[6, 7, 10]",
+    ]);
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("step 6 | loss guard: loss is NaN; update skipped (1 in a row)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rolled back to") && text.contains("(step 4)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("step 10 | loss guard") && text.contains("summary |"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Waits until `path` exists (or the child exits), then kills the child with SIGKILL.
+fn kill_when(child: &mut std::process::Child, path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {} appeared",
+            path.display()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run was killed, not finished");
+}
+
+#[test]
+fn killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
+    let (dir, cfg) = fixture("resume");
+    // Wide enough that a step takes milliseconds, so the kills land mid-run.
+    let sets: Vec<String> = [
+        "model.d_model=64",
+        "model.ffn_hidden=128",
+        "train.steps=300",
+        "train.checkpoint_every=25",
+        "train.keep_checkpoints=2",
+        "train.eval_every=100",
+    ]
+    .iter()
+    .flat_map(|s| ["--set".to_string(), s.to_string()])
+    .collect();
+    let args = |run: &Path, resume: bool| {
+        let mut a: Vec<String> = vec![
+            "pretrain".into(),
+            "--config".into(),
+            cfg.display().to_string(),
+            "--run".into(),
+            run.display().to_string(),
+            "--threads".into(),
+            "2".into(),
+        ];
+        a.extend(sets.iter().cloned());
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let straight = dir.join("straight");
+    let o = Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args(&straight, false))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+
+    let killed = dir.join("killed");
+    let spawn = |resume: bool| {
+        Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args(args(&killed, resume))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn(false);
+    kill_when(&mut child, &killed.join("checkpoints/step-75"));
+    let mut child = spawn(true);
+    kill_when(&mut child, &killed.join("checkpoints/step-175"));
+    let o = Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args(&killed, true))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && out(&o).contains("resumed from"),
+        "{}",
+        out(&o)
+    );
+
+    let a = std::fs::read(straight.join("checkpoints/step-300/model.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("checkpoints/step-300/model.safetensors")).unwrap();
+    assert!(a == b, "final weights differ after kill -9 and --resume");
+    let oa = std::fs::read(straight.join("checkpoints/step-300/optim.safetensors")).unwrap();
+    let ob = std::fs::read(killed.join("checkpoints/step-300/optim.safetensors")).unwrap();
+    assert!(oa == ob, "optimizer state differs");
+    let steps = |run: &Path| {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"loss\""))
+            .count()
+    };
+    assert_eq!(steps(&killed), 300, "metrics hold each step once");
+    std::fs::remove_dir_all(&dir).ok();
+}

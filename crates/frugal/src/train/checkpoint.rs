@@ -1,0 +1,134 @@
+//! Checkpoints: `checkpoints/step-N/` holding model.safetensors (HF names), optim.safetensors
+//! (AdamW/Muon moments) and state.json (step, data cursor, RNG, loss guard). A checkpoint is
+//! written into a hidden temporary directory, every file fsynced, then renamed into place, so a
+//! crash or a full disk leaves either the whole new checkpoint or none of it — and the previous
+//! one untouched.
+
+use crate::error::{Error, Result};
+use crate::loader::Cursor;
+use crate::model::{load_flat, load_safetensors, save_flat, save_safetensors, Llama};
+use crate::optim::Optimizer;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    pub cursor: Cursor,
+    /// Running average of the training loss (loss guard).
+    pub loss_ema: Option<f64>,
+    pub sample_rng: [u64; 4],
+    pub tokens_seen: u64,
+    /// Training wall time so far, across resumptions.
+    pub elapsed_s: f64,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, e)
+}
+
+fn fsync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
+/// Writes `checkpoints/step-{state.step}` and deletes all but the newest `keep`.
+pub fn save(
+    run: &Path,
+    model: &Llama,
+    opt: &Optimizer,
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf> {
+    let root = run.join("checkpoints");
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    let dir = root.join(format!("step-{}", state.step));
+    let tmp = root.join(format!(".step-{}.tmp", state.step));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    save_safetensors(&model.params, &tmp.join("model.safetensors"))?;
+    save_flat(
+        &tmp.join("optim.safetensors"),
+        &[("m", &opt.m), ("v", &opt.v)],
+    )?;
+    let json = serde_json::json!({"state": state, "optimizer_step": opt.step});
+    std::fs::write(
+        tmp.join("state.json"),
+        serde_json::to_vec_pretty(&json).unwrap_or_default(),
+    )
+    .map_err(io(&tmp))?;
+    for f in ["model.safetensors", "optim.safetensors", "state.json"] {
+        fsync(&tmp.join(f))?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    fsync(&root)?;
+    let mut all = list(run)?;
+    while all.len() > keep.max(1) {
+        let (_, old) = all.remove(0);
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(dir)
+}
+
+/// Complete checkpoints, oldest first.
+pub fn list(run: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let root = run.join("checkpoints");
+    if !root.exists() {
+        return Ok(vec![]);
+    }
+    let mut out: Vec<(usize, PathBuf)> = std::fs::read_dir(&root)
+        .map_err(io(&root))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            Some((
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("step-")?
+                    .parse()
+                    .ok()?,
+                e.path(),
+            ))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Loads a checkpoint into `model` and `opt`; returns its training state.
+pub fn load(dir: &Path, model: &mut Llama, opt: &mut Optimizer) -> Result<TrainState> {
+    let extra = load_safetensors(&mut model.params, &dir.join("model.safetensors"))?;
+    if !extra.is_empty() {
+        return Err(Error::weights(
+            dir.join("model.safetensors"),
+            format!("unexpected tensors {extra:?}"),
+            "the checkpoint belongs to another config",
+        ));
+    }
+    let n = model.params.len();
+    opt.m = load_flat(&dir.join("optim.safetensors"), "m", n)?;
+    opt.v = load_flat(&dir.join("optim.safetensors"), "v", n)?;
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::input(
+            path.display().to_string(),
+            e.to_string(),
+            "the checkpoint is damaged; resume from an older one",
+        )
+    })?;
+    opt.step = json["optimizer_step"].as_u64().unwrap_or(0);
+    serde_json::from_value(json["state"].clone()).map_err(|e| {
+        Error::input(
+            path.display().to_string(),
+            e.to_string(),
+            "the checkpoint is damaged; resume from an older one",
+        )
+    })
+}

@@ -1,0 +1,8 @@
+//! `frugal pretrain`: next-token prediction on tokenized shards, resumable and measured.
+
+pub mod checkpoint;
+mod pretrain;
+pub mod sample;
+pub mod schedule;
+
+pub use pretrain::{evaluate, pretrain, Summary};

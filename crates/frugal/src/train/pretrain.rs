@@ -1,0 +1,363 @@
+//! The pretraining loop, top to bottom: set up the run directory (or check it on --resume),
+//! build the model and data stream, then for each step accumulate gradients over micro-batches,
+//! guard against bad losses, clip, update, log, and periodically evaluate, sample and checkpoint.
+
+use super::checkpoint::{self, TrainState};
+use super::sample::{generate, SamplingParams};
+use super::schedule::lr_scale;
+use crate::bench::flops_per_token;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::loader::{open_splits, validation_windows, Cursor, Loader};
+use crate::model::Llama;
+use crate::optim::Optimizer;
+use bpe::Tokenizer;
+use rayon::prelude::*;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+use tensor::Rng;
+
+/// What a run reports at its end.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Summary {
+    pub params: usize,
+    pub steps: usize,
+    pub tokens: u64,
+    pub wall_s: f64,
+    pub tokens_per_s: f64,
+    pub mfu: f64,
+    pub final_loss: f64,
+    pub val_loss: f64,
+    pub val_bpb: f64,
+    pub sample: String,
+}
+
+/// Mean validation loss (nats/token) and bits per byte over `windows`.
+pub fn evaluate(model: &Llama, tok: &Tokenizer, windows: &[Vec<u32>], batch: usize) -> (f64, f64) {
+    let t = windows.first().map_or(0, |w| w.len() - 1);
+    let (mut nats, mut count, mut bytes) = (0f64, 0usize, 0usize);
+    for chunk in windows.chunks(batch.max(1)) {
+        let x: Vec<u32> = chunk.iter().flat_map(|w| w[..t].iter().copied()).collect();
+        let y: Vec<u32> = chunk.iter().flat_map(|w| w[1..].iter().copied()).collect();
+        let mut ws = model.workspace(chunk.len(), t);
+        let (sum, n) = model.loss(&x, &y, &mut ws);
+        nats += sum;
+        count += n;
+        bytes += y
+            .iter()
+            .map(|&id| tok.token_bytes(id).map_or(0, <[u8]>::len))
+            .sum::<usize>();
+    }
+    (
+        nats / count.max(1) as f64,
+        nats / std::f64::consts::LN_2 / bytes.max(1) as f64,
+    )
+}
+
+fn grad_norm(g: &[f32]) -> f64 {
+    // Fixed chunks summed in order: the same norm for any thread count.
+    let parts: Vec<f64> = g
+        .par_chunks(1 << 16)
+        .map(|c| c.iter().map(|&x| x as f64 * x as f64).sum())
+        .collect();
+    parts.iter().sum::<f64>().sqrt()
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Runs (or, with `resume`, continues) pretraining of `cfg` in `run`. `log` receives one line
+/// per step and every event worth a line.
+pub fn pretrain(
+    cfg: &Config,
+    run: &Path,
+    resume: bool,
+    mut log: impl FnMut(&str),
+) -> Result<Summary> {
+    let data = cfg.data.as_ref().ok_or_else(|| {
+        Error::config(
+            "config",
+            "has no [data] table",
+            "add [data] with shards = ... and tokenizer = ...",
+        )
+    })?;
+    let tok = Tokenizer::load(&data.tokenizer).map_err(|e| {
+        Error::input(
+            data.tokenizer.display().to_string(),
+            e.to_string(),
+            "run `frugal tokenizer train` first",
+        )
+    })?;
+    if tok.vocab_size() != cfg.model.vocab_size {
+        return Err(Error::config(
+            "model.vocab_size",
+            format!(
+                "{} differs from the tokenizer's {}",
+                cfg.model.vocab_size,
+                tok.vocab_size()
+            ),
+            "set model.vocab_size to the tokenizer's vocabulary size",
+        ));
+    }
+    let (_, train_stream, val_stream) = open_splits(&data.shards, &tok)?;
+    let bos = tok.special_id("<|bos|>").ok_or_else(|| {
+        Error::input(
+            "tokenizer",
+            "has no <|bos|>",
+            "train the tokenizer with frugal",
+        )
+    })?;
+
+    // Run directory: a new run must not overwrite one; a resumed run must be the same config.
+    let resolved = cfg.to_toml();
+    let cfg_path = run.join("config.toml");
+    if resume {
+        let old = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        if old != resolved {
+            return Err(Error::config(
+                cfg_path.display().to_string(),
+                "the run was made with a different config",
+                "resume with the same config and --set overrides, or start a new run directory",
+            ));
+        }
+    } else if !checkpoint::list(run)?.is_empty() {
+        return Err(Error::config(
+            run.display().to_string(),
+            "already holds checkpoints",
+            "pass --resume to continue it, or choose a new --run directory",
+        ));
+    }
+    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+    write_atomic(&cfg_path, resolved.as_bytes())?;
+    tok.save(&run.join("tokenizer.json")).map_err(|e| {
+        Error::input(
+            run.display().to_string(),
+            e.to_string(),
+            "check the run directory is writable",
+        )
+    })?;
+
+    let t = &cfg.train;
+    let (b, seq) = (t.batch_size, t.seq_len);
+    let micro = (t.batch_tokens / (b * seq)).max(1);
+    let mut model = Llama::init(cfg.model.clone(), t.seed);
+    let mut opt = Optimizer::new(t, &model.params);
+    let mut state = TrainState {
+        step: 0,
+        cursor: Cursor::default(),
+        loss_ema: None,
+        sample_rng: Rng::new(t.seed ^ 0x5A).state(),
+        tokens_seen: 0,
+        elapsed_s: 0.0,
+    };
+    if resume {
+        if let Some((_, dir)) = checkpoint::list(run)?.pop() {
+            state = checkpoint::load(&dir, &mut model, &mut opt)?;
+            log(&format!(
+                "resumed from {} (step {})",
+                dir.display(),
+                state.step
+            ));
+        }
+    }
+    let mut loader = Loader::new(train_stream, bos, seq, t.seed, state.cursor)?;
+    let val = validation_windows(&val_stream, seq, t.eval_tokens);
+    let metrics_path = run.join("metrics.jsonl");
+    // Drop metrics a killed run logged after its last checkpoint: they are about to be redone.
+    let kept: String = std::fs::read_to_string(&metrics_path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| (s as usize) <= state.step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(&metrics_path, kept.as_bytes())?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
+    let mut emit = |v: serde_json::Value| -> Result<()> {
+        writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
+    };
+
+    let peak_gflops = crate::bench::bench_gemm(2).peak_gflops;
+    let flops_per_step = flops_per_token(cfg) * (micro * b * seq) as f64;
+    log(&format!(
+        "model {:.2}M params | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s",
+        model.params.len() as f64 / 1e6,
+        loader.windows_per_epoch(),
+        val.len() * seq
+    ));
+    let mut ws = model.workspace(b, seq);
+    let mut grads = vec![0f32; model.params.len()];
+    let (mut x, mut y) = (vec![0u32; b * seq], vec![0u32; b * seq]);
+    let mut sample_rng = Rng::from_state(state.sample_rng);
+    let params = SamplingParams {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.95,
+    };
+    let prompt = tok.encode(&t.sample_prompt);
+    let (mut bad_streak, mut last_loss, mut last_val, mut last_sample) =
+        (0usize, f64::NAN, (f64::NAN, f64::NAN), String::new());
+    let mut step_ms = Vec::new();
+    let mut injected = std::collections::HashSet::new();
+    let mut rollbacks: Vec<usize> = Vec::new();
+    let run_start = Instant::now();
+    let elapsed0 = state.elapsed_s;
+
+    while state.step < t.steps {
+        let step = state.step;
+        let t0 = Instant::now();
+        let lr = lr_scale(t, step);
+        grads.fill(0.0);
+        let mut sum = 0f64;
+        for _ in 0..micro {
+            loader.next_batch(&mut x, &mut y);
+            sum += model
+                .forward_backward(&x, &y, &mut grads, 1.0 / (micro * b * seq) as f32, &mut ws)
+                .0;
+        }
+        let mut loss = sum / (micro * b * seq) as f64;
+        // An injected fault fires once per step number, as a data fault would not recur after
+        // a rollback moved past its batch.
+        if t.inject_nan_steps.contains(&(step + 1)) && injected.insert(step + 1) {
+            loss = f64::NAN;
+        }
+        let spike = state.loss_ema.is_some_and(|ema| {
+            step >= t.warmup_steps.max(10) && loss > t.spike_factor as f64 * ema
+        });
+        if !loss.is_finite() || spike {
+            bad_streak += 1;
+            let why = if loss.is_finite() {
+                format!(
+                    "loss {loss:.4} > {} x running mean {:.4}",
+                    t.spike_factor,
+                    state.loss_ema.unwrap_or(0.0)
+                )
+            } else {
+                format!("loss is {loss}")
+            };
+            log(&format!(
+                "step {} | loss guard: {why}; update skipped ({bad_streak} in a row)",
+                step + 1
+            ));
+            emit(serde_json::json!({"step": step + 1, "skipped": why}))?;
+            if bad_streak > t.max_bad_steps {
+                if let Some((_, dir)) = checkpoint::list(run)?.pop() {
+                    let cursor = loader.cursor;
+                    rollbacks.push(step);
+                    if rollbacks.iter().filter(|&&s| s == step).count() > 2 {
+                        return Err(Error::input(
+                            run.display().to_string(),
+                            format!("the loss diverged at step {} again after two rollbacks", step + 1),
+                            "lower train.lr, raise train.warmup_steps, or check the data around this point",
+                        ));
+                    }
+                    let restored = checkpoint::load(&dir, &mut model, &mut opt)?;
+                    // Keep moving through the data: replaying the same batches would replay the fault.
+                    state = TrainState {
+                        cursor,
+                        sample_rng: state.sample_rng,
+                        tokens_seen: state.tokens_seen,
+                        elapsed_s: state.elapsed_s,
+                        ..restored
+                    };
+                    log(&format!(
+                        "loss guard: {bad_streak} bad steps in a row; rolled back to {} (step {})",
+                        dir.display(),
+                        state.step
+                    ));
+                } else {
+                    log("loss guard: no checkpoint to roll back to yet; continuing");
+                }
+                bad_streak = 0;
+            } else {
+                state.step += 1;
+            }
+            continue;
+        }
+        bad_streak = 0;
+        let norm = grad_norm(&grads);
+        if t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
+            let k = (t.grad_clip as f64 / norm) as f32;
+            grads.par_iter_mut().for_each(|g| *g *= k);
+        }
+        opt.update(&mut model.params.data, &grads, lr);
+        state.loss_ema = Some(state.loss_ema.map_or(loss, |e| 0.9 * e + 0.1 * loss));
+        state.tokens_seen += (micro * b * seq) as u64;
+        state.step += 1;
+        state.cursor = loader.cursor;
+        last_loss = loss;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        step_ms.push(ms);
+        let tps = (micro * b * seq) as f64 / (ms / 1e3);
+        let mfu = flops_per_step / (ms / 1e3) / 1e9 / peak_gflops;
+        // Steps are numbered by how many updates are done, as checkpoints are.
+        log(&format!("step {} | loss {loss:.4} | lr {:.2e} | {ms:.0} ms | {tps:.0} tok/s | mfu {:.0}% | grad norm {norm:.3}", state.step, t.lr * lr, 100.0 * mfu));
+        emit(
+            serde_json::json!({"step": state.step, "loss": loss, "lr": t.lr * lr, "ms": ms, "tok_s": tps, "mfu": mfu, "grad_norm": norm}),
+        )?;
+
+        let last = state.step == t.steps;
+        let due = |every: usize| (every > 0 && state.step.is_multiple_of(every)) || last;
+        if due(t.eval_every) && !val.is_empty() {
+            last_val = evaluate(&model, &tok, &val, b);
+            log(&format!(
+                "step {} | val loss {:.4} | val bpb {:.4}",
+                state.step, last_val.0, last_val.1
+            ));
+            emit(
+                serde_json::json!({"step": state.step, "val_loss": last_val.0, "val_bpb": last_val.1}),
+            )?;
+        }
+        if due(t.sample_every) {
+            let ids = generate(
+                &model,
+                &prompt,
+                t.sample_tokens,
+                params,
+                Some(bos),
+                &mut sample_rng,
+            );
+            last_sample = format!(
+                "{}{}",
+                t.sample_prompt,
+                tok.decode_lossy(&ids).unwrap_or_default()
+            );
+            log(&format!("step {} | sample: {last_sample:?}", state.step));
+        }
+        if due(t.checkpoint_every) {
+            state.sample_rng = sample_rng.state();
+            state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
+            let dir = checkpoint::save(run, &model, &opt, &state, t.keep_checkpoints)?;
+            log(&format!(
+                "step {} | checkpoint {}",
+                state.step,
+                dir.display()
+            ));
+        }
+    }
+    let median_ms = crate::bench::median(&step_ms);
+    let tokens_per_s = (micro * b * seq) as f64 / (median_ms / 1e3);
+    Ok(Summary {
+        params: model.params.len(),
+        steps: state.step,
+        tokens: state.tokens_seen,
+        wall_s: elapsed0 + run_start.elapsed().as_secs_f64(),
+        tokens_per_s,
+        mfu: flops_per_step / (median_ms / 1e3) / 1e9 / peak_gflops,
+        final_loss: last_loss,
+        val_loss: last_val.0,
+        val_bpb: last_val.1,
+        sample: last_sample,
+    })
+}
