@@ -4,6 +4,7 @@
 mod bench;
 mod data;
 mod pretrain;
+mod speedrun;
 mod tokenizer;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Command {
     /// Prepare raw text and tokenize it into shards.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// The whole recipe on the default CPU config: fetch, prepare, tokenizer, tokenize, pretrain.
+    Speedrun(speedrun::SpeedrunArgs),
     /// Pretrain a model on token shards (resumable).
     Pretrain(pretrain::PretrainArgs),
     /// Sample text from a run's latest checkpoint.
@@ -60,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
         Command::Data(cmd) => data::run(cmd),
         Command::Pretrain(a) => pretrain::pretrain(a),
+        Command::Speedrun(a) => speedrun::speedrun(a),
         Command::Sample(a) => pretrain::sample(a),
     }
 }

@@ -452,6 +452,19 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_config_is_valid() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("data-") {
+                continue; // data preparation configs, checked in data::prepare
+            }
+            Config::load(&path, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
     fn overrides_apply_and_are_validated() {
         let c = Config::preset(
             "tiny",
