@@ -1,20 +1,8 @@
 //! The `frugal` binary end to end: benchmarks on the tiny preset, and bad input.
 
-use std::process::{Command, Output};
+mod common;
 
-fn frugal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_frugal"))
-        .args(args)
-        .output()
-        .expect("the frugal binary runs")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::{frugal, text};
 
 #[test]
 fn bench_train_reports_the_documented_lines_last() {
@@ -207,30 +195,8 @@ fn data_pipeline_end_to_end() {
     );
     let prepared = dir.join("prepared");
     let tok = dir.join("tokenizer.json");
-    let o = frugal(&[
-        "tokenizer",
-        "train",
-        "--prepared",
-        prepared.to_str().unwrap(),
-        "--vocab-size",
-        "400",
-        "--out",
-        tok.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{:?}", text(&o));
-    let o = frugal(&[
-        "data",
-        "tokenize",
-        "--prepared",
-        prepared.to_str().unwrap(),
-        "--tokenizer",
-        tok.to_str().unwrap(),
-    ]);
-    let (out, err) = text(&o);
-    assert!(
-        o.status.success() && out.contains("train: "),
-        "{out}\n{err}"
-    );
+    let out = common::tokenize_prepared(&prepared, &tok, 400);
+    assert!(out.contains("train: "), "{out}");
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(prepared.join("shards/manifest.json")).unwrap(),
     )

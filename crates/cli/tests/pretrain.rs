@@ -3,23 +3,12 @@
 //! for bit.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn frugal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_frugal"))
-        .args(args)
-        .output()
-        .expect("the frugal binary runs")
-}
+mod common;
 
-fn out(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{frugal, out};
 
 /// A tokenized corpus and a config for it, in a fresh directory.
 fn fixture(name: &str) -> (PathBuf, PathBuf) {
@@ -53,26 +42,7 @@ fn fixture(name: &str) -> (PathBuf, PathBuf) {
         w.finish().unwrap();
     }
     let tok = dir.join("tokenizer.json");
-    let o = frugal(&[
-        "tokenizer",
-        "train",
-        "--prepared",
-        prepared.to_str().unwrap(),
-        "--vocab-size",
-        "300",
-        "--out",
-        tok.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", out(&o));
-    let o = frugal(&[
-        "data",
-        "tokenize",
-        "--prepared",
-        prepared.to_str().unwrap(),
-        "--tokenizer",
-        tok.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", out(&o));
+    common::tokenize_prepared(&prepared, &tok, 300);
     let vocab = bpe::Tokenizer::load(&tok).unwrap().vocab_size();
     let tiny = include_str!("../../../configs/tiny.toml")
         .replace("vocab_size = 128", &format!("vocab_size = {vocab}"));
