@@ -91,6 +91,13 @@ impl Tokenizer {
         })
     }
 
+    /// A tokenizer with no merges: one token per byte (id = byte value), then `specials`.
+    /// Useful for tests, where token ids are readable.
+    pub fn bytes_only(specials: &[impl AsRef<str>]) -> Result<Self> {
+        let tokens = (0..=255u8).map(|b| vec![b]).collect();
+        Self::new(Splitter::Gpt4, tokens, specials)
+    }
+
     /// Ordinary plus special tokens.
     pub fn vocab_size(&self) -> usize {
         self.tokens.len() + self.specials.len()

@@ -82,11 +82,16 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,
+        ..Default::default()
     };
     let mut rng = tensor::Rng::new(a.seed);
     let ids = generate(
         &model,
-        &tok.encode(&a.prompt),
+        &[
+            tok.special_id("<|bos|>").into_iter().collect(),
+            tok.encode(&a.prompt),
+        ]
+        .concat(),
         a.tokens,
         p,
         tok.special_id("<|bos|>"),

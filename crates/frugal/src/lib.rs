@@ -5,8 +5,10 @@
 //! benchmark that measures all of it.
 
 pub mod bench;
+pub mod chat;
 pub mod config;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod loader;
 pub mod model;

@@ -16,7 +16,7 @@ use tensor::{sgemm, Gemm};
 pub struct Llama {
     pub cfg: ModelConfig,
     pub params: Params,
-    rope: RopeTable,
+    pub(crate) rope: RopeTable,
 }
 
 /// Dimensions used throughout one pass.

@@ -204,8 +204,9 @@ pub fn pretrain(
         temperature: 0.8,
         top_k: 40,
         top_p: 0.95,
+        ..Default::default()
     };
-    let prompt = tok.encode(&t.sample_prompt);
+    let prompt = [vec![bos], tok.encode(&t.sample_prompt)].concat();
     let (mut bad_streak, mut last_loss, mut last_val, mut last_sample) =
         (0usize, f64::NAN, (f64::NAN, f64::NAN), String::new());
     let mut step_ms = Vec::new();

@@ -1,0 +1,167 @@
+//! The Llama model as a `LanguageModel`: a KV cache per sequence, and a forward pass over only
+//! the new tokens of each sequence (a whole prompt at prefill, one token per step after).
+//! Sequences of different lengths run together: their new tokens are stacked into one matrix,
+//! so every projection is one GEMM for the whole batch, and only attention is per sequence.
+
+use super::LanguageModel;
+use crate::model::Llama;
+use rayon::prelude::*;
+use tensor::ops::add_inplace;
+use tensor::ops::embedding::embedding_forward;
+use tensor::ops::math::{dot, exp};
+use tensor::ops::rmsnorm::rmsnorm_forward;
+use tensor::ops::rope::{rope_forward, RopeLayout};
+use tensor::ops::swiglu::swiglu_forward;
+use tensor::{sgemm, Gemm};
+
+/// Keys and values of every layer for the tokens seen so far: per layer (context, n_kv·hd).
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Bytes held by one sequence's cache at full context.
+    pub fn bytes(model: &Llama) -> usize {
+        let c = &model.cfg;
+        2 * c.n_layers * c.context_len * c.n_kv_heads * c.head_dim() * 4
+    }
+}
+
+impl LanguageModel for Llama {
+    type Cache = KvCache;
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn context_len(&self) -> usize {
+        self.cfg.context_len
+    }
+
+    fn new_cache(&self) -> KvCache {
+        // Grown as tokens arrive, so a short chat does not hold a full-context cache.
+        KvCache {
+            k: vec![Vec::new(); self.cfg.n_layers],
+            v: vec![Vec::new(); self.cfg.n_layers],
+            len: 0,
+        }
+    }
+
+    fn cache_len(&self, cache: &KvCache) -> usize {
+        cache.len
+    }
+
+    fn forward(&self, batch: &mut [(&mut KvCache, &[u32])], logits: &mut [f32]) {
+        let c = &self.cfg;
+        let (d, hd, hid, vocab) = (c.d_model, c.head_dim(), c.ffn_hidden, c.vocab_size);
+        let (nh, nkv) = (c.n_heads, c.n_kv_heads);
+        let kvd = nkv * hd;
+        let qkv_w = (nh + 2 * nkv) * hd;
+        let att_w = nh * hd;
+        assert_eq!(logits.len(), batch.len() * vocab, "forward: logits shape");
+        // Row r of the stacked new tokens belongs to sequence seq_of[r], at position pos_of[r].
+        let (mut tokens, mut seq_of, mut pos_of) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, (cache, new)) in batch.iter().enumerate() {
+            assert!(
+                !new.is_empty() && cache.len + new.len() <= c.context_len,
+                "forward: sequence {i} would hold {} tokens, context is {}",
+                cache.len + new.len(),
+                c.context_len
+            );
+            tokens.extend_from_slice(new);
+            seq_of.extend(std::iter::repeat_n(i, new.len()));
+            pos_of.extend(cache.len..cache.len + new.len());
+        }
+        let n = tokens.len();
+        let p = &self.params.data;
+        let eps = c.norm_eps;
+        let mut x = vec![0f32; n * d];
+        let mut xn = vec![0f32; n * d];
+        let mut rstd = vec![0f32; n];
+        let mut qkv = vec![0f32; n * qkv_w];
+        let mut att = vec![0f32; n * att_w];
+        let mut o = vec![0f32; n * d];
+        let mut gu = vec![0f32; n * 2 * hid];
+        let mut h = vec![0f32; n * hid];
+        embedding_forward(&mut x, &tokens, &p[self.params.embed..], d);
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (l, off) in self.params.layers.iter().enumerate() {
+            rmsnorm_forward(&mut xn, &mut rstd, &x, &p[off.attn_norm..][..d], d, eps);
+            sgemm(&Gemm::nt(n, qkv_w, d), &xn, &p[off.qkv..], &mut qkv);
+            // RoPE at each sequence's own positions, then append k and v to its cache.
+            let mut row = 0;
+            for (cache, new) in batch.iter_mut() {
+                let rows = &mut qkv[row * qkv_w..(row + new.len()) * qkv_w];
+                let layout = RopeLayout {
+                    stride: qkv_w,
+                    col: 0,
+                    n_heads: nh + nkv,
+                    seq_len: new.len(),
+                    pos0: cache.len,
+                };
+                rope_forward(rows, layout, &self.rope);
+                for r in rows.chunks_exact(qkv_w) {
+                    cache.k[l].extend_from_slice(&r[att_w..att_w + kvd]);
+                    cache.v[l].extend_from_slice(&r[att_w + kvd..]);
+                }
+                row += new.len();
+            }
+            // Attention of each new query over its sequence's cache up to its own position.
+            let views: Vec<(&[f32], &[f32])> = batch
+                .iter()
+                .map(|(cache, _)| (cache.k[l].as_slice(), cache.v[l].as_slice()))
+                .collect();
+            att.par_chunks_mut(hd).enumerate().for_each(|(i, out)| {
+                let (r, head) = (i / nh, i % nh);
+                let (k, v) = views[seq_of[r]];
+                let g = head / (nh / nkv);
+                let q = &qkv[r * qkv_w + head * hd..][..hd];
+                let keys = pos_of[r] + 1;
+                let mut s: Vec<f32> = (0..keys)
+                    .map(|j| dot(q, &k[j * kvd + g * hd..][..hd]) * scale)
+                    .collect();
+                let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut total = 0.0;
+                for e in s.iter_mut() {
+                    *e = exp(*e - m);
+                    total += *e;
+                }
+                out.fill(0.0);
+                for (j, &e) in s.iter().enumerate() {
+                    let w = e / total;
+                    for (a, &b) in out.iter_mut().zip(&v[j * kvd + g * hd..][..hd]) {
+                        *a += w * b;
+                    }
+                }
+            });
+            sgemm(&Gemm::nt(n, d, att_w), &att, &p[off.o..], &mut o);
+            add_inplace(&mut x, &o);
+            rmsnorm_forward(&mut xn, &mut rstd, &x, &p[off.mlp_norm..][..d], d, eps);
+            sgemm(&Gemm::nt(n, 2 * hid, d), &xn, &p[off.gate_up..], &mut gu);
+            swiglu_forward(&mut h, &gu, hid);
+            sgemm(&Gemm::nt(n, d, hid), &h, &p[off.down..], &mut o);
+            add_inplace(&mut x, &o);
+        }
+        // Only each sequence's last new position needs logits.
+        let b = batch.len();
+        let mut last = vec![0f32; b * d];
+        let mut row = 0;
+        for (i, (cache, new)) in batch.iter_mut().enumerate() {
+            row += new.len();
+            last[i * d..(i + 1) * d].copy_from_slice(&x[(row - 1) * d..row * d]);
+            cache.len += new.len();
+        }
+        let mut last_n = vec![0f32; b * d];
+        let mut rstd = vec![0f32; b];
+        let fw = &p[self.params.final_norm..][..d];
+        rmsnorm_forward(&mut last_n, &mut rstd, &last, fw, d, eps);
+        sgemm(
+            &Gemm::nt(b, vocab, d),
+            &last_n,
+            &p[self.params.lm_head..],
+            logits,
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! The inference engine: token ids in, token ids out. Each sequence keeps a KV cache; the
+//! prompts of a batch are prefilled together, then every step feeds each live sequence its one
+//! new token. Sampling is per sequence (its own parameters and seeded generator), generation
+//! ends at a stop token, at max_tokens, at the context limit, or when the caller cancels.
+//!
+//! Tool use, as in nanochat: when the model writes `<|python_start|> expr <|python_end|>`, the
+//! engine evaluates `expr` with the calculator (parsed, never executed) and forces
+//! `<|output_start|> result <|output_end|>` into the sequence; the model goes on from there.
+
+pub mod calculator;
+mod llama;
+pub mod sampling;
+
+pub use llama::KvCache;
+pub use sampling::{apply_repetition_penalty, sample_logits, SamplingParams};
+
+use crate::chat::ChatTokens;
+use crate::error::{Error, Result};
+use bpe::Tokenizer;
+use tensor::Rng;
+
+/// A model the engine can drive: anything that turns new tokens into next-token logits while
+/// keeping its own per-sequence state.
+pub trait LanguageModel {
+    type Cache;
+    fn vocab_size(&self) -> usize;
+    fn context_len(&self) -> usize;
+    fn new_cache(&self) -> Self::Cache;
+    fn cache_len(&self, cache: &Self::Cache) -> usize;
+    /// For each (cache, new tokens) pair, appends the tokens (at least one, and the cache stays
+    /// within the context) and writes the logits that follow the last of them into row i of
+    /// `logits`: (batch, vocab).
+    fn forward(&self, batch: &mut [(&mut Self::Cache, &[u32])], logits: &mut [f32]);
+}
+
+/// One sequence to generate.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// New tokens at most, tool output included.
+    pub max_tokens: usize,
+    /// Tokens that end the reply (not included in it).
+    pub stop: Vec<u32>,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finish {
+    /// A stop token was produced.
+    Stop,
+    /// max_tokens or the context was reached.
+    Length,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// Generated tokens, forced tool output included, the stop token excluded.
+    pub tokens: Vec<u32>,
+    pub finish: Finish,
+    pub stop_token: Option<u32>,
+    /// Tokens the model computed a forward pass for (prompt + fed tokens).
+    pub prompt_tokens: usize,
+}
+
+/// What the engine needs for the calculator tool: the chat tokens and a tokenizer to read the
+/// expression and write the result.
+pub struct Tools<'a> {
+    pub tok: &'a Tokenizer,
+    pub t: ChatTokens,
+}
+
+impl Tools<'_> {
+    /// The forced tokens answering a finished call whose expression tokens are `expr`.
+    fn answer(&self, expr: &[u32]) -> Vec<u32> {
+        let text = self.tok.decode_lossy(expr).unwrap_or_default();
+        let result = calculator::evaluate(text.trim()).unwrap_or_else(|e| format!("error: {e}"));
+        let mut out = vec![self.t.output_start];
+        out.extend(self.tok.encode(&result));
+        out.push(self.t.output_end);
+        out
+    }
+}
+
+/// An event reported while generating: a token of sequence `seq`, and whether the engine
+/// forced it (tool output) rather than the model choosing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenEvent {
+    pub seq: usize,
+    pub token: u32,
+    pub forced: bool,
+}
+
+struct SeqState<C> {
+    cache: C,
+    pending: Vec<u32>,
+    seen: Vec<u32>,
+    out: Vec<u32>,
+    rng: Rng,
+    done: Option<(Finish, Option<u32>)>,
+    /// Expression tokens of an open calculator call.
+    call: Option<Vec<u32>>,
+}
+
+/// Checks a request against the model before any work is done.
+fn check(model: &impl LanguageModel, i: usize, r: &Request) -> Result<()> {
+    let bad = |msg: String, hint: &str| Err(Error::input(format!("request {i}"), msg, hint));
+    if r.prompt.is_empty() {
+        return bad(
+            "the prompt is empty".into(),
+            "start the prompt with <|bos|>",
+        );
+    }
+    if r.prompt.len() >= model.context_len() {
+        return bad(
+            format!(
+                "the prompt is {} tokens; the context is {}",
+                r.prompt.len(),
+                model.context_len()
+            ),
+            "shorten the prompt to leave room for the reply",
+        );
+    }
+    if let Some(&id) = r.prompt.iter().find(|&&t| t as usize >= model.vocab_size()) {
+        return bad(
+            format!(
+                "token {id} is outside the vocabulary of {}",
+                model.vocab_size()
+            ),
+            "encode the prompt with the model's own tokenizer",
+        );
+    }
+    r.sampling
+        .validate()
+        .or_else(|e| bad(e, "fix the sampling parameters"))
+}
+
+/// Generates a completion for every request, batched. `on_token` sees each token as it is made
+/// and returns false to stop that sequence (Ctrl-C, a closed connection).
+pub fn generate<M: LanguageModel>(
+    model: &M,
+    requests: &[Request],
+    tools: Option<&Tools>,
+    mut on_token: impl FnMut(TokenEvent) -> bool,
+) -> Result<Vec<Completion>> {
+    for (i, r) in requests.iter().enumerate() {
+        check(model, i, r)?;
+    }
+    let vocab = model.vocab_size();
+    let ctx = model.context_len();
+    let mut seqs: Vec<SeqState<M::Cache>> = requests
+        .iter()
+        .map(|r| SeqState {
+            cache: model.new_cache(),
+            pending: r.prompt.clone(),
+            seen: r.prompt.clone(),
+            out: Vec::new(),
+            rng: Rng::new(r.seed),
+            done: (r.max_tokens == 0).then_some((Finish::Length, None)),
+            call: None,
+        })
+        .collect();
+    let mut fed = vec![0usize; requests.len()];
+    let mut logits = Vec::new();
+    loop {
+        let live: Vec<usize> = (0..seqs.len())
+            .filter(|&i| seqs[i].done.is_none())
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        logits.resize(live.len() * vocab, 0.0);
+        {
+            let mut batch: Vec<(&mut M::Cache, &[u32])> = seqs
+                .iter_mut()
+                .filter(|s| s.done.is_none())
+                .map(|s| (&mut s.cache, s.pending.as_slice()))
+                .collect();
+            model.forward(&mut batch, &mut logits);
+        }
+        for (row, &i) in live.iter().enumerate() {
+            let (s, r) = (&mut seqs[i], &requests[i]);
+            fed[i] += s.pending.len();
+            s.pending.clear();
+            let l = &mut logits[row * vocab..(row + 1) * vocab];
+            apply_repetition_penalty(l, &s.seen, r.sampling.repetition_penalty);
+            let next = sample_logits(l, r.sampling, &mut s.rng);
+            if r.stop.contains(&next) {
+                s.done = Some((Finish::Stop, Some(next)));
+                continue;
+            }
+            let mut new = vec![next];
+            if let Some(t) = tools {
+                match (&mut s.call, next) {
+                    (None, id) if id == t.t.python_start => s.call = Some(Vec::new()),
+                    (Some(expr), id) if id == t.t.python_end => {
+                        new.extend(t.answer(expr));
+                        s.call = None;
+                    }
+                    (Some(expr), id) => expr.push(id),
+                    _ => {}
+                }
+            }
+            // A sequence never outgrows the context or max_tokens; what does not fit is cut.
+            let fed_len = model.cache_len(&s.cache);
+            let room = (r.max_tokens - s.out.len()).min(ctx - fed_len);
+            let fits = new.len() <= room;
+            new.truncate(room);
+            for (k, &tok) in new.iter().enumerate() {
+                s.out.push(tok);
+                s.seen.push(tok);
+                let keep = on_token(TokenEvent {
+                    seq: i,
+                    token: tok,
+                    forced: k > 0,
+                });
+                if !keep {
+                    s.done = Some((Finish::Cancelled, None));
+                    break;
+                }
+            }
+            if s.done.is_none() {
+                if fits && s.out.len() < r.max_tokens && fed_len + new.len() < ctx {
+                    s.pending = new;
+                } else {
+                    s.done = Some((Finish::Length, None));
+                }
+            }
+        }
+    }
+    Ok(seqs
+        .into_iter()
+        .zip(fed)
+        .map(|(s, fed)| {
+            let (finish, stop_token) = s.done.unwrap_or((Finish::Length, None));
+            Completion {
+                tokens: s.out,
+                finish,
+                stop_token,
+                prompt_tokens: fed,
+            }
+        })
+        .collect())
+}
+
+/// The reference the cached engine is tested against: greedy decoding that recomputes the
+/// whole sequence with the training forward pass for every token.
+pub fn greedy_uncached(
+    model: &crate::model::Llama,
+    prompt: &[u32],
+    max_tokens: usize,
+    stop: &[u32],
+) -> Vec<u32> {
+    let vocab = model.cfg.vocab_size;
+    let mut seq = prompt.to_vec();
+    let mut out = Vec::new();
+    while out.len() < max_tokens && seq.len() < model.cfg.context_len {
+        let mut ws = model.workspace(1, seq.len());
+        let logits = model.logits(&seq, &mut ws);
+        let next = sample_logits(
+            &logits[(seq.len() - 1) * vocab..],
+            SamplingParams::greedy(),
+            &mut Rng::new(0),
+        );
+        if stop.contains(&next) {
+            break;
+        }
+        seq.push(next);
+        out.push(next);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+use super::*;
+use crate::chat::{ChatFormat, Conversation, Message, Role};
+use crate::config::Config;
+use crate::model::Llama;
+
+/// A mock model that follows a script: while the sequence so far is a prefix of `script` it
+/// predicts the script's next token, otherwise `off_script`. The cache is the sequence itself.
+struct Script {
+    vocab: usize,
+    ctx: usize,
+    script: Vec<u32>,
+    off_script: u32,
+}
+
+impl LanguageModel for Script {
+    type Cache = Vec<u32>;
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+    fn context_len(&self) -> usize {
+        self.ctx
+    }
+    fn new_cache(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    fn cache_len(&self, c: &Vec<u32>) -> usize {
+        c.len()
+    }
+    fn forward(&self, batch: &mut [(&mut Vec<u32>, &[u32])], logits: &mut [f32]) {
+        for (i, (cache, new)) in batch.iter_mut().enumerate() {
+            assert!(!new.is_empty());
+            cache.extend_from_slice(new);
+            assert!(cache.len() <= self.ctx, "the engine overfilled the context");
+            let on = self.script.starts_with(cache) && cache.len() < self.script.len();
+            let next = if on {
+                self.script[cache.len()]
+            } else {
+                self.off_script
+            };
+            let row = &mut logits[i * self.vocab..(i + 1) * self.vocab];
+            row.fill(0.0);
+            row[next as usize] = 10.0;
+        }
+    }
+}
+
+fn byte_tok() -> Tokenizer {
+    Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap()
+}
+
+fn request(prompt: Vec<u32>, max_tokens: usize, stop: Vec<u32>) -> Request {
+    Request {
+        prompt,
+        sampling: SamplingParams::greedy(),
+        max_tokens,
+        stop,
+        seed: 0,
+    }
+}
+
+#[test]
+fn tool_call_round_trip() {
+    let tok = byte_tok();
+    let f = ChatFormat::new(&tok).unwrap();
+    let t = f.t;
+    let conv = Conversation {
+        messages: vec![Message::text(Role::User, "What is 6*7?")],
+    };
+    let prompt = f.render_prompt(&conv, 1000).unwrap();
+    let mut script = prompt.clone();
+    script.push(t.python_start);
+    script.extend(tok.encode("6 * 7"));
+    script.push(t.python_end);
+    script.push(t.output_start);
+    script.extend(tok.encode("42"));
+    script.push(t.output_end);
+    script.extend(tok.encode("It is 42."));
+    script.push(t.assistant_end);
+    // The model continues only if the engine forced the right answer into the stream.
+    let model = Script {
+        vocab: tok.vocab_size(),
+        ctx: 1000,
+        script: script.clone(),
+        off_script: b'?' as u32,
+    };
+    let tools = Tools { tok: &tok, t };
+    let mut events = Vec::new();
+    let out = generate(
+        &model,
+        &[request(prompt.clone(), 100, vec![t.assistant_end])],
+        Some(&tools),
+        |e| {
+            events.push(e);
+            true
+        },
+    )
+    .unwrap();
+    let c = &out[0];
+    assert_eq!(c.finish, Finish::Stop);
+    assert_eq!(c.stop_token, Some(t.assistant_end));
+    assert_eq!(c.tokens, script[prompt.len()..script.len() - 1]);
+    let forced: Vec<u32> = events
+        .iter()
+        .filter(|e| e.forced)
+        .map(|e| e.token)
+        .collect();
+    assert_eq!(
+        forced,
+        [vec![t.output_start], tok.encode("42"), vec![t.output_end]].concat()
+    );
+    assert_eq!(
+        f.parse_reply(&c.tokens).display(),
+        "[calc: 6 * 7 = 42]It is 42."
+    );
+
+    // Without tools the model sees no output and goes off script.
+    let out = generate(
+        &model,
+        &[request(prompt.clone(), 100, vec![])],
+        None,
+        |_| true,
+    )
+    .unwrap();
+    assert_ne!(out[0].tokens, c.tokens);
+    // A bad expression is answered with an error, not a crash.
+    assert!(tools.answer(&tok.encode("rm -rf /")).len() > 2);
+}
+
+#[test]
+fn stop_max_tokens_context_and_cancel() {
+    let script: Vec<u32> = (0..100).collect();
+    let model = Script {
+        vocab: 128,
+        ctx: 20,
+        script,
+        off_script: 127,
+    };
+    let p = vec![0, 1, 2, 3];
+    let run = |r: Request| generate(&model, &[r], None, |_| true).unwrap().remove(0);
+    let c = run(request(p.clone(), 5, vec![]));
+    assert_eq!((c.tokens, c.finish), (vec![4, 5, 6, 7, 8], Finish::Length));
+    let c = run(request(p.clone(), 50, vec![7]));
+    assert_eq!(
+        (c.tokens, c.finish, c.stop_token),
+        (vec![4, 5, 6], Finish::Stop, Some(7))
+    );
+    // The context of 20 ends the reply at 16 new tokens, and the mock checks it is never overfilled.
+    let c = run(request(p.clone(), 50, vec![]));
+    assert_eq!((c.tokens.len(), c.finish), (16, Finish::Length));
+    assert_eq!(run(request(p.clone(), 0, vec![])).tokens.len(), 0);
+    // Cancelling one sequence leaves the other running.
+    let reqs = [
+        request(p.clone(), 10, vec![]),
+        request(p.clone(), 10, vec![]),
+    ];
+    let out = generate(&model, &reqs, None, |e| !(e.seq == 1 && e.token == 6)).unwrap();
+    assert_eq!(
+        (out[1].tokens.clone(), out[1].finish),
+        (vec![4, 5, 6], Finish::Cancelled)
+    );
+    assert_eq!((out[0].tokens.len(), out[0].finish), (10, Finish::Length));
+    // Bad requests are refused up front.
+    let e = generate(&model, &[request(vec![], 5, vec![])], None, |_| true).unwrap_err();
+    assert!(e.to_string().contains("prompt is empty"));
+    let e = generate(&model, &[request(vec![200], 5, vec![])], None, |_| true).unwrap_err();
+    assert!(e.to_string().contains("outside the vocabulary"));
+    let e = generate(&model, &[request(vec![1; 20], 5, vec![])], None, |_| true).unwrap_err();
+    assert!(e.to_string().contains("context is 20"));
+}
+
+/// The tiny model with weights large enough that attention, not just the last token, decides
+/// the next token: at the usual init, a bug in positions could pass a greedy comparison.
+fn tiny() -> Llama {
+    let cfg = Config::preset("tiny", &["model.init_std=0.3".into()]).unwrap();
+    Llama::init(cfg.model, 3)
+}
+
+#[test]
+fn cached_equals_uncached_greedy() {
+    let model = tiny();
+    let prompts: Vec<Vec<u32>> = vec![
+        vec![1],
+        vec![5, 9, 2, 77, 3],
+        (0..12).map(|i| i * 7 % 128).collect(),
+    ];
+    let expected: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| greedy_uncached(&model, p, 100, &[]))
+        .collect();
+    // One at a time, and all three batched together (ragged prefill, then ragged decode).
+    for p in &prompts {
+        let got = generate(&model, &[request(p.clone(), 100, vec![])], None, |_| true).unwrap();
+        assert_eq!(got[0].tokens.len() + p.len(), model.cfg.context_len);
+        assert_eq!(got[0].tokens, greedy_uncached(&model, p, 100, &[]));
+    }
+    let reqs: Vec<Request> = prompts
+        .iter()
+        .map(|p| request(p.clone(), 100, vec![]))
+        .collect();
+    let got = generate(&model, &reqs, None, |_| true).unwrap();
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(&g.tokens, e);
+    }
+}
+
+#[test]
+fn cached_logits_match_training_forward() {
+    let model = tiny();
+    let seq: Vec<u32> = (0..20).map(|i| (i * 37 + 11) % 128).collect();
+    let mut ws = model.workspace(1, seq.len());
+    let full = model.logits(&seq, &mut ws);
+    let v = model.cfg.vocab_size;
+    // Prefill 7 tokens, then feed the rest one at a time, comparing every position.
+    let mut cache = model.new_cache();
+    let mut row = vec![0f32; v];
+    model.forward(&mut [(&mut cache, &seq[..7])], &mut row);
+    // Worst difference relative to the row's largest logit (summation order differs).
+    let mut worst = 0f32;
+    let mut check = |pos: usize, row: &[f32]| {
+        let want = &full[pos * v..(pos + 1) * v];
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (a, b) in row.iter().zip(want) {
+            worst = worst.max((a - b).abs() / scale);
+        }
+    };
+    check(6, &row);
+    for pos in 7..seq.len() {
+        model.forward(&mut [(&mut cache, &seq[pos..pos + 1])], &mut row);
+        check(pos, &row);
+    }
+    assert!(worst < 1e-4, "cached logits differ by {worst}");
+}
+
+#[test]
+fn batched_sampling_equals_one_at_a_time() {
+    let model = tiny();
+    let mk = |p: Vec<u32>, seed: u64| Request {
+        prompt: p,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_k: 20,
+            top_p: 0.9,
+            repetition_penalty: 1.3,
+        },
+        max_tokens: 12,
+        stop: vec![3],
+        seed,
+    };
+    let reqs = vec![mk(vec![1, 2], 1), mk(vec![4; 9], 2), mk(vec![9], 3)];
+    let alone: Vec<Completion> = reqs
+        .iter()
+        .map(|r| {
+            generate(&model, std::slice::from_ref(r), None, |_| true)
+                .unwrap()
+                .remove(0)
+        })
+        .collect();
+    let together = generate(&model, &reqs, None, |_| true).unwrap();
+    assert_eq!(alone, together);
+    // A seed reproduces, another seed differs.
+    let again = generate(&model, &reqs, None, |_| true).unwrap();
+    assert_eq!(together, again);
+    let other = generate(&model, &[mk(vec![1, 2], 99)], None, |_| true).unwrap();
+    assert_ne!(other[0].tokens, together[0].tokens);
+}
