@@ -4,6 +4,7 @@
 mod bench;
 mod data;
 mod pretrain;
+mod sft;
 mod speedrun;
 mod tokenizer;
 
@@ -35,7 +36,9 @@ enum Command {
     Speedrun(speedrun::SpeedrunArgs),
     /// Pretrain a model on token shards (resumable).
     Pretrain(pretrain::PretrainArgs),
-    /// Sample text from a run's latest checkpoint.
+    /// Instruction-tune a run's pretrained model on conversations (resumable).
+    Sft(sft::SftArgs),
+    /// Sample text from a run's latest pretraining checkpoint.
     Sample(pretrain::SampleArgs),
     /// Train and use byte-level BPE tokenizers.
     #[command(subcommand)]
@@ -65,5 +68,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pretrain(a) => pretrain::pretrain(a),
         Command::Speedrun(a) => speedrun::speedrun(a),
         Command::Sample(a) => pretrain::sample(a),
+        Command::Sft(a) => sft::sft(a),
     }
 }

@@ -1,8 +1,6 @@
 //! `frugal pretrain` and `frugal sample`.
 
-use anyhow::Context;
 use clap::Args;
-use frugal::model::{load_safetensors, Llama, Params};
 use frugal::train::checkpoint;
 use frugal::train::sample::{generate, SamplingParams};
 use frugal::Config;
@@ -70,14 +68,8 @@ pub struct SampleArgs {
 }
 
 pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
-    let cfg = Config::load(&a.run.join("config.toml"), &[])?;
-    let tok = bpe::Tokenizer::load(&a.run.join("tokenizer.json"))?;
-    let (_, dir) = checkpoint::list(&a.run)?
-        .pop()
-        .with_context(|| format!("{} has no checkpoint yet", a.run.display()))?;
-    let mut params = Params::zeros(&cfg.model);
-    load_safetensors(&mut params, &dir.join("model.safetensors"))?;
-    let model = Llama::new(cfg.model, params);
+    let trained = checkpoint::load_trained(&a.run, false)?;
+    let tok = &trained.tok;
     let p = SamplingParams {
         temperature: a.temperature,
         top_k: a.top_k,
@@ -85,18 +77,9 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut rng = tensor::Rng::new(a.seed);
-    let ids = generate(
-        &model,
-        &[
-            tok.special_id("<|bos|>").into_iter().collect(),
-            tok.encode(&a.prompt),
-        ]
-        .concat(),
-        a.tokens,
-        p,
-        tok.special_id("<|bos|>"),
-        &mut rng,
-    );
+    let bos = tok.special_id("<|bos|>");
+    let prompt = [bos.into_iter().collect(), tok.encode(&a.prompt)].concat();
+    let ids = generate(&trained.model, &prompt, a.tokens, p, bos, &mut rng);
     println!("{}{}", a.prompt, tok.decode_lossy(&ids)?);
     Ok(())
 }

@@ -250,61 +250,9 @@ impl ModelConfig {
     }
 }
 
-impl Config {
-    /// Reads `path`, applies `overrides` ("section.key=value", value in TOML syntax; bare words
-    /// are taken as strings), and validates.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, &path.display().to_string(), overrides)
-    }
-
-    /// A config built into the binary: "tiny" (tests) or "ref" (benchmark).
-    pub fn preset(name: &str, overrides: &[String]) -> Result<Self> {
-        let (_, text) = PRESETS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-            let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
-            Error::config(
-                format!("preset {name}"),
-                "no such preset",
-                format!("use one of {names:?}"),
-            )
-        })?;
-        Self::parse(text, &format!("preset {name}"), overrides)
-    }
-
-    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        // "file.toml, line 7" when the parser knows where the problem is.
-        let at = |e: &toml::de::Error| match e.span() {
-            Some(span) => {
-                let line = 1 + text[..span.start.min(text.len())].matches('\n').count();
-                format!("{origin}, line {line}")
-            }
-            None => origin.to_string(),
-        };
-        let mut value: toml::Table = toml::from_str(text)
-            .map_err(|e| Error::config(at(&e), e.message(), "fix the TOML syntax at that line"))?;
-        for o in overrides {
-            apply_override(&mut value, o).map_err(|msg| {
-                Error::config(origin, msg, "write overrides as --set section.key=value")
-            })?;
-        }
-        // Without overrides, deserialise the text itself so that errors carry a line number.
-        let parsed = if overrides.is_empty() {
-            toml::from_str(text)
-        } else {
-            toml::Value::Table(value).try_into()
-        };
-        let cfg: Config = parsed.map_err(|e: toml::de::Error| {
-            let hint = "check the key's spelling and type against configs/tiny.toml";
-            Error::config(at(&e), e.message(), hint)
-        })?;
-        cfg.validate().map_err(|(field, msg)| {
-            Error::config(origin, format!("{field}: {msg}"), "adjust that field")
-        })?;
-        Ok(cfg)
-    }
-
-    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
-        let (m, t) = (&self.model, &self.train);
+impl ModelConfig {
+    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        let m = self;
         let positive = [
             ("model.vocab_size", m.vocab_size),
             ("model.context_len", m.context_len),
@@ -313,8 +261,6 @@ impl Config {
             ("model.n_heads", m.n_heads),
             ("model.n_kv_heads", m.n_kv_heads),
             ("model.ffn_hidden", m.ffn_hidden),
-            ("train.batch_size", t.batch_size),
-            ("train.seq_len", t.seq_len),
         ];
         for (field, v) in positive {
             if v == 0 {
@@ -339,22 +285,37 @@ impl Config {
         if m.vocab_size > u32::MAX as usize {
             return Err(("model.vocab_size", "must fit in 32 bits".into()));
         }
-        if t.seq_len > m.context_len {
-            return Err((
-                "train.seq_len",
-                format!("{} exceeds model.context_len {}", t.seq_len, m.context_len),
-            ));
-        }
         let positive = |x: f32| x > 0.0 && x.is_finite();
-        let floats = [
-            ("train.lr", positive(t.lr)),
-            ("train.muon_lr", positive(t.muon_lr)),
-            ("train.eps", positive(t.eps)),
+        for (field, ok) in [
             ("model.norm_eps", positive(m.norm_eps)),
             ("model.init_std", positive(m.init_std)),
             ("model.rope_theta", positive(m.rope_theta)),
-        ];
-        for (field, ok) in floats {
+        ] {
+            if !ok {
+                return Err((field, "must be a positive finite number".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        let t = self;
+        for (field, v) in [
+            ("train.batch_size", t.batch_size),
+            ("train.seq_len", t.seq_len),
+        ] {
+            if v == 0 {
+                return Err((field, "must be at least 1".into()));
+            }
+        }
+        let positive = |x: f32| x > 0.0 && x.is_finite();
+        for (field, ok) in [
+            ("train.lr", positive(t.lr)),
+            ("train.muon_lr", positive(t.muon_lr)),
+            ("train.eps", positive(t.eps)),
+        ] {
             if !ok {
                 return Err((field, "must be a positive finite number".into()));
             }
@@ -404,11 +365,88 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// Reads `path`, applies `overrides` ("section.key=value", value in TOML syntax; bare words
+    /// are taken as strings), and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// A config built into the binary: "tiny" (tests) or "ref" (benchmark).
+    pub fn preset(name: &str, overrides: &[String]) -> Result<Self> {
+        let (_, text) = PRESETS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
+            Error::config(
+                format!("preset {name}"),
+                "no such preset",
+                format!("use one of {names:?}"),
+            )
+        })?;
+        Self::parse(text, &format!("preset {name}"), overrides)
+    }
+
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let cfg: Config = parse_toml(text, origin, overrides)?;
+        cfg.validate().map_err(|(field, msg)| {
+            Error::config(origin, format!("{field}: {msg}"), "adjust that field")
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        let (m, t) = (&self.model, &self.train);
+        m.validate()?;
+        t.validate()?;
+        if t.seq_len > m.context_len {
+            return Err((
+                "train.seq_len",
+                format!("{} exceeds model.context_len {}", t.seq_len, m.context_len),
+            ));
+        }
+        Ok(())
+    }
 
     /// The fully resolved config as TOML, for run directories.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a Config always serialises")
     }
+}
+
+/// Deserialises TOML `text` (from `origin`, for messages) after applying `--set` overrides.
+/// Errors name the line when the parser knows it, and unknown or mistyped keys.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    overrides: &[String],
+) -> Result<T> {
+    // "file.toml, line 7" when the parser knows where the problem is.
+    let at = |e: &toml::de::Error| match e.span() {
+        Some(span) => {
+            let line = 1 + text[..span.start.min(text.len())].matches('\n').count();
+            format!("{origin}, line {line}")
+        }
+        None => origin.to_string(),
+    };
+    let mut value: toml::Table = toml::from_str(text)
+        .map_err(|e| Error::config(at(&e), e.message(), "fix the TOML syntax at that line"))?;
+    for o in overrides {
+        apply_override(&mut value, o).map_err(|msg| {
+            Error::config(origin, msg, "write overrides as --set section.key=value")
+        })?;
+    }
+    // Without overrides, deserialise the text itself so that errors carry a line number.
+    let parsed = if overrides.is_empty() {
+        toml::from_str(text)
+    } else {
+        toml::Value::Table(value).try_into()
+    };
+    parsed.map_err(|e: toml::de::Error| {
+        let hint = "check the key's spelling and type against the shipped configs in configs/";
+        Error::config(at(&e), e.message(), hint)
+    })
 }
 
 fn apply_override(root: &mut toml::Table, spec: &str) -> std::result::Result<(), String> {
@@ -457,8 +495,8 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("data-") {
-                continue; // data preparation configs, checked in data::prepare
+            if name.starts_with("data-") || name.starts_with("sft-") {
+                continue; // data preparation and SFT configs, checked where they are read
             }
             Config::load(&path, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
         }

@@ -14,6 +14,7 @@ pub mod loader;
 pub mod model;
 pub mod optim;
 pub mod progress;
+pub mod sft;
 pub mod shards;
 pub mod tokenizer;
 pub mod train;

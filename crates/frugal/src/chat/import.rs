@@ -370,6 +370,10 @@ pub fn read_conversations(path: &Path, format: ChatFormatKind) -> Result<Vec<Con
             ChatFormatKind::Auto => ChatFormatKind::Chitchat,
             k => k,
         };
+        // A BIG-bench task with subtasks has a task.json of its own that only describes them.
+        if kind == ChatFormatKind::Bigbench && path.is_dir() && v.get("examples").is_none() {
+            continue;
+        }
         let convs = if kind == ChatFormatKind::Bigbench {
             bigbench(&v)
         } else {

@@ -132,3 +132,73 @@ pub fn load(dir: &Path, model: &mut Llama, opt: &mut Optimizer) -> Result<TrainS
         )
     })
 }
+
+/// A model ready for inference or fine-tuning: the run's config and tokenizer with the
+/// weights of one checkpoint.
+pub struct Trained {
+    pub cfg: crate::Config,
+    pub tok: bpe::Tokenizer,
+    pub model: Llama,
+    pub checkpoint: PathBuf,
+    /// "sft" or "pretrain": which stage the checkpoint comes from.
+    pub stage: &'static str,
+}
+
+/// The weights of the checkpoint in `dir`, for a model of `cfg`.
+pub fn load_weights(dir: &Path, cfg: &crate::config::ModelConfig) -> Result<Llama> {
+    let path = dir.join("model.safetensors");
+    let mut params = crate::model::Params::zeros(cfg);
+    let extra = load_safetensors(&mut params, &path)?;
+    if !extra.is_empty() {
+        return Err(Error::weights(
+            path,
+            format!("unexpected tensors {extra:?}"),
+            "the checkpoint belongs to another config",
+        ));
+    }
+    Ok(Llama::new(cfg.clone(), params))
+}
+
+/// Loads a run directory's newest model: the SFT stage's (`run/sft/`) when there is one and
+/// `prefer_sft`, else pretraining's.
+pub fn load_trained(run: &Path, prefer_sft: bool) -> Result<Trained> {
+    let cfg_path = run.join("config.toml");
+    if !cfg_path.exists() {
+        return Err(Error::input(
+            run.display().to_string(),
+            "is not a run directory (no config.toml)",
+            "pass the --run directory of `frugal pretrain` or `frugal speedrun` (runs/speedrun)",
+        ));
+    }
+    let cfg = crate::Config::load(&cfg_path, &[])?;
+    let tok_path = run.join("tokenizer.json");
+    let tok = bpe::Tokenizer::load(&tok_path).map_err(|e| {
+        Error::input(
+            tok_path.display().to_string(),
+            e.to_string(),
+            "the run directory is incomplete; rerun pretraining",
+        )
+    })?;
+    let sft = run.join("sft");
+    let (stage, ckpt) = match list(&sft)?.pop() {
+        Some((_, dir)) if prefer_sft => ("sft", dir),
+        _ => match list(run)?.pop() {
+            Some((_, dir)) => ("pretrain", dir),
+            None => {
+                return Err(Error::input(
+                    run.display().to_string(),
+                    "has no checkpoint yet",
+                    "let `frugal pretrain` run until its first checkpoint",
+                ))
+            }
+        },
+    };
+    let model = load_weights(&ckpt, &cfg.model)?;
+    Ok(Trained {
+        cfg,
+        tok,
+        model,
+        checkpoint: ckpt,
+        stage,
+    })
+}

@@ -6,3 +6,4 @@ pub mod sample;
 pub mod schedule;
 
 pub use pretrain::{evaluate, pretrain, Summary};
+pub(crate) use pretrain::{grad_norm, open_metrics, write_atomic};

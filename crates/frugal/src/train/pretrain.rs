@@ -55,7 +55,7 @@ pub fn evaluate(model: &Llama, tok: &Tokenizer, windows: &[Vec<u32>], batch: usi
     )
 }
 
-fn grad_norm(g: &[f32]) -> f64 {
+pub(crate) fn grad_norm(g: &[f32]) -> f64 {
     // Fixed chunks summed in order: the same norm for any thread count.
     let parts: Vec<f64> = g
         .par_chunks(1 << 16)
@@ -64,10 +64,31 @@ fn grad_norm(g: &[f32]) -> f64 {
     parts.iter().sum::<f64>().sqrt()
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Opens a run's metrics.jsonl for appending, first dropping what a killed run logged after its
+/// last checkpoint (step > `step`): those steps are about to be redone.
+pub(crate) fn open_metrics(path: &Path, step: usize) -> Result<std::fs::File> {
+    let kept: String = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| (s as usize) <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Runs (or, with `resume`, continues) pretraining of `cfg` in `run`. `log` receives one line
@@ -167,23 +188,7 @@ pub fn pretrain(
     let mut loader = Loader::new(train_stream, bos, seq, t.seed, state.cursor)?;
     let val = validation_windows(&val_stream, seq, t.eval_tokens);
     let metrics_path = run.join("metrics.jsonl");
-    // Drop metrics a killed run logged after its last checkpoint: they are about to be redone.
-    let kept: String = std::fs::read_to_string(&metrics_path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| (s as usize) <= state.step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    write_atomic(&metrics_path, kept.as_bytes())?;
-    let mut metrics = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::io(&metrics_path, e))?;
+    let mut metrics = open_metrics(&metrics_path, state.step)?;
     let mut emit = |v: serde_json::Value| -> Result<()> {
         writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
     };

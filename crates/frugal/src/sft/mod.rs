@@ -1,0 +1,476 @@
+//! `frugal sft`: instruction tuning. Starts from a run's pretrained checkpoint, trains on a
+//! mixture of real conversations with the loss on assistant tokens only, and writes its own
+//! checkpoints, metrics and report under `RUN/sft/`, resumable like pretraining. At the end,
+//! the model answers held-out prompts through the inference engine, and the report says how
+//! many replies were well-formed (closed by `<|assistant_end|>` within the limit).
+
+pub mod data;
+
+use crate::chat::import::ChatFormatKind;
+use crate::chat::{ChatFormat, Conversation};
+use crate::config::{parse_toml, TrainConfig};
+use crate::engine::{self, Finish, Request, SamplingParams, Tools};
+use crate::error::{Error, Result};
+use crate::loader::Cursor;
+use crate::model::Llama;
+use crate::optim::Optimizer;
+use crate::train::checkpoint::{self, TrainState};
+use crate::train::schedule::lr_scale;
+use crate::train::{grad_norm, open_metrics, write_atomic};
+use data::Packed;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tensor::ops::cross_entropy::IGNORE;
+use tensor::Rng;
+
+/// An SFT config: `[train]` as in pretraining (the model comes from the run), and `[sft]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftConfig {
+    pub train: TrainConfig,
+    pub sft: SftSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftSection {
+    pub sources: Vec<ChatSource>,
+    /// Fraction of each source held out for validation and the format check ...
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f32,
+    /// ... but at most this many conversations per source.
+    #[serde(default = "default_max_val")]
+    pub max_val_per_source: usize,
+    /// Held-out prompts answered at the end to check replies are well-formed (0: skip).
+    #[serde(default = "default_format_check")]
+    pub format_check: usize,
+    /// Token limit of each of those replies.
+    #[serde(default = "default_reply_tokens")]
+    pub reply_tokens: usize,
+    #[serde(default = "default_check_sampling")]
+    pub check_sampling: SamplingParams,
+}
+
+/// One source of conversations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSource {
+    pub name: String,
+    /// A file, or a directory searched for .jsonl/.json files.
+    pub path: PathBuf,
+    #[serde(default = "default_format")]
+    pub format: ChatFormatKind,
+    /// Training conversations taken from this source at most (0: all).
+    #[serde(default)]
+    pub max_conversations: usize,
+}
+
+fn default_val_fraction() -> f32 {
+    0.02
+}
+fn default_max_val() -> usize {
+    200
+}
+fn default_format_check() -> usize {
+    100
+}
+fn default_reply_tokens() -> usize {
+    128
+}
+fn default_check_sampling() -> SamplingParams {
+    SamplingParams {
+        temperature: 0.7,
+        top_k: 50,
+        top_p: 0.95,
+        repetition_penalty: 1.0,
+    }
+}
+fn default_format() -> ChatFormatKind {
+    ChatFormatKind::Auto
+}
+
+impl SftConfig {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let cfg: SftConfig = parse_toml(text, origin, overrides)?;
+        cfg.validate().map_err(|(field, msg)| {
+            Error::config(origin, format!("{field}: {msg}"), "adjust that field")
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        self.train.validate()?;
+        let s = &self.sft;
+        if s.sources.is_empty() {
+            return Err(("sft.sources", "lists no sources".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        if let Some(dup) = s.sources.iter().find(|src| !names.insert(&src.name)) {
+            return Err(("sft.sources", format!("name {:?} is used twice", dup.name)));
+        }
+        if !(0.0..=0.5).contains(&s.val_fraction) {
+            return Err((
+                "sft.val_fraction",
+                format!("{} is not in [0, 0.5]", s.val_fraction),
+            ));
+        }
+        if s.format_check > 0 && s.reply_tokens == 0 {
+            return Err(("sft.reply_tokens", "must be at least 1".into()));
+        }
+        s.check_sampling
+            .validate()
+            .map_err(|e| ("sft.check_sampling", e))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("an SftConfig always serialises")
+    }
+}
+
+/// What an SFT run reports (also written to RUN/sft/report.json).
+#[derive(Clone, Debug, Serialize)]
+pub struct SftSummary {
+    pub steps: usize,
+    pub mixture: data::MixReport,
+    pub wall_s: f64,
+    pub tokens_per_s: f64,
+    pub final_loss: f64,
+    pub val_loss: f64,
+    pub format: Option<FormatCheck>,
+}
+
+/// Replies to held-out prompts, generated through the engine after training.
+#[derive(Clone, Debug, Serialize)]
+pub struct FormatCheck {
+    pub prompts: usize,
+    /// Replies closed by <|assistant_end|> within reply_tokens.
+    pub well_formed: usize,
+    pub reply_tokens: usize,
+    pub generated_tokens: usize,
+    pub decode_tok_s: f64,
+    pub batch: usize,
+    pub examples: Vec<(String, String)>,
+}
+
+/// Mean loss over the targets of `rows` (IGNORE excluded), in batches.
+pub fn eval_loss(model: &Llama, rows: &Packed, batch: usize) -> f64 {
+    let t = rows.seq_len;
+    let (mut sum, mut count) = (0f64, 0usize);
+    for start in (0..rows.rows()).step_by(batch.max(1)) {
+        let end = (start + batch).min(rows.rows());
+        let x = &rows.inputs[start * t..end * t];
+        let y = &rows.targets[start * t..end * t];
+        let mut ws = model.workspace(end - start, t);
+        let (s, n) = model.loss(x, y, &mut ws);
+        sum += s;
+        count += n;
+    }
+    sum / count.max(1) as f64
+}
+
+/// Answers `prompts` (conversations ending with a user message) in batches of `batch`.
+pub fn format_check(
+    model: &Llama,
+    f: &ChatFormat,
+    prompts: &[Conversation],
+    reply_tokens: usize,
+    sampling: SamplingParams,
+    batch: usize,
+    seed: u64,
+) -> Result<FormatCheck> {
+    let ctx = model.cfg.context_len;
+    let t = f.t;
+    let tools = Tools { tok: f.tok, t };
+    let mut requests = Vec::new();
+    for (i, c) in prompts.iter().enumerate() {
+        let prompt = f.render_prompt(c, ctx - 1)?;
+        requests.push(Request {
+            max_tokens: reply_tokens.min(ctx - prompt.len()),
+            prompt,
+            sampling,
+            // Any token that would start a new turn also ends the reply, as malformed.
+            stop: vec![t.assistant_end, t.bos, t.user_start, t.assistant_start],
+            seed: seed + i as u64,
+        });
+    }
+    let (mut well, mut generated, mut decode_s) = (0, 0, 0f64);
+    let mut examples = Vec::new();
+    let batch = batch.max(1);
+    for (k, chunk) in requests.chunks(batch).enumerate() {
+        let t0 = Instant::now();
+        let out = engine::generate(model, chunk, Some(&tools), |_| true)?;
+        decode_s += t0.elapsed().as_secs_f64();
+        for (j, c) in out.iter().enumerate() {
+            generated += c.tokens.len();
+            if c.finish == Finish::Stop && c.stop_token == Some(t.assistant_end) {
+                well += 1;
+            }
+            let i = k * batch + j;
+            if i < 5 {
+                let user = prompts[i].messages.last().map(|m| m.display());
+                let reply = f.parse_reply(&c.tokens).display();
+                examples.push((user.unwrap_or_default(), reply));
+            }
+        }
+    }
+    Ok(FormatCheck {
+        prompts: requests.len(),
+        well_formed: well,
+        reply_tokens,
+        generated_tokens: generated,
+        decode_tok_s: generated as f64 / decode_s.max(1e-9),
+        batch,
+        examples,
+    })
+}
+
+/// Runs (or, with `resume`, continues) SFT of the pretrained model in `run`.
+pub fn sft(
+    cfg: &SftConfig,
+    run: &Path,
+    resume: bool,
+    mut log: impl FnMut(&str),
+) -> Result<SftSummary> {
+    let base = checkpoint::load_trained(run, false)?;
+    let f = ChatFormat::new(&base.tok).map_err(|e| {
+        Error::input(
+            run.join("tokenizer.json").display().to_string(),
+            e.to_string(),
+            "this run's tokenizer cannot render chats; retrain the tokenizer with frugal and pretrain again",
+        )
+    })?;
+    let t = &cfg.train;
+    let ctx = base.cfg.model.context_len;
+    if t.seq_len > ctx {
+        return Err(Error::config(
+            "train.seq_len",
+            format!("{} exceeds the model's context_len {ctx}", t.seq_len),
+            "lower train.seq_len",
+        ));
+    }
+    let dir = run.join("sft");
+    let resolved = cfg.to_toml();
+    let cfg_path = dir.join("config.toml");
+    if resume && cfg_path.exists() {
+        let old = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        if old != resolved {
+            return Err(Error::config(
+                cfg_path.display().to_string(),
+                "the SFT run was made with a different config",
+                "resume with the same config and --set overrides, or remove RUN/sft to start over",
+            ));
+        }
+    } else if !checkpoint::list(&dir)?.is_empty() {
+        return Err(Error::config(
+            dir.display().to_string(),
+            "already holds SFT checkpoints",
+            "pass --resume to continue, or remove that directory to start over",
+        ));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    write_atomic(&cfg_path, resolved.as_bytes())?;
+
+    let t0 = Instant::now();
+    let mix = data::build(cfg, &f)?;
+    for s in &mix.report.sources {
+        log(&format!(
+            "source {}: {} conversations, {} train, {} val, {} shortened to fit, {} too long for {} tokens",
+            s.name, s.read, s.train, s.val, s.shortened, s.too_long, t.seq_len + 1
+        ));
+    }
+    log(&format!(
+        "mixture: {} train rows ({:.1}% filled, {} assistant tokens), {} val rows, built in {:.1}s",
+        mix.report.train_rows,
+        100.0 * mix.report.fill,
+        mix.report.train_target_tokens,
+        mix.report.val_rows,
+        t0.elapsed().as_secs_f64()
+    ));
+
+    let mut model = base.model;
+    let mut opt = Optimizer::new(t, &model.params);
+    let mut state = TrainState {
+        step: 0,
+        cursor: Cursor::default(),
+        loss_ema: None,
+        sample_rng: Rng::new(t.seed).state(),
+        tokens_seen: 0,
+        elapsed_s: 0.0,
+    };
+    if resume {
+        if let Some((_, ck)) = checkpoint::list(&dir)?.pop() {
+            state = checkpoint::load(&ck, &mut model, &mut opt)?;
+            log(&format!(
+                "resumed from {} (step {})",
+                ck.display(),
+                state.step
+            ));
+        }
+    }
+    log(&format!("fine-tuning {}", base.checkpoint.display()));
+    let metrics_path = dir.join("metrics.jsonl");
+    let mut metrics = open_metrics(&metrics_path, state.step)?;
+    let mut emit = |v: serde_json::Value| -> Result<()> {
+        writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
+    };
+
+    let (b, seq) = (t.batch_size, t.seq_len);
+    let micro = (t.batch_tokens / (b * seq)).max(1);
+    let rows = mix.train.rows();
+    let mut ws = model.workspace(b, seq);
+    let mut grads = vec![0f32; model.params.len()];
+    let (mut x, mut y) = (vec![0u32; b * seq], vec![0u32; b * seq]);
+    let epoch_order = |epoch: u64| {
+        let mut order: Vec<u32> = (0..rows as u32).collect();
+        let mut rng = Rng::new(t.seed ^ (epoch + 1).wrapping_mul(0x9E3779B97F4A7C15));
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        order
+    };
+    let mut order = epoch_order(state.cursor.epoch);
+    let (mut last_loss, mut val_loss) = (f64::NAN, f64::NAN);
+    let mut step_ms = Vec::new();
+    let run_start = Instant::now();
+    let elapsed0 = state.elapsed_s;
+    while state.step < t.steps {
+        let t_step = Instant::now();
+        // Gather the step's rows first: the loss is the mean over all its assistant tokens.
+        let mut batch_rows = Vec::with_capacity(micro * b);
+        for _ in 0..micro * b {
+            if state.cursor.index as usize >= rows {
+                state.cursor = Cursor {
+                    epoch: state.cursor.epoch + 1,
+                    index: 0,
+                };
+                order = epoch_order(state.cursor.epoch);
+            }
+            batch_rows.push(order[state.cursor.index as usize] as usize);
+            state.cursor.index += 1;
+        }
+        let count: usize = batch_rows
+            .iter()
+            .map(|&r| mix.train.row(r).1.iter().filter(|&&t| t != IGNORE).count())
+            .sum();
+        grads.fill(0.0);
+        let mut sum = 0f64;
+        for mb in batch_rows.chunks(b) {
+            for (k, &r) in mb.iter().enumerate() {
+                let (xi, yi) = mix.train.row(r);
+                x[k * seq..(k + 1) * seq].copy_from_slice(xi);
+                y[k * seq..(k + 1) * seq].copy_from_slice(yi);
+            }
+            sum += model
+                .forward_backward(&x, &y, &mut grads, 1.0 / count.max(1) as f32, &mut ws)
+                .0;
+        }
+        let loss = sum / count.max(1) as f64;
+        if !loss.is_finite() {
+            return Err(Error::input(
+                dir.display().to_string(),
+                format!("the loss is {loss} at step {}", state.step + 1),
+                "lower train.lr or raise train.warmup_steps",
+            ));
+        }
+        let norm = grad_norm(&grads);
+        if t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
+            let k = (t.grad_clip as f64 / norm) as f32;
+            grads.par_iter_mut().for_each(|g| *g *= k);
+        }
+        let lr = lr_scale(t, state.step);
+        opt.update(&mut model.params.data, &grads, lr);
+        state.step += 1;
+        state.tokens_seen += (micro * b * seq) as u64;
+        last_loss = loss;
+        let ms = t_step.elapsed().as_secs_f64() * 1e3;
+        step_ms.push(ms);
+        log(&format!(
+            "sft step {} | loss {loss:.4} | lr {:.2e} | {ms:.0} ms | {count} targets | epoch {} | grad norm {norm:.3}",
+            state.step,
+            t.lr * lr,
+            state.cursor.epoch
+        ));
+        emit(
+            serde_json::json!({"step": state.step, "loss": loss, "lr": t.lr * lr, "ms": ms, "targets": count, "grad_norm": norm}),
+        )?;
+        let last = state.step == t.steps;
+        let due = |every: usize| (every > 0 && state.step.is_multiple_of(every)) || last;
+        if due(t.eval_every) && mix.val.rows() > 0 {
+            val_loss = eval_loss(&model, &mix.val, b);
+            log(&format!("sft step {} | val loss {val_loss:.4}", state.step));
+            emit(serde_json::json!({"step": state.step, "val_loss": val_loss}))?;
+        }
+        if due(t.checkpoint_every) {
+            state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
+            let ck = checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
+            log(&format!(
+                "sft step {} | checkpoint {}",
+                state.step,
+                ck.display()
+            ));
+        }
+    }
+    if val_loss.is_nan() && mix.val.rows() > 0 {
+        val_loss = eval_loss(&model, &mix.val, b);
+    }
+    let s = &cfg.sft;
+    // Held-out prompts that leave room for a whole reply.
+    let room = ctx.saturating_sub(s.reply_tokens).max(ctx / 2);
+    let prompts: Vec<Conversation> = mix
+        .held_out
+        .iter()
+        .filter(|c| f.render_prompt(c, room).is_ok())
+        .take(s.format_check)
+        .cloned()
+        .collect();
+    let format = if !prompts.is_empty() {
+        let fc = format_check(
+            &model,
+            &f,
+            &prompts,
+            s.reply_tokens,
+            s.check_sampling,
+            8,
+            t.seed,
+        )?;
+        log(&format!(
+            "format check: {} of {} replies to held-out prompts well-formed ({:.0}%) | {:.0} tok/s decode at batch {}",
+            fc.well_formed,
+            fc.prompts,
+            100.0 * fc.well_formed as f64 / fc.prompts.max(1) as f64,
+            fc.decode_tok_s,
+            fc.batch
+        ));
+        for (u, a) in &fc.examples {
+            log(&format!("  user: {u:?}\n  assistant: {a:?}"));
+        }
+        Some(fc)
+    } else {
+        None
+    };
+    let median_ms = crate::bench::median(&step_ms);
+    let summary = SftSummary {
+        steps: state.step,
+        mixture: mix.report,
+        wall_s: elapsed0 + run_start.elapsed().as_secs_f64(),
+        tokens_per_s: if step_ms.is_empty() {
+            0.0
+        } else {
+            (micro * b * seq) as f64 / (median_ms / 1e3)
+        },
+        final_loss: last_loss,
+        val_loss,
+        format,
+    };
+    let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+    write_atomic(&dir.join("report.json"), &json)?;
+    Ok(summary)
+}
