@@ -2,6 +2,7 @@
 //! prints the error chain and exits non-zero on failure.
 
 mod bench;
+mod chat;
 mod data;
 mod pretrain;
 mod sft;
@@ -26,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Chat with a run's model in the terminal (or answer one prompt with -p).
+    Chat(chat::ChatArgs),
     /// Measure the compute core: GEMM throughput and the training step.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -69,5 +72,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Speedrun(a) => speedrun::speedrun(a),
         Command::Sample(a) => pretrain::sample(a),
         Command::Sft(a) => sft::sft(a),
+        Command::Chat(a) => chat::chat(a),
     }
 }

@@ -2,59 +2,13 @@
 //! of mismatched runs, and kill -9 followed by --resume reproducing the uninterrupted run bit
 //! for bit.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{frugal, out};
-
-/// A tokenized corpus and a config for it, in a fresh directory.
-fn fixture(name: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("frugal-pretrain-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let prepared = dir.join("prepared");
-    std::fs::create_dir_all(&prepared).unwrap();
-    let sentences = [
-        "the cat sat on the mat. ",
-        "a dog ran in the park. ",
-        "birds sing in the morning. ",
-        "we read books at night. ",
-    ];
-    let doc = |i: usize| {
-        (0..30)
-            .map(|k| sentences[(i * 7 + k * 3) % 4])
-            .collect::<String>()
-    };
-    for (split, range) in [("train", 0..60), ("val", 60..64)] {
-        let mut w =
-            frugal::data::jsonl::JsonlWriter::create(&prepared.join(format!("{split}.jsonl.zst")))
-                .unwrap();
-        for i in range {
-            w.write(&frugal::data::Doc {
-                id: format!("d{i}"),
-                source: "s".into(),
-                text: doc(i),
-            })
-            .unwrap();
-        }
-        w.finish().unwrap();
-    }
-    let tok = dir.join("tokenizer.json");
-    common::tokenize_prepared(&prepared, &tok, 300);
-    let vocab = bpe::Tokenizer::load(&tok).unwrap().vocab_size();
-    let tiny = include_str!("../../../configs/tiny.toml")
-        .replace("vocab_size = 128", &format!("vocab_size = {vocab}"));
-    let cfg = format!(
-        "{tiny}\n[data]\nshards = {:?}\ntokenizer = {:?}\n",
-        prepared.join("shards"),
-        tok
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, cfg).unwrap();
-    (dir, path)
-}
+use common::{fixture, frugal, out};
 
 #[test]
 fn trains_samples_and_refuses_mismatched_runs() {

@@ -1,7 +1,7 @@
 //! Helpers shared by the binary's end-to-end tests.
 #![allow(dead_code)] // each test binary uses a subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn frugal(args: &[&str]) -> Output {
@@ -43,4 +43,50 @@ pub fn tokenize_prepared(prepared: &Path, tokenizer: &Path, vocab: usize) -> Str
     let o = frugal(&["data", "tokenize", "--prepared", p, "--tokenizer", t]);
     assert!(o.status.success(), "{}", out(&o));
     text(&o).0
+}
+
+/// A tokenized corpus and a config for it, in a fresh directory.
+pub fn fixture(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("frugal-pretrain-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let prepared = dir.join("prepared");
+    std::fs::create_dir_all(&prepared).unwrap();
+    let sentences = [
+        "the cat sat on the mat. ",
+        "a dog ran in the park. ",
+        "birds sing in the morning. ",
+        "we read books at night. ",
+    ];
+    let doc = |i: usize| {
+        (0..30)
+            .map(|k| sentences[(i * 7 + k * 3) % 4])
+            .collect::<String>()
+    };
+    for (split, range) in [("train", 0..60), ("val", 60..64)] {
+        let mut w =
+            frugal::data::jsonl::JsonlWriter::create(&prepared.join(format!("{split}.jsonl.zst")))
+                .unwrap();
+        for i in range {
+            w.write(&frugal::data::Doc {
+                id: format!("d{i}"),
+                source: "s".into(),
+                text: doc(i),
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let tok = dir.join("tokenizer.json");
+    tokenize_prepared(&prepared, &tok, 300);
+    let vocab = bpe::Tokenizer::load(&tok).unwrap().vocab_size();
+    let tiny = include_str!("../../../../configs/tiny.toml")
+        .replace("vocab_size = 128", &format!("vocab_size = {vocab}"));
+    let cfg = format!(
+        "{tiny}\n[data]\nshards = {:?}\ntokenizer = {:?}\n",
+        prepared.join("shards"),
+        tok
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, cfg).unwrap();
+    (dir, path)
 }

@@ -301,7 +301,7 @@ impl<'a> ChatFormat<'a> {
             return Err(Error::input(
                 format!("conversation message {last}"),
                 format!(
-                    "the prompt is {} tokens, longer than the model's context of {max_len}",
+                    "the prompt is {} tokens, over the limit of {max_len} (the model's context less room for a reply)",
                     r.ids.len()
                 ),
                 "shorten the message or start a new conversation",

@@ -71,7 +71,7 @@ fn prompt_and_fitting() {
     let p = f.render_prompt(&c, 100).unwrap();
     assert_eq!(&p[p.len() - 2..], &[260, 261]);
     let e = f.render_prompt(&c, 10).unwrap_err().to_string();
-    assert!(e.contains("longer than the model's context of 10"), "{e}");
+    assert!(e.contains("over the limit of 10"), "{e}");
 }
 
 #[test]

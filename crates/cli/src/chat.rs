@@ -1,0 +1,361 @@
+//! `frugal chat`: talk to a run's model in the terminal, tokens streamed as they are made.
+//! Multi-turn history, `/reset`, `/temp 0.7`, and Ctrl-C stops the current answer (at the
+//! prompt it exits). `-p "…"` answers once, for scripts.
+
+use clap::Args;
+use frugal::chat::{ChatFormat, Conversation, Message, Role};
+use frugal::engine::{self, Finish, Request, SamplingParams, TokenEvent, Tools};
+use frugal::train::checkpoint::load_trained;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Args)]
+pub struct ChatArgs {
+    /// Run directory; its SFT checkpoint is used when there is one.
+    #[arg(long)]
+    run: PathBuf,
+    /// Answer this prompt, print the reply and exit.
+    #[arg(short = 'p', long)]
+    prompt: Option<String>,
+    /// A system message opening the conversation.
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    #[arg(long, default_value_t = 50)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Reply length limit in tokens.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Chat with the pretrained model even when an SFT checkpoint exists.
+    #[arg(long)]
+    base: bool,
+    /// Pause after each streamed token (milliseconds): for demonstrations and the terminal test.
+    #[arg(long, default_value_t = 0, hide = true)]
+    token_delay_ms: u64,
+}
+
+/// Set while a reply is being generated; Ctrl-C then only sets CANCEL.
+static GENERATING: AtomicBool = AtomicBool::new(false);
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    if GENERATING.load(Ordering::SeqCst) {
+        CANCEL.store(true, Ordering::SeqCst);
+    } else {
+        // At the prompt Ctrl-C leaves, as in a shell. Only async-signal-safe calls here.
+        unsafe {
+            libc::write(2, b"\n".as_ptr().cast(), 1);
+            libc::_exit(130);
+        }
+    }
+}
+
+fn install_sigint() {
+    // SAFETY: the handler only touches atomics and async-signal-safe libc functions.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigint as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Printable text of a typed line: control characters (escape sequences, bells, NULs) are
+/// dropped, tabs kept, surrounding whitespace trimmed.
+fn clean_line(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\t')
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// Turns streamed token ids into text without splitting a UTF-8 character across writes.
+struct Streamer<'a> {
+    f: &'a ChatFormat<'a>,
+    pending: Vec<u8>,
+}
+
+impl Streamer<'_> {
+    fn push(&mut self, id: u32, out: &mut impl Write) -> std::io::Result<()> {
+        let t = &self.f.t;
+        let marker = match id {
+            x if x == t.python_start => Some("[calc: "),
+            x if x == t.output_start => Some(" = "),
+            x if x == t.output_end => Some("]"),
+            x if x == t.python_end => Some(""),
+            _ => None,
+        };
+        match (marker, self.f.tok.token_bytes(id)) {
+            (Some(m), _) => {
+                self.flush(out, true)?;
+                out.write_all(m.as_bytes())?;
+            }
+            (None, Some(bytes)) => {
+                self.pending.extend_from_slice(bytes);
+                self.flush(out, false)?;
+            }
+            (None, None) => {} // another special token: not shown
+        }
+        out.flush()
+    }
+
+    /// Writes what is complete UTF-8; with `all`, the rest too (lossily).
+    fn flush(&mut self, out: &mut impl Write, all: bool) -> std::io::Result<()> {
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_none() && !all => e.valid_up_to(),
+            Err(_) => {
+                let s = String::from_utf8_lossy(&self.pending).into_owned();
+                self.pending.clear();
+                return out.write_all(s.as_bytes());
+            }
+        };
+        out.write_all(&self.pending[..valid])?;
+        self.pending.drain(..valid);
+        Ok(())
+    }
+}
+
+struct Session<'a> {
+    a: &'a ChatArgs,
+    f: &'a ChatFormat<'a>,
+    model: &'a frugal::model::Llama,
+    conv: Conversation,
+    sampling: SamplingParams,
+    turn: u64,
+}
+
+impl Session<'_> {
+    fn reset(&mut self) {
+        self.conv.messages.clear();
+        if let Some(s) = &self.a.system {
+            self.conv
+                .messages
+                .push(Message::text(Role::System, s.clone()));
+        }
+    }
+
+    /// Renders the prompt, dropping the oldest exchanges while it is too long. Err: the new
+    /// message alone does not fit.
+    fn prompt(&mut self) -> Result<Vec<u32>, String> {
+        let ctx = self.model.cfg.context_len;
+        loop {
+            match self.f.render_prompt(&self.conv, ctx - 1) {
+                Ok(p) => return Ok(p),
+                Err(e) => {
+                    let first = self.conv.messages.iter().position(|m| m.role == Role::User);
+                    match first {
+                        // More than the new message: forget the oldest exchange.
+                        Some(i) if i + 1 < self.conv.messages.len() => {
+                            self.conv.messages.drain(i..i + 2);
+                        }
+                        _ => return Err(e.to_string()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends one user message and streams the reply to `out`.
+    fn ask(&mut self, text: String, out: &mut impl Write) -> anyhow::Result<()> {
+        self.conv.messages.push(Message::text(Role::User, text));
+        let prompt = match self.prompt() {
+            Ok(p) => p,
+            Err(e) => {
+                self.conv.messages.pop();
+                writeln!(out, "error: {e}")?;
+                return Ok(());
+            }
+        };
+        let t = self.f.t;
+        let ctx = self.model.cfg.context_len;
+        let request = Request {
+            max_tokens: self.a.max_tokens.min(ctx - prompt.len()),
+            prompt,
+            sampling: self.sampling,
+            stop: vec![t.assistant_end, t.bos, t.user_start, t.assistant_start],
+            seed: self.a.seed.wrapping_add(self.turn),
+        };
+        self.turn += 1;
+        let tools = Tools { tok: self.f.tok, t };
+        let mut streamer = Streamer {
+            f: self.f,
+            pending: Vec::new(),
+        };
+        let delay = std::time::Duration::from_millis(self.a.token_delay_ms);
+        let mut write_err = None;
+        CANCEL.store(false, Ordering::SeqCst);
+        GENERATING.store(true, Ordering::SeqCst);
+        let result = engine::generate(self.model, &[request], Some(&tools), |e: TokenEvent| {
+            if let Err(err) = streamer.push(e.token, out) {
+                write_err = Some(err);
+                return false;
+            }
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+            !CANCEL.load(Ordering::SeqCst)
+        });
+        GENERATING.store(false, Ordering::SeqCst);
+        if let Some(e) = write_err {
+            return Err(e.into());
+        }
+        let c = result?.remove(0);
+        streamer.flush(out, true)?;
+        match c.finish {
+            Finish::Cancelled => writeln!(out, "\n[stopped]")?,
+            Finish::Length => writeln!(out, "\n[cut at {} tokens]", c.tokens.len())?,
+            Finish::Stop => writeln!(out)?,
+        }
+        let reply = self.f.parse_reply(&c.tokens);
+        self.conv.messages.push(reply);
+        Ok(())
+    }
+
+    /// Handles a `/command`. Returns false to quit.
+    fn command(&mut self, line: &str, out: &mut impl Write) -> anyhow::Result<bool> {
+        let mut words = line.split_whitespace();
+        let cmd = words.next().unwrap_or("");
+        let arg = words.next();
+        match (cmd, arg) {
+            ("/quit" | "/exit", _) => return Ok(false),
+            ("/reset", _) => {
+                self.reset();
+                writeln!(out, "[conversation reset]")?;
+            }
+            ("/temp", Some(v)) => match v.parse::<f32>() {
+                Ok(x) if x >= 0.0 && x.is_finite() => {
+                    self.sampling.temperature = x;
+                    writeln!(out, "[temperature {x}]")?;
+                }
+                _ => writeln!(out, "error: /temp takes a number ≥ 0, e.g. /temp 0.7")?,
+            },
+            ("/temp", None) => writeln!(out, "[temperature {}]", self.sampling.temperature)?,
+            ("/help", _) => writeln!(
+                out,
+                "/reset  forget the conversation\n/temp X  sampling temperature (0: greedy)\n/quit   leave (or Ctrl-D)\nCtrl-C stops an answer; at the prompt it leaves."
+            )?,
+            _ => writeln!(out, "unknown command {cmd:?}; /help lists them")?,
+        }
+        Ok(true)
+    }
+}
+
+pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
+    let trained = load_trained(&a.run, !a.base)?;
+    let f = ChatFormat::new(&trained.tok)?;
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        repetition_penalty: a.repetition_penalty,
+    };
+    sampling
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}; fix the sampling options"))?;
+    anyhow::ensure!(a.max_tokens > 0, "--max-tokens must be at least 1");
+    if trained.stage != "sft" && !a.base {
+        eprintln!(
+            "note: {} has no SFT checkpoint; chatting with the pretrained model (run `frugal sft --run {}` first)",
+            a.run.display(),
+            a.run.display()
+        );
+    }
+    let mut s = Session {
+        a: &a,
+        f: &f,
+        model: &trained.model,
+        conv: Conversation::default(),
+        sampling,
+        turn: 0,
+    };
+    s.reset();
+    install_sigint();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if let Some(p) = &a.prompt {
+        let text = clean_line(p.as_bytes());
+        anyhow::ensure!(!text.is_empty(), "the prompt is empty");
+        return s.ask(text, &mut out);
+    }
+    writeln!(
+        out,
+        "frugal chat | {} ({} checkpoint) | /help for commands, Ctrl-D to leave",
+        trained.checkpoint.display(),
+        trained.stage
+    )?;
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut raw = Vec::new();
+    loop {
+        write!(out, "> ")?;
+        out.flush()?;
+        raw.clear();
+        if input.read_until(b'\n', &mut raw)? == 0 {
+            writeln!(out)?;
+            return Ok(());
+        }
+        let line = clean_line(&raw);
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('/') {
+            if !s.command(&line, &mut out)? {
+                return Ok(());
+            }
+            continue;
+        }
+        s.ask(line, &mut out)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_cleaned() {
+        assert_eq!(clean_line(b"  hi\x1b[A\x07 there\r\n"), "hi[A there");
+        assert_eq!(clean_line(b"\xff\xfe ok"), "\u{fffd}\u{fffd} ok");
+        assert_eq!(clean_line(b"\x00\x01\x02"), "");
+    }
+
+    #[test]
+    fn streaming_never_splits_a_character() {
+        let tok = bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap();
+        let f = ChatFormat::new(&tok).unwrap();
+        let mut s = Streamer {
+            f: &f,
+            pending: Vec::new(),
+        };
+        let mut out = Vec::new();
+        let mut writes = Vec::new();
+        for &b in "é=".as_bytes() {
+            s.push(b as u32, &mut out).unwrap();
+            writes.push(out.len());
+        }
+        assert_eq!(
+            writes,
+            vec![0, 2, 3],
+            "the two bytes of é are written together"
+        );
+        s.push(f.t.python_start, &mut out).unwrap();
+        s.push(b'1' as u32, &mut out).unwrap();
+        s.push(f.t.python_end, &mut out).unwrap();
+        s.push(f.t.output_start, &mut out).unwrap();
+        s.push(b'1' as u32, &mut out).unwrap();
+        s.push(f.t.output_end, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "é=[calc: 1 = 1]");
+    }
+}
