@@ -7,6 +7,9 @@ This file shares no code with frugal. It plays two roles:
   Llama tensor names, trains a few AdamW steps on that batch and writes the per-step losses
   and a slice of the logits before and after training to ``tiny_golden.json``. frugal's
   golden tests load the same weights and must reproduce these numbers.
+* ``infer``: prefill and KV-cache decoding of the reference preset in eager PyTorch
+  (inference mode, preallocated per-layer key/value caches as in Hugging Face's static cache),
+  the peer of ``frugal bench infer`` in bench/infer_vs_pytorch.sh.
 * ``bench``: trains the reference preset (configs/ref.toml) on random tokens in eager
   PyTorch on the CPU and prints the median step time, tokens/s and peak RSS, the speed peer
   that bench/train_vs_pytorch.sh compares frugal against.
@@ -239,6 +242,73 @@ def cmd_bench(args):
     print(f"peak_rss_mb: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
 
 
+def cached_forward(model, idx, caches, pos):
+    """Logits after the last of the new tokens idx (B, n) at positions pos..pos+n, appending
+    their keys and values to caches: per layer (k, v), each (B, nkv, ctx, hd)."""
+    m = model.cfg
+    B, n = idx.shape
+    nh, nkv = m["n_heads"], m["n_kv_heads"]
+    hd = m["d_model"] // nh
+    if "ctx" not in model._rope:
+        model._rope["ctx"] = rope_cos_sin(m["context_len"], hd, m["rope_theta"])
+    cos, sin = (c[pos:pos + n] for c in model._rope["ctx"])
+    x = model.model.embed_tokens(idx)  # (B, n, d)
+    for layer, (kc, vc) in zip(model.model.layers, caches):
+        a = layer.self_attn
+        h = layer.input_layernorm(x)
+        q = a.q_proj(h).view(B, n, nh, hd).transpose(1, 2)
+        k = a.k_proj(h).view(B, n, nkv, hd).transpose(1, 2)
+        v = a.v_proj(h).view(B, n, nkv, hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        kc[:, :, pos:pos + n], vc[:, :, pos:pos + n] = k, v
+        keys, values = kc[:, :, :pos + n], vc[:, :, :pos + n]
+        if nkv != nh:
+            g = nh // nkv
+            keys, values = keys.repeat_interleave(g, dim=1), values.repeat_interleave(g, dim=1)
+        # Prefill (empty cache): causal over the prompt. Decode (n = 1): every cached key.
+        y = F.scaled_dot_product_attention(q, keys, values, is_causal=(pos == 0 and n > 1))
+        x = x + a.o_proj(y.transpose(1, 2).reshape(B, n, nh * hd))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    return model.lm_head(model.model.norm(x[:, -1]))  # (B, V)
+
+
+def cmd_infer(args):
+    m, _ = load_config(args.config)
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    torch.manual_seed(0)
+    model = Llama(m)
+    model.init_weights()
+    model.eval()
+    V, nkv, hd = m["vocab_size"], m["n_kv_heads"], m["d_model"] // m["n_heads"]
+    P, D = args.prompt_len, args.decode
+    assert P + D <= m["context_len"], "prompt + decode must fit the context"
+    print(f"bench infer | pytorch {torch.__version__} | threads {args.threads} | prompt {P}, {D} decoded")
+    for B in (int(b) for b in args.batch.split(",")):
+        prompts = torch.randint(0, V, (B, P))
+        pre, dec = [], []
+        with torch.inference_mode():
+            for rep in range(args.reps + 1):
+                caches = [(torch.zeros(B, nkv, m["context_len"], hd),
+                           torch.zeros(B, nkv, m["context_len"], hd)) for _ in range(m["n_layers"])]
+                t0 = time.perf_counter()
+                logits = cached_forward(model, prompts, caches, 0)
+                t1 = time.perf_counter()
+                for i in range(D):
+                    nxt = logits.argmax(-1, keepdim=True)  # (B, 1)
+                    logits = cached_forward(model, nxt, caches, P + i)
+                t2 = time.perf_counter()
+                if rep > 0:
+                    pre.append(t1 - t0)
+                    dec.append(t2 - t1)
+        p, d = statistics.median(pre), statistics.median(dec)
+        print(f"batch {B}: prefill {B * P / p:.0f} tok/s | decode {B * D / d:.0f} tok/s ({d * 1e3 / D:.2f} ms/step)")
+        print(f"prefill_tok_s_b{B}: {B * P / p:.1f}")
+        print(f"decode_tok_s_b{B}: {B * D / d:.1f}")
+    print(f"peak_rss_mb: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -250,8 +320,15 @@ def main():
     b.add_argument("--config", default="configs/ref.toml")
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--steps", type=int, default=20)
+    i = sub.add_parser("infer", help="time eager PyTorch prefill and KV-cache decoding")
+    i.add_argument("--config", default="configs/ref.toml")
+    i.add_argument("--threads", type=int, default=2)
+    i.add_argument("--prompt-len", type=int, default=128)
+    i.add_argument("--decode", type=int, default=64)
+    i.add_argument("--batch", default="1,8")
+    i.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    {"golden": cmd_golden, "bench": cmd_bench}[args.cmd](args)
+    {"golden": cmd_golden, "bench": cmd_bench, "infer": cmd_infer}[args.cmd](args)
 
 
 if __name__ == "__main__":

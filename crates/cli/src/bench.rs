@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use frugal::bench::{bench_gemm, bench_train, peak_rss_mb};
+use frugal::bench::{bench_gemm, bench_infer, bench_train, peak_rss_mb};
 use frugal::Config;
 use std::path::PathBuf;
 
@@ -40,6 +40,28 @@ pub enum BenchCommand {
         overrides: Vec<String>,
         #[arg(long, default_value_t = 20)]
         steps: usize,
+    },
+    /// Inference through the KV cache: prefill and decode tokens/s at each batch size, on a
+    /// randomly initialised model of the preset or config.
+    Infer {
+        #[arg(long, default_value = "ref", conflicts_with = "config")]
+        preset: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Prompt tokens per sequence.
+        #[arg(long, default_value_t = 128)]
+        prompt_len: usize,
+        /// Tokens decoded per sequence after the prompt.
+        #[arg(long, default_value_t = 64)]
+        decode: usize,
+        /// Batch sizes to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        batch: Vec<usize>,
+        /// Timed repetitions (after one warm-up); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
     },
 }
 
@@ -116,6 +138,49 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             println!("mfu: {:.1}%", 100.0 * gflops / peak);
             println!("step_ms_median: {ms:.1}");
             println!("tokens_per_s: {:.1}", r.tokens_per_step as f64 / (ms / 1e3));
+            println!("peak_rss_mb: {:.1}", peak_rss_mb().unwrap_or(f64::NAN));
+        }
+        BenchCommand::Infer {
+            preset,
+            config,
+            overrides,
+            prompt_len,
+            decode,
+            batch,
+            reps,
+        } => {
+            let cfg = match &config {
+                Some(path) => Config::load(path, &overrides),
+                None => Config::preset(&preset, &overrides),
+            }
+            .context("loading the benchmark config")?;
+            let ctx = cfg.model.context_len;
+            anyhow::ensure!(
+                prompt_len >= 1 && prompt_len + decode <= ctx,
+                "--prompt-len + --decode must fit the model's context of {ctx} tokens"
+            );
+            anyhow::ensure!(
+                reps >= 1 && batch.iter().all(|&b| b >= 1),
+                "--reps and every --batch must be at least 1"
+            );
+            let model = frugal::model::Llama::init(cfg.model.clone(), 0);
+            println!(
+                "bench infer | {} | {} | {:.2}M params | prompt {prompt_len} tokens, {decode} decoded",
+                config
+                    .as_ref()
+                    .map_or(preset.clone(), |p| p.display().to_string()),
+                tensor::Device::Cpu.describe(),
+                model.params.len() as f64 / 1e6
+            );
+            for &b in &batch {
+                let r = bench_infer(&model, b, prompt_len, decode, reps);
+                println!(
+                    "batch {b}: prefill {:.0} tok/s | decode {:.0} tok/s ({:.2} ms/step)",
+                    r.prefill_tok_s, r.decode_tok_s, r.decode_step_ms
+                );
+                println!("prefill_tok_s_b{b}: {:.1}", r.prefill_tok_s);
+                println!("decode_tok_s_b{b}: {:.1}", r.decode_tok_s);
+            }
             println!("peak_rss_mb: {:.1}", peak_rss_mb().unwrap_or(f64::NAN));
         }
     }

@@ -23,10 +23,40 @@ pub struct SpeedrunArgs {
     /// Override a pretraining config value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Instruction-tuning config.
+    #[arg(long, default_value = "configs/sft-speedrun.toml")]
+    sft_config: PathBuf,
+    /// Override an SFT config value (repeatable).
+    #[arg(long = "sft-set", value_name = "KEY=VALUE")]
+    sft_overrides: Vec<String>,
+    /// Where data that is in no package registry (GSM8K) is copied from [default: the
+    /// FRUGAL_DATA_MIRROR variable, else ../shared/data].
+    #[arg(long)]
+    mirror: Option<PathBuf>,
 }
 
 fn stage(name: &str) {
     println!("\n== {name}");
+}
+
+/// Runs scripts/fetch-data.sh with `args`.
+fn fetch(args: &[&str]) -> anyhow::Result<()> {
+    let script = Path::new("scripts/fetch-data.sh");
+    anyhow::ensure!(
+        script.exists(),
+        "{} is missing: run frugal speedrun from the repository root",
+        script.display()
+    );
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .status()
+        .context("running scripts/fetch-data.sh")?;
+    anyhow::ensure!(
+        status.success(),
+        "scripts/fetch-data.sh failed (see its messages above)"
+    );
+    Ok(())
 }
 
 pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
@@ -49,20 +79,7 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
     if missing.is_empty() {
         println!("present");
     } else {
-        let script = Path::new("scripts/fetch-data.sh");
-        anyhow::ensure!(
-            script.exists(),
-            "{} is missing: run frugal speedrun from the repository root",
-            script.display()
-        );
-        let status = std::process::Command::new("bash")
-            .arg(script)
-            .status()
-            .context("running scripts/fetch-data.sh")?;
-        anyhow::ensure!(
-            status.success(),
-            "scripts/fetch-data.sh failed (see its messages above)"
-        );
+        fetch(&[])?;
     }
 
     stage("data prepare: clean, filter, deduplicate, split, mix");
@@ -112,6 +129,44 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
     let resume = a.run.join("config.toml").exists();
     let s = frugal::train::pretrain(&cfg, &a.run, resume, |line| println!("{line}"))?;
 
+    stage("sft: instruction tuning on conversations");
+    let mut sft_cfg = frugal::sft::SftConfig::load(&a.sft_config, &a.sft_overrides)?;
+    let report = a.run.join("sft/report.json");
+    if report.exists() {
+        println!("present: {}", report.display());
+    } else {
+        if sft_cfg.sft.sources.iter().any(|s| !s.path.exists()) {
+            let mirror = a.mirror.clone().unwrap_or_else(|| {
+                std::env::var_os("FRUGAL_DATA_MIRROR")
+                    .map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
+            });
+            let is_dir = mirror.is_dir();
+            let mirror = mirror.to_string_lossy().to_string();
+            let mut args = vec!["--group", "chat"];
+            if is_dir {
+                args.extend(["--mirror", mirror.as_str()]);
+            }
+            // A source only a mirror has may be missing; the others still make a mixture.
+            if let Err(e) = fetch(&args) {
+                println!("warning: {e:#}");
+            }
+        }
+        for s in sft_cfg.sft.sources.iter().filter(|s| !s.path.exists()) {
+            println!(
+                "warning: SFT source {} ({}) is missing and left out of the mixture",
+                s.name,
+                s.path.display()
+            );
+        }
+        sft_cfg.sft.sources.retain(|s| s.path.exists());
+        anyhow::ensure!(
+            !sft_cfg.sft.sources.is_empty(),
+            "no SFT source could be fetched (see the messages above)"
+        );
+        let resume = a.run.join("sft/config.toml").exists();
+        frugal::sft::sft(&sft_cfg, &a.run, resume, |line| println!("{line}"))?;
+    }
+
     stage("summary");
     println!("params        {:.2}M", s.params as f64 / 1e6);
     println!("tokens        {}", s.tokens);
@@ -129,6 +184,28 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         s.final_loss, s.val_loss, s.val_bpb
     );
     println!("sample        {:?}", s.sample);
+    let sft_report: Option<serde_json::Value> = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    if let Some(r) = &sft_report {
+        println!(
+            "sft           {} steps in {:.1} s | val loss {:.4} (assistant tokens)",
+            r["steps"],
+            r["wall_s"].as_f64().unwrap_or(f64::NAN),
+            r["val_loss"].as_f64().unwrap_or(f64::NAN)
+        );
+        let f = &r["format"];
+        if let (Some(ok), Some(n)) = (f["well_formed"].as_u64(), f["prompts"].as_u64()) {
+            println!(
+                "chat replies  {ok} / {n} held-out prompts answered well-formed ({:.0}%) | decode {:.0} tok/s at batch {}",
+                100.0 * ok as f64 / n.max(1) as f64,
+                f["decode_tok_s"].as_f64().unwrap_or(f64::NAN),
+                f["batch"]
+            );
+        }
+        println!("chat          frugal chat --run {}", a.run.display());
+    }
+
     println!(
         "wall time     {:.1} s for this speedrun command",
         t0.elapsed().as_secs_f64()

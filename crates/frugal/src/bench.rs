@@ -130,3 +130,83 @@ pub fn peak_rss_mb() -> Option<f64> {
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
+
+/// Inference speed at one batch size: prefill of `batch` prompts together, then decoding one
+/// token per sequence per step through the KV cache.
+#[derive(Clone, Debug)]
+pub struct InferBench {
+    pub batch: usize,
+    pub prompt_len: usize,
+    pub decode_tokens: usize,
+    /// Prompt tokens per second (all sequences).
+    pub prefill_tok_s: f64,
+    /// Generated tokens per second (all sequences).
+    pub decode_tok_s: f64,
+    /// Milliseconds per decode step (one token for every sequence).
+    pub decode_step_ms: f64,
+}
+
+/// Times the model's cached forward pass (what the engine runs) on random prompts: the median
+/// of `reps` repetitions after one warm-up. Decoding feeds each sequence the greedy token.
+pub fn bench_infer(
+    model: &Llama,
+    batch: usize,
+    prompt_len: usize,
+    decode_tokens: usize,
+    reps: usize,
+) -> InferBench {
+    use crate::engine::LanguageModel;
+    let v = model.cfg.vocab_size;
+    let mut rng = Rng::new(7);
+    let prompts: Vec<Vec<u32>> = (0..batch)
+        .map(|_| {
+            (0..prompt_len)
+                .map(|_| rng.below(v as u64) as u32)
+                .collect()
+        })
+        .collect();
+    let mut logits = vec![0f32; batch * v];
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for rep in 0..=reps {
+        let mut caches: Vec<_> = (0..batch).map(|_| model.new_cache()).collect();
+        let t0 = Instant::now();
+        let mut b: Vec<(&mut _, &[u32])> = caches
+            .iter_mut()
+            .zip(&prompts)
+            .map(|(c, p)| (c, p.as_slice()))
+            .collect();
+        model.forward(&mut b, &mut logits);
+        let t1 = Instant::now();
+        for _ in 0..decode_tokens {
+            let next: Vec<[u32; 1]> = logits
+                .chunks_exact(v)
+                .map(|row| {
+                    [crate::engine::sample_logits(
+                        row,
+                        Default::default(),
+                        &mut rng,
+                    )]
+                })
+                .collect();
+            let mut b: Vec<(&mut _, &[u32])> = caches
+                .iter_mut()
+                .zip(&next)
+                .map(|(c, t)| (c, t.as_slice()))
+                .collect();
+            model.forward(&mut b, &mut logits);
+        }
+        if rep > 0 {
+            prefill.push(t1.duration_since(t0).as_secs_f64());
+            decode.push(t1.elapsed().as_secs_f64());
+        }
+    }
+    let (p, d) = (median(&prefill), median(&decode));
+    InferBench {
+        batch,
+        prompt_len,
+        decode_tokens,
+        prefill_tok_s: (batch * prompt_len) as f64 / p,
+        decode_tok_s: (batch * decode_tokens) as f64 / d,
+        decode_step_ms: d * 1e3 / decode_tokens.max(1) as f64,
+    }
+}

@@ -5,7 +5,10 @@
 //! 175–203 GFLOP/s, one core ~100. `gemm` is the default (pure Rust, nothing to install);
 //! the `openblas` feature routes the large, thread-parallel products through the system library.
 //! Small products inside already-parallel kernels (attention blocks) always use `gemm` on one
-//! thread: they must not spawn threads of their own.
+//! thread: they must not spawn threads of their own. Products with a few rows (inference
+//! decode) have their own kernel, `sgemm_nt_skinny`.
+
+use rayon::prelude::*;
 
 /// Shape and layout of one product. Operands are row-major with leading dimensions `lda`, `ldb`,
 /// `ldc` (the distance between rows as stored); `ta`/`tb` use the stored matrix transposed.
@@ -142,6 +145,38 @@ pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     }
     #[cfg(not(feature = "openblas"))]
     run_gemm_crate(g, a, b, c, gemm::Parallelism::Rayon(threads));
+}
+
+/// Rows of A at most for which `sgemm_nt_skinny` beats a packed GEMM.
+pub const SKINNY_MAX_ROWS: usize = 16;
+
+/// C (m, n) = A (m, k) · B (n, k)ᵀ for a few rows of A: the decode step of inference, where
+/// m is the batch and B a weight matrix. Each output is a dot product of two contiguous rows,
+/// so B is streamed from memory once for all m rows (a packed GEMM would copy it first), and
+/// the columns are split across threads.
+pub fn sgemm_nt_skinny(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(
+        a.len() == m * k && b.len() >= n * k && c.len() == m * n,
+        "sgemm_nt_skinny: shapes"
+    );
+    // (n, m): each task owns whole rows of the transpose.
+    let mut ct = vec![0f32; n * m];
+    ct.par_chunks_mut(64 * m)
+        .enumerate()
+        .for_each(|(chunk, out)| {
+            for (jj, col) in out.chunks_exact_mut(m).enumerate() {
+                let j = chunk * 64 + jj;
+                let w = &b[j * k..(j + 1) * k];
+                for (i, o) in col.iter_mut().enumerate() {
+                    *o = crate::ops::math::dot(&a[i * k..(i + 1) * k], w);
+                }
+            }
+        });
+    for (j, col) in ct.chunks_exact(m).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            c[i * n + j] = v;
+        }
+    }
 }
 
 /// C = op(A)·op(B) [+ C] on the calling thread only: for use inside parallel kernels.
@@ -339,6 +374,26 @@ mod tests {
                     assert_close(&serial, &slow, 1e-4, &format!("sgemm_serial {g:?}"));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn skinny_matches_reference() {
+        let mut rng = Rng::new(2);
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 300, 96),
+            (3, 129, 17),
+            (8, 4096, 384),
+            (16, 70, 64),
+        ] {
+            let g = Gemm::nt(m, n, k);
+            let a = random(m * k, &mut rng);
+            let b = random(n * k, &mut rng);
+            let (mut fast, mut slow) = (vec![1.0; m * n], vec![0.0; m * n]);
+            sgemm_nt_skinny(m, n, k, &a, &b, &mut fast);
+            reference::sgemm(&g, &a, &b, &mut slow);
+            assert_close(&fast, &slow, 1e-4, &format!("skinny {m}x{n}x{k}"));
         }
     }
 

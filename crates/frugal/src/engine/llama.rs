@@ -6,13 +6,24 @@
 use super::LanguageModel;
 use crate::model::Llama;
 use rayon::prelude::*;
+use tensor::matmul::{sgemm_nt_skinny, SKINNY_MAX_ROWS};
 use tensor::ops::add_inplace;
+use tensor::ops::attention::{attention_forward, AttnShape};
 use tensor::ops::embedding::embedding_forward;
 use tensor::ops::math::{dot, exp};
 use tensor::ops::rmsnorm::rmsnorm_forward;
 use tensor::ops::rope::{rope_forward, RopeLayout};
 use tensor::ops::swiglu::swiglu_forward;
 use tensor::{sgemm, Gemm};
+
+/// out (m, n) = x (m, k) · w (n, k)ᵀ: a packed GEMM for prefill, the skinny kernel for decode.
+fn linear(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
+    if m <= SKINNY_MAX_ROWS {
+        sgemm_nt_skinny(m, n, k, x, &w[..n * k], out);
+    } else {
+        sgemm(&Gemm::nt(m, n, k), x, w, out);
+    }
+}
 
 /// Keys and values of every layer for the tokens seen so far: per layer (context, n_kv·hd).
 pub struct KvCache {
@@ -85,11 +96,12 @@ impl LanguageModel for Llama {
         let mut o = vec![0f32; n * d];
         let mut gu = vec![0f32; n * 2 * hid];
         let mut h = vec![0f32; n * hid];
+        let mut lse = Vec::new();
         embedding_forward(&mut x, &tokens, &p[self.params.embed..], d);
         let scale = 1.0 / (hd as f32).sqrt();
         for (l, off) in self.params.layers.iter().enumerate() {
             rmsnorm_forward(&mut xn, &mut rstd, &x, &p[off.attn_norm..][..d], d, eps);
-            sgemm(&Gemm::nt(n, qkv_w, d), &xn, &p[off.qkv..], &mut qkv);
+            linear(n, qkv_w, d, &xn, &p[off.qkv..], &mut qkv);
             // RoPE at each sequence's own positions, then append k and v to its cache.
             let mut row = 0;
             for (cache, new) in batch.iter_mut() {
@@ -108,13 +120,40 @@ impl LanguageModel for Llama {
                 }
                 row += new.len();
             }
-            // Attention of each new query over its sequence's cache up to its own position.
+            // A fresh prompt (empty cache, several tokens) is plain causal attention over itself:
+            // the blocked training kernel. Other rows attend over their sequence's cache.
+            let mut row = 0;
+            let mut fresh = vec![false; batch.len()];
+            for (i, (cache, new)) in batch.iter().enumerate() {
+                let rows = row..row + new.len();
+                row += new.len();
+                if cache.k[l].len() == new.len() * kvd && new.len() > 1 {
+                    fresh[i] = true;
+                    let shape = AttnShape {
+                        batch: 1,
+                        seq_len: new.len(),
+                        n_heads: nh,
+                        n_kv_heads: nkv,
+                        head_dim: hd,
+                    };
+                    lse.resize(nh * new.len(), 0.0);
+                    attention_forward(
+                        &mut att[rows.start * att_w..rows.end * att_w],
+                        &mut lse,
+                        &qkv[rows.start * qkv_w..rows.end * qkv_w],
+                        shape,
+                    );
+                }
+            }
             let views: Vec<(&[f32], &[f32])> = batch
                 .iter()
                 .map(|(cache, _)| (cache.k[l].as_slice(), cache.v[l].as_slice()))
                 .collect();
             att.par_chunks_mut(hd).enumerate().for_each(|(i, out)| {
                 let (r, head) = (i / nh, i % nh);
+                if fresh[seq_of[r]] {
+                    return;
+                }
                 let (k, v) = views[seq_of[r]];
                 let g = head / (nh / nkv);
                 let q = &qkv[r * qkv_w + head * hd..][..hd];
@@ -136,12 +175,12 @@ impl LanguageModel for Llama {
                     }
                 }
             });
-            sgemm(&Gemm::nt(n, d, att_w), &att, &p[off.o..], &mut o);
+            linear(n, d, att_w, &att, &p[off.o..], &mut o);
             add_inplace(&mut x, &o);
             rmsnorm_forward(&mut xn, &mut rstd, &x, &p[off.mlp_norm..][..d], d, eps);
-            sgemm(&Gemm::nt(n, 2 * hid, d), &xn, &p[off.gate_up..], &mut gu);
+            linear(n, 2 * hid, d, &xn, &p[off.gate_up..], &mut gu);
             swiglu_forward(&mut h, &gu, hid);
-            sgemm(&Gemm::nt(n, d, hid), &h, &p[off.down..], &mut o);
+            linear(n, d, hid, &h, &p[off.down..], &mut o);
             add_inplace(&mut x, &o);
         }
         // Only each sequence's last new position needs logits.
@@ -157,11 +196,6 @@ impl LanguageModel for Llama {
         let mut rstd = vec![0f32; b];
         let fw = &p[self.params.final_norm..][..d];
         rmsnorm_forward(&mut last_n, &mut rstd, &last, fw, d, eps);
-        sgemm(
-            &Gemm::nt(b, vocab, d),
-            &last_n,
-            &p[self.params.lm_head..],
-            logits,
-        );
+        linear(b, vocab, d, &last_n, &p[self.params.lm_head..], logits);
     }
 }

@@ -153,6 +153,10 @@ pub struct FormatCheck {
     pub prompts: usize,
     /// Replies closed by <|assistant_end|> within reply_tokens.
     pub well_formed: usize,
+    /// Replies still going at reply_tokens.
+    pub cut: usize,
+    /// Replies ended by a token that starts another turn (<|user_start|>, <|bos|>, …).
+    pub bad_end: usize,
     pub reply_tokens: usize,
     pub generated_tokens: usize,
     pub decode_tok_s: f64,
@@ -201,7 +205,7 @@ pub fn format_check(
             seed: seed + i as u64,
         });
     }
-    let (mut well, mut generated, mut decode_s) = (0, 0, 0f64);
+    let (mut well, mut cut, mut bad_end, mut generated, mut decode_s) = (0, 0, 0, 0, 0f64);
     let mut examples = Vec::new();
     let batch = batch.max(1);
     for (k, chunk) in requests.chunks(batch).enumerate() {
@@ -210,8 +214,10 @@ pub fn format_check(
         decode_s += t0.elapsed().as_secs_f64();
         for (j, c) in out.iter().enumerate() {
             generated += c.tokens.len();
-            if c.finish == Finish::Stop && c.stop_token == Some(t.assistant_end) {
-                well += 1;
+            match (c.finish, c.stop_token) {
+                (Finish::Stop, Some(id)) if id == t.assistant_end => well += 1,
+                (Finish::Stop, _) => bad_end += 1,
+                _ => cut += 1,
             }
             let i = k * batch + j;
             if i < 5 {
@@ -224,6 +230,8 @@ pub fn format_check(
     Ok(FormatCheck {
         prompts: requests.len(),
         well_formed: well,
+        cut,
+        bad_end,
         reply_tokens,
         generated_tokens: generated,
         decode_tok_s: generated as f64 / decode_s.max(1e-9),
@@ -442,10 +450,13 @@ pub fn sft(
             t.seed,
         )?;
         log(&format!(
-            "format check: {} of {} replies to held-out prompts well-formed ({:.0}%) | {:.0} tok/s decode at batch {}",
+            "format check: {} of {} replies to held-out prompts well-formed ({:.0}%; {} cut at {} tokens, {} ended by another turn's token) | {:.0} tok/s decode at batch {}",
             fc.well_formed,
             fc.prompts,
             100.0 * fc.well_formed as f64 / fc.prompts.max(1) as f64,
+            fc.cut,
+            fc.reply_tokens,
+            fc.bad_end,
             fc.decode_tok_s,
             fc.batch
         ));
