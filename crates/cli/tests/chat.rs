@@ -366,3 +366,51 @@ fn interactive_chat_through_a_terminal() {
     let status = p.wait();
     assert_eq!(status.code(), Some(130));
 }
+
+/// Copies a directory tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn sft_resumed_after_a_crash_matches_an_uninterrupted_run() {
+    let run = pretrained("sft-resume");
+    let dir = run.parent().unwrap().to_path_buf();
+    let cfg = sft_config(&dir, &conversations(&dir, 8));
+    let c = cfg.to_str().unwrap();
+    let o = frugal(&["sft", "--run", run.to_str().unwrap(), "--config", c]);
+    assert!(o.status.success(), "{}", out(&o));
+    // The state a crash between the step-4 and step-8 checkpoints leaves behind.
+    let crashed = dir.join("crashed");
+    copy_dir(&run, &crashed);
+    std::fs::remove_dir_all(crashed.join("sft/checkpoints/step-8")).unwrap();
+    std::fs::remove_file(crashed.join("sft/report.json")).unwrap();
+    let o = frugal(&[
+        "sft",
+        "--run",
+        crashed.to_str().unwrap(),
+        "--config",
+        c,
+        "--resume",
+    ]);
+    let log = out(&o);
+    assert!(
+        o.status.success() && log.contains("resumed from") && log.contains("(step 4)"),
+        "{log}"
+    );
+    let weights =
+        |r: &Path| std::fs::read(r.join("sft/checkpoints/step-8/model.safetensors")).unwrap();
+    assert!(weights(&run) == weights(&crashed), "resumed weights differ");
+    // The metrics of steps 5..8 are not duplicated.
+    let metrics = std::fs::read_to_string(crashed.join("sft/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.matches("\"step\":5,").count(), 1, "{metrics}");
+}

@@ -267,7 +267,7 @@ impl ModelConfig {
                 return Err((field, "must be at least 1".into()));
             }
         }
-        if m.d_model % m.n_heads != 0 || m.head_dim() % 2 != 0 {
+        if !m.d_model.is_multiple_of(m.n_heads) || !m.head_dim().is_multiple_of(2) {
             return Err((
                 "model.n_heads",
                 format!(
@@ -276,7 +276,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if m.n_heads % m.n_kv_heads != 0 {
+        if !m.n_heads.is_multiple_of(m.n_kv_heads) {
             return Err((
                 "model.n_kv_heads",
                 format!("{} must divide n_heads {}", m.n_kv_heads, m.n_heads),
@@ -320,7 +320,7 @@ impl TrainConfig {
                 return Err((field, "must be a positive finite number".into()));
             }
         }
-        if t.batch_tokens % (t.batch_size * t.seq_len) != 0 {
+        if !t.batch_tokens.is_multiple_of(t.batch_size * t.seq_len) {
             return Err((
                 "train.batch_tokens",
                 format!(
