@@ -183,7 +183,9 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         "final loss    {:.4} | val loss {:.4} | val bpb {:.4}",
         s.final_loss, s.val_loss, s.val_bpb
     );
-    println!("sample        {:?}", s.sample);
+    if !s.sample.is_empty() {
+        println!("sample        {:?}", s.sample);
+    }
     let sft_report: Option<serde_json::Value> = std::fs::read_to_string(&report)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());

@@ -352,6 +352,22 @@ pub fn pretrain(
             ));
         }
     }
+    // A run resumed after its last step did no work now: report from its metrics instead.
+    let mut logged_mfu = Vec::new();
+    if step_ms.is_empty() {
+        let text = std::fs::read_to_string(&metrics_path).unwrap_or_default();
+        for v in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        {
+            step_ms.extend(v["ms"].as_f64());
+            logged_mfu.extend(v["mfu"].as_f64());
+            last_loss = v["loss"].as_f64().unwrap_or(last_loss);
+            if let (Some(l), Some(b)) = (v["val_loss"].as_f64(), v["val_bpb"].as_f64()) {
+                last_val = (l, b);
+            }
+        }
+    }
     let median_ms = crate::bench::median(&step_ms);
     let tokens_per_s = (micro * b * seq) as f64 / (median_ms / 1e3);
     Ok(Summary {
@@ -360,7 +376,11 @@ pub fn pretrain(
         tokens: state.tokens_seen,
         wall_s: elapsed0 + run_start.elapsed().as_secs_f64(),
         tokens_per_s,
-        mfu: flops_per_step / (median_ms / 1e3) / 1e9 / peak_gflops,
+        mfu: if logged_mfu.is_empty() {
+            flops_per_step / (median_ms / 1e3) / 1e9 / peak_gflops
+        } else {
+            crate::bench::median(&logged_mfu)
+        },
         final_loss: last_loss,
         val_loss: last_val.0,
         val_bpb: last_val.1,
