@@ -166,6 +166,7 @@ pub fn bench_infer(
         })
         .collect();
     let mut logits = vec![0f32; batch * v];
+    let greedy = crate::engine::SamplingParams::greedy();
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
     for rep in 0..=reps {
         let mut caches: Vec<_> = (0..batch).map(|_| model.new_cache()).collect();
@@ -180,13 +181,7 @@ pub fn bench_infer(
         for _ in 0..decode_tokens {
             let next: Vec<[u32; 1]> = logits
                 .chunks_exact(v)
-                .map(|row| {
-                    [crate::engine::sample_logits(
-                        row,
-                        Default::default(),
-                        &mut rng,
-                    )]
-                })
+                .map(|row| [crate::engine::sample_logits(row, greedy, &mut rng)])
                 .collect();
             let mut b: Vec<(&mut _, &[u32])> = caches
                 .iter_mut()

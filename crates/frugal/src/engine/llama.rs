@@ -6,7 +6,7 @@
 use super::LanguageModel;
 use crate::model::Llama;
 use rayon::prelude::*;
-use tensor::matmul::{sgemm_nt_skinny, SKINNY_MAX_ROWS};
+use tensor::matmul::{sgemm_nt_few_rows, FEW_ROWS};
 use tensor::ops::add_inplace;
 use tensor::ops::attention::{attention_forward, AttnShape};
 use tensor::ops::embedding::embedding_forward;
@@ -16,10 +16,11 @@ use tensor::ops::rope::{rope_forward, RopeLayout};
 use tensor::ops::swiglu::swiglu_forward;
 use tensor::{sgemm, Gemm};
 
-/// out (m, n) = x (m, k) · w (n, k)ᵀ: a packed GEMM for prefill, the skinny kernel for decode.
+/// out (m, n) = x (m, k) · w (n, k)ᵀ: a packed GEMM for prompts, the few-rows kernel for decode
+/// steps, whose cost is reading the weights.
 fn linear(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
-    if m <= SKINNY_MAX_ROWS {
-        sgemm_nt_skinny(m, n, k, x, &w[..n * k], out);
+    if m <= FEW_ROWS {
+        sgemm_nt_few_rows(m, n, k, x, &w[..n * k], out);
     } else {
         sgemm(&Gemm::nt(m, n, k), x, w, out);
     }
