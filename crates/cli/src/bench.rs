@@ -29,27 +29,16 @@ pub enum BenchCommand {
     /// Train on random tokens and report step time, tokens/s and MFU (against `bench gemm`'s peak). Prints, last,
     /// `step_ms_median`, `tokens_per_s` and `peak_rss_mb` (medians after 3 warm-up steps).
     Train {
-        /// A built-in preset: `ref` (13.8M parameters, the benchmark) or `tiny`.
-        #[arg(long, default_value = "ref", conflicts_with = "config")]
-        preset: String,
-        /// A config file instead of a preset.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Override a config value, e.g. --set train.batch_size=4 (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
+        #[command(flatten)]
+        model: BenchModel,
         #[arg(long, default_value_t = 20)]
         steps: usize,
     },
     /// Inference through the KV cache: prefill and decode tokens/s at each batch size, on a
     /// randomly initialised model of the preset or config.
     Infer {
-        #[arg(long, default_value = "ref", conflicts_with = "config")]
-        preset: String,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
+        #[command(flatten)]
+        model: BenchModel,
         /// Prompt tokens per sequence.
         #[arg(long, default_value_t = 128)]
         prompt_len: usize,
@@ -66,6 +55,37 @@ pub enum BenchCommand {
 }
 
 const WARMUP: usize = 3;
+
+/// The model a benchmark runs.
+#[derive(clap::Args)]
+pub struct BenchModel {
+    /// A built-in preset: `ref` (13.8M parameters, the benchmark) or `tiny`.
+    #[arg(long, default_value = "ref", conflicts_with = "config")]
+    preset: String,
+    /// A config file instead of a preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config value, e.g. --set train.batch_size=4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl BenchModel {
+    fn load(&self) -> anyhow::Result<Config> {
+        match &self.config {
+            Some(path) => Config::load(path, &self.overrides),
+            None => Config::preset(&self.preset, &self.overrides),
+        }
+        .context("loading the benchmark config")
+    }
+
+    /// The preset's name or the config's path, for the report line.
+    fn name(&self) -> String {
+        self.config
+            .as_ref()
+            .map_or(self.preset.clone(), |p| p.display().to_string())
+    }
+}
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
@@ -101,17 +121,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("encode_mb_per_s: {rate:.2}");
         }
-        BenchCommand::Train {
-            preset,
-            config,
-            overrides,
-            steps,
-        } => {
-            let cfg = match &config {
-                Some(path) => Config::load(path, &overrides),
-                None => Config::preset(&preset, &overrides),
-            }
-            .context("loading the benchmark config")?;
+        BenchCommand::Train { model, steps } => {
+            let cfg = model.load()?;
             anyhow::ensure!(
                 steps > WARMUP,
                 "--steps must exceed the {WARMUP} warm-up steps"
@@ -120,9 +131,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let peak = bench_gemm(5).peak_gflops;
             println!(
                 "bench train | {} | {} | batch {} x {} tokens",
-                config
-                    .as_ref()
-                    .map_or(preset.clone(), |p| p.display().to_string()),
+                model.name(),
                 tensor::Device::Cpu.describe(),
                 cfg.train.batch_size,
                 cfg.train.seq_len
@@ -141,19 +150,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             println!("peak_rss_mb: {:.1}", peak_rss_mb().unwrap_or(f64::NAN));
         }
         BenchCommand::Infer {
-            preset,
-            config,
-            overrides,
+            model: choice,
             prompt_len,
             decode,
             batch,
             reps,
         } => {
-            let cfg = match &config {
-                Some(path) => Config::load(path, &overrides),
-                None => Config::preset(&preset, &overrides),
-            }
-            .context("loading the benchmark config")?;
+            let cfg = choice.load()?;
             let ctx = cfg.model.context_len;
             anyhow::ensure!(
                 prompt_len >= 1 && prompt_len + decode <= ctx,
@@ -166,9 +169,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let model = frugal::model::Llama::init(cfg.model.clone(), 0);
             println!(
                 "bench infer | {} | {} | {:.2}M params | prompt {prompt_len} tokens, {decode} decoded",
-                config
-                    .as_ref()
-                    .map_or(preset.clone(), |p| p.display().to_string()),
+                choice.name(),
                 tensor::Device::Cpu.describe(),
                 model.params.len() as f64 / 1e6
             );
