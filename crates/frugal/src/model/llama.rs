@@ -5,7 +5,7 @@
 use super::{Params, Workspace};
 use crate::config::ModelConfig;
 use tensor::ops::add_inplace;
-use tensor::ops::attention::{attention_backward, attention_forward, AttnShape};
+use tensor::ops::attention::{attention_backward_docs, attention_forward_docs, AttnShape};
 use tensor::ops::cross_entropy::{lm_head_cross_entropy, LossGrads};
 use tensor::ops::embedding::{embedding_backward, embedding_forward};
 use tensor::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
@@ -100,6 +100,7 @@ impl Llama {
         let eps = self.cfg.norm_eps;
         embedding_forward(&mut ws.resid[..n * d], tokens, &p[self.params.embed..], d);
         let (attn, rope) = (self.attn_shape(ws), self.rope_layout(ws, dm));
+        let starts = ws.doc_starts.as_deref();
         for (l, (off, a)) in self
             .params
             .layers
@@ -120,7 +121,7 @@ impl Llama {
             );
             sgemm(&Gemm::nt(n, dm.qkv, d), &a.xn1, &p[off.qkv..], &mut a.qkv); // (N, qkv)
             rope_forward(&mut a.qkv, rope, &self.rope);
-            attention_forward(&mut a.att, &mut a.lse, &a.qkv, attn); // (N, att)
+            attention_forward_docs(&mut a.att, &mut a.lse, &a.qkv, attn, starts); // (N, att)
             sgemm(&Gemm::nt(n, d, dm.att), &a.att, &p[off.o..], &mut a.x_mid); // (N, d)
             add_inplace(&mut a.x_mid, x_in);
             // MLP block: x_out = x_mid + down(silu(gate(h)) · up(h)), h = norm(x_mid)
@@ -231,6 +232,7 @@ impl Llama {
         );
 
         let (attn, rope) = (self.attn_shape(ws), self.rope_layout(ws, dm));
+        let starts = ws.doc_starts.as_deref();
         for (l, (off, a)) in pr.layers.iter().zip(ws.layers.iter()).enumerate().rev() {
             let x_in = &ws.resid[l * n * d..(l + 1) * n * d];
             let g = &mut *g_rest;
@@ -282,7 +284,7 @@ impl Llama {
                 &a.att,
                 &mut g[off.o..],
             ); // dW_o (d, att)
-            attention_backward(&mut ws.dqkv, &ws.datt, &a.qkv, &a.att, &a.lse, attn);
+            attention_backward_docs(&mut ws.dqkv, &ws.datt, &a.qkv, &a.att, &a.lse, attn, starts);
             rope_backward(&mut ws.dqkv, rope, &self.rope);
             sgemm(
                 &Gemm::tn(dm.qkv, d, n).accumulate(true),

@@ -25,6 +25,10 @@ pub(crate) struct LayerActs {
 pub struct Workspace {
     pub batch: usize,
     pub seq_len: usize,
+    /// Sequences that pack several documents: for each token (B·T), the position in its
+    /// sequence where its document starts; attention then stays within documents. None: one
+    /// causal sequence per row (pretraining).
+    pub doc_starts: Option<Vec<u32>>,
     /// Residual stream entering each layer, and leaving the last: (n_layers + 1, N, d).
     pub(crate) resid: Vec<f32>,
     pub(crate) layers: Vec<LayerActs>,
@@ -65,6 +69,7 @@ impl Workspace {
         Workspace {
             batch,
             seq_len,
+            doc_starts: None,
             resid: z((cfg.n_layers + 1) * n * d),
             layers,
             xf: z(n * d),

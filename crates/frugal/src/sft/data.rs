@@ -14,23 +14,27 @@ use std::collections::BTreeMap;
 use tensor::ops::cross_entropy::IGNORE;
 use tensor::Rng;
 
-/// Rows of seq_len inputs and targets (IGNORE where nothing is trained).
+/// Rows of seq_len inputs and targets (IGNORE where nothing is trained), and for each input
+/// the position in its row where its conversation starts (attention stays within it).
 #[derive(Clone, Debug, Default)]
 pub struct Packed {
     pub seq_len: usize,
     pub inputs: Vec<u32>,
     pub targets: Vec<u32>,
+    pub starts: Vec<u32>,
 }
 
 impl Packed {
     pub fn rows(&self) -> usize {
         self.inputs.len() / self.seq_len.max(1)
     }
-    pub fn row(&self, i: usize) -> (&[u32], &[u32]) {
+    /// (inputs, targets, starts) of row i.
+    pub fn row(&self, i: usize) -> (&[u32], &[u32], &[u32]) {
         let t = self.seq_len;
         (
             &self.inputs[i * t..(i + 1) * t],
             &self.targets[i * t..(i + 1) * t],
+            &self.starts[i * t..(i + 1) * t],
         )
     }
     /// Tokens that are trained on.
@@ -142,13 +146,18 @@ fn pack(seqs: Vec<(Vec<u32>, Vec<u8>)>, seq_len: usize, bos: u32) -> (Packed, f6
     let mut used = 0usize;
     for members in &rows {
         let (mut ids, mut mask) = (Vec::with_capacity(cap), Vec::with_capacity(cap));
+        let mut starts = Vec::with_capacity(cap);
         for &i in members {
+            starts.extend(std::iter::repeat_n(ids.len() as u32, seqs[i].0.len()));
             ids.extend_from_slice(&seqs[i].0);
             mask.extend_from_slice(&seqs[i].1);
         }
         used += ids.len();
+        // Padding is a document of its own: it attends to nothing real, and nothing to it.
+        starts.resize(cap, ids.len() as u32);
         ids.resize(cap, bos);
         mask.resize(cap, 0);
+        p.starts.extend_from_slice(&starts[..seq_len]);
         p.inputs.extend_from_slice(&ids[..seq_len]);
         p.targets
             .extend((1..cap).map(|k| if mask[k] == 1 { ids[k] } else { IGNORE }));
@@ -273,12 +282,17 @@ mod tests {
         assert_eq!(p.target_tokens(), targets);
         assert!(p.rows() * 17 >= total && fill > 0.9, "fill {fill}");
         for r in 0..p.rows() {
-            let (x, y) = p.row(r);
+            let (x, y, st) = p.row(r);
             assert_eq!(x[0], 0, "every row starts with a conversation's bos");
             for k in 0..15 {
                 if y[k] != IGNORE {
                     assert_eq!(y[k], x[k + 1], "targets are the next input");
+                    assert_eq!(st[k], st[k + 1], "a target is in its input's conversation");
                 }
+            }
+            for (k, &s) in st.iter().enumerate() {
+                let s = s as usize;
+                assert!(s <= k && x[s] == 0, "a conversation starts at its bos");
             }
         }
     }

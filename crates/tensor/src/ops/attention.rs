@@ -47,6 +47,20 @@ impl AttnShape {
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
+    fn validate_starts(&self, starts: Option<&[u32]>) {
+        let Some(st) = starts else { return };
+        assert_eq!(
+            st.len(),
+            self.batch * self.seq_len,
+            "attention: starts length"
+        );
+        for (i, &x) in st.iter().enumerate() {
+            assert!(
+                x as usize <= i % self.seq_len,
+                "attention: token {i} starts its document after itself"
+            );
+        }
+    }
     fn validate(&self, qkv: usize, out: usize, lse: usize) {
         let rows = self.batch * self.seq_len;
         assert!(
@@ -71,12 +85,34 @@ impl AttnShape {
     }
 }
 
+/// The keys query `i` sees: from its document's start (0 without document masking) to itself.
+fn visible(i: usize, starts: Option<&[u32]>) -> std::ops::Range<usize> {
+    let start = starts.map_or(0, |s| s[i] as usize);
+    start..i + 1
+}
+
+/// Zeroes the masked keys of one row of scores and returns the visible ones.
+fn mask_row(row: &mut [f32], keys: std::ops::Range<usize>) -> &mut [f32] {
+    let (before, rest) = row.split_at_mut(keys.start);
+    before.fill(0.0);
+    let (vis, after) = rest.split_at_mut(keys.end - keys.start);
+    after.fill(0.0);
+    vis
+}
+
 /// Turns the raw scores of one query block (rows i0.., keys 0..i1) into causal softmax
 /// probabilities in place, writing each row's log-sum-exp (of the scaled scores) to `lse`.
-fn block_softmax(p: &mut [f32], i0: usize, i1: usize, scale: f32, lse: &mut [f32]) {
+/// `starts` (the sequence's document starts, if any) also masks keys of earlier documents.
+fn block_softmax(
+    p: &mut [f32],
+    i0: usize,
+    i1: usize,
+    scale: f32,
+    lse: &mut [f32],
+    starts: Option<&[u32]>,
+) {
     for (r, row) in p.chunks_exact_mut(i1).enumerate() {
-        let (vis, masked) = row.split_at_mut(i0 + r + 1); // keys 0..=i0+r are visible
-        masked.fill(0.0);
+        let vis = mask_row(row, visible(i0 + r, starts));
         let m = max(vis) * scale;
         vis.iter_mut().for_each(|s| *s = exp(*s * scale - m));
         let total = sum(vis);
@@ -87,10 +123,16 @@ fn block_softmax(p: &mut [f32], i0: usize, i1: usize, scale: f32, lse: &mut [f32
 }
 
 /// The backward pass's recomputation: probabilities from raw scores and the saved `lse`.
-fn block_probs(p: &mut [f32], i0: usize, i1: usize, scale: f32, lse: &[f32]) {
+fn block_probs(
+    p: &mut [f32],
+    i0: usize,
+    i1: usize,
+    scale: f32,
+    lse: &[f32],
+    starts: Option<&[u32]>,
+) {
     for (r, row) in p.chunks_exact_mut(i1).enumerate() {
-        let (vis, masked) = row.split_at_mut(i0 + r + 1);
-        masked.fill(0.0);
+        let vis = mask_row(row, visible(i0 + r, starts));
         vis.iter_mut()
             .for_each(|s| *s = (*s * scale - lse[r]).exp());
     }
@@ -99,7 +141,22 @@ fn block_probs(p: &mut [f32], i0: usize, i1: usize, scale: f32, lse: &[f32]) {
 /// # Shapes
 /// qkv: (B·T, stride); out (written): (B·T, n_heads·hd); lse (written): (B, n_heads, T).
 pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], s: AttnShape) {
+    attention_forward_docs(out, lse, qkv, s, None);
+}
+
+/// `attention_forward` over sequences that pack several documents: `starts` (B·T) gives, for
+/// each token, the position in its sequence where its document begins (≤ its own position),
+/// and a token attends only to keys of its own document. Relative positions (RoPE) make each
+/// document's result the same as if it were alone.
+pub fn attention_forward_docs(
+    out: &mut [f32],
+    lse: &mut [f32],
+    qkv: &[f32],
+    s: AttnShape,
+    starts: Option<&[u32]>,
+) {
     s.validate(qkv.len(), out.len(), lse.len());
+    s.validate_starts(starts);
     let (t, hd, stride, os) = (s.seq_len, s.head_dim, s.stride(), s.out_stride());
     let (out_ptr, lse_ptr) = (SendPtr(out.as_mut_ptr()), SendPtr(lse.as_mut_ptr()));
     (0..s.batch * s.n_kv_heads)
@@ -107,6 +164,7 @@ pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], s: AttnS
         .for_each(|task| {
             let (b, g) = (task / s.n_kv_heads, task % s.n_kv_heads);
             let seq = &qkv[b * t * stride..(b + 1) * t * stride];
+            let starts = starts.map(|st| &st[b * t..(b + 1) * t]);
             let mut p = vec![0f32; BLOCK_Q * t];
             for h in g * s.group()..(g + 1) * s.group() {
                 // SAFETY: lse rows (b, h, ..) belong to this task alone.
@@ -119,7 +177,7 @@ pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], s: AttnS
                     // S (bq, i1) = Q_blk (bq, hd) · K[..i1]ᵀ
                     let qk = Gemm::nt(bq, i1, hd).ld(stride, stride, i1);
                     sgemm_serial(&qk, &seq[i0 * stride + s.q_col(h)..], &seq[s.k_col(g)..], p);
-                    block_softmax(p, i0, i1, s.scale(), &mut lse_bh[i0..i1]);
+                    block_softmax(p, i0, i1, s.scale(), &mut lse_bh[i0..i1], starts);
                     // O_blk (bq, hd) = P (bq, i1) · V[..i1] (i1, hd), written into head h's columns.
                     let pv = Gemm::nn(bq, hd, i1).ld(i1, stride, os);
                     // SAFETY: rows i0..i1 of sequence b, columns of head h: only this task writes them.
@@ -143,7 +201,21 @@ pub fn attention_backward(
     lse: &[f32],
     s: AttnShape,
 ) {
+    attention_backward_docs(dqkv, dout, qkv, out, lse, s, None);
+}
+
+/// `attention_backward` with the document masking of `attention_forward_docs`.
+pub fn attention_backward_docs(
+    dqkv: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    s: AttnShape,
+    starts: Option<&[u32]>,
+) {
     s.validate(qkv.len(), out.len(), lse.len());
+    s.validate_starts(starts);
     assert!(
         dqkv.len() == qkv.len() && dout.len() == out.len(),
         "attention_backward: gradient shapes"
@@ -156,6 +228,7 @@ pub fn attention_backward(
             let (b, g) = (task / s.n_kv_heads, task % s.n_kv_heads);
             let seq = &qkv[b * t * stride..(b + 1) * t * stride];
             let dout_seq = &dout[b * t * os..(b + 1) * t * os];
+            let starts = starts.map(|st| &st[b * t..(b + 1) * t]);
             let out_seq = &out[b * t * os..(b + 1) * t * os];
             let (mut p, mut dp) = (vec![0f32; BLOCK_Q * t], vec![0f32; BLOCK_Q * t]);
             let (mut dk, mut dv, mut dsum) =
@@ -181,7 +254,7 @@ pub fn attention_backward(
                         &seq[s.k_col(g)..],
                         p,
                     );
-                    block_probs(p, i0, i1, scale, &lse_bh[i0..i1]);
+                    block_probs(p, i0, i1, scale, &lse_bh[i0..i1], starts);
                     // dP (bq, i1) = dO_blk (bq, hd) · V[..i1]ᵀ
                     sgemm_serial(
                         &Gemm::nt(bq, i1, hd).ld(os, stride, i1),
@@ -321,5 +394,57 @@ mod tests {
             n_kv_heads: 2,
             head_dim: 8,
         });
+    }
+
+    #[test]
+    fn documents_packed_in_a_sequence_attend_only_to_themselves() {
+        let s = AttnShape {
+            batch: 2,
+            seq_len: 150,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 8,
+        };
+        // Document boundaries inside blocks, on a block edge, and a one-token document.
+        let docs: [&[usize]; 2] = [&[0, 40, 130], &[0, 64, 65]];
+        let (t, stride, os) = (s.seq_len, s.stride(), s.out_stride());
+        let mut starts = vec![0u32; 2 * t];
+        for (b, bounds) in docs.iter().enumerate() {
+            for i in 0..t {
+                starts[b * t + i] = *bounds.iter().filter(|&&x| x <= i).max().unwrap() as u32;
+            }
+        }
+        let qkv = projection(2 * t * stride, 3);
+        let (mut out, mut lse) = (vec![0.0; 2 * t * os], vec![0.0; 2 * s.n_heads * t]);
+        attention_forward_docs(&mut out, &mut lse, &qkv, s, Some(&starts));
+        let proj = projection(out.len(), 4);
+        let mut dqkv = vec![f32::NAN; qkv.len()];
+        attention_backward_docs(&mut dqkv, &proj, &qkv, &out, &lse, s, Some(&starts));
+        // Each document alone gives the same rows.
+        for (b, bounds) in docs.iter().enumerate() {
+            for (k, &a) in bounds.iter().enumerate() {
+                let e = bounds.get(k + 1).copied().unwrap_or(t);
+                let one = AttnShape {
+                    batch: 1,
+                    seq_len: e - a,
+                    ..s
+                };
+                let rows = (b * t + a)..(b * t + e);
+                let q = &qkv[rows.start * stride..rows.end * stride];
+                let (mut o, mut l) = (vec![0.0; (e - a) * os], vec![0.0; s.n_heads * (e - a)]);
+                attention_forward(&mut o, &mut l, q, one);
+                let name = format!("document {a}..{e} of sequence {b}");
+                assert_close(&out[rows.start * os..rows.end * os], &o, 1e-5, &name);
+                let mut dq = vec![0.0; q.len()];
+                let pr = &proj[rows.start * os..rows.end * os];
+                attention_backward(&mut dq, pr, q, &o, &l, one);
+                assert_close(
+                    &dqkv[rows.start * stride..rows.end * stride],
+                    &dq,
+                    1e-5,
+                    &name,
+                );
+            }
+        }
     }
 }
