@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod chat;
 pub mod config;
+pub mod cost;
 pub mod data;
 pub mod engine;
 pub mod error;

@@ -15,6 +15,7 @@
 
 pub mod check;
 mod device;
+pub mod flops;
 pub mod matmul;
 pub mod ops;
 pub mod rng;

@@ -132,6 +132,7 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 21;
 /// C = op(A)·op(B) [+ C] using every thread of the current rayon pool.
 pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     g.check(a, b, c);
+    crate::flops::add(g.flops() as u64);
     if g.m == 0 || g.n == 0 {
         return;
     }
@@ -161,6 +162,7 @@ pub fn sgemm_nt_few_rows(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: 
         a.len() == m * k && b.len() >= n * k && c.len() == m * n,
         "sgemm_nt_few_rows: shapes"
     );
+    crate::flops::add(2 * (m * n * k) as u64);
     const COLS: usize = 32;
     // Cᵀ (n, m), so that each task owns whole rows of its output.
     let mut ct = vec![0f32; n * m];

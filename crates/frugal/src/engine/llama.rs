@@ -176,6 +176,12 @@ impl LanguageModel for Llama {
                     }
                 }
             });
+            // The decode rows' score and value products, counted as the blocked kernel counts its own.
+            let decode_pairs: u64 = (0..n)
+                .filter(|&r| !fresh[seq_of[r]])
+                .map(|r| pos_of[r] as u64 + 1)
+                .sum();
+            tensor::flops::add(4 * (hd * nh) as u64 * decode_pairs);
             linear(n, d, att_w, &att, &p[off.o..], &mut o);
             add_inplace(&mut x, &o);
             rmsnorm_forward(&mut xn, &mut rstd, &x, &p[off.mlp_norm..][..d], d, eps);

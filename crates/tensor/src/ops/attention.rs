@@ -61,6 +61,21 @@ impl AttnShape {
             );
         }
     }
+    /// (query, key) pairs one head computes: the keys each query sees, summed over all queries.
+    fn visible_pairs(&self, starts: Option<&[u32]>) -> u64 {
+        let t = self.seq_len;
+        (0..self.batch * t)
+            .map(|r| visible(r % t, starts.map(|s| &s[r / t * t..][..t])).len() as u64)
+            .sum()
+    }
+
+    /// Model FLOPs of one forward pass: S = Q·Kᵀ and O = P·V, 2·hd each per visible pair and
+    /// head. The backward pass does twice as many (dP, dV, dQ, dK); its recomputation of S is
+    /// hardware work, not model work, and is not counted.
+    pub fn forward_flops(&self, starts: Option<&[u32]>) -> u64 {
+        4 * (self.head_dim * self.n_heads) as u64 * self.visible_pairs(starts)
+    }
+
     fn validate(&self, qkv: usize, out: usize, lse: usize) {
         let rows = self.batch * self.seq_len;
         assert!(
@@ -157,6 +172,7 @@ pub fn attention_forward_docs(
 ) {
     s.validate(qkv.len(), out.len(), lse.len());
     s.validate_starts(starts);
+    crate::flops::add(s.forward_flops(starts));
     let (t, hd, stride, os) = (s.seq_len, s.head_dim, s.stride(), s.out_stride());
     let (out_ptr, lse_ptr) = (SendPtr(out.as_mut_ptr()), SendPtr(lse.as_mut_ptr()));
     (0..s.batch * s.n_kv_heads)
@@ -220,6 +236,7 @@ pub fn attention_backward_docs(
         dqkv.len() == qkv.len() && dout.len() == out.len(),
         "attention_backward: gradient shapes"
     );
+    crate::flops::add(2 * s.forward_flops(starts));
     let (t, hd, stride, os, scale) = (s.seq_len, s.head_dim, s.stride(), s.out_stride(), s.scale());
     let dqkv_ptr = SendPtr(dqkv.as_mut_ptr());
     (0..s.batch * s.n_kv_heads)
