@@ -49,6 +49,10 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             let tok = bpe::Tokenizer::load(&tokenizer)
                 .with_context(|| format!("loading {}", tokenizer.display()))?;
             let out = out.unwrap_or_else(|| prepared.join("shards"));
+            if let Some(dir) = tokenizer.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(&out)?;
+                frugal::cost::ledger::inherit(&out, dir)?;
+            }
             let t = std::time::Instant::now();
             let m = tokenize(&prepared, &tok, &out, shard_tokens)?;
             let secs = t.elapsed().as_secs_f64();

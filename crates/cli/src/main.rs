@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod cost;
 mod data;
 mod pretrain;
 mod sft;
@@ -32,10 +33,16 @@ enum Command {
     /// Measure the compute core: GEMM throughput and the training step.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Estimate training costs on GPU clusters, and reproduce published runs' figures.
+    #[command(subcommand)]
+    Cost(cost::CostCommand),
+    /// Write a run's report.md and report.html: cost by stage, loss curves, projection.
+    Report(cost::ReportArgs),
     /// Prepare raw text and tokenize it into shards.
     #[command(subcommand)]
     Data(data::DataCommand),
-    /// The whole recipe on the default CPU config: fetch, prepare, tokenizer, tokenize, pretrain.
+    /// The whole recipe on the default CPU config: fetch, prepare, tokenizer, tokenize, pretrain,
+    /// SFT, then the cost ledger's summary.
     Speedrun(speedrun::SpeedrunArgs),
     /// Pretrain a model on token shards (resumable).
     Pretrain(pretrain::PretrainArgs),
@@ -79,5 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sample(a) => pretrain::sample(a),
         Command::Sft(a) => sft::sft(a),
         Command::Chat(a) => chat::chat(a),
+        Command::Cost(cmd) => cost::run(cmd),
+        Command::Report(a) => cost::report(a),
     }
 }

@@ -99,6 +99,13 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
             vocab_size: cfg.model.vocab_size,
             ..Default::default()
         };
+        let dir = data
+            .tokenizer
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        frugal::cost::ledger::inherit(&dir, &out_dir)?;
+        let mut meter = frugal::cost::Meter::start(&dir, "tokenizer", None)?;
         let (tok, r) = frugal::tokenizer::train_from_prepared(&out_dir, opts)?;
         println!(
             "vocab {} from {:.1} MB in {:.2}s",
@@ -110,6 +117,12 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
             std::fs::create_dir_all(parent)?;
         }
         tok.save(&data.tokenizer)?;
+        meter.detail(format!(
+            "vocab {} from {:.1} MB",
+            tok.vocab_size(),
+            r.bytes as f64 / 1e6
+        ));
+        meter.finish()?;
     }
 
     stage("data tokenize");
@@ -117,6 +130,10 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         println!("present: {}", data.shards.display());
     } else {
         let tok = bpe::Tokenizer::load(&data.tokenizer)?;
+        if let Some(dir) = data.tokenizer.parent() {
+            std::fs::create_dir_all(&data.shards)?;
+            frugal::cost::ledger::inherit(&data.shards, dir)?;
+        }
         let m = frugal::data::tokenize::tokenize(&out_dir, &tok, &data.shards, 1 << 26)?;
         println!(
             "train {} tokens, val {} tokens",
@@ -211,6 +228,16 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
     println!(
         "wall time     {:.1} s for this speedrun command",
         t0.elapsed().as_secs_f64()
+    );
+
+    stage("cost: what each stage spent (ledger.json)");
+    if let Some(mut ledger) = frugal::cost::Ledger::read(&a.run)? {
+        ledger.price(&frugal::cost::CostConfig::load(None)?);
+        println!("{}", ledger.summary());
+    }
+    println!(
+        "report        frugal report --run {}   (report.md, report.html)",
+        a.run.display()
     );
     Ok(())
 }

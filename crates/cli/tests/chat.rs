@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{fixture, frugal, out};
+use common::{conversations, fixture, frugal, out, sft_config};
 
 /// A tiny pretrained run with room for short chats (context 96).
 fn pretrained(name: &str) -> PathBuf {
@@ -31,46 +31,6 @@ fn pretrained(name: &str) -> PathBuf {
     ]);
     assert!(o.status.success(), "{}", out(&o));
     run
-}
-
-const CONVERSATIONS: &str = r#"{"messages": [{"role": "user", "content": "say hi"}, {"role": "assistant", "content": "hi"}]}
-{"instruction": "Add", "input": "2 and 3", "output": "5"}
-{"question": "What is 6 times 7?", "answer": "6*7 = <<6*7=42>>42\n#### 42"}
-{"prompt": "the cat", "completion": "sat on the mat."}
-{"conversations": [{"from": "human", "value": "a dog"}, {"from": "gpt", "value": "ran in the park."}]}
-"#;
-
-fn sft_config(dir: &Path, data: &Path) -> PathBuf {
-    let cfg = format!(
-        r#"[train]
-batch_size = 2
-seq_len = 64
-lr = 1e-3
-steps = 8
-warmup_steps = 2
-eval_every = 4
-checkpoint_every = 4
-
-[sft]
-val_fraction = 0.2
-format_check = 4
-reply_tokens = 16
-
-[[sft.sources]]
-name = "mixed"
-path = {data:?}
-"#
-    );
-    let path = dir.join("sft.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-/// Writes the conversations `copies` times over (so there is something to hold out).
-fn conversations(dir: &Path, copies: usize) -> PathBuf {
-    let path = dir.join("convs.jsonl");
-    std::fs::write(&path, CONVERSATIONS.repeat(copies)).unwrap();
-    path
 }
 
 #[test]

@@ -108,27 +108,7 @@ fn data_pipeline_end_to_end() {
     let dir = std::env::temp_dir().join(format!("frugal-pipeline-{}", std::process::id()));
     let raw = dir.join("raw");
     std::fs::create_dir_all(raw.join("books")).unwrap();
-    // Pseudo-random prose: varied enough to pass the Gopher repetition rules.
-    let words: Vec<String> = (0..300)
-        .map(|i| {
-            format!(
-                "{}{}",
-                ["mill", "river", "bread", "stone", "apple", "field"][i % 6],
-                i / 6
-            )
-        })
-        .collect();
-    let sentence = |i: usize| -> String {
-        let mut x = 0x9E3779B97F4A7C15u64 ^ (i as u64).wrapping_mul(0xBF58476D1CE4E5B9);
-        let mut s: Vec<&str> = Vec::new();
-        for _ in 0..14 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            s.push(&words[(x % words.len() as u64) as usize]);
-        }
-        format!("The {}. ", s.join(" "))
-    };
+    let sentence = common::prose;
     for b in 0..6 {
         let text: String = (0..40).map(|i| sentence(b * 100 + i)).collect();
         std::fs::write(raw.join(format!("books/book{b}.txt")), format!("*** START OF THE PROJECT GUTENBERG EBOOK {b} ***\n{text}\n*** END OF THE PROJECT GUTENBERG EBOOK ***\nlicence")).unwrap();

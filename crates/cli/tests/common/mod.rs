@@ -90,3 +90,60 @@ pub fn fixture(name: &str) -> (PathBuf, PathBuf) {
     std::fs::write(&path, cfg).unwrap();
     (dir, path)
 }
+
+/// One of each conversation shape the importers read.
+const CONVERSATIONS: &str = r#"{"messages": [{"role": "user", "content": "say hi"}, {"role": "assistant", "content": "hi"}]}
+{"instruction": "Add", "input": "2 and 3", "output": "5"}
+{"question": "What is 6 times 7?", "answer": "6*7 = <<6*7=42>>42\n#### 42"}
+{"prompt": "the cat", "completion": "sat on the mat."}
+{"conversations": [{"from": "human", "value": "a dog"}, {"from": "gpt", "value": "ran in the park."}]}
+"#;
+
+/// An SFT config for a tiny run: 8 steps over the conversations at `data`.
+pub fn sft_config(dir: &Path, data: &Path) -> PathBuf {
+    let cfg = format!(
+        r#"[train]
+batch_size = 2
+seq_len = 64
+lr = 1e-3
+steps = 8
+warmup_steps = 2
+eval_every = 4
+checkpoint_every = 4
+
+[sft]
+val_fraction = 0.2
+format_check = 4
+reply_tokens = 16
+
+[[sft.sources]]
+name = "mixed"
+path = {data:?}
+"#
+    );
+    let path = dir.join("sft.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+/// Writes the conversations `copies` times over (so there is something to hold out).
+pub fn conversations(dir: &Path, copies: usize) -> PathBuf {
+    let path = dir.join("convs.jsonl");
+    std::fs::write(&path, CONVERSATIONS.repeat(copies)).unwrap();
+    path
+}
+
+/// Sentence `i` of pseudo-random prose: varied enough to pass the Gopher repetition rules.
+pub fn prose(i: usize) -> String {
+    const STEMS: [&str; 6] = ["mill", "river", "bread", "stone", "apple", "field"];
+    let mut x = 0x9E3779B97F4A7C15u64 ^ (i as u64).wrapping_mul(0xBF58476D1CE4E5B9);
+    let mut s: Vec<String> = Vec::new();
+    for _ in 0..14 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let w = (x % 300) as usize;
+        s.push(format!("{}{}", STEMS[w % 6], w / 6));
+    }
+    format!("The {}. ", s.join(" "))
+}

@@ -223,7 +223,11 @@ pub fn render(
     line(
         &mut o,
         "CO2e",
-        format!("{:.1} t", e.kg_co2 / 1e3),
+        if e.kg_co2 >= 1e3 {
+            format!("{:.1} t", e.kg_co2 / 1e3)
+        } else {
+            format!("{:.1} kg", e.kg_co2)
+        },
         published.tonnes_co2.map(|t| format!("{t:.0} t")),
     );
     line(

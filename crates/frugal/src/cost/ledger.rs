@@ -154,6 +154,7 @@ impl Ledger {
         self.total = total_of("total", &all, cost);
         self.total.complete = stages.iter().all(|s| s.complete);
         self.total.detail.clear();
+        self.total.inherited_from = None;
         self.stages = stages;
     }
 

@@ -12,6 +12,9 @@ pub mod arch;
 pub mod estimate;
 pub mod ledger;
 pub mod presets;
+pub mod report;
+pub mod scaling;
+pub mod svg;
 pub mod tables;
 
 pub use arch::{Arch, AttnConvention};

@@ -155,6 +155,7 @@ pub fn prepare(cfg: &PrepareConfig, base: &Path) -> Result<PrepareReport> {
         base.join(&cfg.out_dir)
     };
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    let mut meter = crate::cost::Meter::start(&out_dir, "data", None)?;
     let toxicity = match (&cfg.toxicity.enabled, &cfg.toxicity.word_list) {
         (false, _) => None,
         (true, None) => Some(Toxicity::builtin()),
@@ -312,6 +313,12 @@ pub fn prepare(cfg: &PrepareConfig, base: &Path) -> Result<PrepareReport> {
         }
         w.finish()?;
     }
+    meter.detail(format!(
+        "{} documents kept, {:.1} MB",
+        report.train_docs + report.val_docs,
+        (report.train_bytes + report.val_bytes) as f64 / 1e6
+    ));
+    meter.finish()?;
     Ok(report)
 }
 

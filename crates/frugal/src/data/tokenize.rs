@@ -55,6 +55,9 @@ pub fn tokenize(
             "train the tokenizer with frugal, which adds it",
         )
     })?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    crate::cost::ledger::inherit(out_dir, prepared)?;
+    let mut meter = crate::cost::Meter::start(out_dir, "tokenize", None)?;
     let mut splits = Vec::new();
     let mut bytes = Vec::new();
     for name in ["train", "val"] {
@@ -91,6 +94,13 @@ pub fn tokenize(
         .map_err(|e| Error::input("manifest", e.to_string(), "report this as a bug"))?;
     let path = out_dir.join(MANIFEST);
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    let tokens = manifest.tokens(&manifest.train) + manifest.tokens(&manifest.val);
+    meter.add(tokens, 0.0);
+    meter.detail(format!(
+        "{:.1} MB of text",
+        (manifest.train_bytes + manifest.val_bytes) as f64 / 1e6
+    ));
+    meter.finish()?;
     Ok(manifest)
 }
 

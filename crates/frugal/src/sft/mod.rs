@@ -337,6 +337,14 @@ pub fn sft(
     let (b, seq) = (t.batch_size, t.seq_len);
     let micro = (t.batch_tokens / (b * seq)).max(1);
     let rows = mix.train.rows();
+    // Packed rows are charged whole: padding costs the same FLOPs as text.
+    let flops_per_step = crate::bench::flops_per_token(&crate::Config {
+        model: base.cfg.model.clone(),
+        train: t.clone(),
+        data: None,
+    }) * (micro * b * seq) as f64;
+    let peak_gflops = crate::bench::bench_gemm(5).peak_gflops;
+    let mut meter = crate::cost::Meter::start(run, "sft", Some(peak_gflops))?;
     let mut ws = model.workspace(b, seq);
     let mut grads = vec![0f32; model.params.len()];
     let (mut x, mut y) = (vec![0u32; b * seq], vec![0u32; b * seq]);
@@ -405,6 +413,7 @@ pub fn sft(
         opt.update(&mut model.params.data, &grads, lr);
         state.step += 1;
         state.tokens_seen += (micro * b * seq) as u64;
+        meter.add((micro * b * seq) as u64, flops_per_step);
         last_loss = loss;
         let ms = t_step.elapsed().as_secs_f64() * 1e3;
         step_ms.push(ms);
@@ -427,6 +436,7 @@ pub fn sft(
         if due(t.checkpoint_every) {
             state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
             let ck = checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
+            meter.save()?;
             log(&format!(
                 "sft step {} | checkpoint {}",
                 state.step,
@@ -490,6 +500,8 @@ pub fn sft(
         format,
     };
     let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+    meter.detail(format!("{} steps", summary.steps));
+    meter.finish()?;
     write_atomic(&dir.join("report.json"), &json)?;
     Ok(summary)
 }

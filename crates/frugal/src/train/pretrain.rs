@@ -193,7 +193,7 @@ pub fn pretrain(
         writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
     };
 
-    let peak_gflops = crate::bench::bench_gemm(2).peak_gflops;
+    let peak_gflops = crate::bench::bench_gemm(5).peak_gflops;
     let flops_per_step = flops_per_token(cfg) * (micro * b * seq) as f64;
     log(&format!(
         "model {:.2}M params | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s",
@@ -201,6 +201,16 @@ pub fn pretrain(
         loader.windows_per_epoch(),
         val.len() * seq
     ));
+    // The ledger: this invocation's spend, with the data stages' copied in from the shards'.
+    crate::cost::ledger::inherit(run, &data.shards)?;
+    let mut meter = match state.step < t.steps {
+        true => Some(crate::cost::Meter::start(
+            run,
+            "pretrain",
+            Some(peak_gflops),
+        )?),
+        false => None,
+    };
     let mut ws = model.workspace(b, seq);
     let mut grads = vec![0f32; model.params.len()];
     let (mut x, mut y) = (vec![0u32; b * seq], vec![0u32; b * seq]);
@@ -231,6 +241,9 @@ pub fn pretrain(
             sum += model
                 .forward_backward(&x, &y, &mut grads, 1.0 / (micro * b * seq) as f32, &mut ws)
                 .0;
+        }
+        if let Some(m) = meter.as_mut() {
+            m.add((micro * b * seq) as u64, flops_per_step);
         }
         let mut loss = sum / (micro * b * seq) as f64;
         // An injected fault fires once per step number, as a data fault would not recur after
@@ -345,12 +358,19 @@ pub fn pretrain(
             state.sample_rng = sample_rng.state();
             state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
             let dir = checkpoint::save(run, &model, &opt, &state, t.keep_checkpoints)?;
+            if let Some(m) = &meter {
+                m.save()?;
+            }
             log(&format!(
                 "step {} | checkpoint {}",
                 state.step,
                 dir.display()
             ));
         }
+    }
+    if let Some(mut m) = meter {
+        m.detail(format!("{} steps", state.step));
+        m.finish()?;
     }
     // A run resumed after its last step did no work now: report from its metrics instead.
     let mut logged_mfu = Vec::new();

@@ -1,0 +1,265 @@
+//! The cost ledger and report end to end: a tiny `frugal speedrun` (raw text to SFT) writes a
+//! ledger entry for every stage and prints its summary; `frugal report` renders well-formed
+//! HTML whose plots carry the run's series; `frugal cost estimate` reproduces a published run
+//! and refuses bad input by name.
+
+use std::path::Path;
+use std::process::Command;
+
+mod common;
+
+use common::{conversations, frugal, out, prose, sft_config};
+
+fn speedrun_in(dir: &Path) -> std::process::Output {
+    let raw = dir.join("raw/books");
+    std::fs::create_dir_all(&raw).unwrap();
+    // Documents split by a hash of their path, which holds the process id: with 30 of them
+    // and half held out, both splits are non-empty whatever the id (1 in 10⁹ otherwise).
+    for b in 0..30 {
+        let text: String = (0..20).map(|i| prose(b * 100 + i)).collect();
+        std::fs::write(raw.join(format!("book{b}.txt")), text).unwrap();
+    }
+    let prepared = dir.join("prepared");
+    let data_cfg = dir.join("data.toml");
+    std::fs::write(
+        &data_cfg,
+        format!(
+            "out_dir = {:?}\nval_fraction = 0.5\n[[source]]\nname = \"books\"\npaths = [{:?}]\n",
+            prepared, raw
+        ),
+    )
+    .unwrap();
+    let tiny = include_str!("../../../configs/tiny.toml")
+        .replace("vocab_size = 128", "vocab_size = 300")
+        .replace("context_len = 32", "context_len = 64");
+    let cfg = dir.join("pretrain.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{tiny}steps = 20\ncheckpoint_every = 10\neval_every = 10\n\n[data]\nshards = {:?}\ntokenizer = {:?}\n",
+            prepared.join("shards"),
+            prepared.join("tokenizer.json")
+        ),
+    )
+    .unwrap();
+    let sft = sft_config(dir, &conversations(dir, 8));
+    Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .current_dir(dir)
+        .args(["speedrun", "--config"])
+        .arg(&cfg)
+        .arg("--data-config")
+        .arg(&data_cfg)
+        .arg("--sft-config")
+        .arg(&sft)
+        .arg("--run")
+        .arg(dir.join("run"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn speedrun_ledgers_every_stage_and_the_report_renders() {
+    let dir = std::env::temp_dir().join(format!("frugal-cost-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = speedrun_in(&dir);
+    let log = out(&o);
+    assert!(o.status.success(), "{log}");
+    let run = dir.join("run");
+    let ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("ledger.json")).unwrap()).unwrap();
+    let stages: Vec<&str> = ledger["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["data", "tokenizer", "tokenize", "pretrain", "sft"],
+        "{ledger}"
+    );
+    for s in ledger["stages"].as_array().unwrap() {
+        assert_eq!(s["complete"], true, "{s}");
+        assert!(s["wall_s"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["dollars"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["energy_kwh"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    let stage = |name: &str| {
+        ledger["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == name)
+            .unwrap()
+    };
+    // 20 steps of 2 x 16 tokens; model and kernel FLOPs both counted.
+    assert_eq!(stage("pretrain")["tokens"], 640);
+    for name in ["pretrain", "sft"] {
+        let s = stage(name);
+        assert!(
+            s["kernel_flops"].as_f64().unwrap() > 0.0 && s["mfu"].as_f64().unwrap() > 0.0,
+            "{s}"
+        );
+    }
+    assert!(
+        stage("data")["inherited_from"]
+            .as_str()
+            .unwrap()
+            .ends_with("prepared/ledger.json"),
+        "{ledger}"
+    );
+    assert!(stage("tokenize")["tokens"].as_u64().unwrap() > 0);
+    // The one-screen summary at the end of the speedrun.
+    assert!(log.contains("== cost: what each stage spent"), "{log}");
+    let summary = &log[log.find("== cost").unwrap()..];
+    for s in ["data", "tokenizer", "pretrain", "sft", "total", "estimated"] {
+        assert!(summary.contains(s), "{summary}");
+    }
+
+    let r = run.to_str().unwrap();
+    let o = frugal(&["report", "--run", r]);
+    assert!(o.status.success(), "{}", out(&o));
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        md.contains("| pretrain | 1 |") && md.contains("| sft | 1 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## Projection") && md.contains("E moved"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    // Well-formed throughout: every tag closed, every attribute quoted, text escaped.
+    let mut reader = quick_xml::Reader::from_str(&html);
+    let (mut svgs, mut polylines, mut bars) = (0, Vec::new(), Vec::new());
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e)) => {
+                let attr = |name: &str| {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == name)
+                        .map(|a| a.value.to_string())
+                };
+                match e.name().as_ref() {
+                    "svg" => svgs += 1,
+                    "polyline" => {
+                        polylines.push((attr("data-series").unwrap(), attr("data-points").unwrap()))
+                    }
+                    "rect" => bars.extend(attr("data-bar")),
+                    _ => {}
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!(
+                "report.html is not well-formed at {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+    }
+    // Loss vs tokens, SFT loss, loss vs dollars, two bar charts, the projection.
+    assert_eq!(svgs, 6, "{html}");
+    assert!(
+        polylines.contains(&("train".into(), "20".into())),
+        "{polylines:?}"
+    );
+    assert!(
+        polylines.contains(&("validation".into(), "2".into())),
+        "{polylines:?}"
+    );
+    assert!(
+        polylines
+            .iter()
+            .any(|(s, n)| s.contains("this machine") && n != "0"),
+        "{polylines:?}"
+    );
+    for s in ["data", "tokenizer", "tokenize", "pretrain", "sft"] {
+        assert!(
+            bars.iter().filter(|b| *b == s).count() == 2,
+            "{s}: {bars:?}"
+        );
+    }
+
+    // An older run without a ledger: said so, not priced at zero.
+    std::fs::remove_file(run.join("ledger.json")).unwrap();
+    let o = frugal(&["report", "--run", r]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains("costs are unknown (not zero)"),
+        "{}",
+        out(&o)
+    );
+    let o = frugal(&["report", "--run", dir.join("raw").to_str().unwrap()]);
+    assert!(
+        !o.status.success() && out(&o).contains("not a frugal run directory"),
+        "{}",
+        out(&o)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn cost_estimate_reproduces_published_runs_and_names_bad_input() {
+    let o = frugal(&["cost", "estimate", "--preset", "deepseek-v3"]);
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("published $5.58M") && text.contains("$5.58M"),
+        "{text}"
+    );
+    assert!(
+        text.contains("671.03B") && text.contains("MFU (implied)"),
+        "{text}"
+    );
+    let o = frugal(&["cost", "estimate", "--preset", "all"]);
+    assert!(out(&o).matches("assumptions").count() == 4, "{}", out(&o));
+
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/tiny.toml");
+    let o = frugal(&[
+        "cost", "estimate", "--config", tiny, "--gpu", "h100", "--gpus", "2048", "--tokens", "1e9",
+    ]);
+    assert!(
+        o.status.success() && out(&o).contains("2048 x NVIDIA H100"),
+        "{}",
+        out(&o)
+    );
+    let bad = [
+        (vec!["--preset", "gpt5"], "unknown; use one of"),
+        (
+            vec!["--config", tiny, "--gpu", "tpu-v5"],
+            "use one of: h100",
+        ),
+        (vec!["--config", tiny, "--mfu", "1.5"], "--mfu 1.5"),
+        (vec!["--config", tiny, "--tokens=-3"], "--tokens -3"),
+        (vec![], "give --config"),
+    ];
+    for (args, want) in bad {
+        let o = frugal(&[&["cost", "estimate"][..], &args].concat());
+        assert!(
+            !o.status.success() && out(&o).contains(want),
+            "{args:?}: {}",
+            out(&o)
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("frugal-cost-table-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = include_str!("../../../configs/cost.toml").replace("h100 = 3.00", "h100 = -3.00");
+    let path = dir.join("cost.toml");
+    std::fs::write(&path, table).unwrap();
+    let o = frugal(&[
+        "cost",
+        "estimate",
+        "--preset",
+        "gpt2",
+        "--cost-config",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && out(&o).contains("prices.gpu_hour.h100"),
+        "{}",
+        out(&o)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,508 @@
+//! `frugal report --run DIR`: `report.md` for terminals and `report.html` with SVG plots (loss
+//! against tokens and against dollars, the cost of each stage, the projection to larger
+//! scales). Built from what the run directory holds: config.toml, metrics.jsonl, sft/, and
+//! ledger.json. A file an older run lacks is named in the report, never read as zero.
+
+use super::estimate::si;
+use super::ledger::{duration, Ledger};
+use super::scaling::{LossLaw, RunPoint};
+use super::svg::{bar_chart, escape, line_chart, Series};
+use super::tables::{CostConfig, Gpu};
+use crate::error::{Error, Result};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+pub struct ReportOptions {
+    pub cost: CostConfig,
+    /// The GPU the projection prices, its utilisation, and its price per hour.
+    pub gpu: &'static Gpu,
+    pub gpu_mfu: f64,
+    /// Other finished runs to fit the scaling law on.
+    pub other_runs: Vec<PathBuf>,
+}
+
+/// What one run directory says about itself.
+struct RunData {
+    params: f64,
+    /// (tokens, train loss) per step and (tokens, val loss) per evaluation.
+    train: Vec<(f64, f64)>,
+    val: Vec<(f64, f64)>,
+    val_bpb: Option<f64>,
+    sft_train: Vec<(f64, f64)>,
+    sft_val: Vec<(f64, f64)>,
+    sft_report: Option<serde_json::Value>,
+}
+
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn read_run(run: &Path) -> Result<RunData> {
+    let cfg_path = run.join("config.toml");
+    if !cfg_path.is_file() {
+        return Err(Error::input(
+            run.display().to_string(),
+            "has no config.toml: it is not a frugal run directory",
+            "pass the --run directory given to frugal pretrain or frugal speedrun",
+        ));
+    }
+    let cfg = crate::Config::load(&cfg_path, &[])?;
+    let t = &cfg.train;
+    let tokens_per_step =
+        ((t.batch_tokens / (t.batch_size * t.seq_len)).max(1) * t.batch_size * t.seq_len) as f64;
+    let params = super::Arch::from_model(&cfg.model, t.seq_len)
+        .params()
+        .total;
+    let (mut train, mut val, mut val_bpb) = (Vec::new(), Vec::new(), None);
+    for v in read_jsonl(&run.join("metrics.jsonl")) {
+        let Some(step) = v["step"].as_f64() else {
+            continue;
+        };
+        if let Some(l) = v["loss"].as_f64() {
+            train.push((step * tokens_per_step, l));
+        }
+        if let Some(l) = v["val_loss"].as_f64() {
+            val.push((step * tokens_per_step, l));
+            val_bpb = v["val_bpb"].as_f64().or(val_bpb);
+        }
+    }
+    let sft_cfg = crate::sft::SftConfig::load(&run.join("sft/config.toml"), &[]).ok();
+    let sft_tokens = sft_cfg.map_or(0.0, |c| {
+        let t = &c.train;
+        ((t.batch_tokens / (t.batch_size * t.seq_len)).max(1) * t.batch_size * t.seq_len) as f64
+    });
+    let (mut sft_train, mut sft_val) = (Vec::new(), Vec::new());
+    for v in read_jsonl(&run.join("sft/metrics.jsonl")) {
+        let Some(step) = v["step"].as_f64() else {
+            continue;
+        };
+        if let Some(l) = v["loss"].as_f64() {
+            sft_train.push((step * sft_tokens, l));
+        }
+        if let Some(l) = v["val_loss"].as_f64() {
+            sft_val.push((step * sft_tokens, l));
+        }
+    }
+    let sft_report = std::fs::read_to_string(run.join("sft/report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    Ok(RunData {
+        params,
+        train,
+        val,
+        val_bpb,
+        sft_train,
+        sft_val,
+        sft_report,
+    })
+}
+
+/// A target row of the projection.
+struct Target {
+    loss: f64,
+    n: f64,
+    d: f64,
+    flops: f64,
+    cpu_hours: f64,
+    cpu_dollars: f64,
+    gpu_hours: f64,
+    gpu_dollars: f64,
+}
+
+struct Projection {
+    law: LossLaw,
+    /// Model FLOP/s this machine sustained in pretraining, and its dollars per hour.
+    flops_per_s: f64,
+    machine_dollars_per_hour: f64,
+    gpu_dollars_per_hour: f64,
+    targets: Vec<Target>,
+    /// (dollars, best loss) on this machine and on the GPU.
+    curve_cpu: Vec<(f64, f64)>,
+    curve_gpu: Vec<(f64, f64)>,
+}
+
+fn project(
+    run: &RunData,
+    ledger: Option<&Ledger>,
+    opts: &ReportOptions,
+) -> Result<Option<Projection>> {
+    let (Some(&(tokens, loss)), Some(pre)) =
+        (run.val.last(), ledger.and_then(|l| l.stage("pretrain")))
+    else {
+        return Ok(None);
+    };
+    let mut points = vec![RunPoint {
+        params: run.params,
+        tokens,
+        loss,
+    }];
+    for other in &opts.other_runs {
+        let o = read_run(other)?;
+        if let Some(&(tokens, loss)) = o.val.last() {
+            points.push(RunPoint {
+                params: o.params,
+                tokens,
+                loss,
+            });
+        }
+    }
+    let law = LossLaw::fit(&points)?;
+    if pre.wall_s <= 0.0 || pre.model_flops <= 0.0 {
+        return Ok(None);
+    }
+    let flops_per_s = pre.model_flops / pre.wall_s;
+    let threads = pre.core_hours * 3600.0 / pre.wall_s;
+    let machine_dollars_per_hour = threads * opts.cost.prices.cpu_core_hour;
+    let gpu_dollars_per_hour = opts.cost.gpu_hour_price(opts.gpu.name)?;
+    let gpu_flops_per_s = opts.gpu.bf16_tflops * 1e12 * opts.gpu_mfu;
+    let mut targets = Vec::new();
+    for drop in [0.25, 0.5, 1.0] {
+        let target = loss - drop;
+        if let Some((n, d)) = law.compute_optimal(target) {
+            let flops = 6.0 * n * d;
+            let cpu_hours = flops / flops_per_s / 3600.0;
+            let gpu_hours = flops / gpu_flops_per_s / 3600.0;
+            targets.push(Target {
+                loss: target,
+                n,
+                d,
+                flops,
+                cpu_hours,
+                cpu_dollars: cpu_hours * machine_dollars_per_hour,
+                gpu_hours,
+                gpu_dollars: gpu_hours * gpu_dollars_per_hour,
+            });
+        }
+    }
+    let curve = |dollars_per_hour: f64, flops_per_s: f64| -> Vec<(f64, f64)> {
+        (0..=40)
+            .map(|i| {
+                let dollars = 10f64.powf(-2.0 + 9.0 * i as f64 / 40.0);
+                let flops = dollars / dollars_per_hour * 3600.0 * flops_per_s;
+                (dollars, law.best_loss(flops).0)
+            })
+            .collect()
+    };
+    Ok(Some(Projection {
+        curve_cpu: curve(machine_dollars_per_hour, flops_per_s),
+        curve_gpu: curve(gpu_dollars_per_hour, gpu_flops_per_s),
+        law,
+        flops_per_s,
+        machine_dollars_per_hour,
+        gpu_dollars_per_hour,
+        targets,
+    }))
+}
+
+pub struct Written {
+    pub markdown: PathBuf,
+    pub html: PathBuf,
+}
+
+/// Writes `report.md` and `report.html` into `run`.
+pub fn write_report(run: &Path, opts: &ReportOptions) -> Result<Written> {
+    let data = read_run(run)?;
+    let mut ledger = Ledger::read(run)?;
+    if let Some(l) = ledger.as_mut() {
+        l.price(&opts.cost);
+    }
+    let projection = project(&data, ledger.as_ref(), opts)?;
+    let md = markdown(run, &data, ledger.as_ref(), projection.as_ref(), opts);
+    let html = html(run, &data, ledger.as_ref(), projection.as_ref(), opts, &md);
+    let written = Written {
+        markdown: run.join("report.md"),
+        html: run.join("report.html"),
+    };
+    crate::train::write_atomic(&written.markdown, md.as_bytes())?;
+    crate::train::write_atomic(&written.html, html.as_bytes())?;
+    Ok(written)
+}
+
+fn ledger_table(ledger: Option<&Ledger>) -> String {
+    let Some(l) = ledger else {
+        return "No ledger.json in this run directory: it was trained before frugal kept ledgers, \
+                so its costs are unknown (not zero). Runs trained now write one.\n"
+            .into();
+    };
+    let mut o = String::from(
+        "| stage | sessions | wall | CPU-s | tokens | kernel FLOPs | MFU | energy kWh | dollars | g CO2e | note |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in l.stages.iter().chain(std::iter::once(&l.total)) {
+        let note = match (&s.inherited_from, s.complete) {
+            (_, false) => "unfinished".to_string(),
+            (Some(from), _) => format!("{}; from {from}", s.detail),
+            (None, _) => s.detail.clone(),
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.5}{} | {:.4} | {:.2} | {} |",
+            s.stage,
+            s.sessions,
+            duration(s.wall_s),
+            s.cpu_s,
+            si(s.tokens as f64),
+            if s.kernel_flops > 0.0 {
+                format!("{:.3e}", s.kernel_flops)
+            } else {
+                "-".into()
+            },
+            s.mfu.map_or("-".into(), |m| format!("{:.0}%", 100.0 * m)),
+            s.energy_kwh,
+            if s.energy_measured { "" } else { " (est.)" },
+            s.dollars,
+            1e3 * s.kg_co2,
+            note
+        );
+    }
+    let c = &l.assumptions;
+    let _ = writeln!(
+        o,
+        "\nDevice: {}. Energy {}. Prices: ${} per core-hour on wall time x cores held; PUE {}; grid {} kg CO2e/kWh. \
+         MFU is model FLOPs (PaLM convention) over wall time x the measured GEMM peak; kernel FLOPs are every matrix product done, evaluation and sampling included.",
+        l.device, l.energy_source, c.prices.cpu_core_hour, c.power.pue, c.grid.kg_co2_per_kwh
+    );
+    o
+}
+
+fn markdown(
+    run: &Path,
+    d: &RunData,
+    ledger: Option<&Ledger>,
+    p: Option<&Projection>,
+    opts: &ReportOptions,
+) -> String {
+    let mut o = format!("# frugal report: {}\n\n", run.display());
+    let _ = writeln!(o, "## Model\n");
+    let _ = writeln!(o, "- parameters: {}", si(d.params));
+    match d.val.last() {
+        Some(&(tokens, loss)) => {
+            let _ = writeln!(
+                o,
+                "- pretraining: {} tokens, val loss {loss:.4} nats/token{}",
+                si(tokens),
+                d.val_bpb
+                    .map_or(String::new(), |b| format!(", {b:.4} bits/byte"))
+            );
+        }
+        None => o.push_str("- pretraining: no validation loss in metrics.jsonl\n"),
+    }
+    if let Some(r) = &d.sft_report {
+        let f = &r["format"];
+        let _ = writeln!(
+            o,
+            "- SFT: {} steps, val loss {:.4} on assistant tokens; {} of {} held-out prompts answered well-formed",
+            r["steps"],
+            r["val_loss"].as_f64().unwrap_or(f64::NAN),
+            f["well_formed"],
+            f["prompts"]
+        );
+    }
+    let _ = writeln!(o, "\n## Cost by stage\n\n{}", ledger_table(ledger));
+    o.push_str("## Projection\n\n");
+    match p {
+        None => o.push_str(
+            "Needs a finished pretraining with a validation loss and its ledger entry; this run has not both.\n",
+        ),
+        Some(p) => {
+            let _ = writeln!(
+                o,
+                "Law: L(N, D) = {:.3} + {:.1}/N^{:.2} + {:.1}/D^{:.2}; {}.\n\
+                 This machine sustained {:.1} GFLOP/s of model FLOPs in pretraining (${:.3}/h); the GPU column assumes {} at {:.0}% MFU (${:.2}/h).\n\
+                 Sizes and tokens are the compute-optimal pair for each target (6·N·D FLOPs). The losses are in this run's units (its tokenizer and data); with one run the law's shape is Chinchilla's, an assumption, not a measurement.\n",
+                p.law.e, p.law.a, p.law.alpha, p.law.b, p.law.beta, p.law.source,
+                p.flops_per_s / 1e9, p.machine_dollars_per_hour, opts.gpu.full_name, 100.0 * opts.gpu_mfu, p.gpu_dollars_per_hour
+            );
+            o.push_str("| target loss | params | tokens | FLOPs | this machine | its cost | GPU-hours | GPU cost |\n|---|---|---|---|---|---|---|---|\n");
+            for t in &p.targets {
+                let _ = writeln!(
+                    o,
+                    "| {:.3} | {} | {} | {:.2e} | {} | ${} | {} | ${} |",
+                    t.loss,
+                    si(t.n),
+                    si(t.d),
+                    t.flops,
+                    duration(t.cpu_hours * 3600.0),
+                    si(t.cpu_dollars),
+                    si(t.gpu_hours),
+                    si(t.gpu_dollars)
+                );
+            }
+        }
+    }
+    o
+}
+
+fn html(
+    run: &Path,
+    d: &RunData,
+    ledger: Option<&Ledger>,
+    p: Option<&Projection>,
+    opts: &ReportOptions,
+    md: &str,
+) -> String {
+    let mut o = String::from("<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\"><head><meta charset=\"utf-8\"/>");
+    let _ = write!(
+        o,
+        "<title>frugal report: {}</title>",
+        escape(&run.display().to_string())
+    );
+    o.push_str("<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,th:first-child{text-align:left}figure{margin:1em 0}</style></head><body>");
+    // The text sections are the markdown's, turned into HTML block by block.
+    let mut in_table = false;
+    for line in md.lines() {
+        if let Some(row) = line.strip_prefix('|') {
+            if line.starts_with("|---") {
+                continue;
+            }
+            if !in_table {
+                o.push_str("<table>");
+                in_table = true;
+            }
+            o.push_str("<tr>");
+            for cell in row.trim_end_matches('|').split('|') {
+                let _ = write!(o, "<td>{}</td>", escape(cell.trim()));
+            }
+            o.push_str("</tr>");
+            continue;
+        }
+        if in_table {
+            o.push_str("</table>");
+            in_table = false;
+        }
+        if let Some(h) = line.strip_prefix("## ") {
+            let _ = write!(o, "<h2>{}</h2>", escape(h));
+        } else if let Some(h) = line.strip_prefix("# ") {
+            let _ = write!(o, "<h1>{}</h1>", escape(h));
+        } else if let Some(li) = line.strip_prefix("- ") {
+            let _ = write!(o, "<p>• {}</p>", escape(li));
+        } else if !line.trim().is_empty() {
+            let _ = write!(o, "<p>{}</p>", escape(line));
+        }
+    }
+    if in_table {
+        o.push_str("</table>");
+    }
+    o.push_str("<h2>Plots</h2>");
+    let fig = |o: &mut String, svg: String| {
+        let _ = write!(o, "<figure>{svg}</figure>");
+    };
+    fig(
+        &mut o,
+        line_chart(
+            "Pretraining loss against tokens",
+            "tokens",
+            "loss (nats/token)",
+            &[
+                Series {
+                    name: "train".into(),
+                    points: d.train.clone(),
+                },
+                Series {
+                    name: "validation".into(),
+                    points: d.val.clone(),
+                },
+            ],
+            false,
+        ),
+    );
+    if !d.sft_train.is_empty() {
+        fig(
+            &mut o,
+            line_chart(
+                "SFT loss on assistant tokens",
+                "tokens",
+                "loss (nats/token)",
+                &[
+                    Series {
+                        name: "train".into(),
+                        points: d.sft_train.clone(),
+                    },
+                    Series {
+                        name: "validation".into(),
+                        points: d.sft_val.clone(),
+                    },
+                ],
+                false,
+            ),
+        );
+    }
+    if let Some(l) = ledger {
+        // Dollars spent by the time each step was done: the stages before pretraining, then
+        // pretraining's own spend spread evenly over its tokens.
+        let before: f64 = l
+            .stages
+            .iter()
+            .take_while(|s| s.stage != "pretrain")
+            .map(|s| s.dollars)
+            .sum();
+        if let Some(pre) = l.stage("pretrain").filter(|s| s.tokens > 0) {
+            let per_token = pre.dollars / pre.tokens as f64;
+            let to_dollars = |pts: &[(f64, f64)]| -> Vec<(f64, f64)> {
+                pts.iter()
+                    .map(|&(t, loss)| (before + t * per_token, loss))
+                    .collect()
+            };
+            fig(
+                &mut o,
+                line_chart(
+                    "Pretraining loss against dollars spent",
+                    "dollars",
+                    "loss (nats/token)",
+                    &[
+                        Series {
+                            name: "train".into(),
+                            points: to_dollars(&d.train),
+                        },
+                        Series {
+                            name: "validation".into(),
+                            points: to_dollars(&d.val),
+                        },
+                    ],
+                    false,
+                ),
+            );
+        }
+        let bars: Vec<(String, f64)> = l
+            .stages
+            .iter()
+            .map(|s| (s.stage.clone(), s.dollars))
+            .collect();
+        fig(
+            &mut o,
+            bar_chart("Cost by stage (dollars)", &bars, |v| format!("${v:.4}")),
+        );
+        let bars: Vec<(String, f64)> = l
+            .stages
+            .iter()
+            .map(|s| (s.stage.clone(), s.wall_s))
+            .collect();
+        fig(&mut o, bar_chart("Wall time by stage", &bars, duration));
+    }
+    if let Some(p) = p {
+        fig(
+            &mut o,
+            line_chart(
+                "Projection: lowest loss a budget buys (compute-optimal size)",
+                "dollars",
+                "loss (nats/token)",
+                &[
+                    Series {
+                        name: "this machine, measured speed".into(),
+                        points: p.curve_cpu.clone(),
+                    },
+                    Series {
+                        name: format!("{} at {:.0}% MFU", opts.gpu.name, 100.0 * opts.gpu_mfu),
+                        points: p.curve_gpu.clone(),
+                    },
+                ],
+                true,
+            ),
+        );
+    }
+    o.push_str("</body></html>\n");
+    o
+}
