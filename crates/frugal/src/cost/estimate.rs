@@ -130,7 +130,7 @@ pub fn render(
 ) -> String {
     let mut o = String::new();
     let w = |o: &mut String, s: String| writeln!(o, "{s}").expect("writing to a String");
-    w(&mut o, format!("{title}"));
+    w(&mut o, title.to_string());
     w(&mut o, "assumptions".into());
     w(
         &mut o,

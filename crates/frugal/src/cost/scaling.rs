@@ -28,16 +28,32 @@ pub struct RunPoint {
 pub const MIN_RUNS_FOR_FIT: usize = 5;
 
 impl LossLaw {
-    /// Hoffmann et al. 2022 ("Training Compute-Optimal Large Language Models"), equation 10:
-    /// E = 1.69, A = 406.4, B = 410.7, α = 0.34, β = 0.28 (nats per token, MassiveText).
+    /// The Chinchilla law as re-fitted by Besiroglu et al. 2024 ("Chinchilla Scaling: A
+    /// replication attempt", table 1) from the paper's own data: E = 1.8172, A = 482.01,
+    /// B = 2085.43, α = 0.3478, β = 0.3658 (nats per token, MassiveText). Unlike the paper's
+    /// printed fit (`hoffmann`), it puts the compute optimum near 20 tokens per parameter, as
+    /// the paper's other two approaches and its Chinchilla model do.
     pub fn chinchilla() -> LossLaw {
+        LossLaw {
+            e: 1.8172,
+            a: 482.01,
+            b: 2085.43,
+            alpha: 0.3478,
+            beta: 0.3658,
+            source: "Chinchilla law as re-fitted by Besiroglu et al. 2024".into(),
+        }
+    }
+
+    /// Hoffmann et al. 2022, equation 10, as printed: E = 1.69, A = 406.4, B = 410.7,
+    /// α = 0.34, β = 0.28.
+    pub fn hoffmann() -> LossLaw {
         LossLaw {
             e: 1.69,
             a: 406.4,
             b: 410.7,
             alpha: 0.34,
             beta: 0.28,
-            source: "Chinchilla constants (Hoffmann et al. 2022, eq. 10)".into(),
+            source: "Hoffmann et al. 2022, eq. 10".into(),
         }
     }
 
@@ -184,11 +200,12 @@ fn least_squares(runs: &[RunPoint], alpha: f64, beta: f64) -> Option<(f64, f64, 
         if m[c][c].abs() < 1e-300 {
             return None;
         }
-        for r in 0..3 {
+        let pivot = m[c];
+        for (r, row) in m.iter_mut().enumerate() {
             if r != c {
-                let f = m[r][c] / m[c][c];
-                for k in c..4 {
-                    m[r][k] -= f * m[c][k];
+                let f = row[c] / pivot[c];
+                for (x, p) in row.iter_mut().zip(pivot).skip(c) {
+                    *x -= f * p;
                 }
             }
         }
@@ -203,14 +220,25 @@ mod tests {
     #[test]
     fn chinchilla_is_compute_optimal_near_twenty_tokens_per_parameter() {
         let law = LossLaw::chinchilla();
-        // Chinchilla itself: 70B parameters, 1.4T tokens.
-        let target = law.loss(70e9, 1.4e12);
-        let (n, d) = law.compute_optimal(target).unwrap();
+        // At Chinchilla's own budget (70B parameters, 1.4T tokens) the optimum is about
+        // Chinchilla: ~73B parameters at ~18 tokens each.
+        let budget = 6.0 * 70e9 * 1.4e12;
+        let (_, n, d) = law.best_loss(budget);
         assert!(
-            d / n > 10.0 && d / n < 40.0,
+            (60e9..90e9).contains(&n) && d / n > 14.0 && d / n < 24.0,
+            "{n:e}: {} tokens per parameter",
+            d / n
+        );
+        // The paper's printed fit puts it at ~93 tokens per parameter instead: the
+        // inconsistency the replication found.
+        let (_, n, d) = LossLaw::hoffmann().best_loss(budget);
+        assert!(
+            d / n > 80.0 && d / n < 100.0,
             "{} tokens per parameter",
             d / n
         );
+        let target = law.loss(70e9, 1.4e12);
+        let (n, d) = law.compute_optimal(target).unwrap();
         assert!(
             law.tokens_for(1e6, 1.0).is_none(),
             "below E no size suffices"

@@ -185,7 +185,7 @@ impl CostConfig {
         }
         finite_non_negative("power.cpu_core_watts", self.power.cpu_core_watts)?;
         finite_non_negative("power.gpu_load", self.power.gpu_load)?;
-        if !(self.power.gpu_load <= 1.0) {
+        if self.power.gpu_load > 1.0 {
             return Err((
                 "power.gpu_load".into(),
                 format!("{} exceeds 1 (the board power)", self.power.gpu_load),
