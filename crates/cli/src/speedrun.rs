@@ -235,8 +235,17 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         ledger.price(&frugal::cost::CostConfig::load(None)?);
         println!("{}", ledger.summary());
     }
+    let opts = frugal::cost::report::ReportOptions {
+        cost: frugal::cost::CostConfig::load(None)?,
+        gpu: frugal::cost::tables::gpu("h100")?,
+        gpu_mfu: 0.4,
+        other_runs: Vec::new(),
+    };
+    let w = frugal::cost::report::write_report(&a.run, &opts)?;
     println!(
-        "report        frugal report --run {}   (report.md, report.html)",
+        "report        {} and {} (frugal report --run {} rewrites them)",
+        w.markdown.display(),
+        w.html.display(),
         a.run.display()
     );
     Ok(())

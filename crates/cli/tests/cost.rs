@@ -117,6 +117,14 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
         assert!(summary.contains(s), "{summary}");
     }
 
+    assert!(
+        run.join("report.html").is_file(),
+        "the speedrun writes the report: {log}"
+    );
+    assert!(
+        log.contains("| $0.0"),
+        "step lines carry the spend so far: {log}"
+    );
     let r = run.to_str().unwrap();
     let o = frugal(&["report", "--run", r]);
     assert!(o.status.success(), "{}", out(&o));

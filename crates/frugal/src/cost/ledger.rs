@@ -158,6 +158,20 @@ impl Ledger {
         self.stages = stages;
     }
 
+    /// Stages of the recipe before the last one recorded that have no entry: their outputs
+    /// were made before frugal kept ledgers, or elsewhere. Their cost is unknown, not zero.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let last = STAGES
+            .iter()
+            .rposition(|s| self.stage(s).is_some())
+            .unwrap_or(0);
+        STAGES[..last]
+            .iter()
+            .copied()
+            .filter(|s| self.stage(s).is_none() && !["preference", "eval"].contains(s))
+            .collect()
+    }
+
     pub fn stage(&self, name: &str) -> Option<&StageTotal> {
         self.stages.iter().find(|s| s.stage == name)
     }
@@ -208,6 +222,13 @@ impl Ledger {
             c.power.pue,
             c.grid.kg_co2_per_kwh
         ));
+        let missing = self.missing();
+        if !missing.is_empty() {
+            o.push_str(&format!(
+                "\nnot in the ledger: {} (made before ledgers were kept, or elsewhere): cost unknown, not zero",
+                missing.join(", ")
+            ));
+        }
         if self.stages.iter().any(|s| !s.complete) {
             o.push_str(
                 "\n* unfinished: the stage is running or was stopped; its spend so far is counted",
@@ -346,6 +367,8 @@ static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize
 /// Measures one invocation of a stage and keeps its segment in `dir/ledger.json` up to date.
 pub struct Meter {
     dir: PathBuf,
+    /// Dollars per wall-clock hour of this invocation (cores held x price), for progress lines.
+    dollars_per_hour: f64,
     seg: Segment,
     t0: Instant,
     cpu0: f64,
@@ -365,8 +388,13 @@ impl Meter {
             let v = r.read()?;
             Some((r, v))
         });
+        let cost = match Ledger::read(dir)? {
+            Some(l) => l.assumptions,
+            None => CostConfig::load(None)?,
+        };
         let m = Meter {
             dir: dir.to_path_buf(),
+            dollars_per_hour: rayon::current_num_threads() as f64 * cost.prices.cpu_core_hour,
             seg: Segment {
                 stage: stage.to_string(),
                 session: format!(
@@ -402,6 +430,11 @@ impl Meter {
     pub fn add(&mut self, tokens: u64, model_flops: f64) {
         self.seg.tokens += tokens;
         self.seg.model_flops += model_flops;
+    }
+
+    /// Dollars this invocation has cost so far, at the ledger's price.
+    pub fn dollars(&self) -> f64 {
+        self.t0.elapsed().as_secs_f64() / 3600.0 * self.dollars_per_hour
     }
 
     pub fn detail(&mut self, text: impl Into<String>) {
@@ -527,6 +560,11 @@ mod tests {
         // Inheriting again adds nothing twice.
         inherit(&run, &data).unwrap();
         assert_eq!(Ledger::read(&run).unwrap().unwrap().segments.len(), 3);
+        // The tokenizer and tokenize stages never ran here: named as unknown, not free.
+        assert_eq!(l.missing(), ["tokenizer", "tokenize"]);
+        assert!(l
+            .summary()
+            .contains("not in the ledger: tokenizer, tokenize"));
 
         std::fs::write(run.join(FILE), "{not json").unwrap();
         let e = Meter::start(&run, "sft", None).err().unwrap().to_string();

@@ -258,6 +258,14 @@ fn ledger_table(ledger: Option<&Ledger>) -> String {
             note
         );
     }
+    let missing = l.missing();
+    if !missing.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nNot in the ledger: {}. Their outputs were made before frugal kept ledgers, or elsewhere; their cost is unknown, not zero.",
+            missing.join(", ")
+        );
+    }
     let c = &l.assumptions;
     let _ = writeln!(
         o,

@@ -418,10 +418,11 @@ pub fn sft(
         let ms = t_step.elapsed().as_secs_f64() * 1e3;
         step_ms.push(ms);
         log(&format!(
-            "sft step {} | loss {loss:.4} | lr {:.2e} | {ms:.0} ms | {count} targets | epoch {} | grad norm {norm:.3}",
+            "sft step {} | loss {loss:.4} | lr {:.2e} | {ms:.0} ms | {count} targets | epoch {} | grad norm {norm:.3} | ${:.4}",
             state.step,
             t.lr * lr,
-            state.cursor.epoch
+            state.cursor.epoch,
+            meter.dollars()
         ));
         emit(
             serde_json::json!({"step": state.step, "loss": loss, "lr": t.lr * lr, "ms": ms, "targets": count, "grad_norm": norm}),

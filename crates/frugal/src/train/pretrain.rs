@@ -321,7 +321,8 @@ pub fn pretrain(
         let tps = (micro * b * seq) as f64 / (ms / 1e3);
         let mfu = flops_per_step / (ms / 1e3) / 1e9 / peak_gflops;
         // Steps are numbered by how many updates are done, as checkpoints are.
-        log(&format!("step {} | loss {loss:.4} | lr {:.2e} | {ms:.0} ms | {tps:.0} tok/s | mfu {:.0}% | grad norm {norm:.3}", state.step, t.lr * lr, 100.0 * mfu));
+        let dollars = meter.as_ref().map_or(0.0, |m| m.dollars());
+        log(&format!("step {} | loss {loss:.4} | lr {:.2e} | {ms:.0} ms | {tps:.0} tok/s | mfu {:.0}% | grad norm {norm:.3} | ${dollars:.4}", state.step, t.lr * lr, 100.0 * mfu));
         emit(
             serde_json::json!({"step": state.step, "loss": loss, "lr": t.lr * lr, "ms": ms, "tok_s": tps, "mfu": mfu, "grad_norm": norm}),
         )?;
