@@ -134,7 +134,7 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
         "{md}"
     );
     assert!(
-        md.contains("## Projection") && md.contains("E moved"),
+        md.contains("## Projection") && md.contains("scaled x"),
         "{md}"
     );
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();

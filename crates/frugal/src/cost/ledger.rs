@@ -188,7 +188,7 @@ impl Ledger {
         let mut o = String::new();
         o.push_str(&format!(
             "{:<10} {:>9} {:>9} {:>10} {:>10} {:>5} {:>9} {:>9} {:>9}\n",
-            "stage", "wall", "CPU-s", "tokens", "FLOPs", "MFU", "kWh", "dollars", "g CO2e"
+            "stage", "wall", "CPU-s", "tokens", "FLOPs", "MFU", "Wh", "dollars", "g CO2e"
         ));
         for s in self.stages.iter().chain(std::iter::once(&self.total)) {
             let name = if s.complete || s.stage == "total" {
@@ -197,18 +197,18 @@ impl Ledger {
                 format!("{}*", s.stage)
             };
             o.push_str(&format!(
-                "{:<10} {:>9} {:>9.0} {:>10} {:>10} {:>5} {:>9.4} {:>9.4} {:>9.1}\n",
+                "{:<10} {:>9} {:>9.0} {:>10} {:>10} {:>5} {:>9.2} {:>9.4} {:>9.2}\n",
                 name,
                 duration(s.wall_s),
                 s.cpu_s,
-                super::estimate::si(s.tokens as f64),
+                count(s.tokens),
                 if s.kernel_flops > 0.0 {
                     format!("{:.2e}", s.kernel_flops)
                 } else {
                     "-".into()
                 },
                 s.mfu.map_or("-".into(), |m| format!("{:.0}%", 100.0 * m)),
-                s.energy_kwh,
+                1e3 * s.energy_kwh,
                 s.dollars,
                 1e3 * s.kg_co2
             ));
@@ -238,9 +238,23 @@ impl Ledger {
     }
 }
 
-/// "12.3 s", "4 m 05 s", "2 h 10 m".
+/// A token count: "-" for none, exact below ten thousand, else "13.37M".
+pub fn count(n: u64) -> String {
+    match n {
+        0 => "-".into(),
+        1..10_000 => n.to_string(),
+        _ => super::estimate::si(n as f64),
+    }
+}
+
+/// "12.3 s", "4m05s", "2h10m", "3.4 days", "2.1 years".
 pub fn duration(s: f64) -> String {
-    if s < 60.0 {
+    const DAY: f64 = 86_400.0;
+    if s >= 365.0 * DAY {
+        format!("{:.1} years", s / 365.0 / DAY)
+    } else if s >= 2.0 * DAY {
+        format!("{:.1} days", s / DAY)
+    } else if s < 60.0 {
         format!("{s:.1} s")
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)

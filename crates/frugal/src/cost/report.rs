@@ -101,12 +101,14 @@ fn read_run(run: &Path) -> Result<RunData> {
     })
 }
 
-/// A target row of the projection.
+/// A row of the projection: a compute budget and the best the law says it buys.
 struct Target {
-    loss: f64,
+    /// Budget as a multiple of this run's pretraining FLOPs.
+    multiple: f64,
+    flops: f64,
     n: f64,
     d: f64,
-    flops: f64,
+    loss: f64,
     cpu_hours: f64,
     cpu_dollars: f64,
     gpu_hours: f64,
@@ -115,6 +117,8 @@ struct Target {
 
 struct Projection {
     law: LossLaw,
+    /// This run: (pretraining dollars, final validation loss).
+    run_point: (f64, f64),
     /// Model FLOP/s this machine sustained in pretraining, and its dollars per hour.
     flops_per_s: f64,
     machine_dollars_per_hour: f64,
@@ -159,25 +163,28 @@ fn project(
     let machine_dollars_per_hour = threads * opts.cost.prices.cpu_core_hour;
     let gpu_dollars_per_hour = opts.cost.gpu_hour_price(opts.gpu.name)?;
     let gpu_flops_per_s = opts.gpu.bf16_tflops * 1e12 * opts.gpu_mfu;
-    let mut targets = Vec::new();
-    for drop in [0.25, 0.5, 1.0] {
-        let target = loss - drop;
-        if let Some((n, d)) = law.compute_optimal(target) {
-            let flops = 6.0 * n * d;
+    // Budgets in the law's own convention (6·N·D), from this run's to a million times it.
+    let run_flops = 6.0 * run.params * tokens;
+    let targets = [1.0, 10.0, 100.0, 1e3, 1e4, 1e6]
+        .iter()
+        .map(|&multiple| {
+            let flops = multiple * run_flops;
+            let (loss, n, d) = law.best_loss(flops);
             let cpu_hours = flops / flops_per_s / 3600.0;
             let gpu_hours = flops / gpu_flops_per_s / 3600.0;
-            targets.push(Target {
-                loss: target,
+            Target {
+                multiple,
+                flops,
                 n,
                 d,
-                flops,
+                loss,
                 cpu_hours,
                 cpu_dollars: cpu_hours * machine_dollars_per_hour,
                 gpu_hours,
                 gpu_dollars: gpu_hours * gpu_dollars_per_hour,
-            });
-        }
-    }
+            }
+        })
+        .collect();
     let curve = |dollars_per_hour: f64, flops_per_s: f64| -> Vec<(f64, f64)> {
         (0..=40)
             .map(|i| {
@@ -188,6 +195,7 @@ fn project(
             .collect()
     };
     Ok(Some(Projection {
+        run_point: (pre.dollars, loss),
         curve_cpu: curve(machine_dollars_per_hour, flops_per_s),
         curve_gpu: curve(gpu_dollars_per_hour, gpu_flops_per_s),
         law,
@@ -229,7 +237,7 @@ fn ledger_table(ledger: Option<&Ledger>) -> String {
             .into();
     };
     let mut o = String::from(
-        "| stage | sessions | wall | CPU-s | tokens | kernel FLOPs | MFU | energy kWh | dollars | g CO2e | note |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| stage | sessions | wall | CPU-s | tokens | kernel FLOPs | MFU | energy Wh | dollars | g CO2e | note |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for s in l.stages.iter().chain(std::iter::once(&l.total)) {
         let note = match (&s.inherited_from, s.complete) {
@@ -239,19 +247,19 @@ fn ledger_table(ledger: Option<&Ledger>) -> String {
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.5}{} | {:.4} | {:.2} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.3}{} | {:.4} | {:.2} | {} |",
             s.stage,
             s.sessions,
             duration(s.wall_s),
             s.cpu_s,
-            si(s.tokens as f64),
+            super::ledger::count(s.tokens),
             if s.kernel_flops > 0.0 {
                 format!("{:.3e}", s.kernel_flops)
             } else {
                 "-".into()
             },
             s.mfu.map_or("-".into(), |m| format!("{:.0}%", 100.0 * m)),
-            s.energy_kwh,
+            1e3 * s.energy_kwh,
             if s.energy_measured { "" } else { " (est.)" },
             s.dollars,
             1e3 * s.kg_co2,
@@ -320,19 +328,25 @@ fn markdown(
                 o,
                 "Law: L(N, D) = {:.3} + {:.1}/N^{:.2} + {:.1}/D^{:.2}; {}.\n\
                  This machine sustained {:.1} GFLOP/s of model FLOPs in pretraining (${:.3}/h); the GPU column assumes {} at {:.0}% MFU (${:.2}/h).\n\
-                 Sizes and tokens are the compute-optimal pair for each target (6·N·D FLOPs). The losses are in this run's units (its tokenizer and data); with one run the law's shape is Chinchilla's, an assumption, not a measurement.\n",
+                 Each budget is spent the compute-optimal way (the size and tokens with the lowest predicted loss at 6·N·D FLOPs); x1 is this run's own budget, so its row shows what a better split of the same compute would buy. \
+                 Losses are in this run's units (its tokenizer and data). With fewer than five runs the law's shape is Chinchilla's: an assumption, not a measurement.\n",
                 p.law.e, p.law.a, p.law.alpha, p.law.b, p.law.beta, p.law.source,
                 p.flops_per_s / 1e9, p.machine_dollars_per_hour, opts.gpu.full_name, 100.0 * opts.gpu_mfu, p.gpu_dollars_per_hour
             );
-            o.push_str("| target loss | params | tokens | FLOPs | this machine | its cost | GPU-hours | GPU cost |\n|---|---|---|---|---|---|---|---|\n");
+            o.push_str("| budget | FLOPs | params | tokens | predicted loss | this machine | its cost | GPU-hours | GPU cost |\n|---|---|---|---|---|---|---|---|---|\n");
             for t in &p.targets {
                 let _ = writeln!(
                     o,
-                    "| {:.3} | {} | {} | {:.2e} | {} | ${} | {} | ${} |",
-                    t.loss,
+                    "| x{} | {:.2e} | {} | {} | {:.3} | {} | ${} | {} | ${} |",
+                    if t.multiple < 1e4 {
+                        format!("{:.0}", t.multiple)
+                    } else {
+                        format!("1e{:.0}", t.multiple.log10())
+                    },
+                    t.flops,
                     si(t.n),
                     si(t.d),
-                    t.flops,
+                    t.loss,
                     duration(t.cpu_hours * 3600.0),
                     si(t.cpu_dollars),
                     si(t.gpu_hours),
@@ -505,6 +519,10 @@ fn html(
                     Series {
                         name: format!("{} at {:.0}% MFU", opts.gpu.name, 100.0 * opts.gpu_mfu),
                         points: p.curve_gpu.clone(),
+                    },
+                    Series {
+                        name: "this run".into(),
+                        points: vec![p.run_point],
                     },
                 ],
                 true,

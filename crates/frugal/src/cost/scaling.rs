@@ -88,11 +88,12 @@ impl LossLaw {
             .expect("a non-empty grid")
     }
 
-    /// Fits a law to finished runs. With at least `MIN_RUNS_FOR_FIT` runs of different
-    /// sizes all five constants are fitted (α, β on a grid, E, A, B by least squares at each);
-    /// with fewer, the published constants are kept and E is moved so the law passes through
-    /// the runs' mean residual, since one run cannot tell exponents apart. Losses of different
-    /// tokenizers differ, so only E moves: it absorbs the unit change.
+    /// Fits a law to finished runs. With at least `MIN_RUNS_FOR_FIT` runs of three or more
+    /// sizes all five constants are fitted (α, β on a grid, E, A, B by least squares at each).
+    /// With fewer, one run cannot tell exponents apart: the published law is kept and scaled
+    /// as a whole to the runs' losses. Scaling, not shifting, because what differs between
+    /// tokenizers and corpora is first of all the unit: a loss per token is a loss per byte
+    /// times the bytes per token, and a shift would let E go negative.
     pub fn fit(runs: &[RunPoint]) -> Result<LossLaw> {
         if runs.is_empty() {
             return Err(Error::input(
@@ -122,15 +123,17 @@ impl LossLaw {
         };
         let base = LossLaw::chinchilla();
         if runs.len() < MIN_RUNS_FOR_FIT || sizes < 3 {
-            let shift = runs
+            let k = runs
                 .iter()
-                .map(|r| r.loss - base.loss(r.params, r.tokens))
+                .map(|r| r.loss / base.loss(r.params, r.tokens))
                 .sum::<f64>()
                 / runs.len() as f64;
             return Ok(LossLaw {
-                e: base.e + shift,
+                e: base.e * k,
+                a: base.a * k,
+                b: base.b * k,
                 source: format!(
-                    "{}, E moved by {shift:+.3} to this run's loss ({} run{}; {MIN_RUNS_FOR_FIT} of 3+ sizes fit all five)",
+                    "{}, scaled x{k:.3} to pass through this run's loss ({} run{}; {MIN_RUNS_FOR_FIT} runs of 3+ sizes fit all five constants)",
                     base.source,
                     runs.len(),
                     if runs.len() == 1 { "" } else { "s" }
@@ -285,7 +288,8 @@ mod tests {
         }
         let one = LossLaw::fit(&runs[..1]).unwrap();
         assert!((one.loss(1e6, 2e7) - runs[0].loss).abs() < 1e-9);
-        assert!(one.source.contains("E moved"), "{}", one.source);
+        assert!(one.source.contains("scaled x"), "{}", one.source);
+        assert!(one.e > 0.0 && one.alpha == LossLaw::chinchilla().alpha);
         let bad = [RunPoint {
             params: 1e6,
             tokens: 0.0,

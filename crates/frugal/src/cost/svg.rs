@@ -126,7 +126,16 @@ pub fn line_chart(
             sy(y) + 3.0,
             tick(y)
         );
-        let x = x0 + (x1 - x0) * i as f64 / 4.0;
+    }
+    // x ticks: five even ones, or on a log axis the powers of ten (every k-th, at most 8).
+    let xticks: Vec<f64> = if log_x {
+        let (lo, hi) = (x0.ceil() as i32, x1.floor() as i32);
+        let step = ((hi - lo) / 7 + 1).max(1) as usize;
+        (lo..=hi).step_by(step).map(f64::from).collect()
+    } else {
+        (0..=4).map(|i| x0 + (x1 - x0) * i as f64 / 4.0).collect()
+    };
+    for x in xticks {
         let label = if log_x { tick(10f64.powf(x)) } else { tick(x) };
         let _ = write!(
             o,
