@@ -33,12 +33,31 @@ struct RunData {
     sft_report: Option<serde_json::Value>,
 }
 
-fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+/// Loss curves from a metrics.jsonl: (tokens, train loss) per step, (tokens, val loss) per
+/// evaluation, and the last val bits per byte. A missing file gives empty curves.
+type Curves = (Vec<(f64, f64)>, Vec<(f64, f64)>, Option<f64>);
+
+fn curves(path: &Path, tokens_per_step: f64) -> Curves {
+    let (mut train, mut val, mut bpb) = (Vec::new(), Vec::new(), None);
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for v in text
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let Some(tokens) = v["step"].as_f64().map(|s| s * tokens_per_step) else {
+            continue;
+        };
+        train.extend(v["loss"].as_f64().map(|l| (tokens, l)));
+        if let Some(l) = v["val_loss"].as_f64() {
+            val.push((tokens, l));
+            bpb = v["val_bpb"].as_f64().or(bpb);
+        }
+    }
+    (train, val, bpb)
+}
+
+fn tokens_per_step(t: &crate::config::TrainConfig) -> f64 {
+    ((t.batch_tokens / (t.batch_size * t.seq_len)).max(1) * t.batch_size * t.seq_len) as f64
 }
 
 fn read_run(run: &Path) -> Result<RunData> {
@@ -51,42 +70,13 @@ fn read_run(run: &Path) -> Result<RunData> {
         ));
     }
     let cfg = crate::Config::load(&cfg_path, &[])?;
-    let t = &cfg.train;
-    let tokens_per_step =
-        ((t.batch_tokens / (t.batch_size * t.seq_len)).max(1) * t.batch_size * t.seq_len) as f64;
-    let params = super::Arch::from_model(&cfg.model, t.seq_len)
+    let params = super::Arch::from_model(&cfg.model, cfg.train.seq_len)
         .params()
         .total;
-    let (mut train, mut val, mut val_bpb) = (Vec::new(), Vec::new(), None);
-    for v in read_jsonl(&run.join("metrics.jsonl")) {
-        let Some(step) = v["step"].as_f64() else {
-            continue;
-        };
-        if let Some(l) = v["loss"].as_f64() {
-            train.push((step * tokens_per_step, l));
-        }
-        if let Some(l) = v["val_loss"].as_f64() {
-            val.push((step * tokens_per_step, l));
-            val_bpb = v["val_bpb"].as_f64().or(val_bpb);
-        }
-    }
-    let sft_cfg = crate::sft::SftConfig::load(&run.join("sft/config.toml"), &[]).ok();
-    let sft_tokens = sft_cfg.map_or(0.0, |c| {
-        let t = &c.train;
-        ((t.batch_tokens / (t.batch_size * t.seq_len)).max(1) * t.batch_size * t.seq_len) as f64
-    });
-    let (mut sft_train, mut sft_val) = (Vec::new(), Vec::new());
-    for v in read_jsonl(&run.join("sft/metrics.jsonl")) {
-        let Some(step) = v["step"].as_f64() else {
-            continue;
-        };
-        if let Some(l) = v["loss"].as_f64() {
-            sft_train.push((step * sft_tokens, l));
-        }
-        if let Some(l) = v["val_loss"].as_f64() {
-            sft_val.push((step * sft_tokens, l));
-        }
-    }
+    let (train, val, val_bpb) = curves(&run.join("metrics.jsonl"), tokens_per_step(&cfg.train));
+    let sft_tokens = crate::sft::SftConfig::load(&run.join("sft/config.toml"), &[])
+        .map_or(0.0, |c| tokens_per_step(&c.train));
+    let (sft_train, sft_val, _) = curves(&run.join("sft/metrics.jsonl"), sft_tokens);
     let sft_report = std::fs::read_to_string(run.join("sft/report.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
