@@ -266,5 +266,20 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
             .count()
     };
     assert_eq!(steps(&killed), 300, "metrics hold each step once");
+    // The ledger bills all three invocations, the killed ones' work up to their last
+    // checkpoint included: at least the 300 steps, more where killed work was redone.
+    let ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(killed.join("ledger.json")).unwrap())
+            .unwrap();
+    let pre = ledger["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "pretrain")
+        .unwrap();
+    assert_eq!(pre["sessions"], 3, "{pre}");
+    assert_eq!(pre["complete"], true, "{pre}");
+    let per_step = 2 * 16; // tiny: batch 2 x 16 tokens
+    assert!(pre["tokens"].as_u64().unwrap() >= 300 * per_step, "{pre}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,7 +1,7 @@
 //! The per-run ledger, `ledger.json`: what each stage really spent. Every invocation of a stage
 //! is a segment with its measured wall time, CPU time, tokens, FLOPs and (where the machine has
-//! a meter) energy; a segment is rewritten at each checkpoint, so work lost to a crash is still
-//! on the bill. Dollars, energy estimates and CO2 are derived from the segments and the cost
+//! a meter) energy; a segment is rewritten before each checkpoint and every 30 seconds, so work
+//! lost to a crash is still on the bill. Dollars, energy estimates and CO2 are derived from the segments and the cost
 //! table, and the table used is stored beside them.
 //!
 //! Stages that write outside the run directory (data preparation, the tokenizer, tokenizing)
@@ -385,6 +385,7 @@ pub struct Meter {
     dollars_per_hour: f64,
     seg: Segment,
     t0: Instant,
+    last_save: std::cell::Cell<Instant>,
     cpu0: f64,
     flops0: u64,
     rapl: Option<(Rapl, Vec<u64>)>,
@@ -431,6 +432,7 @@ impl Meter {
                 inherited_from: None,
             },
             t0: Instant::now(),
+            last_save: std::cell::Cell::new(Instant::now()),
             cpu0: cpu_seconds(),
             flops0: tensor::flops::total(),
             rapl,
@@ -467,9 +469,19 @@ impl Meter {
         s
     }
 
-    /// Writes the spend so far (call at checkpoints).
+    /// Writes the spend so far (call before each checkpoint).
     pub fn save(&self) -> Result<()> {
+        self.last_save.set(Instant::now());
         self.write(self.measured())
+    }
+
+    /// Writes the spend so far if the last write is `seconds` old: a kill between
+    /// checkpoints then leaves at most that much work off the bill.
+    pub fn save_every(&self, seconds: f64) -> Result<()> {
+        if self.last_save.get().elapsed().as_secs_f64() >= seconds {
+            self.save()?;
+        }
+        Ok(())
     }
 
     fn write(&self, seg: Segment) -> Result<()> {

@@ -414,6 +414,7 @@ pub fn sft(
         state.step += 1;
         state.tokens_seen += (micro * b * seq) as u64;
         meter.add((micro * b * seq) as u64, flops_per_step);
+        meter.save_every(30.0)?;
         last_loss = loss;
         let ms = t_step.elapsed().as_secs_f64() * 1e3;
         step_ms.push(ms);
@@ -436,8 +437,8 @@ pub fn sft(
         }
         if due(t.checkpoint_every) {
             state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
+            meter.save()?; // before the checkpoint, as in pretraining
             let ck = checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
-            meter.save()?;
             log(&format!(
                 "sft step {} | checkpoint {}",
                 state.step,

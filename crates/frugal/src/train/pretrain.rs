@@ -244,6 +244,7 @@ pub fn pretrain(
         }
         if let Some(m) = meter.as_mut() {
             m.add((micro * b * seq) as u64, flops_per_step);
+            m.save_every(30.0)?;
         }
         let mut loss = sum / (micro * b * seq) as f64;
         // An injected fault fires once per step number, as a data fault would not recur after
@@ -358,10 +359,12 @@ pub fn pretrain(
         if due(t.checkpoint_every) {
             state.sample_rng = sample_rng.state();
             state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
-            let dir = checkpoint::save(run, &model, &opt, &state, t.keep_checkpoints)?;
+            // The bill first: killed between the two, the ledger bills steps that will be
+            // redone (and billed again), which they were; never the reverse.
             if let Some(m) = &meter {
                 m.save()?;
             }
+            let dir = checkpoint::save(run, &model, &opt, &state, t.keep_checkpoints)?;
             log(&format!(
                 "step {} | checkpoint {}",
                 state.step,
