@@ -1,7 +1,7 @@
 //! `frugal cost estimate`: what training a model on N tokens costs on a GPU cluster, from its
 //! FLOPs, a utilisation, the GPUs' datasheet and the price, power and grid assumptions.
 
-use super::arch::{Arch, AttnConvention, Params};
+use super::arch::{Arch, AttnConvention, FfnArch, Params};
 use super::presets::{Basis, Preset, Published};
 use super::tables::{CostConfig, Gpu};
 use std::fmt::Write;
@@ -45,6 +45,9 @@ pub struct Estimate {
     pub energy_kwh: f64,
     pub dollars: f64,
     pub kg_co2: f64,
+    /// For a mixture of experts: training FLOPs per token if every expert were active (a
+    /// dense model of the same total size), as a multiple of the sparse model's.
+    pub dense_equivalent: Option<f64>,
 }
 
 /// Estimates a run of `tokens` tokens. Utilisation is measured, as the field reports it,
@@ -66,6 +69,17 @@ pub fn estimate(
         Basis::GpuHours(h) => (flops / (h * 3600.0 * cluster.peak()), h, true),
     };
     let energy_kwh = gpu_hours * cluster.gpu.tdp_w * cost.power.gpu_load * cost.power.pue / 1e3;
+    let mut dense = arch.clone();
+    for (_, f) in dense.ffn.iter_mut() {
+        if let FfnArch::Moe { routed, top_k, .. } = f {
+            *top_k = *routed;
+        }
+    }
+    let dense_equivalent = (dense != *arch).then(|| {
+        (dense.train_flops_per_token(AttnConvention::Palm)
+            + dense.mtp_flops_per_token(AttnConvention::Palm))
+            / per_token
+    });
     Estimate {
         params,
         flops_per_token: per_token,
@@ -79,6 +93,7 @@ pub fn estimate(
         energy_kwh,
         dollars: gpu_hours * cluster.price,
         kg_co2: energy_kwh * cost.grid.kg_co2_per_kwh,
+        dense_equivalent,
     }
 }
 
@@ -236,6 +251,18 @@ pub fn render(
         format!("${}", si(e.dollars)),
         published.dollars.map(|d| format!("${}", si(d))),
     );
+    if let Some(x) = e.dense_equivalent {
+        line(
+            &mut o,
+            "if dense (all experts on)",
+            format!(
+                "{x:.1}x the FLOPs: {} GPU-hours, ${} at the same MFU",
+                si(x * e.gpu_hours),
+                si(x * e.dollars)
+            ),
+            None,
+        );
+    }
     if let Some(s) = source {
         w(&mut o, format!("source: {s}"));
     }
@@ -287,6 +314,14 @@ mod tests {
         );
         // A plausible utilisation of the BF16 peak for a mostly-FP8 run.
         assert!(pre.mfu > 0.3 && pre.mfu < 0.6, "implied MFU {}", pre.mfu);
+        // Sparsity is most of the saving: all 256 experts on would cost ~14x the FLOPs.
+        let x = e.dense_equivalent.unwrap();
+        assert!(x > 10.0 && x < 20.0, "dense equivalent {x}");
+        assert!(
+            estimate_preset(&preset("llama3-70b").unwrap(), &CostConfig::builtin(), None)
+                .dense_equivalent
+                .is_none()
+        );
     }
 
     /// Llama 3 model card: 70B, 6.4M H100-80GB GPU-hours at 700 W TDP.
