@@ -231,7 +231,11 @@ pub fn render(
     line(
         &mut o,
         "wall time",
-        format!("{:.1} days = {:.1} h", e.days, e.days * 24.0),
+        if e.days < 2.0 {
+            format!("{:.1} h", e.days * 24.0)
+        } else {
+            format!("{:.1} days", e.days)
+        },
         published.wall_hours.map(|h| format!("{h:.1} h")),
     );
     line(&mut o, "energy", format!("{} kWh", si(e.energy_kwh)), None);
