@@ -1,6 +1,5 @@
 //! `frugal data prepare` and `frugal data tokenize`.
 
-use anyhow::Context;
 use clap::Subcommand;
 use frugal::data::prepare::{prepare, PrepareConfig};
 use frugal::data::tokenize::tokenize;
@@ -46,15 +45,9 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             out,
             shard_tokens,
         } => {
-            let tok = bpe::Tokenizer::load(&tokenizer)
-                .with_context(|| format!("loading {}", tokenizer.display()))?;
             let out = out.unwrap_or_else(|| prepared.join("shards"));
-            if let Some(dir) = tokenizer.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(&out)?;
-                frugal::cost::ledger::inherit(&out, dir)?;
-            }
             let t = std::time::Instant::now();
-            let m = tokenize(&prepared, &tok, &out, shard_tokens)?;
+            let m = tokenize(&prepared, &tokenizer, &out, shard_tokens)?;
             let secs = t.elapsed().as_secs_f64();
             let (tt, vt) = (m.tokens(&m.train), m.tokens(&m.val));
             println!(

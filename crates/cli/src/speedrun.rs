@@ -99,13 +99,7 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
             vocab_size: cfg.model.vocab_size,
             ..Default::default()
         };
-        let dir = data
-            .tokenizer
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        frugal::cost::ledger::inherit(&dir, &out_dir)?;
-        let mut meter = frugal::cost::Meter::start(&dir, "tokenizer", None)?;
+        let mut meter = frugal::tokenizer::meter(&data.tokenizer, Some(&out_dir))?;
         let (tok, r) = frugal::tokenizer::train_from_prepared(&out_dir, opts)?;
         println!(
             "vocab {} from {:.1} MB in {:.2}s",
@@ -129,12 +123,7 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
     if data.shards.join("manifest.json").exists() {
         println!("present: {}", data.shards.display());
     } else {
-        let tok = bpe::Tokenizer::load(&data.tokenizer)?;
-        if let Some(dir) = data.tokenizer.parent() {
-            std::fs::create_dir_all(&data.shards)?;
-            frugal::cost::ledger::inherit(&data.shards, dir)?;
-        }
-        let m = frugal::data::tokenize::tokenize(&out_dir, &tok, &data.shards, 1 << 26)?;
+        let m = frugal::data::tokenize::tokenize(&out_dir, &data.tokenizer, &data.shards, 1 << 26)?;
         println!(
             "train {} tokens, val {} tokens",
             m.tokens(&m.train),
@@ -231,12 +220,13 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
     );
 
     stage("cost: what each stage spent (ledger.json)");
+    let cost = frugal::cost::CostConfig::load(None)?;
     if let Some(mut ledger) = frugal::cost::Ledger::read(&a.run)? {
-        ledger.price(&frugal::cost::CostConfig::load(None)?);
+        ledger.price(&cost);
         println!("{}", ledger.summary());
     }
     let opts = frugal::cost::report::ReportOptions {
-        cost: frugal::cost::CostConfig::load(None)?,
+        cost,
         gpu: frugal::cost::tables::gpu("h100")?,
         gpu_mfu: 0.4,
         other_runs: Vec::new(),

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use bpe::{Tokenizer, TrainerOptions, GPT2_PATTERN, GPT4_PATTERN};
 use clap::Subcommand;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum TokenizerCommand {
@@ -63,16 +63,7 @@ pub fn run(cmd: TokenizerCommand) -> anyhow::Result<()> {
                 pattern: pattern(&pat),
                 ..Default::default()
             };
-            // The tokenizer's spend goes in the ledger beside it, with the data stage's.
-            let dir = out
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf();
-            if let Some(p) = &prepared {
-                frugal::cost::ledger::inherit(&dir, p)?;
-            }
-            let mut meter = frugal::cost::Meter::start(&dir, "tokenizer", None)?;
+            let mut meter = frugal::tokenizer::meter(&out, prepared.as_deref())?;
             let (tok, r) = match &prepared {
                 Some(dir) => frugal::tokenizer::train_from_prepared(dir, opts)?,
                 None => frugal::tokenizer::train_from_files(&input, opts)?,

@@ -4,6 +4,18 @@
 use crate::error::{Error, Result};
 use bpe::{Tokenizer, Trainer, TrainerOptions};
 use std::path::{Path, PathBuf};
+
+/// Starts billing tokenizer training to the ledger beside `out` (the tokenizer.json to be
+/// written), after the data stage's entries from `prepared` when it trains on prepared text.
+pub fn meter(out: &Path, prepared: Option<&Path>) -> Result<crate::cost::Meter> {
+    let upstream: Vec<&Path> = prepared.into_iter().collect();
+    crate::cost::Meter::start_after(
+        &crate::cost::ledger::dir_of(out),
+        "tokenizer",
+        None,
+        &upstream,
+    )
+}
 use std::time::Instant;
 
 /// Regular files under `paths` (directories are walked, hidden entries skipped), sorted so that

@@ -442,6 +442,21 @@ impl Meter {
         Ok(m)
     }
 
+    /// `start` for a stage whose inputs came from `upstream` directories: their ledgers'
+    /// entries are copied into `dir`'s first, so the bill follows the data.
+    pub fn start_after(
+        dir: &Path,
+        stage: &str,
+        peak_gflops: Option<f64>,
+        upstream: &[&Path],
+    ) -> Result<Meter> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        for from in upstream {
+            inherit(dir, from)?;
+        }
+        Self::start(dir, stage, peak_gflops)
+    }
+
     /// Counts `tokens` processed, of which the model FLOPs are `model_flops`.
     pub fn add(&mut self, tokens: u64, model_flops: f64) {
         self.seg.tokens += tokens;
@@ -509,6 +524,14 @@ impl Meter {
         let ledger = Ledger::read(&self.dir)?.expect("just written");
         Ok(ledger.stage(&stage).cloned().expect("just written"))
     }
+}
+
+/// The directory whose ledger bills the stage that writes `file`: the file's own.
+pub fn dir_of(file: &Path) -> PathBuf {
+    file.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
 }
 
 /// Copies into `dir`'s ledger the segments of `from`'s ledger for stages `dir` lacks, marked

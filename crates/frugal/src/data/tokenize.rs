@@ -41,13 +41,21 @@ impl Manifest {
     }
 }
 
-/// Tokenizes `prepared/{train,val}.jsonl.zst` into `out_dir`.
+/// Tokenizes `prepared/{train,val}.jsonl.zst` into `out_dir` with the tokenizer at
+/// `tokenizer`; the ledger in `out_dir` carries the data and tokenizer stages' entries.
 pub fn tokenize(
     prepared: &Path,
-    tok: &Tokenizer,
+    tokenizer: &Path,
     out_dir: &Path,
     shard_tokens: usize,
 ) -> Result<Manifest> {
+    let tok = &Tokenizer::load(tokenizer).map_err(|e| {
+        Error::input(
+            tokenizer.display().to_string(),
+            e.to_string(),
+            "run `frugal tokenizer train` first",
+        )
+    })?;
     let bos = tok.special_id("<|bos|>").ok_or_else(|| {
         Error::input(
             "tokenizer",
@@ -55,9 +63,8 @@ pub fn tokenize(
             "train the tokenizer with frugal, which adds it",
         )
     })?;
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    crate::cost::ledger::inherit(out_dir, prepared)?;
-    let mut meter = crate::cost::Meter::start(out_dir, "tokenize", None)?;
+    let upstream = [prepared, &crate::cost::ledger::dir_of(tokenizer)];
+    let mut meter = crate::cost::Meter::start_after(out_dir, "tokenize", None, &upstream)?;
     let mut splits = Vec::new();
     let mut bytes = Vec::new();
     for name in ["train", "val"] {
@@ -139,7 +146,14 @@ mod tests {
         .unwrap();
         t.count(&texts);
         let tok = t.finish().unwrap();
-        let m = tokenize(&dir, &tok, &dir.join("shards"), 1 << 20).unwrap();
+        tok.save(&dir.join("tokenizer.json")).unwrap();
+        let m = tokenize(
+            &dir,
+            &dir.join("tokenizer.json"),
+            &dir.join("shards"),
+            1 << 20,
+        )
+        .unwrap();
         assert_eq!(Manifest::load(&dir.join("shards")).unwrap(), m);
         let shard = Shard::open(
             &dir.join("shards").join(&m.train[0].file),

@@ -338,11 +338,9 @@ pub fn sft(
     let micro = (t.batch_tokens / (b * seq)).max(1);
     let rows = mix.train.rows();
     // Packed rows are charged whole: padding costs the same FLOPs as text.
-    let flops_per_step = crate::bench::flops_per_token(&crate::Config {
-        model: base.cfg.model.clone(),
-        train: t.clone(),
-        data: None,
-    }) * (micro * b * seq) as f64;
+    let flops_per_step = crate::cost::Arch::from_model(&base.cfg.model, seq)
+        .train_flops_per_token(crate::cost::AttnConvention::Palm)
+        * (micro * b * seq) as f64;
     let peak_gflops = crate::bench::bench_gemm(5).peak_gflops;
     let mut meter = crate::cost::Meter::start(run, "sft", Some(peak_gflops))?;
     let mut ws = model.workspace(b, seq);

@@ -201,13 +201,13 @@ pub fn pretrain(
         loader.windows_per_epoch(),
         val.len() * seq
     ));
-    // The ledger: this invocation's spend, with the data stages' copied in from the shards'.
-    crate::cost::ledger::inherit(run, &data.shards)?;
+    // The ledger: this invocation's spend, after the data stages' from the shards' ledger.
     let mut meter = match state.step < t.steps {
-        true => Some(crate::cost::Meter::start(
+        true => Some(crate::cost::Meter::start_after(
             run,
             "pretrain",
             Some(peak_gflops),
+            &[&data.shards],
         )?),
         false => None,
     };
