@@ -175,3 +175,14 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
     println!("\nwrote {} and {}", w.markdown.display(), w.html.display());
     Ok(())
 }
+
+/// The report's defaults (what `frugal report` uses without flags): the cost table of
+/// configs/cost.toml or the built-in one, projected on H100s at 40% MFU.
+pub fn default_report_options() -> anyhow::Result<ReportOptions> {
+    Ok(ReportOptions {
+        cost: CostConfig::load(None)?,
+        gpu: gpu("h100")?,
+        gpu_mfu: 0.4,
+        other_runs: Vec::new(),
+    })
+}

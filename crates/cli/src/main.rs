@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod cost;
 mod data;
+mod eval;
 mod pretrain;
 mod sft;
 mod speedrun;
@@ -38,6 +39,10 @@ enum Command {
     Cost(cost::CostCommand),
     /// Write a run's report.md and report.html: cost by stage, loss curves, projection.
     Report(cost::ReportArgs),
+    /// Score a run's stages (base, SFT, preference-tuned) on standard benchmarks: HellaSwag,
+    /// ARC, MMLU, PIQA, WinoGrande, BoolQ, OpenBookQA, LAMBADA, GSM8K, …; writes RUN/eval/
+    /// and the report card in report.md and report.html.
+    Eval(eval::EvalArgs),
     /// Prepare raw text and tokenize it into shards.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -88,5 +93,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(a) => chat::chat(a),
         Command::Cost(cmd) => cost::run(cmd),
         Command::Report(a) => cost::report(a),
+        Command::Eval(a) => eval::eval(a),
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cost;
 pub mod data;
 pub mod engine;
+pub mod eval;
 pub mod error;
 pub mod loader;
 pub mod model;

@@ -35,6 +35,94 @@ pub fn read_arrow_stream(path: &Path, field: &str, f: impl FnMut(usize, &str)) -
     each_row(path, field, reader.map(|b| b.map_err(|e| e.to_string())), f)
 }
 
+/// Every row of an Arrow IPC stream file as a JSON object (column name to value): strings,
+/// integers, floats, booleans, lists and structs, nested as deep as they go; nulls are null.
+/// Benchmark datasets are small, so reading them whole is fine.
+pub fn read_arrow_rows(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
+        .map_err(|e| {
+            Error::input(
+                path.display().to_string(),
+                format!("not an Arrow IPC stream: {e}"),
+                "re-fetch the file (scripts/fetch-data.sh --group eval)",
+            )
+        })?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| {
+            Error::input(
+                format!("{}, after row {}", path.display(), rows.len()),
+                format!("unreadable batch: {e}"),
+                "the file is truncated or corrupt; re-fetch it",
+            )
+        })?;
+        let schema = batch.schema();
+        let start = rows.len();
+        rows.resize_with(start + batch.num_rows(), || {
+            serde_json::Value::Object(Default::default())
+        });
+        for (field, col) in schema.fields().iter().zip(batch.columns()) {
+            for (i, row) in rows[start..].iter_mut().enumerate() {
+                let v = json_value(col.as_ref(), i).map_err(|e| {
+                    Error::input(
+                        format!("{}, column {:?}", path.display(), field.name()),
+                        e,
+                        "this column type is not supported; convert the dataset to JSONL",
+                    )
+                })?;
+                row[field.name()] = v;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Element i of an Arrow array as JSON.
+fn json_value(a: &dyn Array, i: usize) -> std::result::Result<serde_json::Value, String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::DataType as T;
+    use serde_json::Value;
+    if a.is_null(i) {
+        return Ok(Value::Null);
+    }
+    Ok(match a.data_type() {
+        T::Utf8 => a.as_string::<i32>().value(i).into(),
+        T::LargeUtf8 => a.as_string::<i64>().value(i).into(),
+        T::Utf8View => a.as_string_view().value(i).into(),
+        T::Boolean => a.as_boolean().value(i).into(),
+        T::Int8 => a.as_primitive::<Int8Type>().value(i).into(),
+        T::Int16 => a.as_primitive::<Int16Type>().value(i).into(),
+        T::Int32 => a.as_primitive::<Int32Type>().value(i).into(),
+        T::Int64 => a.as_primitive::<Int64Type>().value(i).into(),
+        T::UInt8 => a.as_primitive::<UInt8Type>().value(i).into(),
+        T::UInt16 => a.as_primitive::<UInt16Type>().value(i).into(),
+        T::UInt32 => a.as_primitive::<UInt32Type>().value(i).into(),
+        T::UInt64 => a.as_primitive::<UInt64Type>().value(i).into(),
+        T::Float32 => (a.as_primitive::<Float32Type>().value(i) as f64).into(),
+        T::Float64 => a.as_primitive::<Float64Type>().value(i).into(),
+        T::List(_) => list(a.as_list::<i32>().value(i).as_ref())?,
+        T::LargeList(_) => list(a.as_list::<i64>().value(i).as_ref())?,
+        T::Struct(fields) => {
+            let s = a.as_struct();
+            let mut o = serde_json::Map::new();
+            for (f, col) in fields.iter().zip(s.columns()) {
+                o.insert(f.name().clone(), json_value(col.as_ref(), i)?);
+            }
+            Value::Object(o)
+        }
+        other => return Err(format!("unsupported type {other}")),
+    })
+}
+
+fn list(items: &dyn Array) -> std::result::Result<serde_json::Value, String> {
+    (0..items.len())
+        .map(|j| json_value(items, j))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(serde_json::Value::Array)
+}
+
 fn each_row(
     path: &Path,
     field: &str,

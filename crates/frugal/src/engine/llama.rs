@@ -3,6 +3,7 @@
 //! Sequences of different lengths run together: their new tokens are stacked into one matrix,
 //! so every projection is one GEMM for the whole batch, and only attention is per sequence.
 
+use super::score::{token_score, TokenScore};
 use super::LanguageModel;
 use crate::model::Llama;
 use rayon::prelude::*;
@@ -27,6 +28,8 @@ fn linear(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
 }
 
 /// Keys and values of every layer for the tokens seen so far: per layer (context, n_kv·hd).
+/// Cloning one shares a prompt's prefix among several continuations.
+#[derive(Clone)]
 pub struct KvCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
@@ -66,13 +69,87 @@ impl LanguageModel for Llama {
     }
 
     fn forward(&self, batch: &mut [(&mut KvCache, &[u32])], logits: &mut [f32]) {
+        let d = self.cfg.d_model;
+        assert_eq!(
+            logits.len(),
+            batch.len() * self.cfg.vocab_size,
+            "forward: logits shape"
+        );
+        let x = self.trunk(batch);
+        // Only each sequence's last new position needs logits.
+        let mut last = Vec::with_capacity(batch.len() * d);
+        let mut row = 0;
+        for (_, new) in batch.iter() {
+            row += new.len();
+            last.extend_from_slice(&x[(row - 1) * d..row * d]);
+        }
+        self.head(&last, logits);
+    }
+
+    fn score(
+        &self,
+        batch: &mut [(&mut KvCache, &[u32])],
+        targets: &[&[u32]],
+    ) -> Vec<Vec<TokenScore>> {
+        let (d, vocab) = (self.cfg.d_model, self.cfg.vocab_size);
+        let x = self.trunk(batch);
+        let flat: Vec<u32> = batch
+            .iter()
+            .zip(targets)
+            .flat_map(|((_, new), t)| {
+                assert_eq!(new.len(), t.len(), "score: one target per new token");
+                t.iter().copied()
+            })
+            .collect();
+        // The head in slices of rows, so that the logits of a large batch never sit in
+        // memory all at once.
+        const ROWS: usize = 256;
+        let mut scores = Vec::with_capacity(flat.len());
+        let mut logits = Vec::new();
+        for (xs, ts) in x.chunks(ROWS * d).zip(flat.chunks(ROWS)) {
+            logits.resize(ts.len() * vocab, 0.0);
+            self.head(xs, &mut logits);
+            let part: Vec<TokenScore> = logits
+                .par_chunks(vocab)
+                .zip(ts)
+                .map(|(l, &t)| token_score(l, t))
+                .collect();
+            scores.extend(part);
+        }
+        let mut rest = scores.as_slice();
+        targets
+            .iter()
+            .map(|t| {
+                let (mine, after) = rest.split_at(t.len());
+                rest = after;
+                mine.to_vec()
+            })
+            .collect()
+    }
+}
+
+impl Llama {
+    /// The final norm and the LM head for rows of hidden states x (rows, d): logits (rows, vocab).
+    fn head(&self, x: &[f32], logits: &mut [f32]) {
+        let (d, vocab) = (self.cfg.d_model, self.cfg.vocab_size);
+        let p = &self.params.data;
+        let rows = x.len() / d;
+        let mut xn = vec![0f32; rows * d];
+        let mut rstd = vec![0f32; rows];
+        let fw = &p[self.params.final_norm..][..d];
+        rmsnorm_forward(&mut xn, &mut rstd, x, fw, d, self.cfg.norm_eps);
+        linear(rows, vocab, d, &xn, &p[self.params.lm_head..], logits);
+    }
+
+    /// Every layer over the new tokens of each sequence, appending their keys and values to
+    /// the caches: the hidden states of all new tokens, stacked in batch order (n, d).
+    fn trunk(&self, batch: &mut [(&mut KvCache, &[u32])]) -> Vec<f32> {
         let c = &self.cfg;
-        let (d, hd, hid, vocab) = (c.d_model, c.head_dim(), c.ffn_hidden, c.vocab_size);
+        let (d, hd, hid) = (c.d_model, c.head_dim(), c.ffn_hidden);
         let (nh, nkv) = (c.n_heads, c.n_kv_heads);
         let kvd = nkv * hd;
         let qkv_w = (nh + 2 * nkv) * hd;
         let att_w = nh * hd;
-        assert_eq!(logits.len(), batch.len() * vocab, "forward: logits shape");
         // Row r of the stacked new tokens belongs to sequence seq_of[r], at position pos_of[r].
         let (mut tokens, mut seq_of, mut pos_of) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (cache, new)) in batch.iter().enumerate() {
@@ -190,19 +267,9 @@ impl LanguageModel for Llama {
             linear(n, d, hid, &h, &p[off.down..], &mut o);
             add_inplace(&mut x, &o);
         }
-        // Only each sequence's last new position needs logits.
-        let b = batch.len();
-        let mut last = vec![0f32; b * d];
-        let mut row = 0;
-        for (i, (cache, new)) in batch.iter_mut().enumerate() {
-            row += new.len();
-            last[i * d..(i + 1) * d].copy_from_slice(&x[(row - 1) * d..row * d]);
+        for (cache, new) in batch.iter_mut() {
             cache.len += new.len();
         }
-        let mut last_n = vec![0f32; b * d];
-        let mut rstd = vec![0f32; b];
-        let fw = &p[self.params.final_norm..][..d];
-        rmsnorm_forward(&mut last_n, &mut rstd, &last, fw, d, eps);
-        linear(b, vocab, d, &last_n, &p[self.params.lm_head..], logits);
+        x
     }
 }

@@ -10,9 +10,11 @@
 pub mod calculator;
 mod llama;
 pub mod sampling;
+pub mod score;
 
 pub use llama::KvCache;
 pub use sampling::{apply_repetition_penalty, sample_logits, SamplingParams};
+pub use score::TokenScore;
 
 use crate::chat::ChatTokens;
 use crate::error::{Error, Result};
@@ -31,6 +33,16 @@ pub trait LanguageModel {
     /// within the context) and writes the logits that follow the last of them into row i of
     /// `logits`: (batch, vocab).
     fn forward(&self, batch: &mut [(&mut Self::Cache, &[u32])], logits: &mut [f32]);
+    /// Appends the new tokens like `forward`, and scores, after new token j of sequence i,
+    /// the given next token `targets[i][j]` (one target per new token). The default feeds one
+    /// token at a time; a model overrides it with one pass over all the new tokens.
+    fn score(
+        &self,
+        batch: &mut [(&mut Self::Cache, &[u32])],
+        targets: &[&[u32]],
+    ) -> Vec<Vec<TokenScore>> {
+        score::one_at_a_time(self, batch, targets)
+    }
 }
 
 /// One sequence to generate.
