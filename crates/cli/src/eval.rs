@@ -70,7 +70,11 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         println!("\n{card}");
     }
     let w = frugal::cost::report::write_report(&a.run, &crate::cost::default_report_options()?)?;
-    println!("report card in {} and {}", w.markdown.display(), w.html.display());
+    println!(
+        "report card in {} and {}",
+        w.markdown.display(),
+        w.html.display()
+    );
     anyhow::ensure!(
         failed.is_empty(),
         "{} task(s) failed: {} (the others are scored; see the messages above)",

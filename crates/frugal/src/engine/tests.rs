@@ -263,3 +263,78 @@ fn batched_sampling_equals_one_at_a_time() {
     let other = generate(&model, &[mk(vec![1, 2], 99)], None, |_| true).unwrap();
     assert_ne!(other[0].tokens, together[0].tokens);
 }
+
+#[test]
+fn batched_scoring_equals_one_token_at_a_time() {
+    let model = tiny();
+    // Ragged: a fresh prompt, a cache extended by several tokens, and by one.
+    let seqs: Vec<(Vec<u32>, Vec<u32>)> = vec![
+        (vec![], (0..9).map(|i| i * 11 % 128).collect()),
+        (vec![3, 1, 4, 1, 5], vec![9, 2, 6, 5]),
+        ((0..20).collect(), vec![77]),
+    ];
+    let targets: Vec<Vec<u32>> = seqs
+        .iter()
+        .map(|(_, new)| new.iter().map(|&t| (t * 5 + 3) % 128).collect())
+        .collect();
+    let run = |batched: bool| {
+        let mut caches: Vec<KvCache> = seqs
+            .iter()
+            .map(|(prefix, _)| {
+                let mut c = model.new_cache();
+                if !prefix.is_empty() {
+                    let mut logits = vec![0f32; model.cfg.vocab_size];
+                    model.forward(&mut [(&mut c, prefix.as_slice())], &mut logits);
+                }
+                c
+            })
+            .collect();
+        let mut batch: Vec<(&mut KvCache, &[u32])> = caches
+            .iter_mut()
+            .zip(&seqs)
+            .map(|(c, (_, new))| (c, new.as_slice()))
+            .collect();
+        let t: Vec<&[u32]> = targets.iter().map(Vec::as_slice).collect();
+        if batched {
+            model.score(&mut batch, &t)
+        } else {
+            score::one_at_a_time(&model, &mut batch, &t)
+        }
+    };
+    let (fast, slow) = (run(true), run(false));
+    let mut greedy = 0;
+    for (f, s) in fast.iter().zip(&slow) {
+        assert_eq!(f.len(), s.len());
+        for (a, b) in f.iter().zip(s) {
+            assert!((a.logprob - b.logprob).abs() < 1e-4, "{a:?} vs {b:?}");
+            assert!(a.logprob < 0.0);
+            assert_eq!(a.greedy, b.greedy);
+            greedy += usize::from(a.greedy);
+        }
+    }
+    // The targets are arbitrary, so few are the model's first choice; scoring the greedy
+    // tokens themselves must mark every one.
+    assert!(greedy < 14);
+    let mut c = model.new_cache();
+    let prompt = [1u32, 2, 3];
+    let next = greedy_uncached(&model, &prompt, 4, &[]);
+    let mut fed = prompt.to_vec();
+    fed.extend_from_slice(&next[..3]);
+    let s = model.score(
+        &mut [(&mut c, &fed[..])],
+        &[&[&fed[1..], &next[3..4]].concat()],
+    );
+    assert!(s[0][2..].iter().all(|t| t.greedy), "{:?}", s[0]);
+}
+
+#[test]
+fn token_score_is_a_log_softmax() {
+    let logits = [1.0f32, 3.0, 2.0, 3.0];
+    let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+    for t in 0..4u32 {
+        let s = score::token_score(&logits, t);
+        assert!((s.logprob - ((logits[t as usize] as f64).exp() / z).ln()).abs() < 1e-6);
+        // Ties go to the first maximum, as argmax does.
+        assert_eq!(s.greedy, t == 1);
+    }
+}

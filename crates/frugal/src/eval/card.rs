@@ -55,7 +55,10 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
     o.push_str(&"---|".repeat(stages.len()));
     o.push('\n');
     for name in &names {
-        let any = stages.iter().find_map(|s| find(s, name)).expect("named by a stage");
+        let any = stages
+            .iter()
+            .find_map(|s| find(s, name))
+            .expect("named by a stage");
         let _ = write!(
             o,
             "| {} | {} | {} | {} | {} | {} |",
@@ -68,7 +71,8 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
             } else {
                 any.n.to_string()
             },
-            any.chance.map_or("-".into(), |c| format!("{:.1}", 100.0 * c)),
+            any.chance
+                .map_or("-".into(), |c| format!("{:.1}", 100.0 * c)),
         );
         for s in &stages {
             let _ = write!(o, " {} |", cell(find(s, name).as_ref()));
@@ -91,7 +95,12 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
     for s in &stages {
         for t in &s.tasks {
             if let Some(e) = &t.error {
-                notes.push(format!("- {} {}: failed: {}", s.stage, t.task, e.lines().next().unwrap_or("")));
+                notes.push(format!(
+                    "- {} {}: failed: {}",
+                    s.stage,
+                    t.task,
+                    e.lines().next().unwrap_or("")
+                ));
                 continue;
             }
             if t.truncated > 0 {
@@ -116,7 +125,11 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
         o.push_str(&notes.join("\n"));
         o.push('\n');
     }
-    let seconds: f64 = stages.iter().flat_map(|s| &s.tasks).map(|t| t.seconds).sum();
+    let seconds: f64 = stages
+        .iter()
+        .flat_map(|s| &s.tasks)
+        .map(|t| t.seconds)
+        .sum();
     let _ = writeln!(
         o,
         "\nEvaluation time: {} over {} stage(s). Few-shot seed {}.",

@@ -105,7 +105,12 @@ impl Row<'_> {
                 Some(x) => x,
             };
         }
-        let bad = || format!("row {}: field {field:?} is not a list of strings", self.index);
+        let bad = || {
+            format!(
+                "row {}: field {field:?} is not a list of strings",
+                self.index
+            )
+        };
         v.as_array()
             .ok_or_else(bad)?
             .iter()
@@ -125,11 +130,7 @@ pub fn gold(index: usize, label: i64, choices: usize) -> Field<usize> {
 }
 
 /// Parses every row with `f`; rows it rejects are skipped and counted, with the file named.
-pub fn parse<T>(
-    path: &Path,
-    rows: &[Value],
-    f: impl Fn(&Row) -> Field<T>,
-) -> (Vec<T>, Skipped) {
+pub fn parse<T>(path: &Path, rows: &[Value], f: impl Fn(&Row) -> Field<T>) -> (Vec<T>, Skipped) {
     let mut skipped = Skipped::default();
     let mut out = Vec::with_capacity(rows.len());
     for (index, v) in rows.iter().enumerate() {

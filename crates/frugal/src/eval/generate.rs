@@ -73,19 +73,14 @@ pub fn answer(
     for (k, chunk) in requests.chunks(batch).enumerate() {
         // A base model's answer ends at the blank line before its next "Question:".
         let mut text: Vec<Vec<u32>> = vec![Vec::new(); chunk.len()];
-        let done = engine::generate(
-            model,
-            chunk,
-            chat.then_some(&tools),
-            |e| {
-                if chat {
-                    return true;
-                }
-                text[e.seq].push(e.token);
-                let s = fmt.tok.decode_lossy(&text[e.seq]).unwrap_or_default();
-                !(s.contains("\n\n") || s.contains("Question:"))
-            },
-        )?;
+        let done = engine::generate(model, chunk, chat.then_some(&tools), |e| {
+            if chat {
+                return true;
+            }
+            text[e.seq].push(e.token);
+            let s = fmt.tok.decode_lossy(&text[e.seq]).unwrap_or_default();
+            !(s.contains("\n\n") || s.contains("Question:"))
+        })?;
         for (j, c) in done.iter().enumerate() {
             let i = k * batch + j;
             let reply = if chat {

@@ -20,11 +20,7 @@ fn shared_prefix(group: &[LlRequest]) -> usize {
     let Some(first) = group.first() else {
         return 0;
     };
-    let mut p = group
-        .iter()
-        .map(|r| r.cont_start - 1)
-        .min()
-        .unwrap_or(0);
+    let mut p = group.iter().map(|r| r.cont_start - 1).min().unwrap_or(0);
     for r in &group[1..] {
         p = p.min(
             first
@@ -100,8 +96,11 @@ where
         }
     }
     let targets: Vec<&[u32]> = spans.iter().map(|s| s.1).collect();
-    let mut batch: Vec<(&mut M::Cache, &[u32])> =
-        copies.iter_mut().zip(&spans).map(|(c, s)| (c, s.0)).collect();
+    let mut batch: Vec<(&mut M::Cache, &[u32])> = copies
+        .iter_mut()
+        .zip(&spans)
+        .map(|(c, s)| (c, s.0))
+        .collect();
     let scores = model.score(&mut batch, &targets);
     let mut scores = scores.into_iter();
     groups
@@ -135,8 +134,16 @@ pub fn score_reference(model: &crate::model::Llama, r: &LlRequest) -> Scored {
     for j in r.cont_start - 1..n {
         let row = &logits[j * vocab..(j + 1) * vocab];
         let target = r.tokens[j + 1] as usize;
-        let max = row.iter().copied().fold(f64::NEG_INFINITY, |m, x| m.max(x as f64));
-        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let max = row
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, |m, x| m.max(x as f64));
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
         logprob += row[target] as f64 - lse;
         let argmax = row
             .iter()

@@ -18,8 +18,9 @@
 pub mod card;
 mod docs;
 mod generate;
-mod loglik;
-mod prompt;
+pub mod loglik;
+pub mod metrics;
+pub mod prompt;
 mod run;
 pub mod tasks;
 
@@ -45,7 +46,10 @@ impl McItem {
     pub fn shared(context: String, continuations: Vec<String>, gold: usize) -> Self {
         McItem {
             preamble: String::new(),
-            choices: continuations.into_iter().map(|c| (context.clone(), c)).collect(),
+            choices: continuations
+                .into_iter()
+                .map(|c| (context.clone(), c))
+                .collect(),
             gold,
             group: 0,
         }

@@ -4,6 +4,7 @@
 
 use super::generate;
 use super::loglik::{self, Scored};
+use super::metrics;
 use super::prompt::{self, LlRequest};
 use super::{tasks, GenItem, Items, Loaded, McItem, Metric, Sources, Task};
 use crate::chat::ChatFormat;
@@ -113,13 +114,21 @@ pub struct Stage {
 }
 
 /// The stages of the recipe, in order, and the subdirectory each keeps its checkpoints in.
-const STAGES: &[(&str, &str, bool)] = &[("base", "", false), ("sft", "sft", true), ("pref", "pref", true)];
+const STAGES: &[(&str, &str, bool)] = &[
+    ("base", "", false),
+    ("sft", "sft", true),
+    ("pref", "pref", true),
+];
 
 /// The stages of `run` that have a checkpoint.
 pub fn stages(run: &Path) -> Result<Vec<Stage>> {
     let mut out = Vec::new();
     for &(name, sub, chat) in STAGES {
-        let dir = if sub.is_empty() { run.to_path_buf() } else { run.join(sub) };
+        let dir = if sub.is_empty() {
+            run.to_path_buf()
+        } else {
+            run.join(sub)
+        };
         if !checkpoint::list(&dir)?.is_empty() {
             out.push(Stage { name, dir, chat });
         }
@@ -194,9 +203,8 @@ impl StageResults {
 
     fn write(&mut self, path: &Path) -> Result<()> {
         let scored: Vec<&TaskResult> = self.tasks.iter().filter(|t| t.centered.is_some()).collect();
-        self.centered_mean = (!scored.is_empty()).then(|| {
-            scored.iter().filter_map(|t| t.centered).sum::<f64>() / scored.len() as f64
-        });
+        self.centered_mean = (!scored.is_empty())
+            .then(|| scored.iter().filter_map(|t| t.centered).sum::<f64>() / scored.len() as f64);
         self.centered_over = scored.iter().map(|t| t.task.clone()).collect();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -229,7 +237,11 @@ pub fn evaluate(
                 let have: Vec<&str> = chosen.iter().map(|c| c.name).collect();
                 return Err(Error::input(
                     format!("--stage {s}"),
-                    format!("{} has no {s} checkpoint (it has: {})", run.display(), have.join(", ")),
+                    format!(
+                        "{} has no {s} checkpoint (it has: {})",
+                        run.display(),
+                        have.join(", ")
+                    ),
                     "train that stage first, or leave out --stage",
                 ));
             }
@@ -253,7 +265,9 @@ pub fn evaluate(
     let flops_per_token = crate::bench::flops_per_token(&cfg) / 3.0;
     let mut all = Vec::new();
     for stage in &chosen {
-        let (_, ckpt) = checkpoint::list(&stage.dir)?.pop().expect("stages() checked");
+        let (_, ckpt) = checkpoint::list(&stage.dir)?
+            .pop()
+            .expect("stages() checked");
         let model = checkpoint::load_weights(&ckpt, &cfg.model)?;
         let path = StageResults::path(run, stage.name);
         let mut results = match StageResults::read(&path)? {
@@ -268,12 +282,22 @@ pub fn evaluate(
         for spec in &specs {
             let task = tasks::find(&spec.name).expect("parse_list checked the name");
             let limit = spec.limit.or(opts.limit);
-            let shots = opts.shots.unwrap_or(task.shots());
+            // A chat model answers generative tasks 0-shot in its own format.
+            let shots = if stage.chat && task.metric() == Metric::ExactMatch {
+                0
+            } else {
+                opts.shots.unwrap_or(task.shots())
+            };
             let done = results.tasks.iter().find(|t| t.task == spec.name);
             if let Some(t) = done.filter(|t| {
                 !opts.force && t.error.is_none() && t.limit == limit && t.shots == shots
             }) {
-                log(&format!("{} | {} | present: {}", stage.name, t.task, line(t)));
+                log(&format!(
+                    "{} | {} | present: {}",
+                    stage.name,
+                    t.task,
+                    line(t)
+                ));
                 continue;
             }
             let t0 = Instant::now();
@@ -317,7 +341,10 @@ pub fn evaluate(
 
 /// Card order: the order of `tasks::all()`.
 fn specs_order(name: &str) -> usize {
-    tasks::all().iter().position(|t| t.name() == name).unwrap_or(usize::MAX)
+    tasks::all()
+        .iter()
+        .position(|t| t.name() == name)
+        .unwrap_or(usize::MAX)
 }
 
 /// One line about a result, for logs.
@@ -325,15 +352,14 @@ pub fn line(r: &TaskResult) -> String {
     if let Some(e) = &r.error {
         return format!("FAILED: {}", e.lines().next().unwrap_or(""));
     }
-    let mut s = format!(
-        "{} {:.4}",
-        r.metric,
-        r.score.unwrap_or(f64::NAN)
-    );
+    let mut s = format!("{} {:.4}", r.metric, r.score.unwrap_or(f64::NAN));
     if let Some(c) = r.chance {
         s += &format!(" (chance {c:.3})");
     }
-    s += &format!(" | {} of {} items, {}-shot | {:.1} s", r.n, r.of, r.shots, r.seconds);
+    s += &format!(
+        " | {} of {} items, {}-shot | {:.1} s",
+        r.n, r.of, r.shots, r.seconds
+    );
     if r.truncated > 0 {
         s += &format!(" | {} truncated", r.truncated);
     }
@@ -387,7 +413,10 @@ impl Ctx<'_> {
                 task.source(),
                 format!(
                     "no usable items{}",
-                    loaded.skipped.first.map_or(String::new(), |m| format!(" (e.g. {m})"))
+                    loaded
+                        .skipped
+                        .first
+                        .map_or(String::new(), |m| format!(" (e.g. {m})"))
                 ),
                 "re-fetch the benchmark files: scripts/fetch-data.sh --group eval",
             ));
@@ -410,7 +439,7 @@ impl Ctx<'_> {
             Items::Heldout(dir) => self.bits_per_byte(dir, &mut r)?,
         }
         if let (Some(s), Some(c)) = (r.score, r.chance) {
-            r.centered = Some((s - c) / (1.0 - c));
+            r.centered = Some(metrics::centered(s, c));
         }
         Ok(r)
     }
@@ -453,30 +482,20 @@ impl Ctx<'_> {
             bar.set_position(done as u64)
         });
         bar.finish_and_clear();
-        let (mut acc, mut acc_norm, mut chance) = (0usize, 0usize, 0f64);
-        for ((&i, s), reqs) in idx.iter().zip(&scores).zip(&requests) {
-            let item = &items[i];
-            let best = |f: &dyn Fn(usize, &Scored) -> f64| {
-                (0..s.len()).fold(0, |b, j| if f(j, &s[j]) > f(b, &s[b]) { j } else { b })
-            };
-            if task.metric() == Metric::Greedy {
-                acc += usize::from(s[item.gold].greedy);
-                acc_norm += usize::from(s[item.gold].greedy);
-            } else {
-                acc += usize::from(best(&|_, x| x.logprob) == item.gold);
-                let chars = |j: usize| item.choices[j].1.chars().count().max(1) as f64;
-                acc_norm += usize::from(best(&|j, x| x.logprob / chars(j)) == item.gold);
-                chance += 1.0 / item.choices.len() as f64;
-            }
+        let m = metrics::multiple_choice(items, &idx, &scores);
+        r.n = idx.len();
+        for reqs in &requests {
             r.truncated += usize::from(reqs.iter().any(|q| q.truncated));
             r.tokens += reqs.iter().map(|q| q.tokens.len() as u64).sum::<u64>();
         }
-        let n = idx.len().max(1) as f64;
-        r.n = idx.len();
-        r.acc = Some(acc as f64 / n);
-        r.chance = Some(chance / n);
-        if task.metric() != Metric::Greedy {
-            r.acc_norm = Some(acc_norm as f64 / n);
+        if task.metric() == Metric::Greedy {
+            // One continuation: right when greedy decoding writes it; guessing scores 0.
+            r.acc = Some(m.greedy);
+            r.chance = Some(0.0);
+        } else {
+            r.acc = Some(m.acc);
+            r.acc_norm = Some(m.acc_norm);
+            r.chance = Some(m.chance);
         }
         r.score = if task.metric() == Metric::AccNorm {
             r.acc_norm
@@ -525,14 +544,15 @@ impl Ctx<'_> {
         let idx = subset(items.len(), self.limit, self.opts.seed);
         let same = std::ptr::eq(items.as_ptr(), pool.as_ptr());
         let groups = vec![0u32; pool.len()];
-        // A chat model answers 0-shot in its own format.
-        let shots = if self.stage.chat { 0 } else { self.shots };
-        r.shots = shots;
+        let shots = self.shots;
         let work: Vec<(&GenItem, Vec<String>)> = idx
             .iter()
             .map(|&i| {
                 let picks = prompt::pick(&groups, 0, shots, same.then_some(i), self.opts.seed, i);
-                (&items[i], picks.iter().map(|&j| pool[j].solution.clone()).collect())
+                (
+                    &items[i],
+                    picks.iter().map(|&j| pool[j].solution.clone()).collect(),
+                )
             })
             .collect();
         let bar = crate::progress::bar(idx.len() as u64, task.name());

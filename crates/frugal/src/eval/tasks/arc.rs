@@ -61,7 +61,11 @@ impl Task for Arc {
         let (items, mut skipped) = parse(&path, &docs, |r| {
             let choices = r.strs("choices")?;
             let g = gold(r.index, r.int("gold")?, choices.len())?;
-            Ok(McItem::shared(r.str("query")?.to_string(), spaced(choices), g))
+            Ok(McItem::shared(
+                r.str("query")?.to_string(),
+                spaced(choices),
+                g,
+            ))
         });
         let path = src.file(&hf(self.hf), "eval")?;
         let (shots, s) = parse(&path, &read(&path)?, |r| {

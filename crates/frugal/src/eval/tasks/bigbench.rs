@@ -55,11 +55,10 @@ impl Task for BigBench {
         let input_prefix = prefix("example_input_prefix", "\nQ: ");
         let output_prefix = prefix("example_output_prefix", "\nA: ");
         let (items, skipped) = parse(&path, &read(&path)?, |r| {
-            let scores = r
-                .v
-                .get("target_scores")
-                .and_then(|s| s.as_object())
-                .ok_or_else(|| format!("row {}: no \"target_scores\" object", r.index))?;
+            let scores =
+                r.v.get("target_scores")
+                    .and_then(|s| s.as_object())
+                    .ok_or_else(|| format!("row {}: no \"target_scores\" object", r.index))?;
             let choices: Vec<String> = scores.keys().cloned().collect();
             let g = scores
                 .values()

@@ -26,7 +26,11 @@ impl Task for BoolQ {
                 r.str("question")?
             );
             let g = usize::from(r.bool("answer")?);
-            Ok(McItem::shared(context, vec![" no".into(), " yes".into()], g))
+            Ok(McItem::shared(
+                context,
+                vec![" no".into(), " yes".into()],
+                g,
+            ))
         });
         Ok(Loaded {
             items: Items::Mc(items),

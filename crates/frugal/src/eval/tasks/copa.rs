@@ -33,7 +33,12 @@ impl Task for Copa {
             let connector = match r.str("question")? {
                 "cause" => "because",
                 "effect" => "therefore",
-                q => return Err(format!("row {}: question {q:?} is neither cause nor effect", r.index)),
+                q => {
+                    return Err(format!(
+                        "row {}: question {q:?} is neither cause nor effect",
+                        r.index
+                    ))
+                }
             };
             let premise = r.str("premise")?.trim();
             let premise = premise.strip_suffix('.').unwrap_or(premise);

@@ -22,7 +22,8 @@ pub fn final_answer(text: &str) -> Option<String> {
         .filter(|&c| c != ',')
         .collect();
     let ok = !n.is_empty()
-        && n.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+        && n.chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
         && n.chars().any(|c| c.is_ascii_digit());
     ok.then_some(n)
 }

@@ -32,7 +32,11 @@ impl Task for Lambada {
             if word.trim().is_empty() {
                 return Err(format!("row {}: the last word is empty", r.index));
             }
-            Ok(McItem::shared(r.str("context")?.to_string(), vec![word.to_string()], 0))
+            Ok(McItem::shared(
+                r.str("context")?.to_string(),
+                vec![word.to_string()],
+                0,
+            ))
         });
         Ok(Loaded {
             items: Items::Mc(items),

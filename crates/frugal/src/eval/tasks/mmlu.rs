@@ -12,7 +12,13 @@ pub struct Mmlu;
 const LETTERS: [&str; 4] = ["A", "B", "C", "D"];
 
 /// The items of one subject's split.
-fn subject(src: &Sources, name: &str, group: u32, split: &str, skipped: &mut Skipped) -> Result<Vec<McItem>> {
+fn subject(
+    src: &Sources,
+    name: &str,
+    group: u32,
+    split: &str,
+    skipped: &mut Skipped,
+) -> Result<Vec<McItem>> {
     let path = src.file(&hf(&format!("hails/mmlu_no_train/{name}/{split}")), "eval")?;
     let preamble = format!(
         "The following are multiple choice questions (with answers) about {}.\n\n",
@@ -31,7 +37,10 @@ fn subject(src: &Sources, name: &str, group: u32, split: &str, skipped: &mut Ski
         context.push_str("\nAnswer:");
         Ok(McItem {
             preamble: preamble.clone(),
-            choices: LETTERS.iter().map(|l| (context.clone(), format!(" {l}"))).collect(),
+            choices: LETTERS
+                .iter()
+                .map(|l| (context.clone(), format!(" {l}")))
+                .collect(),
             gold: g,
             group,
         })

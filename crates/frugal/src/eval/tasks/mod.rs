@@ -16,6 +16,7 @@ mod piqa;
 mod winogrande;
 
 pub use gsm8k::final_answer;
+pub use hellaswag::{capitalize, preprocess};
 
 use super::Task;
 
