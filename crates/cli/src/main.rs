@@ -47,7 +47,7 @@ enum Command {
     #[command(subcommand)]
     Data(data::DataCommand),
     /// The whole recipe on the default CPU config: fetch, prepare, tokenizer, tokenize, pretrain,
-    /// SFT, then the cost ledger's summary.
+    /// SFT, evaluation, then the cost ledger's summary and the report card.
     Speedrun(speedrun::SpeedrunArgs),
     /// Pretrain a model on token shards (resumable).
     Pretrain(pretrain::PretrainArgs),

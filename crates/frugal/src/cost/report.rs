@@ -307,6 +307,20 @@ fn markdown(
             f["prompts"]
         );
     }
+    let _ = writeln!(o, "\n## Report card\n");
+    match crate::eval::card::markdown(run) {
+        Ok(Some(card)) => o.push_str(&card),
+        Ok(None) => {
+            let _ = writeln!(
+                o,
+                "Not evaluated yet: `frugal eval --run {}` scores every stage on the standard benchmarks.",
+                run.display()
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(o, "The evaluation results could not be read: {e}");
+        }
+    }
     let _ = writeln!(o, "\n## Cost by stage\n\n{}", ledger_table(ledger));
     o.push_str("## Projection\n\n");
     match p {
@@ -493,6 +507,24 @@ fn html(
             .map(|s| (s.stage.clone(), s.wall_s))
             .collect();
         fig(&mut o, bar_chart("Wall time by stage", &bars, duration));
+    }
+    let bars: Vec<(String, f64)> = crate::eval::card::read_all(run)
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|s| {
+            s.tasks
+                .iter()
+                .filter(|t| t.error.is_none() && t.chance.is_some())
+                .filter_map(move |t| Some((format!("{} {}", t.task, s.stage), 100.0 * t.score?)))
+        })
+        .collect();
+    if !bars.is_empty() {
+        fig(
+            &mut o,
+            bar_chart("Benchmark accuracy by stage (%)", &bars, |v| {
+                format!("{v:.1}%")
+            }),
+        );
     }
     if let Some(p) = p {
         fig(

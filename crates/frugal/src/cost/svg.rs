@@ -198,7 +198,9 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)], fmt: impl Fn(f64) -> Strin
     let row = 22.0;
     let h = TOP + 8.0 + row * bars.len().max(1) as f64;
     let max = bars.iter().map(|b| b.1).fold(0.0, f64::max);
-    let label_w = 110.0;
+    // Wide enough for the longest label at about 6.5 px a character (11 px sans-serif).
+    let longest = bars.iter().map(|b| b.0.chars().count()).max().unwrap_or(0);
+    let label_w = (longest as f64 * 6.5 + 12.0).max(110.0);
     let pw = W - label_w - 120.0;
     let mut o = String::new();
     let _ = write!(

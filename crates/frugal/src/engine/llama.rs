@@ -15,7 +15,7 @@ use tensor::ops::math::{dot, exp};
 use tensor::ops::rmsnorm::rmsnorm_forward;
 use tensor::ops::rope::{rope_forward, RopeLayout};
 use tensor::ops::swiglu::swiglu_forward;
-use tensor::{sgemm, Gemm};
+use tensor::{sgemm, sgemm_serial, Gemm};
 
 /// out (m, n) = x (m, k) · w (n, k)ᵀ: a packed GEMM for prompts, the few-rows kernel for decode
 /// steps, whose cost is reading the weights.
@@ -227,9 +227,59 @@ impl Llama {
                 .iter()
                 .map(|(cache, _)| (cache.k[l].as_slice(), cache.v[l].as_slice()))
                 .collect();
+            // Several new tokens on a cache (scoring a continuation after a shared prefix):
+            // per (sequence, head) two small GEMMs, scores (rows, keys) then values.
+            let mut first_row = vec![0usize; batch.len()];
+            for i in 1..batch.len() {
+                first_row[i] = first_row[i - 1] + batch[i - 1].1.len();
+            }
+            let multi: Vec<bool> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, (_, new))| !fresh[i] && new.len() > 1)
+                .collect();
+            let tasks: Vec<(usize, usize)> = (0..batch.len())
+                .filter(|&i| multi[i])
+                .flat_map(|i| (0..nh).map(move |head| (i, head)))
+                .collect();
+            let blocks: Vec<Vec<f32>> = tasks
+                .par_iter()
+                .map(|&(i, head)| {
+                    let (k, v) = views[i];
+                    let rows = batch[i].1.len();
+                    let keys = k.len() / kvd;
+                    let pos0 = keys - rows;
+                    let g = head / (nh / nkv);
+                    let q = &qkv[first_row[i] * qkv_w + head * hd..];
+                    let mut s = vec![0f32; rows * keys];
+                    let scores = Gemm::nt(rows, keys, hd).ld(qkv_w, kvd, keys);
+                    sgemm_serial(&scores, q, &k[g * hd..], &mut s);
+                    for (j, row) in s.chunks_exact_mut(keys).enumerate() {
+                        // Causal: the token at pos0 + j sees keys 0..=pos0 + j.
+                        let seen = &mut row[..=pos0 + j];
+                        let m = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
+                        let mut total = 0.0;
+                        for e in seen.iter_mut() {
+                            *e = exp(*e * scale - m);
+                            total += *e;
+                        }
+                        seen.iter_mut().for_each(|e| *e /= total);
+                        row[pos0 + j + 1..].fill(0.0);
+                    }
+                    let mut out = vec![0f32; rows * hd];
+                    let values = Gemm::nn(rows, hd, keys).ld(keys, kvd, hd);
+                    sgemm_serial(&values, &s, &v[g * hd..], &mut out);
+                    out
+                })
+                .collect();
+            for (&(i, head), out) in tasks.iter().zip(&blocks) {
+                for (j, o) in out.chunks_exact(hd).enumerate() {
+                    att[(first_row[i] + j) * att_w + head * hd..][..hd].copy_from_slice(o);
+                }
+            }
             att.par_chunks_mut(hd).enumerate().for_each(|(i, out)| {
                 let (r, head) = (i / nh, i % nh);
-                if fresh[seq_of[r]] {
+                if fresh[seq_of[r]] || multi[seq_of[r]] {
                     return;
                 }
                 let (k, v) = views[seq_of[r]];

@@ -34,6 +34,12 @@ fn shared_prefix(group: &[LlRequest]) -> usize {
     p
 }
 
+/// Tokens the model runs for `group`: the shared prefix once, then each request's rest.
+pub fn fed_tokens(group: &[LlRequest]) -> u64 {
+    let p = shared_prefix(group);
+    (p + group.iter().map(|r| r.tokens.len() - 1 - p).sum::<usize>()) as u64
+}
+
 /// Scores every request of every group; `progress(groups done)` is called after each batch.
 /// Batches hold about `batch_tokens` fed tokens.
 pub fn score<M>(

@@ -161,6 +161,7 @@ pub struct TaskResult {
     pub skipped: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_example: Option<String>,
+    /// Tokens the model ran a forward pass for (shared prefixes once).
     pub tokens: u64,
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -486,7 +487,7 @@ impl Ctx<'_> {
         r.n = idx.len();
         for reqs in &requests {
             r.truncated += usize::from(reqs.iter().any(|q| q.truncated));
-            r.tokens += reqs.iter().map(|q| q.tokens.len() as u64).sum::<u64>();
+            r.tokens += loglik::fed_tokens(reqs);
         }
         if task.metric() == Metric::Greedy {
             // One continuation: right when greedy decoding writes it; guessing scores 0.
