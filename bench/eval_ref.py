@@ -8,9 +8,10 @@ Shares no code with frugal; the model is bench/llama_ref.py's (Hugging Face Llam
   ``log_likelihoods_match_pytorch_golden`` must reproduce them.
 * ``check``: reads the requests frugal scored (``frugal eval --dump DIR``), loads the same
   checkpoint from the run directory, scores every request alone with a full forward pass in
-  PyTorch (log-softmax in float64), and compares the log-likelihoods and the accuracies
-  recomputed here from its own numbers. Exits 1 when a log-likelihood differs by more than
-  the tolerance.
+  PyTorch as lm-evaluation-harness does (sorted by length, padded batches, log-softmax in
+  float64), and compares the log-likelihoods, the accuracies recomputed here from its own
+  numbers, and the time each took. Exits 1 when a log-likelihood differs by more than the
+  tolerance.
 """
 
 import argparse
@@ -19,6 +20,7 @@ import json
 import os
 import shlex
 import sys
+import time
 import tomllib
 
 import torch
@@ -46,6 +48,30 @@ def score(model, tokens, cont_start):
     lp = float(logp[pos, tgt].sum())
     greedy = bool((logp[pos].argmax(-1) == tgt).all())
     return lp, greedy
+
+
+def score_batched(model, requests, batch):
+    """lm-evaluation-harness's way: requests sorted by length (longest first), batched with
+    right padding (causal attention never sees it), one forward pass per batch. Returns
+    (log-likelihood, greedy) per request, in the given order."""
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i]["tokens"]))
+    out = [None] * len(requests)
+    for b in range(0, len(order), batch):
+        idx = order[b:b + batch]
+        T = len(requests[idx[0]]["tokens"]) - 1
+        x = torch.zeros(len(idx), T, dtype=torch.int64)
+        for row, i in enumerate(idx):
+            t = requests[i]["tokens"][:-1]
+            x[row, :len(t)] = torch.tensor(t)
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(x).double(), dim=-1)  # (B, T, V)
+        for row, i in enumerate(idx):
+            toks, c = requests[i]["tokens"], requests[i]["cont_start"]
+            pos = torch.arange(c - 1, len(toks) - 1)
+            tgt = torch.tensor(toks[c:], dtype=torch.int64)
+            lp = logp[row, pos, tgt]
+            out[i] = (float(lp.sum()), bool((logp[row, pos].argmax(-1) == tgt).all()))
+    return out
 
 
 def cmd_golden(args):
@@ -123,14 +149,20 @@ def accuracies(rows):
     return len(items), acc / n, acc_norm / n, greedy / n
 
 
+def frugal_seconds(run, stage, task):
+    """The time frugal took for the task, from RUN/eval/<stage>.json."""
+    with open(os.path.join(run, "eval", f"{stage}.json")) as f:
+        return next(t["seconds"] for t in json.load(f)["tasks"] if t["task"] == task)
+
+
 def cmd_check(args):
     torch.set_num_threads(args.threads)
     m = model_config(os.path.join(args.run, "config.toml"))
     from safetensors.torch import load_file
     worst, failed = 0.0, False
     print(f"| stage | task | requests | max abs diff of log-likelihood | acc frugal / pytorch | "
-          f"acc_norm frugal / pytorch |")
-    print("|---|---|---|---|---|---|")
+          f"acc_norm frugal / pytorch | frugal s | pytorch s | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
     models = {}
     for path in sorted(glob.glob(os.path.join(args.dump, "*.jsonl"))):
         stage, task = os.path.basename(path)[:-6].split("-", 1)
@@ -144,8 +176,11 @@ def cmd_check(args):
         rows = [json.loads(line) for line in open(path)]
         diff = 0.0
         ours, theirs = [], []
-        for r in rows:
-            lp, g = score(model, r["tokens"], r["cont_start"])
+        t0 = time.perf_counter()
+        scored = score_batched(model, rows, args.batch)
+        seconds = time.perf_counter() - t0
+        fed = sum(len(r["tokens"]) - 1 for r in rows)
+        for r, (lp, g) in zip(rows, scored):
             diff = max(diff, abs(lp - r["logprob"]))
             base = dict(item=r["item"], choice=r["choice"], gold=r["gold"], chars=r["chars"])
             ours.append(dict(base, lp=r["logprob"], g=r["greedy"]))
@@ -154,8 +189,9 @@ def cmd_check(args):
         _, a2, n2, g2 = accuracies(theirs)
         if task == "lambada":
             a1, a2, n1, n2 = g1, g2, float("nan"), float("nan")
+        f = frugal_seconds(args.run, stage, task)
         print(f"| {stage} | {task} | {len(rows)} | {diff:.2e} | {a1:.4f} / {a2:.4f} | "
-              f"{n1:.4f} / {n2:.4f} |")
+              f"{n1:.4f} / {n2:.4f} | {f:.2f} | {seconds:.2f} | {seconds / f:.2f}x |")
         worst = max(worst, diff)
         failed |= diff > args.tol
     print(f"\nlargest difference {worst:.2e} (tolerance {args.tol:g})")
@@ -174,6 +210,7 @@ def main():
     c.add_argument("--dump", required=True)
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--tol", type=float, default=1e-3)
+    c.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
     {"golden": cmd_golden, "check": cmd_check}[args.cmd](args)
 

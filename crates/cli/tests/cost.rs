@@ -144,6 +144,28 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
         "{md}"
     );
     assert!(run.join("eval/base.json").is_file() && run.join("eval/sft.json").is_file());
+    // A task whose files are missing fails by name, after the others are scored, and the
+    // command exits non-zero.
+    let nodata = dir.join("nodata");
+    let o = frugal(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--tasks",
+        "lambada,bpb",
+        "--stage",
+        "base",
+        "--data",
+        nodata.to_str().unwrap(),
+    ]);
+    let text = out(&o);
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("base | bpb | present")
+            && text.contains("lambada/bpb_0shot/requests.jsonl.gz: is missing")
+            && text.contains("1 task(s) failed: base lambada"),
+        "{text}"
+    );
     assert!(
         md.contains("## Projection") && md.contains("scaled x"),
         "{md}"

@@ -59,13 +59,20 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
             .iter()
             .find_map(|s| find(s, name))
             .expect("named by a stage");
+        // A chat model answers generative tasks 0-shot: "5/0" then.
+        let mut shots: Vec<String> = Vec::new();
+        for t in stages.iter().filter_map(|s| find(s, name)) {
+            if !shots.contains(&t.shots.to_string()) {
+                shots.push(t.shots.to_string());
+            }
+        }
         let _ = write!(
             o,
             "| {} | {} | {} | {} | {} | {} |",
             name,
             any.source,
             any.metric,
-            any.shots,
+            shots.join("/"),
             if any.n < any.of {
                 format!("{} of {}", any.n, any.of)
             } else {
