@@ -21,17 +21,22 @@ pub fn read_parquet(path: &Path, field: &str, f: impl FnMut(usize, &str)) -> Res
     each_row(path, field, reader.map(|b| b.map_err(|e| e.to_string())), f)
 }
 
+type StreamReader = arrow_ipc::reader::StreamReader<std::io::BufReader<std::fs::File>>;
+
+fn open_stream(path: &Path) -> Result<StreamReader> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    StreamReader::try_new(std::io::BufReader::new(file), None).map_err(|e| {
+        Error::input(
+            path.display().to_string(),
+            format!("not an Arrow IPC stream: {e}"),
+            "pass an Arrow stream (not the file/Feather format), or re-fetch the file",
+        )
+    })
+}
+
 /// Calls `f(row, text)` for every row of column `field` in an Arrow IPC stream file.
 pub fn read_arrow_stream(path: &Path, field: &str, f: impl FnMut(usize, &str)) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
-        .map_err(|e| {
-            Error::input(
-                path.display().to_string(),
-                format!("not an Arrow IPC stream: {e}"),
-                "pass an Arrow stream (not file/Feather) format",
-            )
-        })?;
+    let reader = open_stream(path)?;
     each_row(path, field, reader.map(|b| b.map_err(|e| e.to_string())), f)
 }
 
@@ -39,15 +44,7 @@ pub fn read_arrow_stream(path: &Path, field: &str, f: impl FnMut(usize, &str)) -
 /// integers, floats, booleans, lists and structs, nested as deep as they go; nulls are null.
 /// Benchmark datasets are small, so reading them whole is fine.
 pub fn read_arrow_rows(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
-        .map_err(|e| {
-            Error::input(
-                path.display().to_string(),
-                format!("not an Arrow IPC stream: {e}"),
-                "re-fetch the file (scripts/fetch-data.sh --group eval)",
-            )
-        })?;
+    let reader = open_stream(path)?;
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| {
