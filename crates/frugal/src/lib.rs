@@ -15,6 +15,7 @@ pub mod eval;
 pub mod loader;
 pub mod model;
 pub mod optim;
+pub mod pref;
 pub mod progress;
 pub mod sft;
 pub mod shards;

@@ -1,0 +1,3 @@
+//! Learning from human preferences: preference data, the reward model, DPO and GRPO.
+
+pub mod loss;
