@@ -193,6 +193,37 @@ impl Llama {
         grad_scale: f32,
         ws: &mut Workspace,
     ) -> (f64, usize) {
+        self.forward_backward_weighted(tokens, targets, None, grads, grad_scale, ws)
+    }
+
+    /// Each target's log-probability, ln p(target | tokens before it): (B·T), 0 at IGNORE.
+    pub fn token_logprobs(&self, tokens: &[u32], targets: &[u32], ws: &mut Workspace) -> Vec<f64> {
+        self.forward_trunk(tokens, ws);
+        let mut out = vec![0f64; targets.len()];
+        tensor::ops::cross_entropy::lm_head_token_losses(
+            &ws.xf,
+            &self.params.data[self.params.lm_head..],
+            targets,
+            self.cfg.d_model,
+            &mut ws.logits_scratch,
+            &mut out,
+        );
+        out.iter_mut().for_each(|l| *l = -*l);
+        out
+    }
+
+    /// `forward_backward` with a weight per target: accumulates the gradient of
+    /// grad_scale · Σ wᵢ·lossᵢ (lossᵢ = −ln p(targetᵢ)). Preference objectives pass their
+    /// derivative with respect to each token's log-probability, negated.
+    pub fn forward_backward_weighted(
+        &self,
+        tokens: &[u32],
+        targets: &[u32],
+        weights: Option<&[f32]>,
+        grads: &mut [f32],
+        grad_scale: f32,
+        ws: &mut Workspace,
+    ) -> (f64, usize) {
         assert_eq!(
             grads.len(),
             self.params.len(),
@@ -216,6 +247,7 @@ impl Llama {
                 dx: &mut ws.dxn,
                 dw: g_head,
                 scale: grad_scale,
+                weights,
             }),
             &mut ws.logits_scratch,
         );

@@ -93,7 +93,14 @@ pub fn kl_k3(logp: f64, ref_logp: f64) -> (f64, f64) {
 /// One token's share of GRPO's loss: −[min(r·A, clip(r, 1−ε, 1+ε)·A) − β·KL], with the ratio
 /// r = e^(π − π_old). Returns (loss, d loss / d π). Where the clip binds, the surrogate passes
 /// no gradient.
-pub fn grpo_token(logp: f64, old_logp: f64, ref_logp: f64, adv: f64, clip: f64, beta: f64) -> (f64, f64) {
+pub fn grpo_token(
+    logp: f64,
+    old_logp: f64,
+    ref_logp: f64,
+    adv: f64,
+    clip: f64,
+    beta: f64,
+) -> (f64, f64) {
     let ratio = (logp - old_logp).exp();
     let clipped = ratio.clamp(1.0 - clip, 1.0 + clip);
     let (unclipped_obj, clipped_obj) = (ratio * adv, clipped * adv);
@@ -151,7 +158,10 @@ mod tests {
         let f = |pc: f64| dpo(pc, -21.0, -12.0, -20.0, 0.1).loss;
         assert!((numeric(f, -10.0) - d.d_chosen).abs() < 1e-8);
         // At the reference the loss is ln 2 whatever β.
-        close(dpo(-5.0, -7.0, -5.0, -7.0, 0.5).loss, std::f64::consts::LN_2);
+        close(
+            dpo(-5.0, -7.0, -5.0, -7.0, 0.5).loss,
+            std::f64::consts::LN_2,
+        );
     }
 
     #[test]
@@ -180,7 +190,9 @@ mod tests {
         // Unbiased: under q, E[e^(ln p − ln q) − (ln p − ln q) − 1] = KL(q ‖ p), here for two
         // distributions on three outcomes, computed exactly.
         let (q, p) = ([0.5, 0.3, 0.2], [0.2, 0.5, 0.3]);
-        let k3: f64 = (0..3).map(|i| q[i] * kl_k3(f64::ln(q[i]), f64::ln(p[i])).0).sum();
+        let k3: f64 = (0..3)
+            .map(|i| q[i] * kl_k3(f64::ln(q[i]), f64::ln(p[i])).0)
+            .sum();
         let kl: f64 = (0..3).map(|i| q[i] * (q[i] / p[i]).ln()).sum();
         close(k3, kl);
     }

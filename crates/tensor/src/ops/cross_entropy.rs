@@ -21,6 +21,9 @@ pub struct LossGrads<'a> {
     pub dw: &'a mut [f32],
     /// Multiplier of every gradient: 1 / (number of targets in the whole batch) for a mean loss.
     pub scale: f32,
+    /// Per-row multipliers on top of `scale`, (n): the gradient is then that of Σ wᵢ·lossᵢ.
+    /// Preference objectives weight each token's log-probability by the loss's derivative.
+    pub weights: Option<&'a [f32]>,
 }
 
 /// Returns the summed loss over non-ignored targets and their count.
@@ -33,14 +36,43 @@ pub fn lm_head_cross_entropy(
     w: &[f32],
     targets: &[u32],
     d: usize,
+    grads: Option<LossGrads>,
+    scratch: &mut Vec<f32>,
+) -> (f64, usize) {
+    head_xent(x, w, targets, d, grads, scratch, None)
+}
+
+/// Each row's loss, −ln p(target) (0 at IGNORE), into `out` (n): log-probabilities of given
+/// tokens for preference training, without gradients.
+pub fn lm_head_token_losses(
+    x: &[f32],
+    w: &[f32],
+    targets: &[u32],
+    d: usize,
+    scratch: &mut Vec<f32>,
+    out: &mut [f64],
+) {
+    assert_eq!(out.len(), targets.len(), "lm_head_token_losses: out shape");
+    head_xent(x, w, targets, d, None, scratch, Some(out));
+}
+
+fn head_xent(
+    x: &[f32],
+    w: &[f32],
+    targets: &[u32],
+    d: usize,
     mut grads: Option<LossGrads>,
     scratch: &mut Vec<f32>,
+    mut rows_out: Option<&mut [f64]>,
 ) -> (f64, usize) {
     let (n, vocab) = (targets.len(), w.len() / d);
     assert!(
         x.len() == n * d && w.len() == vocab * d,
         "lm_head_cross_entropy: shape mismatch"
     );
+    if let Some(wt) = grads.as_ref().and_then(|g| g.weights) {
+        assert_eq!(wt.len(), n, "lm_head_cross_entropy: one weight per row");
+    }
     let chunk = (CHUNK_FLOATS / vocab).clamp(1, n.max(1));
     scratch.resize(chunk * vocab, 0.0);
     let (mut loss, mut count) = (0f64, 0usize);
@@ -52,13 +84,22 @@ pub fn lm_head_cross_entropy(
         let tc = &targets[r0..r0 + rows];
         sgemm(&Gemm::nt(rows, vocab, d), xc, w, logits);
         let scale = grads.as_ref().map(|g| g.scale);
+        let weights = grads
+            .as_ref()
+            .and_then(|g| g.weights)
+            .map(|w| &w[r0..r0 + rows]);
         logits
             .par_chunks_mut(vocab)
             .zip(tc.par_iter())
             .zip(row_loss[..rows].par_iter_mut())
-            .for_each(|((l, &t), out)| {
-                *out = softmax_xent_row(l, t, scale);
+            .enumerate()
+            .for_each(|(i, ((l, &t), out))| {
+                let s = scale.map(|s| weights.map_or(s, |w| s * w[i]));
+                *out = softmax_xent_row(l, t, s);
             });
+        if let Some(o) = rows_out.as_deref_mut() {
+            o[r0..r0 + rows].copy_from_slice(&row_loss[..rows]);
+        }
         for (&t, &rl) in tc.iter().zip(&row_loss[..rows]) {
             if t != IGNORE {
                 loss += rl;
@@ -151,6 +192,7 @@ mod tests {
             dx: &mut dx,
             dw: &mut dw,
             scale: 1.0 / count as f32,
+            weights: None,
         };
         let (sum, c) = lm_head_cross_entropy(&x, &w, &targets, d, Some(grads), &mut scratch);
         assert_eq!(c, count);
@@ -170,5 +212,49 @@ mod tests {
         grad_check("cross-entropy dw", &mut w.clone(), &dw, |w| {
             reference::lm_head_cross_entropy(&x, w, &targets, d)
         });
+    }
+
+    #[test]
+    fn per_row_weights_and_token_losses() {
+        let (n, d, vocab) = (7, 5, 11);
+        let x = projection(n * d, 3);
+        let w = projection(vocab * d, 4);
+        let targets = [3, 0, IGNORE, 10, 4, 4, 9];
+        // Signed weights, as DPO gives chosen and rejected tokens.
+        let weights = [0.5f32, -1.0, 2.0, 0.25, -0.75, 1.5, 0.0];
+        let weighted = |x: &[f32], w: &[f32]| -> f64 {
+            (0..n)
+                .filter(|&i| targets[i] != IGNORE)
+                .map(|i| {
+                    let one = [targets[i]];
+                    weights[i] as f64
+                        * reference::lm_head_cross_entropy(&x[i * d..(i + 1) * d], w, &one, d)
+                })
+                .sum()
+        };
+        let (mut dx, mut dw, mut scratch) = (vec![0.0; n * d], vec![0.0; vocab * d], Vec::new());
+        let grads = LossGrads {
+            dx: &mut dx,
+            dw: &mut dw,
+            scale: 1.0,
+            weights: Some(&weights),
+        };
+        lm_head_cross_entropy(&x, &w, &targets, d, Some(grads), &mut scratch);
+        grad_check("weighted dx", &mut x.clone(), &dx, |x| weighted(x, &w));
+        grad_check("weighted dw", &mut w.clone(), &dw, |w| weighted(&x, w));
+        let mut losses = vec![0f64; n];
+        lm_head_token_losses(&x, &w, &targets, d, &mut scratch, &mut losses);
+        for i in 0..n {
+            let want = if targets[i] == IGNORE {
+                0.0
+            } else {
+                reference::lm_head_cross_entropy(&x[i * d..(i + 1) * d], &w, &[targets[i]], d)
+            };
+            assert!(
+                (losses[i] - want).abs() < 1e-5,
+                "row {i}: {} vs {want}",
+                losses[i]
+            );
+        }
     }
 }
