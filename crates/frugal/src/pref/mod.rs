@@ -1,3 +1,4 @@
 //! Learning from human preferences: preference data, the reward model, DPO and GRPO.
 
+pub mod data;
 pub mod loss;
