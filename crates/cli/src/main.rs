@@ -6,6 +6,7 @@ mod chat;
 mod cost;
 mod data;
 mod eval;
+mod pref;
 mod pretrain;
 mod sft;
 mod speedrun;
@@ -51,6 +52,9 @@ enum Command {
     Speedrun(speedrun::SpeedrunArgs),
     /// Pretrain a model on token shards (resumable).
     Pretrain(pretrain::PretrainArgs),
+    /// Tune a run's SFT model on human preferences (DPO).
+    #[command(subcommand)]
+    Pref(pref::PrefCommand),
     /// Instruction-tune a run's pretrained model on conversations (resumable).
     Sft(sft::SftArgs),
     /// Sample text from a run's latest pretraining checkpoint.
@@ -94,5 +98,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cost(cmd) => cost::run(cmd),
         Command::Report(a) => cost::report(a),
         Command::Eval(a) => eval::eval(a),
+        Command::Pref(cmd) => pref::run(cmd),
     }
 }

@@ -9,43 +9,14 @@ use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
 use frugal::eval::loglik::{score, score_reference};
 use frugal::eval::prompt::LlRequest;
 use frugal::eval::{card, evaluate, EvalOptions, StageResults, TaskSpec};
-use frugal::model::{load_safetensors, save_safetensors, Llama, Params};
+use frugal::model::{load_safetensors, Llama, Params};
 use frugal::Config;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("frugal-eval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A run directory with a byte-level tokenizer, a 64-token context, and a checkpoint for the
-/// base and the SFT stage (different weights).
-fn tiny_run(dir: &Path) -> PathBuf {
-    let tok = bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap();
-    let run = dir.join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    tok.save(&run.join("tokenizer.json")).unwrap();
-    let cfg = include_str!("../../../configs/tiny.toml")
-        .replace(
-            "vocab_size = 128",
-            &format!("vocab_size = {}", tok.vocab_size()),
-        )
-        .replace("context_len = 32", "context_len = 64")
-        .replace("init_std = 0.02", "init_std = 0.2");
-    std::fs::write(run.join("config.toml"), &cfg).unwrap();
-    let model_cfg = Config::parse(&cfg, "tiny", &[]).unwrap().model;
-    for (sub, seed) in [("", 1), ("sft", 2)] {
-        let ckpt = run.join(sub).join("checkpoints/step-5");
-        std::fs::create_dir_all(&ckpt).unwrap();
-        let m = Llama::init(model_cfg.clone(), seed);
-        save_safetensors(&m.params, &ckpt.join("model.safetensors")).unwrap();
-    }
-    run
-}
+mod common;
+use common::{temp, tiny_run};
 
 /// Benchmark files in scripts/fetch-data.sh's layout under `data/raw`.
 fn benchmark_files(data: &Path) {
