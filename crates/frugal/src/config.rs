@@ -498,6 +498,10 @@ mod tests {
             if name.starts_with("data-") || name.starts_with("sft-") {
                 continue; // data preparation and SFT configs, checked where they are read
             }
+            if name.starts_with("dpo-") {
+                crate::pref::dpo::DpoConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+                continue;
+            }
             if name == "cost.toml" {
                 crate::cost::CostConfig::load(Some(&path)).unwrap_or_else(|e| panic!("{e}"));
                 continue;
