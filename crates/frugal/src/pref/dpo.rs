@@ -229,25 +229,7 @@ pub fn train(
     }
     let dir = run.join("pref");
     let resolved = toml::to_string(cfg).expect("a DpoConfig serialises");
-    let cfg_path = dir.join("config.toml");
-    if resume && cfg_path.exists() {
-        let old = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        if old != resolved {
-            return Err(Error::config(
-                cfg_path.display().to_string(),
-                "the DPO run was made with a different config",
-                "resume with the same config and --set overrides, or remove RUN/pref to start over",
-            ));
-        }
-    } else if !checkpoint::list(&dir)?.is_empty() {
-        return Err(Error::config(
-            dir.display().to_string(),
-            "already holds preference-tuned checkpoints",
-            "pass --resume to continue, or remove that directory to start over",
-        ));
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    write_atomic(&cfg_path, resolved.as_bytes())?;
+    checkpoint::open_stage_dir(&dir, &resolved, resume, "DPO")?;
 
     // Pairs: every source, shuffled with the seed, the last val_pairs held out.
     let mut pairs = Vec::new();

@@ -270,25 +270,7 @@ pub fn sft(
     }
     let dir = run.join("sft");
     let resolved = cfg.to_toml();
-    let cfg_path = dir.join("config.toml");
-    if resume && cfg_path.exists() {
-        let old = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        if old != resolved {
-            return Err(Error::config(
-                cfg_path.display().to_string(),
-                "the SFT run was made with a different config",
-                "resume with the same config and --set overrides, or remove RUN/sft to start over",
-            ));
-        }
-    } else if !checkpoint::list(&dir)?.is_empty() {
-        return Err(Error::config(
-            dir.display().to_string(),
-            "already holds SFT checkpoints",
-            "pass --resume to continue, or remove that directory to start over",
-        ));
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    write_atomic(&cfg_path, resolved.as_bytes())?;
+    checkpoint::open_stage_dir(&dir, &resolved, resume, "SFT")?;
 
     let t0 = Instant::now();
     let mix = data::build(cfg, &f)?;

@@ -202,3 +202,31 @@ pub fn load_trained(run: &Path, prefer_sft: bool) -> Result<Trained> {
         stage,
     })
 }
+
+/// Prepares the directory of a tuning stage (`RUN/sft`, `RUN/pref`): on `resume` its saved
+/// config must equal `resolved`; otherwise it must hold no checkpoints. Then `resolved` is
+/// written as its config.toml. `what` names the stage in messages ("SFT", "DPO").
+pub fn open_stage_dir(dir: &Path, resolved: &str, resume: bool, what: &str) -> Result<()> {
+    let cfg_path = dir.join("config.toml");
+    let sub = dir
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    if resume && cfg_path.exists() {
+        let old = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
+        if old != resolved {
+            return Err(Error::config(
+                cfg_path.display().to_string(),
+                format!("the {what} run was made with a different config"),
+                format!("resume with the same config and --set overrides, or remove RUN/{sub} to start over"),
+            ));
+        }
+    } else if !list(dir)?.is_empty() {
+        return Err(Error::config(
+            dir.display().to_string(),
+            format!("already holds {what} checkpoints"),
+            "pass --resume to continue, or remove that directory to start over",
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    crate::train::write_atomic(&cfg_path, resolved.as_bytes())
+}
