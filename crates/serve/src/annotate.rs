@@ -1,0 +1,406 @@
+//! The annotation server: one static page and a small JSON API over the store.
+//!
+//! ```text
+//! GET  /                 the page (no user data in it; everything else comes as JSON)
+//! GET  /api/me           {name, progress}
+//! GET  /api/next         {item: {id, prompt: [{role, content}], responses: [text]} | null, progress}
+//! POST /api/vote         {item, choice: index | "tie" | "both_harmful"} -> {status, progress}
+//! GET  /api/stats        progress and inter-annotator agreement (store::Stats)
+//! ```
+//! Every /api call needs `Authorization: Bearer TOKEN` (401 otherwise); the voter is the
+//! token's annotator, never a field of the request. Errors are `{"error": "..."}` with 400 (a
+//! malformed request or a choice the item does not have), 404 (no such item) or 409 (a
+//! different vote for an item already judged: votes are final). A vote is answered only after
+//! its transaction committed (WAL, synchronous=FULL).
+//!
+//! SQLite is synchronous: handlers run store calls on tokio's blocking pool, one at a time
+//! behind a mutex (SQLite takes one writer at a time anyway; a vote costs one fsync).
+//! The page sends a Content-Security-Policy that admits only its own inline script and style
+//! (by hash), so even a slip from `textContent` to `innerHTML` could not run injected script.
+
+use crate::store::{Choice, Item, Progress, Store, VoteError, VoteOutcome};
+use crate::{Error, Result};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// The annotation page: HTML, CSS and vanilla JS in one file, no outside resources.
+pub const PAGE: &str = include_str!("page.html");
+
+struct App {
+    store: Mutex<Store>,
+    csp: String,
+}
+
+/// An API failure, answered as `{"error": msg}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    msg: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+impl From<VoteError> for ApiError {
+    fn from(e: VoteError) -> Self {
+        let status = match &e {
+            VoteError::UnknownItem(_) => StatusCode::NOT_FOUND,
+            VoteError::BadChoice { .. } => StatusCode::BAD_REQUEST,
+            VoteError::Conflict { .. } => StatusCode::CONFLICT,
+            VoteError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({"error": self.msg}))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+type ApiResult = std::result::Result<Json<Value>, ApiError>;
+
+/// Standard base64 with padding (for CSP hashes; not worth a dependency).
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The text between `open` and the next `close` in the page (its one script or style).
+fn inline(open: &str, close: &str) -> &'static str {
+    let start = PAGE.find(open).expect("the page has the element") + open.len();
+    let len = PAGE[start..].find(close).expect("the element is closed");
+    &PAGE[start..start + len]
+}
+
+fn content_security_policy() -> String {
+    let hash = |s: &str| format!("'sha256-{}'", base64(&Sha256::digest(s.as_bytes())));
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hash(inline("<script>", "</script>")),
+        hash(inline("<style>", "</style>")),
+    )
+}
+
+/// The router over a store.
+pub fn router(store: Store) -> Router {
+    let app = Arc::new(App {
+        store: Mutex::new(store),
+        csp: content_security_policy(),
+    });
+    Router::new()
+        .route("/", get(page))
+        .route("/api/me", get(me))
+        .route("/api/next", get(next))
+        .route("/api/vote", post(vote))
+        .route("/api/stats", get(stats))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page") })
+        .with_state(app)
+}
+
+async fn page(State(app): State<Arc<App>>) -> Response {
+    let h = |v: &str| HeaderValue::from_str(v).expect("a valid header value");
+    (
+        [
+            (header::CONTENT_TYPE, h("text/html; charset=utf-8")),
+            (header::CONTENT_SECURITY_POLICY, h(&app.csp)),
+            (header::X_CONTENT_TYPE_OPTIONS, h("nosniff")),
+            (header::X_FRAME_OPTIONS, h("DENY")),
+            // The token may sit in the address bar until the page has stored it.
+            (header::REFERRER_POLICY, h("no-referrer")),
+            (header::CACHE_CONTROL, h("no-store")),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+/// The bearer token of a request.
+fn token(headers: &HeaderMap) -> std::result::Result<String, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let v = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("no token: send Authorization: Bearer TOKEN"))?;
+    let v = v
+        .to_str()
+        .map_err(|_| unauthorized("the Authorization header is not text"))?;
+    v.strip_prefix("Bearer ")
+        .map(|t| t.trim().to_string())
+        .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer TOKEN\""))
+}
+
+/// Runs `f` on the blocking pool with the store and the token's annotator.
+async fn as_annotator<T: Send + 'static>(
+    app: Arc<App>,
+    headers: &HeaderMap,
+    f: impl FnOnce(&mut Store, crate::store::Annotator) -> std::result::Result<T, ApiError>
+        + Send
+        + 'static,
+) -> std::result::Result<T, ApiError> {
+    let token = token(headers)?;
+    tokio::task::spawn_blocking(move || {
+        // A panic elsewhere cannot leave a half-done write: SQLite rolled it back.
+        let mut store = app.store.lock().unwrap_or_else(|p| p.into_inner());
+        let who = store.authenticate(&token)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown token: ask the operator for a link (`frugal prefs annotator add NAME`)",
+            )
+        })?;
+        f(&mut store, who)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+fn item_json(item: &Item) -> Value {
+    let prompt: Vec<Value> = item
+        .prompt
+        .messages
+        .iter()
+        .map(|m| json!({"role": m.role, "content": m.display()}))
+        .collect();
+    json!({"id": item.id, "prompt": prompt, "responses": item.responses})
+}
+
+fn progress_json(p: Progress) -> Value {
+    serde_json::to_value(p).expect("progress serialises")
+}
+
+async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+    as_annotator(app, &headers, |s, who| {
+        Ok(Json(
+            json!({"name": who.name, "progress": progress_json(s.progress(who.id)?)}),
+        ))
+    })
+    .await
+}
+
+async fn next(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+    as_annotator(app, &headers, |s, who| {
+        let item = s.next_item(who.id)?;
+        Ok(Json(json!({
+            "item": item.as_ref().map(item_json),
+            "progress": progress_json(s.progress(who.id)?),
+        })))
+    })
+    .await
+}
+
+/// `{item, choice}` from a request body; Err is the 400 message.
+fn parse_vote(body: &[u8]) -> std::result::Result<(i64, Choice), String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let item = v
+        .get("item")
+        .ok_or("no \"item\" field")?
+        .as_i64()
+        .ok_or("\"item\" must be an integer id")?;
+    let choice = Choice::from_json(v.get("choice").ok_or("no \"choice\" field")?)?;
+    Ok((item, choice))
+}
+
+async fn vote(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    // Authenticate first: a stranger learns nothing, not even whether the body was well formed.
+    let parsed = parse_vote(&body);
+    as_annotator(app, &headers, move |s, who| {
+        let (item, choice) = parsed.map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+        let status = match s.vote(who.id, item, choice)? {
+            VoteOutcome::Recorded => "recorded",
+            VoteOutcome::Unchanged => "unchanged",
+        };
+        Ok(Json(
+            json!({"status": status, "progress": progress_json(s.progress(who.id)?)}),
+        ))
+    })
+    .await
+}
+
+async fn stats(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+    as_annotator(app, &headers, |s, _| {
+        Ok(Json(
+            serde_json::to_value(s.stats()?).expect("stats serialise"),
+        ))
+    })
+    .await
+}
+
+/// A server on its own runtime; dropping it stops the server.
+pub struct Server {
+    pub addr: SocketAddr,
+    rt: Option<tokio::runtime::Runtime>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// Binds `addr` ("127.0.0.1:0" picks a free port) and starts serving `store`.
+    pub fn start(store: Store, addr: &str) -> Result<Server> {
+        let io = |source| Error::Io {
+            path: addr.into(),
+            source,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_io()
+            .build()
+            .map_err(io)?;
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(io)?;
+        let addr = listener.local_addr().map_err(io)?;
+        let app = router(store);
+        let task = rt.spawn(async move { axum::serve(listener, app).await });
+        Ok(Server {
+            addr,
+            rt: Some(rt),
+            task: Some(task),
+        })
+    }
+
+    /// The page's address for an annotator's token.
+    pub fn url(&self, token: Option<&str>) -> String {
+        match token {
+            Some(t) => format!("http://{}/?token={t}", self.addr),
+            None => format!("http://{}/", self.addr),
+        }
+    }
+
+    /// Serves until the process is stopped (or the listener fails).
+    pub fn wait(mut self) -> Result<()> {
+        let (rt, task) = (self.rt.take(), self.task.take());
+        let (Some(rt), Some(task)) = (rt, task) else {
+            return Ok(());
+        };
+        let r = rt.block_on(task);
+        rt.shutdown_background();
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(Error::Io {
+                path: self.addr.to_string().into(),
+                source,
+            }),
+            Err(e) => Err(Error::Io {
+                path: self.addr.to_string().into(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_known_vectors() {
+        // RFC 4648 section 10.
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn the_page_has_one_script_and_never_uses_inner_html() {
+        assert_eq!(PAGE.matches("<script").count(), 1);
+        assert_eq!(PAGE.matches("<style").count(), 1);
+        for bad in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(!PAGE.contains(bad), "the page uses {bad}");
+        }
+        assert!(
+            !PAGE.contains("http://") && !PAGE.contains("https://"),
+            "no outside resources"
+        );
+        let csp = content_security_policy();
+        assert!(
+            csp.contains("script-src 'sha256-") && !csp.contains("unsafe"),
+            "{csp}"
+        );
+    }
+
+    #[test]
+    fn vote_bodies_are_parsed_strictly() {
+        assert_eq!(
+            parse_vote(br#"{"item": 3, "choice": 1}"#),
+            Ok((3, Choice::Response(1)))
+        );
+        assert_eq!(
+            parse_vote(br#"{"item": 3, "choice": "tie"}"#),
+            Ok((3, Choice::Tie))
+        );
+        for bad in [
+            &b"{"[..],
+            br#"{"choice": 1}"#,
+            br#"{"item": "3", "choice": 1}"#,
+            br#"{"item": 3}"#,
+            br#"{"item": 3, "choice": "best"}"#,
+            b"[]",
+        ] {
+            assert!(parse_vote(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
