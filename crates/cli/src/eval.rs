@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Run directory; every stage with a checkpoint (base, sft, pref) is evaluated.
+    /// Run directory; every stage with a checkpoint (base, sft, dpo, grpo) is evaluated.
     #[arg(long)]
     pub run: PathBuf,
     /// Tasks, comma-separated, each optionally with its own item limit: hellaswag,mmlu:500.
@@ -21,7 +21,7 @@ pub struct EvalArgs {
     /// Few-shot examples for every task [default: each task's lm-evaluation-harness default].
     #[arg(long)]
     pub shots: Option<usize>,
-    /// Stages to evaluate, comma-separated (base, sft, pref) [default: all that exist].
+    /// Stages to evaluate, comma-separated (base, sft, dpo, grpo) [default: all that exist].
     #[arg(long, value_delimiter = ',')]
     pub stage: Vec<String>,
     /// Data directory of scripts/fetch-data.sh; the benchmarks are under DIR/raw.

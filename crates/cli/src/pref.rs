@@ -1,42 +1,74 @@
-//! `frugal pref dpo`: preference tuning of a run's SFT model.
+//! `frugal pref rm|dpo|grpo`: preference tuning of a run's SFT model.
 
 use clap::{Args, Subcommand};
-use frugal::pref::dpo::{train, DpoConfig};
+use frugal::pref::{dpo, grpo, rm};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum PrefCommand {
-    /// Direct Preference Optimization against the frozen SFT model; writes RUN/pref/
-    /// (checkpoints, metrics.jsonl, report.json), which `frugal eval` scores as the pref stage.
-    Dpo(DpoArgs),
+    /// Train a reward model (the SFT transformer with a scalar head, Bradley–Terry loss) on
+    /// preference pairs; writes RUN/rm/ (checkpoints, metrics.jsonl, report.json).
+    Rm(StageArgs),
+    /// Direct Preference Optimization against the frozen SFT model; writes RUN/dpo/
+    /// (checkpoints, metrics.jsonl, report.json), which `frugal eval` scores as the dpo stage.
+    Dpo(StageArgs),
+    /// Group Relative Policy Optimization with verifiable rewards (arithmetic, GSM8K) or the
+    /// reward model; writes RUN/grpo/, which `frugal eval` scores as the grpo stage.
+    Grpo(StageArgs),
 }
 
 #[derive(Args)]
-pub struct DpoArgs {
+pub struct StageArgs {
     /// Run directory with an SFT checkpoint (RUN/sft).
     #[arg(long)]
     run: PathBuf,
-    /// DPO config: [train] (batch_size = pairs per step) and [dpo] (sources, beta, ...).
-    #[arg(long, default_value = "configs/dpo-speedrun.toml")]
-    config: PathBuf,
+    /// The stage's config: [train] and its own section. Defaults: configs/rm-speedrun.toml,
+    /// configs/dpo-speedrun.toml, configs/grpo-arithmetic.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Override a config value, e.g. --set dpo.beta=0.2 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Continue from the latest checkpoint in RUN/pref.
+    /// Continue from the stage's latest checkpoint.
     #[arg(long)]
     resume: bool,
 }
 
+impl StageArgs {
+    fn config(&self, default: &str) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| default.into())
+    }
+}
+
 pub fn run(cmd: PrefCommand) -> anyhow::Result<()> {
+    let log = |l: &str| println!("{l}");
     match cmd {
+        PrefCommand::Rm(a) => {
+            let cfg = rm::RmConfig::load(&a.config("configs/rm-speedrun.toml"), &a.overrides)?;
+            let s = rm::train(&cfg, &a.run, a.resume, log)?;
+            println!(
+                "rm summary | {} steps | {:.1}s | held-out pairwise accuracy {:.3} -> {:.3} ± {:.3} (95%, {} pairs) | margin {:.3}",
+                s.steps, s.wall_s, s.before.accuracy, s.after.accuracy, s.after.ci95, s.after.pairs, s.after.margin
+            );
+        }
         PrefCommand::Dpo(a) => {
-            let cfg = DpoConfig::load(&a.config, &a.overrides)?;
-            let s = train(&cfg, &a.run, a.resume, |l| println!("{l}"))?;
+            let cfg = dpo::DpoConfig::load(&a.config("configs/dpo-speedrun.toml"), &a.overrides)?;
+            let s = dpo::train(&cfg, &a.run, a.resume, log)?;
             println!(
                 "dpo summary | {} steps | {:.1}s | held-out implicit-reward accuracy {:.3} -> {:.3} ± {:.3} (95%, {} pairs) | margin {:.3}",
                 s.steps, s.wall_s, s.before.accuracy, s.after.accuracy, s.after.ci95, s.after.pairs, s.after.margin
             );
-            Ok(())
+        }
+        PrefCommand::Grpo(a) => {
+            let cfg =
+                grpo::GrpoConfig::load(&a.config("configs/grpo-arithmetic.toml"), &a.overrides)?;
+            let s = grpo::train(&cfg, &a.run, a.resume, log)?;
+            println!(
+                "grpo summary | {} steps | {:.1}s | held-out accuracy {:.3} ± {:.3} -> {:.3} ± {:.3} ({} -> {} of {} right) | mean reward {:.3} -> {:.3}",
+                s.steps, s.wall_s, s.before.accuracy, s.before.ci95, s.after.accuracy, s.after.ci95,
+                s.before.correct, s.after.correct, s.after.n, s.before.mean_reward, s.after.mean_reward
+            );
         }
     }
+    Ok(())
 }

@@ -502,6 +502,14 @@ mod tests {
                 crate::pref::dpo::DpoConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
                 continue;
             }
+            if name.starts_with("rm-") {
+                crate::pref::rm::RmConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+                continue;
+            }
+            if name.starts_with("grpo-") {
+                crate::pref::grpo::GrpoConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+                continue;
+            }
             if name == "cost.toml" {
                 crate::cost::CostConfig::load(Some(&path)).unwrap_or_else(|e| panic!("{e}"));
                 continue;

@@ -196,13 +196,13 @@ fn a_missing_stage_or_run_is_named() {
     let dir = temp("bad");
     let run = tiny_run(&dir);
     let opts = EvalOptions {
-        stages: vec!["pref".into()],
+        stages: vec!["grpo".into()],
         tasks: TaskSpec::parse_list("lambada").unwrap(),
         ..Default::default()
     };
     let e = evaluate(&run, &opts, |_| {}).unwrap_err().to_string();
     assert!(
-        e.contains("no pref checkpoint") && e.contains("base, sft"),
+        e.contains("no grpo checkpoint") && e.contains("base, sft"),
         "{e}"
     );
     let e = evaluate(&dir.join("nowhere"), &EvalOptions::default(), |_| {})

@@ -211,33 +211,16 @@ fn weighted_token_gradient_check() {
     };
     let mut grads = vec![0f32; model.params.len()];
     model.forward_backward_weighted(&x, &y, Some(&w), &mut grads, 1.0, &mut ws);
-    for name in [
-        "lm_head.weight",
-        "model.layers.1.mlp.down_proj.weight",
-        "model.layers.0.self_attn.q_proj.weight",
-    ] {
-        let spec = model.params.spec(name).unwrap().clone();
-        let idx: Vec<usize> = tensor::check::sample_indices(spec.len(), 10)
-            .into_iter()
-            .map(|i| spec.offset + i)
-            .collect();
-        let mut data = model.params.data.clone();
-        let numeric = numeric_grad(&mut data, &idx, 1e-2, |p| {
-            objective(&Llama::new(
-                cfg.model.clone(),
-                Params {
-                    data: p.to_vec(),
-                    ..model.params.clone()
-                },
-            ))
-        });
-        let analytic: Vec<f64> = idx.iter().map(|&i| grads[i] as f64).collect();
-        let err = relative_error(&numeric, &analytic);
-        assert!(
-            err < 1e-2,
-            "{name}: relative error {err:e}\n{numeric:?}\n{analytic:?}"
-        );
-    }
+    check_named_grads(
+        &model,
+        &grads,
+        &[
+            "lm_head.weight",
+            "model.layers.1.mlp.down_proj.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+        ],
+        objective,
+    );
 }
 
 /// Trains tiny on one fixed batch; returns the loss after each step.
@@ -304,4 +287,146 @@ fn runs_are_reproducible_and_thread_count_only_reassociates() {
     for (a, b) in one.iter().zip(&two_a) {
         assert!((a - b).abs() < 1e-5 * a.abs(), "1 vs 2 threads: {a} vs {b}");
     }
+}
+
+/// Finite differences of `objective` against `grads` on a few entries of each named tensor.
+fn check_named_grads(
+    model: &Llama,
+    grads: &[f32],
+    names: &[&str],
+    objective: impl Fn(&Llama) -> f64,
+) {
+    for name in names {
+        let spec = model.params.spec(name).unwrap().clone();
+        let idx: Vec<usize> = tensor::check::sample_indices(spec.len(), 10)
+            .into_iter()
+            .map(|i| spec.offset + i)
+            .collect();
+        let mut data = model.params.data.clone();
+        let numeric = numeric_grad(&mut data, &idx, 1e-2, |p| {
+            objective(&Llama::new(
+                model.cfg.clone(),
+                Params {
+                    data: p.to_vec(),
+                    ..model.params.clone()
+                },
+            ))
+        });
+        let analytic: Vec<f64> = idx.iter().map(|&i| grads[i] as f64).collect();
+        let err = relative_error(&numeric, &analytic);
+        assert!(
+            err < 1e-2,
+            "{name}: relative error {err:e}\n{numeric:?}\n{analytic:?}"
+        );
+    }
+}
+
+/// The reward model's path: a gradient on the final hidden states, backpropagated through the
+/// trunk, against finite differences of a linear function of those states.
+#[test]
+fn hidden_state_gradient_check() {
+    let cfg = Config::preset(
+        "tiny",
+        &["model.init_std=0.3".into(), "train.seq_len=8".into()],
+    )
+    .unwrap();
+    let model = Llama::init(cfg.model.clone(), 5);
+    let (b, t, d) = (2, 8, cfg.model.d_model);
+    let mut rng = tensor::Rng::new(6);
+    let x: Vec<u32> = (0..b * t)
+        .map(|_| rng.below(cfg.model.vocab_size as u64) as u32)
+        .collect();
+    let mut c = vec![0f32; b * t * d];
+    rng.fill_normal(&mut c, 1.0);
+    let objective = |m: &Llama| -> f64 {
+        let mut ws = m.workspace(b, t);
+        let h = m.hidden_states(&x, &mut ws);
+        h.iter().zip(&c).map(|(h, c)| (h * c) as f64).sum()
+    };
+    let mut ws = model.workspace(b, t);
+    model.hidden_states(&x, &mut ws);
+    let mut grads = vec![0f32; model.params.len()];
+    model.backward_from_hidden(&x, &c, &mut grads, &mut ws);
+    let head = model.params.spec("lm_head.weight").unwrap();
+    assert!(grads[head.range()].iter().all(|&g| g == 0.0));
+    check_named_grads(
+        &model,
+        &grads,
+        &[
+            "model.norm.weight",
+            "model.layers.1.mlp.down_proj.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.embed_tokens.weight",
+        ],
+        objective,
+    );
+}
+
+/// GRPO's per-token weights turn `forward_backward_weighted` into the gradient of its whole
+/// objective (clipped surrogate, k3 KL, DeepSeekMath's averaging), checked by finite
+/// differences with some ratios inside the clip and some beyond it.
+#[test]
+fn grpo_objective_gradient_check() {
+    use frugal::pref::grpo::Objective;
+    let cfg = Config::preset(
+        "tiny",
+        &["model.init_std=0.3".into(), "train.seq_len=8".into()],
+    )
+    .unwrap();
+    let model = Llama::init(cfg.model.clone(), 9);
+    let (b, t, v) = (3, 8, cfg.model.vocab_size as u64);
+    let mut rng = tensor::Rng::new(10);
+    let x: Vec<u32> = (0..b * t).map(|_| rng.below(v) as u32).collect();
+    // Each row's prompt is its first two positions.
+    let y: Vec<u32> = (0..b * t)
+        .map(|i| {
+            if i % t < 2 {
+                tensor::ops::cross_entropy::IGNORE
+            } else {
+                rng.below(v) as u32
+            }
+        })
+        .collect();
+    let mut ws = model.workspace(b, t);
+    let lp = model.token_logprobs(&x, &y, &mut ws);
+    // The sampling policy a little off (a few far enough to clip), the reference further.
+    let old: Vec<f64> = lp
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l + if i % 5 == 0 {
+                0.5
+            } else {
+                0.03 * (i % 3) as f64
+            }
+        })
+        .collect();
+    let reference: Vec<f64> = lp.iter().map(|l| l - 0.3).collect();
+    let adv = [1.2, -0.7, 0.4];
+    let actions = [t - 2; 3];
+    let obj = Objective {
+        clip: 0.2,
+        beta: 0.1,
+    };
+    let mut w = vec![0f32; b * t];
+    obj.token_weights(&lp, &old, &reference, &y, &adv, &actions, t, &mut w);
+    let mut grads = vec![0f32; model.params.len()];
+    model.forward_backward_weighted(&x, &y, Some(&w), &mut grads, 1.0, &mut ws);
+    let objective = |m: &Llama| -> f64 {
+        let mut ws = m.workspace(b, t);
+        let lp = m.token_logprobs(&x, &y, &mut ws);
+        let mut scratch = vec![0f32; b * t];
+        obj.token_weights(&lp, &old, &reference, &y, &adv, &actions, t, &mut scratch)
+            .0
+    };
+    check_named_grads(
+        &model,
+        &grads,
+        &[
+            "lm_head.weight",
+            "model.layers.1.mlp.down_proj.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+        ],
+        objective,
+    );
 }

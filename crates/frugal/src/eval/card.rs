@@ -10,7 +10,7 @@ use std::path::Path;
 /// The evaluated stages of `run`, in recipe order.
 pub fn read_all(run: &Path) -> Result<Vec<StageResults>> {
     let mut out = Vec::new();
-    for stage in ["base", "sft", "pref"] {
+    for stage in ["base", "sft", "dpo", "grpo"] {
         if let Some(r) = StageResults::read(&StageResults::path(run, stage))? {
             out.push(r);
         }

@@ -117,7 +117,8 @@ pub struct Stage {
 const STAGES: &[(&str, &str, bool)] = &[
     ("base", "", false),
     ("sft", "sft", true),
-    ("pref", "pref", true),
+    ("dpo", "dpo", true),
+    ("grpo", "grpo", true),
 ];
 
 /// The stages of `run` that have a checkpoint.

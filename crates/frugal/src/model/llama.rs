@@ -230,8 +230,7 @@ impl Llama {
             "forward_backward: gradient buffer does not match the parameters"
         );
         self.forward_trunk(tokens, ws);
-        let dm = self.dims(ws);
-        let (n, d) = (dm.n, dm.d);
+        let d = self.cfg.d_model;
         let (p, pr) = (&self.params.data, &self.params);
         let (g_head, g_rest) = {
             let (rest, head) = grads.split_at_mut(pr.lm_head);
@@ -251,6 +250,41 @@ impl Llama {
             }),
             &mut ws.logits_scratch,
         );
+        self.backward_trunk(tokens, g_rest, ws);
+        loss
+    }
+
+    /// The normalised final hidden states of every position, (B·T, d): what the LM head reads,
+    /// and what a reward model's scalar head reads instead.
+    pub fn hidden_states<'w>(&self, tokens: &[u32], ws: &'w mut Workspace) -> &'w [f32] {
+        self.forward_trunk(tokens, ws);
+        &ws.xf
+    }
+
+    /// Backward from a gradient on the final hidden states, `dxf` (B·T, d), after
+    /// `hidden_states` ran on the same tokens and workspace: accumulates into `grads` the
+    /// gradient of every parameter below the LM head (the head's stays untouched).
+    pub fn backward_from_hidden(
+        &self,
+        tokens: &[u32],
+        dxf: &[f32],
+        grads: &mut [f32],
+        ws: &mut Workspace,
+    ) {
+        assert!(
+            grads.len() == self.params.len() && dxf.len() == ws.dxn.len(),
+            "backward_from_hidden: buffers do not match the model"
+        );
+        ws.dxn.copy_from_slice(dxf);
+        self.backward_trunk(tokens, &mut grads[..self.params.lm_head], ws);
+    }
+
+    /// The backward pass below the head: `ws.dxn` holds dL/d(final hidden states); gradients
+    /// accumulate into `g_rest`, the parameters before the LM head.
+    fn backward_trunk(&self, tokens: &[u32], g_rest: &mut [f32], ws: &mut Workspace) {
+        let dm = self.dims(ws);
+        let (n, d) = (dm.n, dm.d);
+        let (p, pr) = (&self.params.data, &self.params);
         let last = &ws.resid[self.cfg.n_layers * n * d..];
         ws.dresid.fill(0.0);
         rmsnorm_backward(
@@ -341,6 +375,5 @@ impl Llama {
             );
         }
         embedding_backward(&mut g_rest[pr.embed..], &ws.dresid, tokens, d);
-        loss
     }
 }

@@ -218,6 +218,37 @@ fn hhh_pairs(ex: &serde_json::Value) -> std::result::Result<Vec<Pair>, String> {
         .collect())
 }
 
+/// Every pair of every source, in order, each source's count and skipped rows logged.
+/// Returns the pairs and the rows skipped in all.
+pub fn read_sources(
+    sources: &[std::path::PathBuf],
+    log: &mut impl FnMut(&str),
+) -> Result<(Vec<Pair>, usize)> {
+    let (mut pairs, mut skipped) = (Vec::new(), 0);
+    for s in sources {
+        let r = read_pairs(s)?;
+        log(&format!(
+            "{}: {} pairs, {} rows skipped{}",
+            s.display(),
+            r.pairs.len(),
+            r.skipped,
+            r.first_skip
+                .map_or(String::new(), |m| format!(" (first: {m})"))
+        ));
+        skipped += r.skipped;
+        pairs.extend(r.pairs);
+    }
+    Ok((pairs, skipped))
+}
+
+/// Fisher–Yates with a seeded generator: the same seed, the same order.
+pub fn shuffle<T>(v: &mut [T], seed: u64) {
+    let mut rng = tensor::Rng::new(seed);
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+}
+
 /// A pair as one JSONL row of the export format.
 pub fn to_json(p: &Pair) -> serde_json::Value {
     let prompt: Vec<serde_json::Value> = p

@@ -3,9 +3,9 @@
 //! the chat format and each reply after it; only reply tokens are scored. A step computes the
 //! policy's log-probabilities, the DPO loss and its derivative per pair, and backpropagates
 //! that derivative as per-token weights of the cross-entropy gradient. Checkpoints, metrics and
-//! the report go to `RUN/pref/`, where `frugal eval` finds the preference-tuned stage.
+//! the report go to `RUN/dpo/`, where `frugal eval` finds the dpo stage.
 
-use super::data::{read_pairs, Pair};
+use super::data::{read_sources, shuffle, Pair};
 use super::loss::dpo;
 use crate::chat::ChatFormat;
 use crate::config::{parse_toml, TrainConfig};
@@ -87,15 +87,22 @@ impl DpoConfig {
     }
 }
 
-/// One pair as two rows of (inputs, targets): chosen then rejected, targets IGNORE outside the
-/// reply. Rows are `seq` long, padded with IGNORE.
+/// One pair as two rows of (inputs, targets): chosen then rejected. Rows are `seq` long,
+/// padded with IGNORE.
 struct Rows {
     x: Vec<u32>,
     y: Vec<u32>,
 }
 
-/// `<|bos|>`-started prompt (cut from the left to fit) + reply + `<|assistant_end|>`.
-fn encode_pair(f: &ChatFormat, p: &Pair, seq: usize, max_reply: usize) -> Result<(Rows, bool)> {
+/// A pair as two whole token sequences, each at most `seq + 1` long: the `<|bos|>`-started
+/// prompt (cut from the left to fit), the reply (cut to `max_reply` tokens) and
+/// `<|assistant_end|>`. Returns them, the prompt's length and whether it was cut.
+pub(super) fn pair_tokens(
+    f: &ChatFormat,
+    p: &Pair,
+    seq: usize,
+    max_reply: usize,
+) -> Result<([Vec<u32>; 2], usize, bool)> {
     let t = f.t;
     let mut prompt = f.render(&p.prompt)?.ids;
     prompt.push(t.assistant_start);
@@ -112,15 +119,21 @@ fn encode_pair(f: &ChatFormat, p: &Pair, seq: usize, max_reply: usize) -> Result
         let drop = prompt.len() - room;
         prompt.drain(1..1 + drop);
     }
+    let full = |reply: &[u32]| prompt.iter().chain(reply).copied().collect::<Vec<u32>>();
+    Ok(([full(&c), full(&r)], prompt.len(), cut))
+}
+
+/// One pair as rows of (inputs, targets), targets IGNORE outside the reply.
+fn encode_pair(f: &ChatFormat, p: &Pair, seq: usize, max_reply: usize) -> Result<(Rows, bool)> {
+    let (seqs, prompt_len, cut) = pair_tokens(f, p, seq, max_reply)?;
     let mut rows = Rows {
         x: vec![0; 2 * seq],
         y: vec![IGNORE; 2 * seq],
     };
-    for (k, reply) in [c, r].iter().enumerate() {
-        let full: Vec<u32> = prompt.iter().chain(reply).copied().collect();
+    for (k, full) in seqs.iter().enumerate() {
         let n = full.len() - 1;
         rows.x[k * seq..k * seq + n].copy_from_slice(&full[..n]);
-        for j in prompt.len() - 1..n {
+        for j in prompt_len - 1..n {
             rows.y[k * seq + j] = full[j + 1];
         }
     }
@@ -227,30 +240,13 @@ pub fn train(
             "lower train.seq_len",
         ));
     }
-    let dir = run.join("pref");
+    let dir = run.join("dpo");
     let resolved = toml::to_string(cfg).expect("a DpoConfig serialises");
     checkpoint::open_stage_dir(&dir, &resolved, resume, "DPO")?;
 
     // Pairs: every source, shuffled with the seed, the last val_pairs held out.
-    let mut pairs = Vec::new();
-    let mut skipped_rows = 0;
-    for s in &cfg.dpo.sources {
-        let r = read_pairs(s)?;
-        log(&format!(
-            "{}: {} pairs, {} rows skipped{}",
-            s.display(),
-            r.pairs.len(),
-            r.skipped,
-            r.first_skip
-                .map_or(String::new(), |m| format!(" (first: {m})"))
-        ));
-        skipped_rows += r.skipped;
-        pairs.extend(r.pairs);
-    }
-    let mut rng = Rng::new(t.seed);
-    for i in (1..pairs.len()).rev() {
-        pairs.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    let (mut pairs, skipped_rows) = read_sources(&cfg.dpo.sources, &mut log)?;
+    shuffle(&mut pairs, t.seed);
     let n_val = cfg.dpo.val_pairs.min(pairs.len() / 5);
     let mut prompts_cut = 0;
     let mut rows = Vec::with_capacity(pairs.len());

@@ -2,4 +2,7 @@
 
 pub mod data;
 pub mod dpo;
+pub mod grpo;
 pub mod loss;
+pub mod rewards;
+pub mod rm;

@@ -42,6 +42,19 @@ pub fn save(
     state: &TrainState,
     keep: usize,
 ) -> Result<PathBuf> {
+    save_with(run, model, opt, state, keep, &[])
+}
+
+/// `save` with more named tensors (a reward model's head and its moments) in
+/// `extra.safetensors`, written and renamed into place with the rest.
+pub fn save_with(
+    run: &Path,
+    model: &Llama,
+    opt: &Optimizer,
+    state: &TrainState,
+    keep: usize,
+    extra: &[(&str, &[f32])],
+) -> Result<PathBuf> {
     let root = run.join("checkpoints");
     std::fs::create_dir_all(&root).map_err(io(&root))?;
     let dir = root.join(format!("step-{}", state.step));
@@ -63,6 +76,10 @@ pub fn save(
     .map_err(io(&tmp))?;
     for f in ["model.safetensors", "optim.safetensors", "state.json"] {
         fsync(&tmp.join(f))?;
+    }
+    if !extra.is_empty() {
+        save_flat(&tmp.join("extra.safetensors"), extra)?;
+        fsync(&tmp.join("extra.safetensors"))?;
     }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
@@ -131,6 +148,11 @@ pub fn load(dir: &Path, model: &mut Llama, opt: &mut Optimizer) -> Result<TrainS
             "the checkpoint is damaged; resume from an older one",
         )
     })
+}
+
+/// A tensor of `len` values from a checkpoint's `extra.safetensors` (see `save_with`).
+pub fn load_extra(dir: &Path, name: &str, len: usize) -> Result<Vec<f32>> {
+    load_flat(&dir.join("extra.safetensors"), name, len)
 }
 
 /// A model ready for inference or fine-tuning: the run's config and tokenizer with the
@@ -203,7 +225,7 @@ pub fn load_trained(run: &Path, prefer_sft: bool) -> Result<Trained> {
     })
 }
 
-/// Prepares the directory of a tuning stage (`RUN/sft`, `RUN/pref`): on `resume` its saved
+/// Prepares the directory of a tuning stage (`RUN/sft`, `RUN/dpo`, ...): on `resume` its saved
 /// config must equal `resolved`; otherwise it must hold no checkpoints. Then `resolved` is
 /// written as its config.toml. `what` names the stage in messages ("SFT", "DPO").
 pub fn open_stage_dir(dir: &Path, resolved: &str, resume: bool, what: &str) -> Result<()> {

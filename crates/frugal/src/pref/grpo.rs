@@ -1,0 +1,690 @@
+//! `frugal pref grpo`: Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath; used
+//! for DeepSeek-R1). Each step samples G replies to each of B prompts with the engine, scores
+//! them (verifiable rules, or the trained reward model), normalises the rewards within each
+//! group into advantages — no critic — and follows the clipped surrogate with a k3 KL penalty
+//! to the frozen SFT model. Tokens the calculator tool wrote are the environment's, not the
+//! policy's: they are fed but never trained on. Held-out greedy accuracy is measured before
+//! and after. Checkpoints, metrics and the report go to `RUN/grpo/`.
+
+use super::loss::{group_advantages, grpo_token};
+use super::rewards::{self, Problem, Scored};
+use super::rm::RewardModel;
+use crate::chat::ChatFormat;
+use crate::config::{parse_toml, TrainConfig};
+use crate::cost::Meter;
+use crate::engine::{self, Finish, Request, SamplingParams, Tools};
+use crate::error::{Error, Result};
+use crate::loader::Cursor;
+use crate::model::{Llama, Workspace};
+use crate::optim::Optimizer;
+use crate::train::checkpoint::{self, TrainState};
+use crate::train::schedule::lr_scale;
+use crate::train::{grad_norm, open_metrics, write_atomic};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tensor::ops::cross_entropy::IGNORE;
+use tensor::Rng;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoConfig {
+    /// `batch_size` is prompts per step; `seq_len` the longest prompt + reply.
+    pub train: TrainConfig,
+    pub grpo: GrpoSection,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    /// "What is a op b?", checked exactly.
+    Arithmetic,
+    /// GSM8K word problems, the final `#### <number>` checked.
+    Gsm8k,
+    /// The reward model trained by `frugal pref rm` (RUN/rm), on preference prompts.
+    RewardModel,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoSection {
+    pub reward: RewardKind,
+    /// G: replies sampled per prompt.
+    #[serde(default = "default_group")]
+    pub group_size: usize,
+    /// ε of the clipped ratio.
+    #[serde(default = "default_clip")]
+    pub clip: f64,
+    /// β of the KL penalty to the reference.
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// Policy updates per sampled batch (μ); with 1 the ratio is 1 and the clip never binds.
+    #[serde(default = "default_updates")]
+    pub updates_per_batch: usize,
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    #[serde(default = "default_max_reply")]
+    pub max_reply_tokens: usize,
+    /// Added for a reply that ends its turn with a `#### <number>` line (verifiable rewards).
+    #[serde(default = "default_format_reward")]
+    pub format_reward: f64,
+    /// Prompts held out for the before/after measurement.
+    #[serde(default = "default_val_prompts")]
+    pub val_prompts: usize,
+    /// Arithmetic: operands run from 0 to this.
+    #[serde(default = "default_max_operand")]
+    pub max_operand: u32,
+    /// Arithmetic: the operations, of `+-*`.
+    #[serde(default = "default_ops")]
+    pub ops: String,
+    /// GSM8K: the training split's JSONL; reward model: preference files whose prompts are used.
+    #[serde(default)]
+    pub sources: Vec<PathBuf>,
+}
+
+fn default_group() -> usize {
+    8
+}
+fn default_clip() -> f64 {
+    0.2
+}
+fn default_beta() -> f64 {
+    0.04
+}
+fn default_updates() -> usize {
+    1
+}
+fn default_temperature() -> f32 {
+    1.0
+}
+fn default_max_reply() -> usize {
+    48
+}
+fn default_format_reward() -> f64 {
+    0.1
+}
+fn default_val_prompts() -> usize {
+    200
+}
+fn default_max_operand() -> u32 {
+    20
+}
+fn default_ops() -> String {
+    "+-".into()
+}
+
+impl GrpoConfig {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg: GrpoConfig = parse_toml(&text, &path.display().to_string(), overrides)?;
+        let g = &cfg.grpo;
+        let seq = cfg.train.seq_len;
+        cfg.train
+            .validate()
+            .and_then(|_| {
+                let bad = |f: &'static str, m: String| Err((f, m));
+                if g.group_size < 2 {
+                    return bad("grpo.group_size", "must be at least 2: advantages compare replies within a group".into());
+                }
+                if !(g.clip > 0.0 && g.clip < 1.0) {
+                    return bad("grpo.clip", format!("{} is not in (0, 1)", g.clip));
+                }
+                if !(g.beta >= 0.0 && g.beta.is_finite()) {
+                    return bad("grpo.beta", format!("{} is not a number ≥ 0", g.beta));
+                }
+                if g.updates_per_batch == 0 {
+                    return bad("grpo.updates_per_batch", "must be at least 1".into());
+                }
+                if !(g.temperature > 0.0 && g.temperature.is_finite()) {
+                    return bad("grpo.temperature", "must be positive: GRPO needs varied samples".into());
+                }
+                if g.max_reply_tokens == 0 || g.max_reply_tokens >= seq {
+                    return bad("grpo.max_reply_tokens", format!("must be in 1..{seq}"));
+                }
+                if let Some(c) = g.ops.chars().find(|c| !"+-*".contains(*c)) {
+                    return bad("grpo.ops", format!("'{c}' is not one of + - *"));
+                }
+                if g.reward == RewardKind::Arithmetic && g.ops.is_empty() {
+                    return bad("grpo.ops", "is empty".into());
+                }
+                if g.reward != RewardKind::Arithmetic && g.sources.is_empty() {
+                    return bad("grpo.sources", "lists no files (GSM8K train JSONL, or preference files for the reward model)".into());
+                }
+                Ok(())
+            })
+            .map_err(|(field, msg)| {
+                Error::config(
+                    path.display().to_string(),
+                    format!("{field}: {msg}"),
+                    "adjust that field",
+                )
+            })?;
+        Ok(cfg)
+    }
+}
+
+/// Where the rewards come from.
+enum Judge {
+    Rules { format_reward: f64 },
+    Model(Box<RewardModel>),
+}
+
+/// One sampled reply made ready for training: the row's inputs and targets (IGNORE outside the
+/// policy's own tokens) and how many tokens it trains on.
+struct Rollout {
+    x: Vec<u32>,
+    y: Vec<u32>,
+    actions: usize,
+    scored: Scored,
+    reply_len: usize,
+    /// The reply as shown to a person, tool calls inline.
+    shown: String,
+}
+
+/// Samples replies to `problems` (each `copies` times) and scores them. Returns the rollouts in
+/// order (problem-major) and the tokens the engine fed.
+#[allow(clippy::too_many_arguments)]
+fn rollouts(
+    model: &Llama,
+    fmt: &ChatFormat,
+    judge: &Judge,
+    problems: &[&Problem],
+    copies: usize,
+    sampling: SamplingParams,
+    max_reply: usize,
+    seq: usize,
+    seed: u64,
+) -> Result<(Vec<Rollout>, u64)> {
+    let t = fmt.t;
+    let mut requests = Vec::with_capacity(problems.len() * copies);
+    let mut prompts = Vec::with_capacity(problems.len());
+    for p in problems {
+        let ids = fmt.render_prompt(&p.prompt, seq + 1 - max_reply)?;
+        for c in 0..copies {
+            requests.push(Request {
+                prompt: ids.clone(),
+                sampling,
+                max_tokens: max_reply,
+                stop: vec![t.assistant_end],
+                seed: seed ^ ((requests.len() as u64 + 1) * 0x9E37_79B9) ^ c as u64,
+            });
+        }
+        prompts.push(ids);
+    }
+    let tools = Tools { tok: fmt.tok, t };
+    let mut forced: Vec<Vec<bool>> = vec![Vec::new(); requests.len()];
+    let done = engine::generate(model, &requests, Some(&tools), |e| {
+        forced[e.seq].push(e.forced);
+        true
+    })?;
+    let mut fed = 0u64;
+    let mut texts = Vec::with_capacity(done.len());
+    for c in &done {
+        fed += (c.prompt_tokens + 1) as u64;
+        texts.push(rewards::reply_text(fmt, &c.tokens));
+    }
+    let scores: Vec<Scored> = match judge {
+        Judge::Rules { format_reward } => done
+            .iter()
+            .zip(&texts)
+            .enumerate()
+            .map(|(i, (c, text))| {
+                let answer = problems[i / copies].answer.as_deref().unwrap_or_default();
+                rewards::verify(text, c.finish == Finish::Stop, answer, *format_reward)
+            })
+            .collect(),
+        Judge::Model(rm) => {
+            let replies: Vec<(&[u32], &[u32])> = done
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (prompts[i / copies].as_slice(), c.tokens.as_slice()))
+                .collect();
+            rm.score_replies(&replies, t.assistant_end)
+                .into_iter()
+                .map(|r| Scored {
+                    reward: r,
+                    ..Scored::default()
+                })
+                .collect()
+        }
+    };
+    let mut out = Vec::with_capacity(done.len());
+    for (i, (c, scored)) in done.iter().zip(scores).enumerate() {
+        let prompt = &prompts[i / copies];
+        // The stop token is the policy's last action.
+        let mut full: Vec<u32> = prompt.iter().chain(&c.tokens).copied().collect();
+        let mut is_forced: Vec<bool> = vec![false; prompt.len()];
+        is_forced.extend(&forced[i]);
+        if c.finish == Finish::Stop {
+            full.push(t.assistant_end);
+            is_forced.push(false);
+        }
+        full.truncate(seq + 1);
+        let (mut x, mut y) = (vec![0u32; seq], vec![IGNORE; seq]);
+        let n = full.len() - 1;
+        x[..n].copy_from_slice(&full[..n]);
+        let mut actions = 0;
+        for j in prompt.len() - 1..n {
+            if !is_forced[j + 1] {
+                y[j] = full[j + 1];
+                actions += 1;
+            }
+        }
+        out.push(Rollout {
+            x,
+            y,
+            actions,
+            scored,
+            reply_len: c.tokens.len(),
+            shown: fmt.parse_reply(&c.tokens).display(),
+        });
+    }
+    Ok((out, fed))
+}
+
+/// GRPO's loss with DeepSeekMath's averaging: each reply's tokens averaged, replies averaged.
+#[derive(Clone, Copy, Debug)]
+pub struct Objective {
+    pub clip: f64,
+    pub beta: f64,
+}
+
+impl Objective {
+    /// Fills `w` (rows of `seq`) with the per-token weights of the cross-entropy gradient that
+    /// make `forward_backward_weighted` accumulate this loss's gradient: w = −d loss / d ln p.
+    /// `lp`, `old` and `reference` are each token's log-probability under the policy, the
+    /// policy that sampled, and the reference; `adv` each row's advantage; `actions` each row's
+    /// trained tokens. Returns (loss, Σ k3 KL, tokens clipped, tokens).
+    #[allow(clippy::too_many_arguments)]
+    pub fn token_weights(
+        &self,
+        lp: &[f64],
+        old: &[f64],
+        reference: &[f64],
+        targets: &[u32],
+        adv: &[f64],
+        actions: &[usize],
+        seq: usize,
+        w: &mut [f32],
+    ) -> (f64, f64, usize, usize) {
+        let rows = adv.len();
+        let (mut loss, mut kl, mut clipped, mut n) = (0f64, 0f64, 0usize, 0usize);
+        for (k, (&a, &len)) in adv.iter().zip(actions).enumerate() {
+            let per = 1.0 / (len.max(1) * rows) as f64;
+            for j in k * seq..(k + 1) * seq {
+                if targets[j] == IGNORE {
+                    w[j] = 0.0;
+                    continue;
+                }
+                let (l, dl) = grpo_token(lp[j], old[j], reference[j], a, self.clip, self.beta);
+                loss += l * per;
+                kl += super::loss::kl_k3(lp[j], reference[j]).0;
+                clipped += usize::from(((lp[j] - old[j]).exp() - 1.0).abs() > self.clip);
+                n += 1;
+                // The cross-entropy is −ln p: its weight is −d loss / d ln p.
+                w[j] = (-dl * per) as f32;
+            }
+        }
+        (loss, kl, clipped, n)
+    }
+}
+
+/// Greedy accuracy on held-out problems (verifiable rewards), or the mean reward-model score.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct GrpoEval {
+    /// Replies with the right answer (0 for the reward model).
+    pub accuracy: f64,
+    /// Half-width of the accuracy's 95% confidence interval (normal approximation).
+    pub ci95: f64,
+    pub correct: usize,
+    pub well_formed: f64,
+    pub mean_reward: f64,
+    pub n: usize,
+}
+
+fn evaluate(
+    model: &Llama,
+    fmt: &ChatFormat,
+    judge: &Judge,
+    val: &[Problem],
+    max_reply: usize,
+    seq: usize,
+    log: &mut impl FnMut(&str),
+) -> Result<(GrpoEval, u64)> {
+    let mut e = GrpoEval {
+        n: val.len(),
+        ..Default::default()
+    };
+    let mut fed = 0;
+    let mut shown = 0;
+    for chunk in val.chunks(64) {
+        let refs: Vec<&Problem> = chunk.iter().collect();
+        let (rs, f) = rollouts(
+            model,
+            fmt,
+            judge,
+            &refs,
+            1,
+            SamplingParams::greedy(),
+            max_reply,
+            seq,
+            0,
+        )?;
+        fed += f;
+        for (p, r) in chunk.iter().zip(rs) {
+            if shown < 3 {
+                shown += 1;
+                log(&format!(
+                    "  {:?} -> {:?}{}",
+                    p.prompt
+                        .messages
+                        .last()
+                        .map(|m| m.display())
+                        .unwrap_or_default(),
+                    r.shown,
+                    if r.scored.correct { " (right)" } else { "" }
+                ));
+            }
+            e.correct += usize::from(r.scored.correct);
+            e.well_formed += f64::from(u8::from(r.scored.well_formed));
+            e.mean_reward += r.scored.reward;
+        }
+    }
+    let n = val.len().max(1) as f64;
+    e.accuracy = e.correct as f64 / n;
+    e.ci95 = 1.96 * (e.accuracy * (1.0 - e.accuracy) / n).sqrt();
+    e.well_formed /= n;
+    e.mean_reward /= n;
+    Ok((e, fed))
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GrpoSummary {
+    pub steps: usize,
+    pub wall_s: f64,
+    pub reward: RewardKind,
+    pub train_prompts: usize,
+    pub group_size: usize,
+    pub before: GrpoEval,
+    pub after: GrpoEval,
+    pub skipped_rows: usize,
+}
+
+/// The problems of the configured task: (train, held out, rows skipped).
+fn problems(cfg: &GrpoConfig) -> Result<(Vec<Problem>, Vec<Problem>, usize)> {
+    let g = &cfg.grpo;
+    let seed = cfg.train.seed;
+    let (mut all, skipped) = match g.reward {
+        RewardKind::Arithmetic => (rewards::arithmetic(g.max_operand, &g.ops, seed), 0),
+        RewardKind::Gsm8k => {
+            let (mut all, mut skipped) = (Vec::new(), 0);
+            for s in &g.sources {
+                let (p, k, _) = rewards::gsm8k(s)?;
+                all.extend(p);
+                skipped += k;
+            }
+            (all, skipped)
+        }
+        RewardKind::RewardModel => {
+            let (mut all, mut skipped) = (Vec::new(), 0);
+            for s in &g.sources {
+                let r = super::data::read_pairs(s)?;
+                skipped += r.skipped;
+                all.extend(r.pairs.into_iter().map(|p| Problem {
+                    prompt: p.prompt,
+                    answer: None,
+                }));
+            }
+            (all, skipped)
+        }
+    };
+    super::data::shuffle(&mut all, seed ^ 0x5EED);
+    let n_val = g.val_prompts.min(all.len() / 5);
+    let val = all.split_off(all.len() - n_val);
+    if all.is_empty() {
+        return Err(Error::input(
+            "grpo",
+            "the task has no prompts to train on",
+            "raise grpo.max_operand or add sources",
+        ));
+    }
+    Ok((all, val, skipped))
+}
+
+/// Runs (or, with `resume`, continues) GRPO of the SFT model in `run`.
+pub fn train(
+    cfg: &GrpoConfig,
+    run: &Path,
+    resume: bool,
+    mut log: impl FnMut(&str),
+) -> Result<GrpoSummary> {
+    let sft = checkpoint::load_trained(run, true)?;
+    if sft.stage != "sft" {
+        return Err(Error::input(
+            run.display().to_string(),
+            "has no SFT checkpoint to tune and to use as the reference",
+            "run `frugal sft --run` first",
+        ));
+    }
+    let fmt = ChatFormat::new(&sft.tok)?;
+    let (t, g) = (&cfg.train, &cfg.grpo);
+    let seq = t.seq_len;
+    if seq > sft.cfg.model.context_len {
+        return Err(Error::config(
+            "train.seq_len",
+            format!("{seq} exceeds the model's context"),
+            "lower train.seq_len",
+        ));
+    }
+    let judge = match g.reward {
+        RewardKind::RewardModel => Judge::Model(Box::new(RewardModel::load(run)?)),
+        _ => Judge::Rules {
+            format_reward: g.format_reward,
+        },
+    };
+    let dir = run.join("grpo");
+    let resolved = toml::to_string(cfg).expect("a GrpoConfig serialises");
+    checkpoint::open_stage_dir(&dir, &resolved, resume, "GRPO")?;
+    let (train_set, val, skipped_rows) = problems(cfg)?;
+    log(&format!(
+        "{:?}: {} training prompts, {} held out, G = {}",
+        g.reward,
+        train_set.len(),
+        val.len(),
+        g.group_size
+    ));
+
+    let peak = crate::bench::bench_gemm(5).peak_gflops;
+    let mut meter = Meter::start(run, "preference", Some(peak))?;
+    let fwd_flops = crate::bench::flops_per_token(&sft.cfg) / 3.0;
+    let reference = &sft.model;
+    let mut model = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
+    let mut opt = Optimizer::new(t, &model.params);
+    let mut state = TrainState {
+        step: 0,
+        cursor: Cursor::default(),
+        loss_ema: None,
+        sample_rng: Rng::new(t.seed).state(),
+        tokens_seen: 0,
+        elapsed_s: 0.0,
+    };
+    if resume {
+        if let Some((_, ck)) = checkpoint::list(&dir)?.pop() {
+            state = checkpoint::load(&ck, &mut model, &mut opt)?;
+            log(&format!(
+                "resumed from {} (step {})",
+                ck.display(),
+                state.step
+            ));
+        }
+    }
+    let (before, fed) = evaluate(
+        reference,
+        &fmt,
+        &judge,
+        &val,
+        g.max_reply_tokens,
+        seq,
+        &mut log,
+    )?;
+    meter.add(fed, fed as f64 * fwd_flops);
+    log(&format!(
+        "SFT model on {} held-out prompts: accuracy {:.3} ± {:.3} ({} right), well-formed {:.2}, mean reward {:.3}",
+        before.n, before.accuracy, before.ci95, before.correct, before.well_formed, before.mean_reward
+    ));
+    let metrics_path = dir.join("metrics.jsonl");
+    let mut metrics = open_metrics(&metrics_path, state.step)?;
+    let mut emit = |v: serde_json::Value| -> Result<()> {
+        writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
+    };
+    let sampling = SamplingParams {
+        temperature: g.temperature,
+        ..SamplingParams::default()
+    };
+    let rows = t.batch_size * g.group_size;
+    let mut ws: Workspace = model.workspace(rows, seq);
+    let mut grads = vec![0f32; model.params.len()];
+    let (mut x, mut y, mut w) = (
+        vec![0u32; rows * seq],
+        vec![0u32; rows * seq],
+        vec![0f32; rows * seq],
+    );
+    let run_start = Instant::now();
+    let elapsed0 = state.elapsed_s;
+    let mut after = before;
+    while state.step < t.steps {
+        // The step's prompts and samples: a fixed function of the seed and the step, so a
+        // resumed run sees what an uninterrupted one would.
+        let step_seed = t.seed ^ (state.step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut step_rng = Rng::new(step_seed);
+        let batch: Vec<&Problem> = (0..t.batch_size)
+            .map(|_| &train_set[step_rng.below(train_set.len() as u64) as usize])
+            .collect();
+        let t_roll = Instant::now();
+        let (rs, fed) = rollouts(
+            &model,
+            &fmt,
+            &judge,
+            &batch,
+            g.group_size,
+            sampling,
+            g.max_reply_tokens,
+            seq,
+            step_seed,
+        )?;
+        let roll_s = t_roll.elapsed().as_secs_f64();
+        meter.add(fed, fed as f64 * fwd_flops);
+        let adv: Vec<f64> = rs
+            .chunks(g.group_size)
+            .flat_map(|grp| {
+                let r: Vec<f64> = grp.iter().map(|r| r.scored.reward).collect();
+                group_advantages(&r, 1e-4)
+            })
+            .collect();
+        for (k, r) in rs.iter().enumerate() {
+            x[k * seq..(k + 1) * seq].copy_from_slice(&r.x);
+            y[k * seq..(k + 1) * seq].copy_from_slice(&r.y);
+        }
+        let ref_lp = reference.token_logprobs(&x, &y, &mut ws);
+        let old_lp = model.token_logprobs(&x, &y, &mut ws);
+        let (mut loss, mut kl, mut clipped, mut actions) = (0f64, 0f64, 0usize, 0usize);
+        let mut norm = 0.0;
+        for u in 0..g.updates_per_batch {
+            let lp = if u == 0 {
+                old_lp.clone()
+            } else {
+                model.token_logprobs(&x, &y, &mut ws)
+            };
+            let lens: Vec<usize> = rs.iter().map(|r| r.actions).collect();
+            let obj = Objective {
+                clip: g.clip,
+                beta: g.beta,
+            };
+            (loss, kl, clipped, actions) =
+                obj.token_weights(&lp, &old_lp, &ref_lp, &y, &adv, &lens, seq, &mut w);
+            grads.fill(0.0);
+            model.forward_backward_weighted(&x, &y, Some(&w), &mut grads, 1.0, &mut ws);
+            norm = grad_norm(&grads);
+            if t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
+                let k = (t.grad_clip as f64 / norm) as f32;
+                grads.par_iter_mut().for_each(|g| *g *= k);
+            }
+            opt.update(&mut model.params.data, &grads, lr_scale(t, state.step));
+        }
+        let trained = (rows * seq) as u64;
+        // Two forwards (reference, old policy), then per update a forward and a forward + backward.
+        let passes = 2.0 + 4.0 * g.updates_per_batch as f64;
+        meter.add(trained, trained as f64 * fwd_flops * passes);
+        state.step += 1;
+        state.tokens_seen += trained;
+        meter.save_every(30.0)?;
+        let n = rs.len() as f64;
+        let mean = |f: &dyn Fn(&Rollout) -> f64| rs.iter().map(f).sum::<f64>() / n;
+        let reward = mean(&|r| r.scored.reward);
+        let acc = mean(&|r| f64::from(u8::from(r.scored.correct)));
+        let formed = mean(&|r| f64::from(u8::from(r.scored.well_formed)));
+        let len = mean(&|r| r.reply_len as f64);
+        let flat = rs
+            .chunks(g.group_size)
+            .filter(|grp| grp.iter().all(|r| r.scored.reward == grp[0].scored.reward))
+            .count();
+        let kl = kl / actions.max(1) as f64;
+        log(&format!(
+            "grpo step {} | reward {reward:.3} | correct {acc:.3} | well-formed {formed:.2} | kl {kl:.4} | len {len:.1} | flat groups {flat}/{} | loss {loss:.4} | grad norm {norm:.3} | sample {roll_s:.1}s | ${:.4}",
+            state.step, t.batch_size, meter.dollars()
+        ));
+        emit(serde_json::json!({
+            "step": state.step, "reward": reward, "correct": acc, "well_formed": formed,
+            "kl": kl, "reply_len": len, "flat_groups": flat, "loss": loss, "grad_norm": norm,
+            "clip_frac": clipped as f64 / actions.max(1) as f64,
+        }))?;
+        let last = state.step == t.steps;
+        let due = |every: usize| (every > 0 && state.step.is_multiple_of(every)) || last;
+        if due(t.eval_every) && !val.is_empty() {
+            let (e, fed) = evaluate(
+                &model,
+                &fmt,
+                &judge,
+                &val,
+                g.max_reply_tokens,
+                seq,
+                &mut log,
+            )?;
+            meter.add(fed, fed as f64 * fwd_flops);
+            after = e;
+            log(&format!(
+                "grpo step {} | held-out accuracy {:.3} ± {:.3} ({} of {}) | well-formed {:.2} | mean reward {:.3}",
+                state.step, e.accuracy, e.ci95, e.correct, e.n, e.well_formed, e.mean_reward
+            ));
+            emit(serde_json::json!({
+                "step": state.step, "val_accuracy": e.accuracy, "val_well_formed": e.well_formed,
+                "val_reward": e.mean_reward,
+            }))?;
+        }
+        if due(t.checkpoint_every) {
+            state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
+            meter.save()?;
+            checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
+        }
+    }
+    let summary = GrpoSummary {
+        steps: state.step,
+        wall_s: elapsed0 + run_start.elapsed().as_secs_f64(),
+        reward: g.reward,
+        train_prompts: train_set.len(),
+        group_size: g.group_size,
+        before,
+        after,
+        skipped_rows,
+    };
+    meter.detail(format!(
+        "GRPO ({:?}), {} steps, held-out accuracy {:.3} -> {:.3}",
+        g.reward, state.step, before.accuracy, after.accuracy
+    ));
+    meter.finish()?;
+    let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
+    write_atomic(&dir.join("report.json"), json.as_bytes())?;
+    Ok(summary)
+}
