@@ -178,6 +178,18 @@ fn reward_model_then_grpo_learn_and_resume_exactly() {
         .map(|s| s.name)
         .collect();
     assert_eq!(stages, ["base", "sft", "grpo"]);
+    // Both methods have their row in the report, and their curves.
+    let table = frugal::pref::report::markdown(&run).unwrap().unwrap();
+    assert!(
+        table.contains("| reward model | held-out pairwise accuracy")
+            && table.contains("| GRPO (G 4) | held-out mean reward-model score"),
+        "{table}"
+    );
+    let titles: Vec<String> = frugal::pref::report::curves(&run)
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(titles.len(), 2, "{titles:?}");
     let ck = run.join(format!("grpo/checkpoints/step-{GRPO_STEPS}"));
     let want = files(&ck, &["model.safetensors"]);
     for step in [GRPO_STEPS - 2, GRPO_STEPS] {

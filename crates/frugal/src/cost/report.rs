@@ -321,6 +321,15 @@ fn markdown(
             let _ = writeln!(o, "The evaluation results could not be read: {e}");
         }
     }
+    match crate::pref::report::markdown(run) {
+        Ok(Some(t)) => {
+            let _ = writeln!(o, "\n## Preference stages\n\n{t}");
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let _ = writeln!(o, "\nThe preference stages' reports could not be read: {e}");
+        }
+    }
     let _ = writeln!(o, "\n## Cost by stage\n\n{}", ledger_table(ledger));
     o.push_str("## Projection\n\n");
     match p {
@@ -525,6 +534,9 @@ fn html(
                 format!("{v:.1}%")
             }),
         );
+    }
+    for (title, y, series) in crate::pref::report::curves(run) {
+        fig(&mut o, line_chart(&title, "step", &y, &series, false));
     }
     if let Some(p) = p {
         fig(

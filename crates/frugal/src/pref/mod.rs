@@ -4,5 +4,6 @@ pub mod data;
 pub mod dpo;
 pub mod grpo;
 pub mod loss;
+pub mod report;
 pub mod rewards;
 pub mod rm;
