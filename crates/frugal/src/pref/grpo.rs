@@ -181,6 +181,8 @@ struct Rollout {
     reply_len: usize,
     /// The reply as shown to a person, tool calls inline.
     shown: String,
+    /// The reply called the calculator.
+    used_tool: bool,
 }
 
 /// Samples replies to `problems` (each `copies` times) and scores them. Returns the rollouts in
@@ -279,6 +281,7 @@ fn rollouts(
             scored,
             reply_len: c.tokens.len(),
             shown: fmt.parse_reply(&c.tokens).display(),
+            used_tool: c.tokens.contains(&t.python_start),
         });
     }
     Ok((out, fed))
@@ -626,18 +629,19 @@ pub fn train(
         let acc = mean(&|r| f64::from(u8::from(r.scored.correct)));
         let formed = mean(&|r| f64::from(u8::from(r.scored.well_formed)));
         let len = mean(&|r| r.reply_len as f64);
+        let tool = mean(&|r| f64::from(u8::from(r.used_tool)));
         let flat = rs
             .chunks(g.group_size)
             .filter(|grp| grp.iter().all(|r| r.scored.reward == grp[0].scored.reward))
             .count();
         let kl = kl / actions.max(1) as f64;
         log(&format!(
-            "grpo step {} | reward {reward:.3} | correct {acc:.3} | well-formed {formed:.2} | kl {kl:.4} | len {len:.1} | flat groups {flat}/{} | loss {loss:.4} | grad norm {norm:.3} | sample {roll_s:.1}s | ${:.4}",
+            "grpo step {} | reward {reward:.3} | correct {acc:.3} | well-formed {formed:.2} | tool {tool:.2} | kl {kl:.4} | len {len:.1} | flat groups {flat}/{} | loss {loss:.4} | grad norm {norm:.3} | sample {roll_s:.1}s | ${:.4}",
             state.step, t.batch_size, meter.dollars()
         ));
         emit(serde_json::json!({
             "step": state.step, "reward": reward, "correct": acc, "well_formed": formed,
-            "kl": kl, "reply_len": len, "flat_groups": flat, "loss": loss, "grad_norm": norm,
+            "kl": kl, "reply_len": len, "tool_calls": tool, "flat_groups": flat, "loss": loss, "grad_norm": norm,
             "clip_frac": clipped as f64 / actions.max(1) as f64,
         }))?;
         let last = state.step == t.steps;
