@@ -163,13 +163,13 @@ fn token(headers: &HeaderMap) -> std::result::Result<String, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
     let v = headers
         .get(header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("no token: send Authorization: Bearer TOKEN"))?;
+        .ok_or_else(|| unauthorized("no token: send Authorization: Bearer <token>"))?;
     let v = v
         .to_str()
         .map_err(|_| unauthorized("the Authorization header is not text"))?;
     v.strip_prefix("Bearer ")
         .map(|t| t.trim().to_string())
-        .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer TOKEN\""))
+        .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer <token>\""))
 }
 
 /// Runs `f` on the blocking pool with the store and the token's annotator.
