@@ -70,6 +70,12 @@ pub struct GrpoSection {
     /// Added for a reply that ends its turn with a `#### <number>` line (verifiable rewards).
     #[serde(default = "default_format_reward")]
     pub format_reward: f64,
+    /// Added when a calculator call in the reply returned the answer (verifiable rewards).
+    #[serde(default)]
+    pub tool_reward: f64,
+    /// Scales the graded reward of a wrong number: 1 − |given − answer| / |answer|, not below 0.
+    #[serde(default)]
+    pub closeness_reward: f64,
     /// Prompts held out for the before/after measurement.
     #[serde(default = "default_val_prompts")]
     pub val_prompts: usize,
@@ -134,6 +140,14 @@ impl GrpoConfig {
                 if !(g.beta >= 0.0 && g.beta.is_finite()) {
                     return bad("grpo.beta", format!("{} is not a number ≥ 0", g.beta));
                 }
+                if !(g.format_reward >= 0.0 && g.format_reward.is_finite()) {
+                    return bad("grpo.format_reward", format!("{} is not a number ≥ 0", g.format_reward));
+                }
+                for (f, v) in [("grpo.tool_reward", g.tool_reward), ("grpo.closeness_reward", g.closeness_reward)] {
+                    if !(v >= 0.0 && v.is_finite()) {
+                        return bad(f, format!("{v} is not a number ≥ 0"));
+                    }
+                }
                 if g.updates_per_batch == 0 {
                     return bad("grpo.updates_per_batch", "must be at least 1".into());
                 }
@@ -167,7 +181,7 @@ impl GrpoConfig {
 
 /// Where the rewards come from.
 enum Judge {
-    Rules { format_reward: f64 },
+    Rules(rewards::Shaping),
     Model(Box<RewardModel>),
 }
 
@@ -222,19 +236,17 @@ fn rollouts(
         true
     })?;
     let mut fed = 0u64;
-    let mut texts = Vec::with_capacity(done.len());
     for c in &done {
         fed += (c.prompt_tokens + 1) as u64;
-        texts.push(rewards::reply_text(fmt, &c.tokens));
     }
     let scores: Vec<Scored> = match judge {
-        Judge::Rules { format_reward } => done
+        Judge::Rules(shaping) => done
             .iter()
-            .zip(&texts)
             .enumerate()
-            .map(|(i, (c, text))| {
+            .map(|(i, c)| {
                 let answer = problems[i / copies].answer.as_deref().unwrap_or_default();
-                rewards::verify(text, c.finish == Finish::Stop, answer, *format_reward)
+                let reply = rewards::Reply::parse(fmt, &c.tokens, c.finish == Finish::Stop);
+                rewards::verify(&reply, answer, *shaping)
             })
             .collect(),
         Judge::Model(rm) => {
@@ -343,6 +355,8 @@ pub struct GrpoEval {
     pub ci95: f64,
     pub correct: usize,
     pub well_formed: f64,
+    /// Replies whose calculator call returned the answer.
+    pub tool_right: f64,
     pub mean_reward: f64,
     pub n: usize,
 }
@@ -392,6 +406,7 @@ fn evaluate(
             }
             e.correct += usize::from(r.scored.correct);
             e.well_formed += f64::from(u8::from(r.scored.well_formed));
+            e.tool_right += f64::from(u8::from(r.scored.tool_right));
             e.mean_reward += r.scored.reward;
         }
     }
@@ -399,6 +414,7 @@ fn evaluate(
     e.accuracy = e.correct as f64 / n;
     e.ci95 = 1.96 * (e.accuracy * (1.0 - e.accuracy) / n).sqrt();
     e.well_formed /= n;
+    e.tool_right /= n;
     e.mean_reward /= n;
     Ok((e, fed))
 }
@@ -483,9 +499,11 @@ pub fn train(
     }
     let judge = match g.reward {
         RewardKind::RewardModel => Judge::Model(Box::new(RewardModel::load(run)?)),
-        _ => Judge::Rules {
-            format_reward: g.format_reward,
-        },
+        _ => Judge::Rules(rewards::Shaping {
+            format: g.format_reward,
+            tool: g.tool_reward,
+            closeness: g.closeness_reward,
+        }),
     };
     let dir = run.join("grpo");
     let resolved = toml::to_string(cfg).expect("a GrpoConfig serialises");
@@ -630,18 +648,19 @@ pub fn train(
         let formed = mean(&|r| f64::from(u8::from(r.scored.well_formed)));
         let len = mean(&|r| r.reply_len as f64);
         let tool = mean(&|r| f64::from(u8::from(r.used_tool)));
+        let tool_right = mean(&|r| f64::from(u8::from(r.scored.tool_right)));
         let flat = rs
             .chunks(g.group_size)
             .filter(|grp| grp.iter().all(|r| r.scored.reward == grp[0].scored.reward))
             .count();
         let kl = kl / actions.max(1) as f64;
         log(&format!(
-            "grpo step {} | reward {reward:.3} | correct {acc:.3} | well-formed {formed:.2} | tool {tool:.2} | kl {kl:.4} | len {len:.1} | flat groups {flat}/{} | loss {loss:.4} | grad norm {norm:.3} | sample {roll_s:.1}s | ${:.4}",
+            "grpo step {} | reward {reward:.3} | correct {acc:.3} | well-formed {formed:.2} | tool {tool:.2} ({tool_right:.3} right) | kl {kl:.4} | len {len:.1} | flat groups {flat}/{} | loss {loss:.4} | grad norm {norm:.3} | sample {roll_s:.1}s | ${:.4}",
             state.step, t.batch_size, meter.dollars()
         ));
         emit(serde_json::json!({
             "step": state.step, "reward": reward, "correct": acc, "well_formed": formed,
-            "kl": kl, "reply_len": len, "tool_calls": tool, "flat_groups": flat, "loss": loss, "grad_norm": norm,
+            "kl": kl, "reply_len": len, "tool_calls": tool, "tool_right": tool_right, "flat_groups": flat, "loss": loss, "grad_norm": norm,
             "clip_frac": clipped as f64 / actions.max(1) as f64,
         }))?;
         let last = state.step == t.steps;

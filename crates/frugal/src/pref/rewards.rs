@@ -77,15 +77,28 @@ pub fn gsm8k(path: &Path) -> Result<(Vec<Problem>, usize, Option<String>)> {
     Ok((out, skipped, first))
 }
 
-/// The reply's own text: tool calls and their outputs left out, so a number the calculator
-/// printed is not taken for the model's answer.
-pub fn reply_text(fmt: &ChatFormat, tokens: &[u32]) -> String {
-    fmt.parse_reply(tokens)
-        .parts
-        .iter()
-        .filter(|p| p.kind == PartKind::Text)
-        .map(|p| p.text.as_str())
-        .collect()
+/// What a reply said: its own text (tool calls and outputs left out, so a number the
+/// calculator printed is not taken for the model's answer), what the calculator returned, and
+/// whether it ended with `<|assistant_end|>` rather than running out of room.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    pub tool_outputs: Vec<String>,
+    pub finished: bool,
+}
+
+impl Reply {
+    pub fn parse(fmt: &ChatFormat, tokens: &[u32], finished: bool) -> Self {
+        let msg = fmt.parse_reply(tokens);
+        let pick = |k: PartKind| msg.parts.iter().filter(move |p| p.kind == k);
+        Reply {
+            text: pick(PartKind::Text).map(|p| p.text.as_str()).collect(),
+            tool_outputs: pick(PartKind::PythonOutput)
+                .map(|p| p.text.trim().to_string())
+                .collect(),
+            finished,
+        }
+    }
 }
 
 /// How one reply scored.
@@ -93,24 +106,52 @@ pub fn reply_text(fmt: &ChatFormat, tokens: &[u32]) -> String {
 pub struct Scored {
     pub reward: f64,
     pub correct: bool,
-    /// Ended with the end-of-turn token and gave a `#### <number>` answer.
+    /// Ended its turn and gave a `#### <number>` answer.
     pub well_formed: bool,
+    /// A calculator call returned the answer.
+    pub tool_right: bool,
 }
 
-/// The verifiable reward of a reply whose own text is `text`; `finished` when it ended with
-/// `<|assistant_end|>` rather than running out of room.
-pub fn verify(text: &str, finished: bool, answer: &str, format_reward: f64) -> Scored {
-    let given = final_answer(text);
-    let same = |a: &str, b: &str| match (a.parse::<f64>(), b.parse::<f64>()) {
+/// The verifiable reward's parts: 1 for the right final answer, plus `format` for a
+/// well-formed reply, `tool` when a calculator call returned the right number (a checked
+/// intermediate step, which rewards setting up the computation even before the final line
+/// copies it), and `closeness` · (1 − relative error) for a wrong number near the answer (a
+/// graded signal while exact answers are still rare).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shaping {
+    pub format: f64,
+    pub tool: f64,
+    pub closeness: f64,
+}
+
+fn same_number(a: &str, b: &str) -> bool {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
         (Ok(x), Ok(y)) => (x - y).abs() < 1e-9,
         _ => a == b,
+    }
+}
+
+pub fn verify(r: &Reply, answer: &str, s: Shaping) -> Scored {
+    let given = final_answer(&r.text);
+    let correct = given.as_deref().is_some_and(|g| same_number(g, answer));
+    let well_formed = r.finished && given.is_some();
+    let tool_right = r.tool_outputs.iter().any(|o| same_number(o, answer));
+    let on = |b: bool| f64::from(u8::from(b));
+    let near = match (
+        given.as_deref().map(str::parse::<f64>),
+        answer.parse::<f64>(),
+    ) {
+        (Some(Ok(g)), Ok(a)) if !correct => (1.0 - (g - a).abs() / a.abs().max(1.0)).max(0.0),
+        _ => 0.0,
     };
-    let correct = given.as_deref().is_some_and(|g| same(g, answer));
-    let well_formed = finished && given.is_some();
     Scored {
-        reward: f64::from(u8::from(correct)) + format_reward * f64::from(u8::from(well_formed)),
+        reward: on(correct)
+            + s.format * on(well_formed)
+            + s.tool * on(tool_right)
+            + s.closeness * near,
         correct,
         well_formed,
+        tool_right,
     }
 }
 
@@ -145,17 +186,42 @@ mod tests {
     }
 
     #[test]
-    fn rewards_follow_the_answer_and_the_format() {
-        let s = verify("7 + 5 = 12\n#### 12", true, "12", 0.1);
-        assert!(s.correct && s.well_formed);
-        assert!((s.reward - 1.1).abs() < 1e-12);
+    fn rewards_follow_the_answer_the_format_and_the_tool() {
+        let s = Shaping {
+            format: 0.1,
+            tool: 0.3,
+            closeness: 0.0,
+        };
+        let reply = |text: &str, tool: &[&str], finished: bool| Reply {
+            text: text.into(),
+            tool_outputs: tool.iter().map(|t| t.to_string()).collect(),
+            finished,
+        };
+        let r = verify(&reply("7 + 5 = 12\n#### 12", &[], true), "12", s);
+        assert!(r.correct && r.well_formed && !r.tool_right);
+        assert!((r.reward - 1.1).abs() < 1e-12);
         // Right number but cut off: no format reward.
-        let s = verify("#### 12.0", false, "12", 0.1);
-        assert!(s.correct && !s.well_formed && s.reward == 1.0);
-        // Wrong number, good format.
-        let s = verify("#### 13", true, "12", 0.1);
-        assert!(!s.correct && s.well_formed && (s.reward - 0.1).abs() < 1e-12);
-        // No answer line at all.
-        assert_eq!(verify("twelve", true, "12", 0.1), Scored::default());
+        let r = verify(&reply("#### 12.0", &[], false), "12", s);
+        assert!(r.correct && !r.well_formed && r.reward == 1.0);
+        // Wrong number, good format, the calculator got it right.
+        let r = verify(&reply("#### 13", &["12"], true), "12", s);
+        assert!(!r.correct && r.well_formed && r.tool_right);
+        assert!((r.reward - 0.4).abs() < 1e-12);
+        // Near misses earn a graded share: 15 for 20 is off by a quarter.
+        let g = Shaping {
+            closeness: 0.4,
+            ..s
+        };
+        let r = verify(&reply("#### 15", &[], false), "20", g);
+        assert!((r.reward - 0.4 * 0.75).abs() < 1e-12);
+        let r = verify(&reply("#### 20", &[], false), "20", g);
+        assert_eq!(r.reward, 1.0);
+        let r = verify(&reply("#### 90", &[], false), "20", g);
+        assert_eq!(r.reward, 0.0);
+        // No answer line at all; a number the calculator printed is not an answer.
+        assert_eq!(
+            verify(&reply("twelve", &["7"], true), "12", s),
+            Scored::default()
+        );
     }
 }
