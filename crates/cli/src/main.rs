@@ -1,12 +1,14 @@
 //! The `frugal` command. Thin: parses arguments, builds validated objects, calls the library,
 //! prints the error chain and exits non-zero on failure.
 
+mod annotate;
 mod bench;
 mod chat;
 mod cost;
 mod data;
 mod eval;
 mod pref;
+mod prefs;
 mod pretrain;
 mod sft;
 mod speedrun;
@@ -30,6 +32,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Collect human preferences: sample replies from a run's chat model, then serve a page
+    /// where annotators pick the better reply (keys 1/2/…, t tie, x both harmful).
+    Annotate(annotate::AnnotateArgs),
     /// Chat with a run's model in the terminal (or answer one prompt with -p).
     Chat(chat::ChatArgs),
     /// Measure the compute core: GEMM throughput and the training step.
@@ -55,6 +60,9 @@ enum Command {
     /// Tune a run's SFT model on human preferences (DPO).
     #[command(subcommand)]
     Pref(pref::PrefCommand),
+    /// The preference store: annotators, import of HH-RLHF and hhh_alignment, export, stats.
+    #[command(subcommand)]
+    Prefs(prefs::PrefsCommand),
     /// Instruction-tune a run's pretrained model on conversations (resumable).
     Sft(sft::SftArgs),
     /// Sample text from a run's latest pretraining checkpoint.
@@ -99,5 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => cost::report(a),
         Command::Eval(a) => eval::eval(a),
         Command::Pref(cmd) => pref::run(cmd),
+        Command::Annotate(a) => annotate::annotate(a),
+        Command::Prefs(cmd) => prefs::run(cmd),
     }
 }
