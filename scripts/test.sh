@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): formatting, lints, every test of the workspace, and the
 # kernels again on the optional OpenBLAS backend. Installs what the tests need when missing:
-# libopenblas-dev (Debian), and tokenizers + tiktoken in .venv (the tokenizer peers).
+# libopenblas-dev and chromium (Debian), and tokenizers + tiktoken in .venv (the tokenizer peers).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,6 +12,14 @@ if ! dpkg -s libopenblas-dev >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q libopenblas-dev
+fi
+
+# The annotation page's browser test drives headless Chromium over the DevTools protocol.
+if ! command -v chromium >/dev/null 2>&1; then
+    step "installing chromium (for the annotation page's browser test)"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
 fi
 
 # The tokenizer agreement test compares ids with HF tokenizers and tiktoken (small wheels).
