@@ -1,5 +1,6 @@
 use super::*;
 use frugal::chat::Message;
+use frugal::pref::data::{Pair, Read};
 
 /// A fresh store in a scratch directory named for the test.
 fn fresh(name: &str) -> (PathBuf, Store) {
@@ -359,35 +360,4 @@ fn stats_count_progress_and_agreement() {
     let k = st.agreement.pairs[0].kappa.unwrap();
     assert!((k - 1.0 / 3.0).abs() < 1e-12, "{k}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn choices_parse_from_requests_and_labels() {
-    use serde_json::json;
-    assert_eq!(Choice::from_json(&json!(1)), Ok(Choice::Response(1)));
-    assert_eq!(Choice::from_json(&json!("tie")), Ok(Choice::Tie));
-    assert_eq!(
-        Choice::from_json(&json!("both_harmful")),
-        Ok(Choice::BothHarmful)
-    );
-    for bad in [
-        json!(-1),
-        json!(1.5),
-        json!("1"),
-        json!("maybe"),
-        json!(null),
-    ] {
-        assert!(Choice::from_json(&bad).is_err(), "{bad}");
-    }
-    for c in [
-        Choice::Response(0),
-        Choice::Response(12),
-        Choice::Tie,
-        Choice::BothHarmful,
-    ] {
-        assert_eq!(Choice::from_label(&c.label()), Some(c));
-        assert_eq!(Choice::from_json(&c.to_json()), Ok(c));
-    }
-    assert_eq!(Choice::from_label("1x"), None);
-    assert_eq!(Choice::from_label(""), None);
 }

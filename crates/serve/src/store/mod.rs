@@ -7,19 +7,24 @@
 //! a *different* vote for an item already judged is refused (409 on the page), so agreement
 //! figures and exported pairs never change behind an annotator's back.
 //!
-//! Tokens: 128 random bits from /dev/urandom, shown once; only their SHA-256 is stored, and a
-//! login looks the hash up. A timing difference in that lookup reveals bits of a hash, not of a
-//! token, so no constant-time comparison is needed. The annotator of a vote comes only from the
-//! token; dataset judgements (HH-RLHF, hhh_alignment) belong to annotators without a token.
+//! The annotator of a vote comes only from their token (hashed; see `annotators`); dataset
+//! judgements (HH-RLHF, hhh_alignment) belong to annotators without a token, so nobody can
+//! log in as a dataset.
+
+mod annotators;
+mod choice;
+mod exchange;
+
+pub use annotators::{Annotator, AnnotatorInfo};
+pub use choice::Choice;
+pub use exchange::{Exported, Imported};
 
 use crate::agreement::{self, Agreement};
 use crate::{Error, Result};
 use frugal::chat::{Conversation, Role};
-use frugal::pref::data::{Pair, Read};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
@@ -79,76 +84,6 @@ CREATE TABLE votes (
 CREATE INDEX votes_by_annotator ON votes(annotator_id);
 ";
 
-/// An annotator's judgement of an item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Choice {
-    /// The response at this position is preferred.
-    Response(usize),
-    Tie,
-    /// Every response is harmful; none is preferred.
-    BothHarmful,
-}
-
-impl Choice {
-    /// The stored form: "0", "1", ..., "tie", "both_harmful".
-    pub fn label(&self) -> String {
-        match self {
-            Choice::Response(i) => i.to_string(),
-            Choice::Tie => "tie".into(),
-            Choice::BothHarmful => "both_harmful".into(),
-        }
-    }
-
-    pub fn from_label(s: &str) -> Option<Choice> {
-        match s {
-            "tie" => Some(Choice::Tie),
-            "both_harmful" => Some(Choice::BothHarmful),
-            _ if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                s.parse().ok().map(Choice::Response)
-            }
-            _ => None,
-        }
-    }
-
-    /// A request's choice: a response index (number) or "tie" / "both_harmful".
-    pub fn from_json(v: &serde_json::Value) -> std::result::Result<Choice, String> {
-        match v {
-            serde_json::Value::Number(n) => n
-                .as_u64()
-                .map(|i| Choice::Response(i as usize))
-                .ok_or_else(|| format!("choice {n} is not a response index (0, 1, ...)")),
-            serde_json::Value::String(s) if s == "tie" || s == "both_harmful" => {
-                Ok(Choice::from_label(s).expect("a known label"))
-            }
-            other => Err(format!(
-                "choice {other} is none of: a response index, \"tie\", \"both_harmful\""
-            )),
-        }
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            Choice::Response(i) => serde_json::json!(i),
-            other => serde_json::json!(other.label()),
-        }
-    }
-}
-
-/// A logged-in annotator.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Annotator {
-    pub id: i64,
-    pub name: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AnnotatorInfo {
-    pub name: String,
-    pub votes: usize,
-    /// False for a dataset's judgements (imported, no token).
-    pub has_token: bool,
-}
-
 /// A prompt and the responses to compare, in display order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Item {
@@ -189,31 +124,6 @@ pub enum VoteError {
     Store(#[from] Error),
 }
 
-/// What an import added and left out.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Imported {
-    pub pairs: usize,
-    pub items_added: usize,
-    pub votes_added: usize,
-    /// Pairs already in the store with the same judgement (a second import of a file).
-    pub duplicates: usize,
-    /// Pairs the store holds the opposite judgement for, from the same annotator: kept as stored.
-    pub conflicts: usize,
-    /// Pairs whose two replies are the same text.
-    pub identical: usize,
-}
-
-/// The store's votes as preference pairs, and what cannot be a pair.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Exported {
-    pub pairs: Vec<Pair>,
-    pub votes: usize,
-    pub ties: usize,
-    pub both_harmful: usize,
-    /// (chosen, other) combinations left out because the two texts are the same.
-    pub identical: usize,
-}
-
 /// Progress and agreement, as `frugal prefs stats` prints and `GET /api/stats` serves.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Stats {
@@ -246,36 +156,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// A new login token: 128 bits from the kernel's generator, as 32 hex digits.
-fn new_token() -> Result<String> {
-    let path = Path::new("/dev/urandom");
-    let mut bytes = [0u8; 16];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Names are shown on the page and in exports: printable, trimmed, 1–64 characters.
-fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.chars().count() <= 64
-        && name.trim() == name
-        && !name.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Input {
-            origin: format!("annotator name {name:?}"),
-            msg: "is empty, longer than 64 characters, padded or holds control characters".into(),
-            hint: "pick a short printable name, e.g. alice".into(),
-        })
-    }
 }
 
 /// A prompt must be a valid conversation that ends with the user's turn.
@@ -388,91 +268,6 @@ impl Store {
             }
         }
         tx.commit().map_err(&db)
-    }
-
-    // ---- annotators
-
-    /// Adds an annotator and returns their login token (stored only as a hash).
-    pub fn add_annotator(&mut self, name: &str) -> Result<String> {
-        check_name(name)?;
-        let token = new_token()?;
-        let added = self
-            .conn
-            .execute(
-                "INSERT INTO annotators (name, token_sha256, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(name) DO NOTHING",
-                params![name, sha256_hex(token.as_bytes()), now_ms()],
-            )
-            .map_err(self.db())?;
-        if added == 0 {
-            return Err(Error::Input {
-                origin: format!("annotator {name:?}"),
-                msg: "already exists".into(),
-                hint: "pick another name, or pass --rotate to give them a new token".into(),
-            });
-        }
-        Ok(token)
-    }
-
-    /// Gives an existing annotator a new token; the old one stops working.
-    pub fn rotate_token(&mut self, name: &str) -> Result<String> {
-        let token = new_token()?;
-        let n = self
-            .conn
-            .execute(
-                "UPDATE annotators SET token_sha256 = ?2 WHERE name = ?1",
-                params![name, sha256_hex(token.as_bytes())],
-            )
-            .map_err(self.db())?;
-        if n == 0 {
-            return Err(Error::Input {
-                origin: format!("annotator {name:?}"),
-                msg: "does not exist".into(),
-                hint: "add them with `frugal prefs annotator add NAME`".into(),
-            });
-        }
-        Ok(token)
-    }
-
-    /// The annotator a token belongs to, if any.
-    pub fn authenticate(&self, token: &str) -> Result<Option<Annotator>> {
-        if token.is_empty() || token.len() > 256 {
-            return Ok(None);
-        }
-        self.conn
-            .query_row(
-                "SELECT id, name FROM annotators WHERE token_sha256 = ?1",
-                [sha256_hex(token.as_bytes())],
-                |r| {
-                    Ok(Annotator {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(self.db())
-    }
-
-    /// Every annotator with their vote count, by name.
-    pub fn annotators(&self) -> Result<Vec<AnnotatorInfo>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT a.name, COUNT(v.id), a.token_sha256 IS NOT NULL FROM annotators a
-                 LEFT JOIN votes v ON v.annotator_id = a.id GROUP BY a.id ORDER BY a.name",
-            )
-            .map_err(self.db())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(AnnotatorInfo {
-                    name: r.get(0)?,
-                    votes: r.get::<_, i64>(1)? as usize,
-                    has_token: r.get(2)?,
-                })
-            })
-            .map_err(self.db())?;
-        rows.collect::<rusqlite::Result<_>>().map_err(self.db())
     }
 
     // ---- prompts, responses, items
@@ -707,147 +502,6 @@ impl Store {
             agreement: agreement::measure(&votes),
         })
     }
-
-    // ---- import and export
-
-    /// Adds pairs read by `frugal::pref::data::read_pairs`: each becomes a prompt, two
-    /// responses (in an order that does not reveal the chosen one), an item off the page's
-    /// queue, and a vote by the pair's annotator (the dataset's name, e.g. "hh-rlhf"). The
-    /// same pair again adds nothing. One transaction: a failed import leaves the store as it was.
-    pub fn import(&mut self, read: &Read, source: &str) -> Result<Imported> {
-        let db = self.db();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&db)?;
-        let mut out = Imported {
-            pairs: read.pairs.len(),
-            ..Default::default()
-        };
-        for p in &read.pairs {
-            if p.chosen == p.rejected {
-                out.identical += 1;
-                continue;
-            }
-            if let Err(e) = check_prompt(&p.prompt) {
-                return Err(Error::Input {
-                    origin: source.into(),
-                    msg: format!("a pair's prompt is not valid: {e}"),
-                    hint: "read_pairs should have refused it; report this".into(),
-                });
-            }
-            check_name(&p.annotator)?;
-            let (prompt, _) = insert_prompt(&tx, &p.prompt, source).map_err(&db)?;
-            let prompt_hash: String = tx
-                .query_row(
-                    "SELECT content_sha256 FROM prompts WHERE id = ?1",
-                    [prompt],
-                    |r| r.get(0),
-                )
-                .map_err(&db)?;
-            // Sorted texts: the position of the chosen reply follows from the texts alone.
-            let mut texts = [p.chosen.as_str(), p.rejected.as_str()];
-            texts.sort_unstable();
-            let key = sha256_hex(
-                serde_json::json!([prompt_hash, texts[0], texts[1]])
-                    .to_string()
-                    .as_bytes(),
-            );
-            let existing: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM items WHERE import_sha256 = ?1",
-                    [&key],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(&db)?;
-            let item = match existing {
-                Some(id) => id,
-                None => {
-                    let responses: Vec<(String, String)> = texts
-                        .iter()
-                        .map(|t| (t.to_string(), source.to_string()))
-                        .collect();
-                    out.items_added += 1;
-                    insert_item(&tx, prompt, &responses, false, Some(&key)).map_err(&db)?
-                }
-            };
-            let annotator = dataset_annotator(&tx, &p.annotator).map_err(&db)?;
-            let chosen = Choice::Response(usize::from(texts[0] != p.chosen.as_str()));
-            match insert_vote(&tx, item, annotator, chosen).map_err(&db)? {
-                Ok(VoteOutcome::Recorded) => out.votes_added += 1,
-                Ok(VoteOutcome::Unchanged) => out.duplicates += 1,
-                Err(_) => out.conflicts += 1,
-            }
-        }
-        tx.commit().map_err(&db)?;
-        Ok(out)
-    }
-
-    /// Every vote as preference pairs (`read_pairs` reads them back): a preferred response
-    /// makes one pair against each other response of its item; ties and both-harmful
-    /// judgements are counted, not paired.
-    pub fn export(&self) -> Result<Exported> {
-        let mut out = Exported::default();
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT v.item_id, a.name, v.choice, p.id, p.conversation FROM votes v
-                 JOIN annotators a ON a.id = v.annotator_id
-                 JOIN items i ON i.id = v.item_id JOIN prompts p ON p.id = i.prompt_id
-                 ORDER BY v.item_id, a.name",
-            )
-            .map_err(self.db())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })
-            .map_err(self.db())?;
-        for row in rows {
-            let (item, annotator, label, prompt_id, json) = row.map_err(self.db())?;
-            out.votes += 1;
-            let c = match Choice::from_label(&label) {
-                Some(Choice::Response(c)) => c,
-                Some(Choice::Tie) => {
-                    out.ties += 1;
-                    continue;
-                }
-                Some(Choice::BothHarmful) => {
-                    out.both_harmful += 1;
-                    continue;
-                }
-                None => {
-                    return Err(Error::Schema {
-                        path: self.path.clone(),
-                        msg: format!("a vote on item {item} holds the unknown choice {label:?}"),
-                        hint: "the row was edited by hand; fix or delete it".into(),
-                    })
-                }
-            };
-            let prompt = self.conversation(prompt_id, &json)?;
-            let texts = self.item_texts(item)?;
-            let others = texts.iter().enumerate().filter(|&(j, _)| j != c);
-            for other in others.map(|(_, t)| t) {
-                if *other == texts[c] {
-                    out.identical += 1;
-                    continue;
-                }
-                out.pairs.push(Pair {
-                    prompt: prompt.clone(),
-                    chosen: texts[c].clone(),
-                    rejected: other.clone(),
-                    annotator: annotator.clone(),
-                });
-            }
-        }
-        Ok(out)
-    }
 }
 
 fn insert_prompt(
@@ -925,18 +579,5 @@ fn insert_vote(
     })
 }
 
-/// The annotator a dataset's judgements are filed under (created without a token).
-fn dataset_annotator(tx: &rusqlite::Transaction, name: &str) -> rusqlite::Result<i64> {
-    tx.execute(
-        "INSERT INTO annotators (name, token_sha256, created_at) VALUES (?1, NULL, ?2)
-         ON CONFLICT(name) DO NOTHING",
-        params![name, now_ms()],
-    )?;
-    tx.query_row("SELECT id FROM annotators WHERE name = ?1", [name], |r| {
-        r.get(0)
-    })
-}
-
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;
