@@ -86,6 +86,7 @@ pub fn annotate(a: AnnotateArgs) -> anyhow::Result<()> {
         "{} is not a run directory (no config.toml)\nHINT: pass the --run directory of `frugal pretrain` or `frugal speedrun`",
         a.run.display()
     );
+    anyhow::ensure!(a.max_tokens > 0, "--max-tokens must be at least 1");
     let db = a.db.clone().unwrap_or_else(|| a.run.join("prefs.sqlite"));
     let mut store = Store::open(&db)?;
     if let Some(path) = &a.prompts {
@@ -114,7 +115,6 @@ pub fn annotate(a: AnnotateArgs) -> anyhow::Result<()> {
             max_tokens: a.max_tokens,
             seed: a.seed,
         };
-        anyhow::ensure!(a.max_tokens > 0, "--max-tokens must be at least 1");
         println!(
             "sampling {} replies to each of {todo} prompts with {} ({})",
             a.responses,
