@@ -15,6 +15,24 @@ pub enum PrefCommand {
     /// Group Relative Policy Optimization with verifiable rewards (arithmetic, GSM8K) or the
     /// reward model; writes RUN/grpo/, which `frugal eval` scores as the grpo stage.
     Grpo(StageArgs),
+    /// Write cold-start SFT data for a GRPO task: worked answers (with calculator calls) of its
+    /// training problems only, as JSONL for a `[[sft.sources]]` entry.
+    ColdStart(ColdStartArgs),
+}
+
+#[derive(Args)]
+pub struct ColdStartArgs {
+    /// The GRPO config whose task and split to use.
+    #[arg(long, default_value = "configs/grpo-arithmetic.toml")]
+    config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Output JSONL.
+    #[arg(long)]
+    out: PathBuf,
+    /// Rows at most.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
 }
 
 #[derive(Args)]
@@ -67,6 +85,21 @@ pub fn run(cmd: PrefCommand) -> anyhow::Result<()> {
                 "grpo summary | {} steps | {:.1}s | held-out accuracy {:.3} ± {:.3} -> {:.3} ± {:.3} ({} -> {} of {} right) | mean reward {:.3} -> {:.3}",
                 s.steps, s.wall_s, s.before.accuracy, s.before.ci95, s.after.accuracy, s.after.ci95,
                 s.before.correct, s.after.correct, s.after.n, s.before.mean_reward, s.after.mean_reward
+            );
+        }
+        PrefCommand::ColdStart(a) => {
+            let cfg = grpo::GrpoConfig::load(&a.config, &a.overrides)?;
+            let (rows, held_out) = grpo::cold_start(&cfg, a.count)?;
+            let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+            if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&a.out, text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
+            println!(
+                "{}: {} cold-start conversations from the training split ({held_out} problems held out, never written)",
+                a.out.display(),
+                rows.len()
             );
         }
     }

@@ -82,7 +82,7 @@ pub struct GrpoSection {
     /// Arithmetic: operands run from 0 to this.
     #[serde(default = "default_max_operand")]
     pub max_operand: u32,
-    /// Arithmetic: the operations, of `+-*`.
+    /// Arithmetic: the operations, of `+-*` and `>` (the larger of two numbers).
     #[serde(default = "default_ops")]
     pub ops: String,
     /// GSM8K: the training split's JSONL; reward model: preference files whose prompts are used.
@@ -157,8 +157,8 @@ impl GrpoConfig {
                 if g.max_reply_tokens == 0 || g.max_reply_tokens >= seq {
                     return bad("grpo.max_reply_tokens", format!("must be in 1..{seq}"));
                 }
-                if let Some(c) = g.ops.chars().find(|c| !"+-*".contains(*c)) {
-                    return bad("grpo.ops", format!("'{c}' is not one of + - *"));
+                if let Some(c) = g.ops.chars().find(|c| !"+-*>".contains(*c)) {
+                    return bad("grpo.ops", format!("'{c}' is not one of + - * >"));
                 }
                 if g.reward == RewardKind::Arithmetic && g.ops.is_empty() {
                     return bad("grpo.ops", "is empty".into());
@@ -431,8 +431,10 @@ pub struct GrpoSummary {
     pub skipped_rows: usize,
 }
 
-/// The problems of the configured task: (train, held out, rows skipped).
-fn problems(cfg: &GrpoConfig) -> Result<(Vec<Problem>, Vec<Problem>, usize)> {
+/// The problems of the configured task: (train, held out, rows skipped). The split is a
+/// fixed function of the config, so cold-start data drawn from the training part never
+/// touches the held-out problems.
+pub fn problems(cfg: &GrpoConfig) -> Result<(Vec<Problem>, Vec<Problem>, usize)> {
     let g = &cfg.grpo;
     let seed = cfg.train.seed;
     let (mut all, skipped) = match g.reward {
@@ -454,6 +456,7 @@ fn problems(cfg: &GrpoConfig) -> Result<(Vec<Problem>, Vec<Problem>, usize)> {
                 all.extend(r.pairs.into_iter().map(|p| Problem {
                     prompt: p.prompt,
                     answer: None,
+                    worked: None,
                 }));
             }
             (all, skipped)
@@ -470,6 +473,22 @@ fn problems(cfg: &GrpoConfig) -> Result<(Vec<Problem>, Vec<Problem>, usize)> {
         ));
     }
     Ok((all, val, skipped))
+}
+
+/// Cold-start SFT data (as DeepSeek-R1 warms up before RL): the worked answers of the first
+/// `count` training problems as GSM8K-shaped JSONL rows (`{"question", "answer"}`), which
+/// `frugal sft` reads with calculator calls. Returns the rows and the held-out count.
+pub fn cold_start(cfg: &GrpoConfig, count: usize) -> Result<(Vec<serde_json::Value>, usize)> {
+    let (train, val, _) = problems(cfg)?;
+    let rows = train
+        .iter()
+        .filter_map(|p| {
+            let q = p.prompt.messages.last()?.display();
+            Some(serde_json::json!({"question": q, "answer": p.worked.as_ref()?}))
+        })
+        .take(count)
+        .collect();
+    Ok((rows, val.len()))
 }
 
 /// Runs (or, with `resume`, continues) GRPO of the SFT model in `run`.

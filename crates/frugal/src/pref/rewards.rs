@@ -15,31 +15,43 @@ use std::path::Path;
 pub struct Problem {
     pub prompt: Conversation,
     pub answer: Option<String>,
+    /// A worked answer in GSM8K's notation (`<<13+5=18>>` marks a calculator call), for
+    /// cold-start SFT data.
+    pub worked: Option<String>,
 }
 
-fn user(text: String, answer: Option<String>) -> Problem {
+fn user(text: String, answer: Option<String>, worked: Option<String>) -> Problem {
     Problem {
         prompt: Conversation {
             messages: vec![Message::text(Role::User, text)],
         },
         answer,
+        worked,
     }
 }
 
 /// Every "What is a op b?" with 0 ≤ a, b ≤ `max_operand` and op in `ops` (of `+ - *`);
-/// subtraction keeps a ≥ b so answers stay natural numbers. Shuffled with `seed`.
+/// subtraction keeps a ≥ b so answers stay natural numbers. `>` asks "Which is larger, a or
+/// b?" (a ≠ b): comparison, the step below addition, which a model too small to add in its head
+/// can still learn. Shuffled with `seed`.
 pub fn arithmetic(max_operand: u32, ops: &str, seed: u64) -> Vec<Problem> {
     let mut out = Vec::new();
     for op in ops.chars() {
         for a in 0..=max_operand {
             for b in 0..=max_operand {
-                let v = match op {
-                    '+' => a + b,
-                    '-' if a >= b => a - b,
-                    '*' => a * b,
+                let (q, v) = match op {
+                    '+' => (format!("What is {a} + {b}?"), a + b),
+                    '-' if a >= b => (format!("What is {a} - {b}?"), a - b),
+                    '*' => (format!("What is {a} * {b}?"), a * b),
+                    '>' if a != b => (format!("Which is larger, {a} or {b}?"), a.max(b)),
                     _ => continue,
                 };
-                out.push(user(format!("What is {a} {op} {b}?"), Some(v.to_string())));
+                let worked = if op == '>' {
+                    format!("The larger of {a} and {b} is {v}.\n#### {v}")
+                } else {
+                    format!("{a} {op} {b} = <<{a}{op}{b}={v}>>{v}\n#### {v}")
+                };
+                out.push(user(q, Some(v.to_string()), Some(worked)));
             }
         }
     }
@@ -64,7 +76,11 @@ pub fn gsm8k(path: &Path) -> Result<(Vec<Problem>, usize, Option<String>)> {
             row["question"].as_str(),
             row["answer"].as_str().and_then(final_answer),
         ) {
-            (Some(q), Some(a)) => out.push(user(q.to_string(), Some(a))),
+            (Some(q), Some(a)) => out.push(user(
+                q.to_string(),
+                Some(a),
+                row["answer"].as_str().map(str::to_string),
+            )),
             _ => {
                 skipped += 1;
                 first.get_or_insert(format!(
@@ -161,11 +177,18 @@ mod tests {
 
     #[test]
     fn arithmetic_problems_are_complete_and_right() {
-        let p = arithmetic(3, "+-*", 1);
-        // 16 sums, 10 differences with a ≥ b, 16 products.
-        assert_eq!(p.len(), 16 + 10 + 16);
+        let p = arithmetic(3, "+-*>", 1);
+        // 16 sums, 10 differences with a ≥ b, 16 products, 12 comparisons with a ≠ b.
+        assert_eq!(p.len(), 16 + 10 + 16 + 12);
         for q in &p {
             let text = &q.prompt.messages[0].parts[0].text;
+            if let Some(rest) = text.strip_prefix("Which is larger, ") {
+                let (a, b) = rest.trim_end_matches('?').split_once(" or ").unwrap();
+                let (a, b): (u32, u32) = (a.parse().unwrap(), b.parse().unwrap());
+                assert!(a != b);
+                assert_eq!(q.answer, Some(a.max(b).to_string()));
+                continue;
+            }
             let w: Vec<&str> = text
                 .trim_start_matches("What is ")
                 .trim_end_matches('?')
@@ -181,8 +204,8 @@ mod tests {
             assert!(v >= 0);
         }
         // The seed shuffles; the set stays the same.
-        assert_ne!(p, arithmetic(3, "+-*", 2));
-        assert_eq!(p.len(), arithmetic(3, "+-*", 2).len());
+        assert_ne!(p, arithmetic(3, "+-*>", 2));
+        assert_eq!(p.len(), arithmetic(3, "+-*>", 2).len());
     }
 
     #[test]
