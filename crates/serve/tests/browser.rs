@@ -128,15 +128,18 @@ impl Cdp {
         r["result"]["value"].clone()
     }
 
-    /// Polls `expr` until it evaluates to `want`.
+    /// Polls `expr` until it evaluates to `want`. While a navigation is under way the document
+    /// may have no body yet: an expression that throws then counts as not there yet.
     fn wait_for(&mut self, expr: &str, want: Value) {
         let start = Instant::now();
+        let guarded =
+            format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return null; }} }})()");
         loop {
-            let got = self.eval(expr);
+            let got = self.eval(&guarded);
             if got == want {
                 return;
             }
-            let error = self.eval("document.getElementById('error').textContent");
+            let error = self.eval("document.getElementById('error')?.textContent ?? null");
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "{expr} stayed {got}, not {want}; page error: {error}"
