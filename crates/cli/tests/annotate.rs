@@ -1,6 +1,7 @@
-//! `frugal annotate` and `frugal prefs` end to end: the server samples replies from a tiny run,
-//! takes a vote, is killed with SIGKILL, and the vote is in the store; preference files import
-//! once however often they are imported, export reads back, and stats report agreement.
+//! `frugal annotate` and `frugal prefs` end to end: the server samples replies from a tiny run's
+//! newest chat stage, takes a vote, is killed with SIGKILL, and the vote is in the store;
+//! preference files import once however often they are imported, export reads back, and stats
+//! report agreement.
 
 mod common;
 #[path = "../../frugal/tests/common/mod.rs"]
@@ -78,6 +79,14 @@ fn a_vote_survives_a_killed_server() {
         "say hi\nwhat is 2+2?\n<script>alert(1)</script>\n",
     )
     .unwrap();
+    // A DPO checkpoint (the SFT weights under another name): the newest chat stage is used.
+    let dpo = run.join("dpo/checkpoints/step-3");
+    std::fs::create_dir_all(&dpo).unwrap();
+    std::fs::copy(
+        run.join("sft/checkpoints/step-5/model.safetensors"),
+        dpo.join("model.safetensors"),
+    )
+    .unwrap();
     let r = run.to_str().unwrap();
     let (mut child, lines, url) = annotate(&[
         "--run",
@@ -95,7 +104,7 @@ fn a_vote_survives_a_killed_server() {
     assert!(log.contains("prompts: 3 read from"), "{log}");
     assert!(log.contains("3 new"), "{log}");
     assert!(
-        log.contains("sampling 3 replies to each of 3 prompts with sft:step-5"),
+        log.contains("sampling 3 replies to each of 3 prompts with dpo:step-3"),
         "{log}"
     );
     assert!(
