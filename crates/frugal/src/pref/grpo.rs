@@ -217,7 +217,17 @@ fn rollouts(
     let mut requests = Vec::with_capacity(problems.len() * copies);
     let mut prompts = Vec::with_capacity(problems.len());
     for p in problems {
-        let ids = fmt.render_prompt(&p.prompt, seq + 1 - max_reply)?;
+        // A prompt too long for the row keeps `<|bos|>` and its most recent tokens.
+        let limit = seq + 1 - max_reply;
+        let ids = match fmt.render_prompt(&p.prompt, limit) {
+            Ok(ids) => ids,
+            Err(_) => {
+                let mut ids = fmt.render(&p.prompt)?.ids;
+                ids.push(t.assistant_start);
+                ids.drain(1..1 + ids.len() - limit);
+                ids
+            }
+        };
         for c in 0..copies {
             requests.push(Request {
                 prompt: ids.clone(),
