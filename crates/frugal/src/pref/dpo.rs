@@ -7,14 +7,14 @@
 
 use super::data::{read_sources, shuffle, Pair};
 use super::loss::dpo;
+use super::stage;
 use crate::chat::ChatFormat;
 use crate::config::{parse_toml, TrainConfig};
 use crate::cost::Meter;
 use crate::error::{Error, Result};
-use crate::loader::Cursor;
 use crate::model::{Llama, Workspace};
 use crate::optim::Optimizer;
-use crate::train::checkpoint::{self, TrainState};
+use crate::train::checkpoint;
 use crate::train::schedule::lr_scale;
 use crate::train::{grad_norm, open_metrics, write_atomic};
 use rayon::prelude::*;
@@ -222,27 +222,11 @@ pub fn train(
     resume: bool,
     mut log: impl FnMut(&str),
 ) -> Result<DpoSummary> {
-    let sft = checkpoint::load_trained(run, true)?;
-    if sft.stage != "sft" {
-        return Err(Error::input(
-            run.display().to_string(),
-            "has no SFT checkpoint to tune and to use as the reference",
-            "run `frugal sft --run` first",
-        ));
-    }
-    let f = ChatFormat::new(&sft.tok)?;
     let t = &cfg.train;
     let seq = t.seq_len;
-    if seq > sft.cfg.model.context_len {
-        return Err(Error::config(
-            "train.seq_len",
-            format!("{seq} exceeds the model's context"),
-            "lower train.seq_len",
-        ));
-    }
-    let dir = run.join("dpo");
     let resolved = toml::to_string(cfg).expect("a DpoConfig serialises");
-    checkpoint::open_stage_dir(&dir, &resolved, resume, "DPO")?;
+    let (sft, dir) = stage::open(run, "dpo", "DPO", &resolved, seq, resume)?;
+    let f = ChatFormat::new(&sft.tok)?;
 
     // Pairs: every source, shuffled with the seed, the last val_pairs held out.
     let (mut pairs, skipped_rows) = read_sources(&cfg.dpo.sources, &mut log)?;
@@ -292,24 +276,7 @@ pub fn train(
 
     let mut model = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
     let mut opt = Optimizer::new(t, &model.params);
-    let mut state = TrainState {
-        step: 0,
-        cursor: Cursor::default(),
-        loss_ema: None,
-        sample_rng: Rng::new(t.seed).state(),
-        tokens_seen: 0,
-        elapsed_s: 0.0,
-    };
-    if resume {
-        if let Some((_, ck)) = checkpoint::list(&dir)?.pop() {
-            state = checkpoint::load(&ck, &mut model, &mut opt)?;
-            log(&format!(
-                "resumed from {} (step {})",
-                ck.display(),
-                state.step
-            ));
-        }
-    }
+    let (mut state, _) = stage::start_state(&dir, resume, t.seed, &mut model, &mut opt, &mut log)?;
     let before = evaluate(reference, val_rows, &ref_val, cfg.dpo.beta, &mut ws);
     let metrics_path = dir.join("metrics.jsonl");
     let mut metrics = open_metrics(&metrics_path, state.step)?;
@@ -331,8 +298,7 @@ pub fn train(
     while state.step < t.steps {
         // The step's pairs: a fixed function of the seed and the step, so a resumed run
         // sees what an uninterrupted one would.
-        let mut step_rng =
-            Rng::new(t.seed ^ (state.step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut step_rng = Rng::new(stage::step_seed(t.seed, state.step));
         let batch: Vec<usize> = (0..b)
             .map(|_| step_rng.below(train_rows.len() as u64) as usize)
             .collect();

@@ -9,15 +9,15 @@
 use super::loss::{group_advantages, grpo_token};
 use super::rewards::{self, Problem, Scored};
 use super::rm::RewardModel;
+use super::stage;
 use crate::chat::ChatFormat;
 use crate::config::{parse_toml, TrainConfig};
 use crate::cost::Meter;
 use crate::engine::{self, Finish, Request, SamplingParams, Tools};
 use crate::error::{Error, Result};
-use crate::loader::Cursor;
 use crate::model::{Llama, Workspace};
 use crate::optim::Optimizer;
-use crate::train::checkpoint::{self, TrainState};
+use crate::train::checkpoint;
 use crate::train::schedule::lr_scale;
 use crate::train::{grad_norm, open_metrics, write_atomic};
 use rayon::prelude::*;
@@ -508,24 +508,8 @@ pub fn train(
     resume: bool,
     mut log: impl FnMut(&str),
 ) -> Result<GrpoSummary> {
-    let sft = checkpoint::load_trained(run, true)?;
-    if sft.stage != "sft" {
-        return Err(Error::input(
-            run.display().to_string(),
-            "has no SFT checkpoint to tune and to use as the reference",
-            "run `frugal sft --run` first",
-        ));
-    }
-    let fmt = ChatFormat::new(&sft.tok)?;
     let (t, g) = (&cfg.train, &cfg.grpo);
     let seq = t.seq_len;
-    if seq > sft.cfg.model.context_len {
-        return Err(Error::config(
-            "train.seq_len",
-            format!("{seq} exceeds the model's context"),
-            "lower train.seq_len",
-        ));
-    }
     let judge = match g.reward {
         RewardKind::RewardModel => Judge::Model(Box::new(RewardModel::load(run)?)),
         _ => Judge::Rules(rewards::Shaping {
@@ -534,9 +518,9 @@ pub fn train(
             closeness: g.closeness_reward,
         }),
     };
-    let dir = run.join("grpo");
     let resolved = toml::to_string(cfg).expect("a GrpoConfig serialises");
-    checkpoint::open_stage_dir(&dir, &resolved, resume, "GRPO")?;
+    let (sft, dir) = stage::open(run, "grpo", "GRPO", &resolved, seq, resume)?;
+    let fmt = ChatFormat::new(&sft.tok)?;
     let (train_set, val, skipped_rows) = problems(cfg)?;
     log(&format!(
         "{:?}: {} training prompts, {} held out, G = {}",
@@ -552,24 +536,7 @@ pub fn train(
     let reference = &sft.model;
     let mut model = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
     let mut opt = Optimizer::new(t, &model.params);
-    let mut state = TrainState {
-        step: 0,
-        cursor: Cursor::default(),
-        loss_ema: None,
-        sample_rng: Rng::new(t.seed).state(),
-        tokens_seen: 0,
-        elapsed_s: 0.0,
-    };
-    if resume {
-        if let Some((_, ck)) = checkpoint::list(&dir)?.pop() {
-            state = checkpoint::load(&ck, &mut model, &mut opt)?;
-            log(&format!(
-                "resumed from {} (step {})",
-                ck.display(),
-                state.step
-            ));
-        }
-    }
+    let (mut state, _) = stage::start_state(&dir, resume, t.seed, &mut model, &mut opt, &mut log)?;
     let (before, fed) = evaluate(
         reference,
         &fmt,
@@ -607,7 +574,7 @@ pub fn train(
     while state.step < t.steps {
         // The step's prompts and samples: a fixed function of the seed and the step, so a
         // resumed run sees what an uninterrupted one would.
-        let step_seed = t.seed ^ (state.step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let step_seed = stage::step_seed(t.seed, state.step);
         let mut step_rng = Rng::new(step_seed);
         let batch: Vec<&Problem> = (0..t.batch_size)
             .map(|_| &train_set[step_rng.below(train_set.len() as u64) as usize])

@@ -7,3 +7,4 @@ pub mod loss;
 pub mod report;
 pub mod rewards;
 pub mod rm;
+mod stage;

@@ -8,14 +8,14 @@
 use super::data::{read_sources, shuffle, Pair};
 use super::dpo::pair_tokens;
 use super::loss::bradley_terry;
+use super::stage;
 use crate::chat::ChatFormat;
 use crate::config::{parse_toml, TrainConfig};
 use crate::cost::Meter;
 use crate::error::{Error, Result};
-use crate::loader::Cursor;
 use crate::model::{Llama, Workspace};
 use crate::optim::Optimizer;
-use crate::train::checkpoint::{self, TrainState};
+use crate::train::checkpoint;
 use crate::train::schedule::lr_scale;
 use crate::train::{grad_norm, open_metrics, write_atomic};
 use rayon::prelude::*;
@@ -250,27 +250,11 @@ pub fn train(
     resume: bool,
     mut log: impl FnMut(&str),
 ) -> Result<RmSummary> {
-    let sft = checkpoint::load_trained(run, true)?;
-    if sft.stage != "sft" {
-        return Err(Error::input(
-            run.display().to_string(),
-            "has no SFT checkpoint to start the reward model from",
-            "run `frugal sft --run` first",
-        ));
-    }
-    let f = ChatFormat::new(&sft.tok)?;
     let t = &cfg.train;
     let seq = t.seq_len;
-    if seq > sft.cfg.model.context_len {
-        return Err(Error::config(
-            "train.seq_len",
-            format!("{seq} exceeds the model's context"),
-            "lower train.seq_len",
-        ));
-    }
-    let dir = run.join("rm");
     let resolved = toml::to_string(cfg).expect("an RmConfig serialises");
-    checkpoint::open_stage_dir(&dir, &resolved, resume, "reward model")?;
+    let (sft, dir) = stage::open(run, "rm", "the reward model", &resolved, seq, resume)?;
+    let f = ChatFormat::new(&sft.tok)?;
 
     let (mut pairs, skipped_rows) = read_sources(&cfg.rm.sources, &mut log)?;
     shuffle(&mut pairs, t.seed);
@@ -310,29 +294,15 @@ pub fn train(
     };
     let mut opt = Optimizer::new(t, &rm.trunk.params);
     let (mut hm, mut hv) = (vec![0f32; d + 1], vec![0f32; d + 1]);
-    let mut state = TrainState {
-        step: 0,
-        cursor: Cursor::default(),
-        loss_ema: None,
-        sample_rng: Rng::new(t.seed).state(),
-        tokens_seen: 0,
-        elapsed_s: 0.0,
-    };
     let b = t.batch_size;
     let mut ws = rm.trunk.workspace(2 * b, seq);
     let before = evaluate(&rm, val, &mut ws);
-    if resume {
-        if let Some((_, ck)) = checkpoint::list(&dir)?.pop() {
-            state = checkpoint::load(&ck, &mut rm.trunk, &mut opt)?;
-            rm.head = checkpoint::load_extra(&ck, "reward_head", d + 1)?;
-            hm = checkpoint::load_extra(&ck, "reward_head.m", d + 1)?;
-            hv = checkpoint::load_extra(&ck, "reward_head.v", d + 1)?;
-            log(&format!(
-                "resumed from {} (step {})",
-                ck.display(),
-                state.step
-            ));
-        }
+    let (mut state, ck) =
+        stage::start_state(&dir, resume, t.seed, &mut rm.trunk, &mut opt, &mut log)?;
+    if let Some(ck) = ck {
+        rm.head = checkpoint::load_extra(&ck, "reward_head", d + 1)?;
+        hm = checkpoint::load_extra(&ck, "reward_head.m", d + 1)?;
+        hv = checkpoint::load_extra(&ck, "reward_head.v", d + 1)?;
     }
     log(&format!(
         "held-out pairwise accuracy before training {:.3} ± {:.3} ({} pairs)",
@@ -350,8 +320,7 @@ pub fn train(
     let elapsed0 = state.elapsed_s;
     let mut after = before;
     while state.step < t.steps {
-        let mut step_rng =
-            Rng::new(t.seed ^ (state.step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut step_rng = Rng::new(stage::step_seed(t.seed, state.step));
         let batch: Vec<&Encoded> = (0..b)
             .map(|_| &train_set[step_rng.below(train_set.len() as u64) as usize])
             .collect();
