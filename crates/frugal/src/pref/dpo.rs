@@ -9,7 +9,7 @@ use super::data::{read_sources, shuffle, Pair};
 use super::loss::dpo;
 use super::stage;
 use crate::chat::ChatFormat;
-use crate::config::{parse_toml, TrainConfig};
+use crate::config::TrainConfig;
 use crate::cost::Meter;
 use crate::error::{Error, Result};
 use crate::model::{Llama, Workspace};
@@ -61,11 +61,11 @@ fn default_max_reply() -> usize {
 
 impl DpoConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: DpoConfig = parse_toml(&text, &path.display().to_string(), overrides)?;
-        cfg.train
-            .validate()
-            .and_then(|_| match &cfg.dpo {
+        stage::load_config(
+            path,
+            overrides,
+            |c: &Self| &c.train,
+            |cfg| match &cfg.dpo {
                 d if d.sources.is_empty() => Err(("dpo.sources", "lists no files".into())),
                 d if !(d.beta > 0.0 && d.beta.is_finite()) => {
                     Err(("dpo.beta", format!("{} is not a positive number", d.beta)))
@@ -75,15 +75,8 @@ impl DpoConfig {
                     format!("must be in 1..{}", cfg.train.seq_len),
                 )),
                 _ => Ok(()),
-            })
-            .map_err(|(field, msg)| {
-                Error::config(
-                    path.display().to_string(),
-                    format!("{field}: {msg}"),
-                    "adjust that field",
-                )
-            })?;
-        Ok(cfg)
+            },
+        )
     }
 }
 

@@ -11,7 +11,7 @@ use super::rewards::{self, Problem, Scored};
 use super::rm::RewardModel;
 use super::stage;
 use crate::chat::ChatFormat;
-use crate::config::{parse_toml, TrainConfig};
+use crate::config::TrainConfig;
 use crate::cost::Meter;
 use crate::engine::{self, Finish, Request, SamplingParams, Tools};
 use crate::error::{Error, Result};
@@ -123,16 +123,18 @@ fn default_ops() -> String {
 
 impl GrpoConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: GrpoConfig = parse_toml(&text, &path.display().to_string(), overrides)?;
-        let g = &cfg.grpo;
-        let seq = cfg.train.seq_len;
-        cfg.train
-            .validate()
-            .and_then(|_| {
+        stage::load_config(
+            path,
+            overrides,
+            |c: &Self| &c.train,
+            |cfg| {
+                let (g, seq) = (&cfg.grpo, cfg.train.seq_len);
                 let bad = |f: &'static str, m: String| Err((f, m));
                 if g.group_size < 2 {
-                    return bad("grpo.group_size", "must be at least 2: advantages compare replies within a group".into());
+                    return bad(
+                        "grpo.group_size",
+                        "must be at least 2: advantages compare replies within a group".into(),
+                    );
                 }
                 if !(g.clip > 0.0 && g.clip < 1.0) {
                     return bad("grpo.clip", format!("{} is not in (0, 1)", g.clip));
@@ -141,9 +143,15 @@ impl GrpoConfig {
                     return bad("grpo.beta", format!("{} is not a number ≥ 0", g.beta));
                 }
                 if !(g.format_reward >= 0.0 && g.format_reward.is_finite()) {
-                    return bad("grpo.format_reward", format!("{} is not a number ≥ 0", g.format_reward));
+                    return bad(
+                        "grpo.format_reward",
+                        format!("{} is not a number ≥ 0", g.format_reward),
+                    );
                 }
-                for (f, v) in [("grpo.tool_reward", g.tool_reward), ("grpo.closeness_reward", g.closeness_reward)] {
+                for (f, v) in [
+                    ("grpo.tool_reward", g.tool_reward),
+                    ("grpo.closeness_reward", g.closeness_reward),
+                ] {
                     if !(v >= 0.0 && v.is_finite()) {
                         return bad(f, format!("{v} is not a number ≥ 0"));
                     }
@@ -152,7 +160,10 @@ impl GrpoConfig {
                     return bad("grpo.updates_per_batch", "must be at least 1".into());
                 }
                 if !(g.temperature > 0.0 && g.temperature.is_finite()) {
-                    return bad("grpo.temperature", "must be positive: GRPO needs varied samples".into());
+                    return bad(
+                        "grpo.temperature",
+                        "must be positive: GRPO needs varied samples".into(),
+                    );
                 }
                 if g.max_reply_tokens == 0 || g.max_reply_tokens >= seq {
                     return bad("grpo.max_reply_tokens", format!("must be in 1..{seq}"));
@@ -167,15 +178,8 @@ impl GrpoConfig {
                     return bad("grpo.sources", "lists no files (GSM8K train JSONL, or preference files for the reward model)".into());
                 }
                 Ok(())
-            })
-            .map_err(|(field, msg)| {
-                Error::config(
-                    path.display().to_string(),
-                    format!("{field}: {msg}"),
-                    "adjust that field",
-                )
-            })?;
-        Ok(cfg)
+            },
+        )
     }
 }
 

@@ -10,7 +10,7 @@ use super::dpo::pair_tokens;
 use super::loss::bradley_terry;
 use super::stage;
 use crate::chat::ChatFormat;
-use crate::config::{parse_toml, TrainConfig};
+use crate::config::TrainConfig;
 use crate::cost::Meter;
 use crate::error::{Error, Result};
 use crate::model::{Llama, Workspace};
@@ -60,11 +60,11 @@ fn default_head_lr() -> f32 {
 
 impl RmConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: RmConfig = parse_toml(&text, &path.display().to_string(), overrides)?;
-        cfg.train
-            .validate()
-            .and_then(|_| match &cfg.rm {
+        stage::load_config(
+            path,
+            overrides,
+            |c: &Self| &c.train,
+            |cfg| match &cfg.rm {
                 r if r.sources.is_empty() => Err(("rm.sources", "lists no files".into())),
                 r if !(r.head_lr > 0.0 && r.head_lr.is_finite()) => Err((
                     "rm.head_lr",
@@ -75,15 +75,8 @@ impl RmConfig {
                     format!("must be in 1..{}", cfg.train.seq_len),
                 )),
                 _ => Ok(()),
-            })
-            .map_err(|(field, msg)| {
-                Error::config(
-                    path.display().to_string(),
-                    format!("{field}: {msg}"),
-                    "adjust that field",
-                )
-            })?;
-        Ok(cfg)
+            },
+        )
     }
 }
 
