@@ -196,11 +196,8 @@ struct Rollout {
     y: Vec<u32>,
     actions: usize,
     scored: Scored,
-    reply_len: usize,
-    /// The reply as shown to a person, tool calls inline.
-    shown: String,
-    /// The reply called the calculator.
-    used_tool: bool,
+    /// The reply's tokens, tool output included.
+    reply: Vec<u32>,
 }
 
 /// Samples replies to `problems` (each `copies` times) and scores them. Returns the rollouts in
@@ -279,7 +276,7 @@ fn rollouts(
         }
     };
     let mut out = Vec::with_capacity(done.len());
-    for (i, (c, scored)) in done.iter().zip(scores).enumerate() {
+    for (i, (c, scored)) in done.into_iter().zip(scores).enumerate() {
         let prompt = &prompts[i / copies];
         // The stop token is the policy's last action.
         let mut full: Vec<u32> = prompt.iter().chain(&c.tokens).copied().collect();
@@ -305,9 +302,7 @@ fn rollouts(
             y,
             actions,
             scored,
-            reply_len: c.tokens.len(),
-            shown: fmt.parse_reply(&c.tokens).display(),
-            used_tool: c.tokens.contains(&t.python_start),
+            reply: c.tokens,
         });
     }
     Ok((out, fed))
@@ -414,7 +409,7 @@ fn evaluate(
                         .last()
                         .map(|m| m.display())
                         .unwrap_or_default(),
-                    r.shown,
+                    fmt.parse_reply(&r.reply).display(),
                     if r.scored.correct { " (right)" } else { "" }
                 ));
             }
@@ -613,10 +608,13 @@ pub fn train(
         let (mut loss, mut kl, mut clipped, mut actions) = (0f64, 0f64, 0usize, 0usize);
         let mut norm = 0.0;
         for u in 0..g.updates_per_batch {
+            // The first update is on the sampling policy itself: its log-probabilities are old_lp.
+            let later;
             let lp = if u == 0 {
-                old_lp.clone()
+                &old_lp
             } else {
-                model.token_logprobs(&x, &y, &mut ws)
+                later = model.token_logprobs(&x, &y, &mut ws);
+                &later
             };
             let lens: Vec<usize> = rs.iter().map(|r| r.actions).collect();
             let obj = Objective {
@@ -624,7 +622,7 @@ pub fn train(
                 beta: g.beta,
             };
             (loss, kl, clipped, actions) =
-                obj.token_weights(&lp, &old_lp, &ref_lp, &y, &adv, &lens, seq, &mut w);
+                obj.token_weights(lp, &old_lp, &ref_lp, &y, &adv, &lens, seq, &mut w);
             grads.fill(0.0);
             model.forward_backward_weighted(&x, &y, Some(&w), &mut grads, 1.0, &mut ws);
             norm = grad_norm(&grads);
@@ -646,8 +644,8 @@ pub fn train(
         let reward = mean(&|r| r.scored.reward);
         let acc = mean(&|r| f64::from(u8::from(r.scored.correct)));
         let formed = mean(&|r| f64::from(u8::from(r.scored.well_formed)));
-        let len = mean(&|r| r.reply_len as f64);
-        let tool = mean(&|r| f64::from(u8::from(r.used_tool)));
+        let len = mean(&|r| r.reply.len() as f64);
+        let tool = mean(&|r| f64::from(u8::from(r.reply.contains(&fmt.t.python_start))));
         let tool_right = mean(&|r| f64::from(u8::from(r.scored.tool_right)));
         let flat = rs
             .chunks(g.group_size)
