@@ -82,9 +82,10 @@ pub fn run(cmd: PrefCommand) -> anyhow::Result<()> {
                 grpo::GrpoConfig::load(&a.config("configs/grpo-arithmetic.toml"), &a.overrides)?;
             let s = grpo::train(&cfg, &a.run, a.resume, log)?;
             println!(
-                "grpo summary | {} steps | {:.1}s | held-out accuracy {:.3} ± {:.3} -> {:.3} ± {:.3} ({} -> {} of {} right) | mean reward {:.3} -> {:.3}",
+                "grpo summary | {} steps | {:.1}s | held-out accuracy {:.3} ± {:.3} -> {:.3} ± {:.3} ({} -> {} of {} right) | mean reward {:.3} -> {:.3} | change {:+.3} ± {:.3} (paired 95%)",
                 s.steps, s.wall_s, s.before.accuracy, s.before.ci95, s.after.accuracy, s.after.ci95,
-                s.before.correct, s.after.correct, s.after.n, s.before.mean_reward, s.after.mean_reward
+                s.before.correct, s.after.correct, s.after.n, s.before.mean_reward, s.after.mean_reward,
+                s.change, s.change_ci95
             );
         }
         PrefCommand::ColdStart(a) => {

@@ -495,8 +495,12 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("data-") || name.starts_with("sft-") {
-                continue; // data preparation and SFT configs, checked where they are read
+            if name.starts_with("data-") {
+                continue; // data preparation configs, checked where they are read
+            }
+            if name.starts_with("sft-") {
+                crate::sft::SftConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+                continue;
             }
             if name.starts_with("dpo-") {
                 crate::pref::dpo::DpoConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));

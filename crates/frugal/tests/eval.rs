@@ -186,6 +186,22 @@ fn eval_scores_every_stage_reports_bad_input_and_resumes() {
     assert!(card.contains("| boolq |") && card.contains("failed"));
     assert!(card.contains("1 of 3 prompts were cut from the left"));
     assert!(card.contains("centred mean"));
+
+    // The SFT stage scored again on a subset: the card shows both counts, not just the first.
+    let subset = EvalOptions {
+        stages: vec!["sft".into()],
+        tasks: TaskSpec::parse_list("lambada:1").unwrap(),
+        data: data.clone(),
+        batch_tokens: 64,
+        ..Default::default()
+    };
+    evaluate(&run, &subset, |_| {}).unwrap();
+    let card = card::markdown(&run).unwrap().unwrap();
+    assert!(
+        card.lines()
+            .any(|l| l.starts_with("| lambada |") && l.contains("| 2/1 of 2 |")),
+        "{card}"
+    );
     let ledger = frugal::cost::Ledger::read(&run).unwrap().unwrap();
     assert!(ledger.stage("eval").is_some_and(|s| s.tokens > 0));
     let _ = std::fs::remove_dir_all(&dir);

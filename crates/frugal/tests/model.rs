@@ -362,9 +362,9 @@ fn hidden_state_gradient_check() {
     );
 }
 
-/// GRPO's per-token weights turn `forward_backward_weighted` into the gradient of its whole
-/// objective (clipped surrogate, k3 KL, DeepSeekMath's averaging), checked by finite
-/// differences with some ratios inside the clip and some beyond it.
+/// GRPO's per-token weights turn `forward_backward_weighted_at` into the gradient of its whole
+/// objective (clipped surrogate, k3 KL, DeepSeekMath's averaging) under the sampler's
+/// temperature, checked by finite differences with some ratios inside the clip and some beyond.
 #[test]
 fn grpo_objective_gradient_check() {
     use frugal::pref::grpo::Objective;
@@ -387,8 +387,27 @@ fn grpo_objective_gradient_check() {
             }
         })
         .collect();
+    let temp = 0.7;
     let mut ws = model.workspace(b, t);
-    let lp = model.token_logprobs(&x, &y, &mut ws);
+    let lp = model.token_logprobs_at(&x, &y, temp, &mut ws);
+    // The log-probabilities are those of softmax(logits / T), the sampler's distribution.
+    let logits = model.logits(&x, &mut ws);
+    let vocab = cfg.model.vocab_size;
+    for (i, &target) in y.iter().enumerate() {
+        if target == tensor::ops::cross_entropy::IGNORE {
+            continue;
+        }
+        let row: Vec<f64> = logits[i * vocab..(i + 1) * vocab]
+            .iter()
+            .map(|&z| z as f64 / temp as f64)
+            .collect();
+        let max = row.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + row.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+        assert!(
+            (lp[i] - (row[target as usize] - lse)).abs() < 1e-4,
+            "position {i}"
+        );
+    }
     // The sampling policy a little off (a few far enough to clip), the reference further.
     let old: Vec<f64> = lp
         .iter()
@@ -411,10 +430,10 @@ fn grpo_objective_gradient_check() {
     let mut w = vec![0f32; b * t];
     obj.token_weights(&lp, &old, &reference, &y, &adv, &actions, t, &mut w);
     let mut grads = vec![0f32; model.params.len()];
-    model.forward_backward_weighted(&x, &y, Some(&w), &mut grads, 1.0, &mut ws);
+    model.forward_backward_weighted_at(&x, &y, Some(&w), temp, &mut grads, 1.0, &mut ws);
     let objective = |m: &Llama| -> f64 {
         let mut ws = m.workspace(b, t);
-        let lp = m.token_logprobs(&x, &y, &mut ws);
+        let lp = m.token_logprobs_at(&x, &y, temp, &mut ws);
         let mut scratch = vec![0f32; b * t];
         obj.token_weights(&lp, &old, &reference, &y, &adv, &actions, t, &mut scratch)
             .0

@@ -163,6 +163,9 @@ fn reward_model_then_grpo_learn_and_resume_exactly() {
     .unwrap();
     let s = grpo::train(&g_cfg, &run, false, |_| {}).unwrap();
     assert_eq!(s.after.n, 10);
+    let mean = |e: &grpo::GrpoEval| e.per_prompt.iter().sum::<f64>() / e.per_prompt.len() as f64;
+    assert!((s.change - (mean(&s.after) - mean(&s.before))).abs() < 1e-9);
+    assert!(s.change_ci95 > 0.0);
     assert!(
         s.after.mean_reward > s.before.mean_reward,
         "the held-out reward did not rise: {s:?}"
@@ -182,7 +185,8 @@ fn reward_model_then_grpo_learn_and_resume_exactly() {
     let table = frugal::pref::report::markdown(&run).unwrap().unwrap();
     assert!(
         table.contains("| reward model | held-out pairwise accuracy")
-            && table.contains("| GRPO (G 4) | held-out mean reward-model score"),
+            && table.contains("| GRPO (G 4) | held-out mean reward-model score")
+            && table.contains(" paired |"),
         "{table}"
     );
     let titles: Vec<String> = frugal::pref::report::curves(&run)

@@ -66,6 +66,19 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
                 shots.push(t.shots.to_string());
             }
         }
+        // Stages may have scored different subsets (a `--limit` on one of them): every
+        // count is shown, so an unpaired comparison is visible in the table itself.
+        let mut counts: Vec<String> = Vec::new();
+        for t in stages.iter().filter_map(|s| find(s, name)) {
+            if !counts.contains(&t.n.to_string()) {
+                counts.push(t.n.to_string());
+            }
+        }
+        let items = if counts.len() > 1 || any.n < any.of {
+            format!("{} of {}", counts.join("/"), any.of)
+        } else {
+            any.n.to_string()
+        };
         let _ = write!(
             o,
             "| {} | {} | {} | {} | {} | {} |",
@@ -73,11 +86,7 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
             any.source,
             any.metric,
             shots.join("/"),
-            if any.n < any.of {
-                format!("{} of {}", any.n, any.of)
-            } else {
-                any.n.to_string()
-            },
+            items,
             any.chance
                 .map_or("-".into(), |c| format!("{:.1}", 100.0 * c)),
         );

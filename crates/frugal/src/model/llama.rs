@@ -198,7 +198,22 @@ impl Llama {
 
     /// Each target's log-probability, ln p(target | tokens before it): (B·T), 0 at IGNORE.
     pub fn token_logprobs(&self, tokens: &[u32], targets: &[u32], ws: &mut Workspace) -> Vec<f64> {
+        self.token_logprobs_at(tokens, targets, 1.0, ws)
+    }
+
+    /// `token_logprobs` under the distribution a sampler at `temperature` draws from,
+    /// softmax(logits / temperature): what a policy-gradient method must differentiate when
+    /// its samples came from that sampler.
+    pub fn token_logprobs_at(
+        &self,
+        tokens: &[u32],
+        targets: &[u32],
+        temperature: f32,
+        ws: &mut Workspace,
+    ) -> Vec<f64> {
         self.forward_trunk(tokens, ws);
+        // The head is linear: logits / T are the head applied to xf / T.
+        scale(&mut ws.xf, 1.0 / temperature);
         let mut out = vec![0f64; targets.len()];
         tensor::ops::cross_entropy::lm_head_token_losses(
             &ws.xf,
@@ -224,12 +239,28 @@ impl Llama {
         grad_scale: f32,
         ws: &mut Workspace,
     ) -> (f64, usize) {
+        self.forward_backward_weighted_at(tokens, targets, weights, 1.0, grads, grad_scale, ws)
+    }
+
+    /// `forward_backward_weighted` with the loss −ln softmax(logits / temperature)[target].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_backward_weighted_at(
+        &self,
+        tokens: &[u32],
+        targets: &[u32],
+        weights: Option<&[f32]>,
+        temperature: f32,
+        grads: &mut [f32],
+        grad_scale: f32,
+        ws: &mut Workspace,
+    ) -> (f64, usize) {
         assert_eq!(
             grads.len(),
             self.params.len(),
             "forward_backward: gradient buffer does not match the parameters"
         );
         self.forward_trunk(tokens, ws);
+        scale(&mut ws.xf, 1.0 / temperature);
         let d = self.cfg.d_model;
         let (p, pr) = (&self.params.data, &self.params);
         let (g_head, g_rest) = {
@@ -250,6 +281,9 @@ impl Llama {
             }),
             &mut ws.logits_scratch,
         );
+        // d loss / d xf = (d loss / d (xf / T)) / T; the trunk's backward reads xf as it was.
+        scale(&mut ws.xf, temperature);
+        scale(&mut ws.dxn, 1.0 / temperature);
         self.backward_trunk(tokens, g_rest, ws);
         loss
     }
@@ -375,5 +409,12 @@ impl Llama {
             );
         }
         embedding_backward(&mut g_rest[pr.embed..], &ws.dresid, tokens, d);
+    }
+}
+
+/// x *= k, in place.
+fn scale(x: &mut [f32], k: f32) {
+    if k != 1.0 {
+        x.iter_mut().for_each(|v| *v *= k);
     }
 }

@@ -76,6 +76,10 @@ pub struct GrpoSection {
     /// Scales the graded reward of a wrong number: 1 − |given − answer| / |answer|, not below 0.
     #[serde(default)]
     pub closeness_reward: f64,
+    /// Divide each group's advantages by its reward's standard deviation (GRPO as published
+    /// and TRL's default). False is Dr. GRPO's choice: shaping terms stay small beside the answer.
+    #[serde(default = "default_scale_rewards")]
+    pub scale_rewards: bool,
     /// Prompts held out for the before/after measurement.
     #[serde(default = "default_val_prompts")]
     pub val_prompts: usize,
@@ -110,6 +114,9 @@ fn default_max_reply() -> usize {
 }
 fn default_format_reward() -> f64 {
     0.1
+}
+fn default_scale_rewards() -> bool {
+    true
 }
 fn default_val_prompts() -> usize {
     200
@@ -356,7 +363,7 @@ impl Objective {
 }
 
 /// Greedy accuracy on held-out problems (verifiable rewards), or the mean reward-model score.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct GrpoEval {
     /// Replies with the right answer (0 for the reward model).
     pub accuracy: f64,
@@ -368,6 +375,27 @@ pub struct GrpoEval {
     pub tool_right: f64,
     pub mean_reward: f64,
     pub n: usize,
+    /// Each held-out prompt's measure, in order: 1 or 0 for a right or wrong answer, or the
+    /// reward model's score. Before and after are paired through it.
+    #[serde(skip)]
+    pub per_prompt: Vec<f64>,
+}
+
+/// The change from `before` to `after` on the same prompts, and the half-width of its 95%
+/// confidence interval from the paired differences: pairing removes the spread between
+/// prompts, so the interval is far tighter than the two accuracies' own intervals suggest.
+pub fn paired_change(before: &[f64], after: &[f64]) -> (f64, f64) {
+    let n = before.len().min(after.len());
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let d: Vec<f64> = before.iter().zip(after).map(|(b, a)| a - b).collect();
+    let mean = d.iter().sum::<f64>() / n as f64;
+    if n < 2 {
+        return (mean, 0.0);
+    }
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    (mean, 1.96 * (var / n as f64).sqrt())
 }
 
 fn evaluate(
@@ -417,6 +445,10 @@ fn evaluate(
             e.well_formed += f64::from(u8::from(r.scored.well_formed));
             e.tool_right += f64::from(u8::from(r.scored.tool_right));
             e.mean_reward += r.scored.reward;
+            e.per_prompt.push(match judge {
+                Judge::Model(_) => r.scored.reward,
+                Judge::Rules(_) => f64::from(u8::from(r.scored.correct)),
+            });
         }
     }
     let n = val.len().max(1) as f64;
@@ -437,6 +469,10 @@ pub struct GrpoSummary {
     pub group_size: usize,
     pub before: GrpoEval,
     pub after: GrpoEval,
+    /// after − before on the held-out prompts (accuracy, or mean reward-model score), and the
+    /// half-width of its paired 95% interval.
+    pub change: f64,
+    pub change_ci95: f64,
     pub skipped_rows: usize,
 }
 
@@ -569,7 +605,7 @@ pub fn train(
     );
     let run_start = Instant::now();
     let elapsed0 = state.elapsed_s;
-    let mut after = before;
+    let mut after = before.clone();
     while state.step < t.steps {
         // The step's prompts and samples: a fixed function of the seed and the step, so a
         // resumed run sees what an uninterrupted one would.
@@ -596,15 +632,19 @@ pub fn train(
             .chunks(g.group_size)
             .flat_map(|grp| {
                 let r: Vec<f64> = grp.iter().map(|r| r.scored.reward).collect();
-                group_advantages(&r, 1e-4)
+                group_advantages(&r, g.scale_rewards, 1e-4)
             })
             .collect();
         for (k, r) in rs.iter().enumerate() {
             x[k * seq..(k + 1) * seq].copy_from_slice(&r.x);
             y[k * seq..(k + 1) * seq].copy_from_slice(&r.y);
         }
-        let ref_lp = reference.token_logprobs(&x, &y, &mut ws);
-        let old_lp = model.token_logprobs(&x, &y, &mut ws);
+        // Every log-probability is the sampler's, softmax(logits / T), as TRL computes them:
+        // the ratio and the policy gradient then refer to the distribution that drew the
+        // replies, and the KL compares the policy and the reference at the same temperature.
+        let temp = g.temperature;
+        let ref_lp = reference.token_logprobs_at(&x, &y, temp, &mut ws);
+        let old_lp = model.token_logprobs_at(&x, &y, temp, &mut ws);
         let (mut loss, mut kl, mut clipped, mut actions) = (0f64, 0f64, 0usize, 0usize);
         let mut norm = 0.0;
         for u in 0..g.updates_per_batch {
@@ -613,7 +653,7 @@ pub fn train(
             let lp = if u == 0 {
                 &old_lp
             } else {
-                later = model.token_logprobs(&x, &y, &mut ws);
+                later = model.token_logprobs_at(&x, &y, temp, &mut ws);
                 &later
             };
             let lens: Vec<usize> = rs.iter().map(|r| r.actions).collect();
@@ -624,7 +664,7 @@ pub fn train(
             (loss, kl, clipped, actions) =
                 obj.token_weights(lp, &old_lp, &ref_lp, &y, &adv, &lens, seq, &mut w);
             grads.fill(0.0);
-            model.forward_backward_weighted(&x, &y, Some(&w), &mut grads, 1.0, &mut ws);
+            model.forward_backward_weighted_at(&x, &y, Some(&w), temp, &mut grads, 1.0, &mut ws);
             norm = grad_norm(&grads);
             if t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
                 let k = (t.grad_clip as f64 / norm) as f32;
@@ -674,15 +714,16 @@ pub fn train(
                 &mut log,
             )?;
             meter.add(fed, fed as f64 * fwd_flops);
-            after = e;
+            let (change, ci) = paired_change(&before.per_prompt, &e.per_prompt);
             log(&format!(
-                "grpo step {} | held-out accuracy {:.3} ± {:.3} ({} of {}) | well-formed {:.2} | mean reward {:.3}",
+                "grpo step {} | held-out accuracy {:.3} ± {:.3} ({} of {}) | well-formed {:.2} | mean reward {:.3} | change {change:+.3} ± {ci:.3} (paired 95%)",
                 state.step, e.accuracy, e.ci95, e.correct, e.n, e.well_formed, e.mean_reward
             ));
             emit(serde_json::json!({
                 "step": state.step, "val_accuracy": e.accuracy, "val_well_formed": e.well_formed,
-                "val_reward": e.mean_reward,
+                "val_reward": e.mean_reward, "val_change": change, "val_change_ci95": ci,
             }))?;
+            after = e;
         }
         if due(t.checkpoint_every) {
             state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
@@ -690,22 +731,105 @@ pub fn train(
             checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
         }
     }
+    let (change, change_ci95) = paired_change(&before.per_prompt, &after.per_prompt);
     let summary = GrpoSummary {
         steps: state.step,
         wall_s: elapsed0 + run_start.elapsed().as_secs_f64(),
         reward: g.reward,
         train_prompts: train_set.len(),
         group_size: g.group_size,
+        change,
+        change_ci95,
         before,
         after,
         skipped_rows,
     };
     meter.detail(format!(
         "GRPO ({:?}), {} steps, held-out accuracy {:.3} -> {:.3}",
-        g.reward, state.step, before.accuracy, after.accuracy
+        g.reward, state.step, summary.before.accuracy, summary.after.accuracy
     ));
     meter.finish()?;
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
     write_atomic(&dir.join("report.json"), json.as_bytes())?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use bpe::Tokenizer;
+
+    #[test]
+    fn paired_change_is_the_mean_difference_with_its_interval() {
+        // Four prompts: two turned right, one turned wrong, one stayed right. Differences
+        // 1, 1, −1, 0: mean 0.25, sample variance 2.75 / 3.
+        let (c, ci) = paired_change(&[0.0, 0.0, 1.0, 1.0], &[1.0, 1.0, 0.0, 1.0]);
+        assert!((c - 0.25).abs() < 1e-12);
+        assert!((ci - 1.96 * (2.75f64 / 3.0 / 4.0).sqrt()).abs() < 1e-12);
+        // Nothing changed: no change, and no doubt about it.
+        assert_eq!(
+            paired_change(&[1.0, 0.0, 1.0], &[1.0, 0.0, 1.0]),
+            (0.0, 0.0)
+        );
+        assert_eq!(paired_change(&[], &[]), (0.0, 0.0));
+    }
+
+    /// The rows GRPO trains on hold exactly the tokens the policy chose, at the positions it
+    /// chose them: with greedy sampling every trained target is the full forward pass's argmax
+    /// there, forced tool output is never a target, and a finished reply ends on its stop token.
+    #[test]
+    fn rollout_targets_are_the_sampled_tokens() {
+        let tok = Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap();
+        let vocab = tok.vocab_size();
+        let seq = 64;
+        let overrides = [
+            format!("model.vocab_size={vocab}"),
+            format!("model.context_len={seq}"),
+        ];
+        let cfg = Config::preset("tiny", &overrides).unwrap();
+        let fmt = ChatFormat::new(&tok).unwrap();
+        let problems = rewards::arithmetic(3, "+", 1);
+        let refs: Vec<&Problem> = problems.iter().take(4).collect();
+        let rules = Judge::Rules(rewards::Shaping {
+            format: 0.0,
+            tool: 0.0,
+            closeness: 0.0,
+        });
+        let mut checked = 0;
+        for seed in 0..6 {
+            let model = Llama::init(cfg.model.clone(), seed);
+            let greedy = SamplingParams::greedy();
+            let (rs, _) = rollouts(&model, &fmt, &rules, &refs, 1, greedy, 24, seq, 0).unwrap();
+            let mut ws = model.workspace(1, seq);
+            for (r, p) in rs.iter().zip(&refs) {
+                let prompt = fmt.render_prompt(&p.prompt, seq).unwrap();
+                assert_eq!(r.x[..prompt.len()], prompt[..]);
+                assert!(r.y[..prompt.len() - 1].iter().all(|&t| t == IGNORE));
+                let logits = model.logits(&r.x, &mut ws);
+                let mut chosen = Vec::new();
+                for (j, &target) in r.y.iter().enumerate() {
+                    if target == IGNORE {
+                        continue;
+                    }
+                    let row = &logits[j * vocab..(j + 1) * vocab];
+                    let best = (0..vocab)
+                        .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                        .unwrap();
+                    assert_eq!(target as usize, best, "position {j}");
+                    chosen.push(target);
+                }
+                assert_eq!(chosen.len(), r.actions);
+                // A reply that stopped before its budget was trained on its stop token last;
+                // the rest are its own tokens in order, forced tool output left out.
+                if r.reply.len() < 24 {
+                    assert_eq!(chosen.pop(), Some(fmt.t.assistant_end));
+                }
+                let mut rest = r.reply.iter();
+                assert!(chosen.iter().all(|c| rest.any(|t| t == c)));
+                checked += chosen.len();
+            }
+        }
+        assert!(checked > 50, "only {checked} tokens checked");
+    }
 }

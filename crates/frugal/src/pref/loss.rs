@@ -68,7 +68,11 @@ pub fn dpo(
 /// GRPO's advantages (Shao et al. 2024): each reward less its group's mean, over the group's
 /// standard deviation (Bessel-corrected, as TRL computes it) plus `eps`. A group whose rewards
 /// are all equal teaches nothing: its advantages are 0.
-pub fn group_advantages(rewards: &[f64], eps: f64) -> Vec<f64> {
+///
+/// With `scale` false the deviation is left out (Dr. GRPO, Liu et al. 2025): a group that
+/// differs only by a small shaping term then gets small advantages, instead of having that
+/// difference blown up to the size of a right-versus-wrong answer.
+pub fn group_advantages(rewards: &[f64], scale: bool, eps: f64) -> Vec<f64> {
     let g = rewards.len() as f64;
     let mean = rewards.iter().sum::<f64>() / g;
     let var = if rewards.len() > 1 {
@@ -76,10 +80,8 @@ pub fn group_advantages(rewards: &[f64], eps: f64) -> Vec<f64> {
     } else {
         0.0
     };
-    rewards
-        .iter()
-        .map(|r| (r - mean) / (var.sqrt() + eps))
-        .collect()
+    let div = if scale { var.sqrt() + eps } else { 1.0 };
+    rewards.iter().map(|r| (r - mean) / div).collect()
 }
 
 /// The k3 estimator of KL(π ‖ π_ref) at one sampled token (Schulman 2020): e^(ρ−π) − (ρ−π) − 1,
@@ -167,15 +169,27 @@ mod tests {
     #[test]
     fn advantages_are_normalised_within_the_group() {
         // Rewards 1, 0, 0, 1: mean 0.5, unbiased std sqrt(1/3).
-        let a = group_advantages(&[1.0, 0.0, 0.0, 1.0], 0.0);
+        let a = group_advantages(&[1.0, 0.0, 0.0, 1.0], true, 0.0);
         let s = (1.0f64 / 3.0).sqrt();
         for (x, want) in a.iter().zip([0.5 / s, -0.5 / s, -0.5 / s, 0.5 / s]) {
             close(*x, want);
         }
         assert!(a.iter().sum::<f64>().abs() < 1e-12);
         // All equal: nothing to learn.
-        assert!(group_advantages(&[1.0; 4], 1e-4).iter().all(|&x| x == 0.0));
-        assert_eq!(group_advantages(&[3.0], 1e-4), vec![0.0]);
+        assert!(group_advantages(&[1.0; 4], true, 1e-4)
+            .iter()
+            .all(|&x| x == 0.0));
+        assert_eq!(group_advantages(&[3.0], true, 1e-4), vec![0.0]);
+        // A format bonus alone (0.1 for three of four replies, none right): scaled, it weighs
+        // as much as a right answer would; unscaled (Dr. GRPO) it stays a tenth of one.
+        let fmt = [0.1, 0.1, 0.1, 0.0];
+        let right = [1.0, 0.0, 0.0, 0.0];
+        close(
+            group_advantages(&fmt, true, 0.0)[3],
+            -group_advantages(&right, true, 0.0)[0],
+        );
+        close(group_advantages(&fmt, false, 0.0)[3], -0.075);
+        close(group_advantages(&right, false, 0.0)[0], 0.75);
     }
 
     #[test]

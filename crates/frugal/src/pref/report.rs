@@ -59,6 +59,16 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
     }
     if let Some(r) = read_json(&run.join("grpo/report.json"))? {
         let kind = r["reward"].as_str().unwrap_or("?");
+        // The paired change on the same prompts (absent from reports of older runs).
+        let change =
+            |scale: f64, digits: usize| match (r["change"].as_f64(), r["change_ci95"].as_f64()) {
+                (Some(c), Some(ci)) => format!(
+                    "; change {:+.digits$} ± {:.digits$} paired",
+                    scale * c,
+                    scale * ci
+                ),
+                _ => String::new(),
+            };
         let (measure, before, after) = if kind == "reward_model" {
             let f = |e: &serde_json::Value| {
                 e["mean_reward"]
@@ -68,14 +78,14 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
             (
                 "held-out mean reward-model score".to_string(),
                 f(&r["before"]),
-                f(&r["after"]),
+                f(&r["after"]) + &change(1.0, 3),
             )
         } else {
             let right = |e: &serde_json::Value| format!(" ({} right)", e["correct"]);
             (
                 format!("held-out greedy accuracy, {kind}"),
                 pct(&r["before"]["accuracy"]) + &right(&r["before"]),
-                with_ci(&r["after"]) + &right(&r["after"]),
+                with_ci(&r["after"]) + &right(&r["after"]) + &change(100.0, 1),
             )
         };
         rows.push(format!(
