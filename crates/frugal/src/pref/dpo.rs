@@ -16,7 +16,7 @@ use crate::model::{Llama, Workspace};
 use crate::optim::Optimizer;
 use crate::train::checkpoint;
 use crate::train::schedule::lr_scale;
-use crate::train::{grad_norm, open_metrics, write_atomic};
+use crate::train::{due, grad_norm, open_metrics, write_report, LoopClock};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -285,8 +285,7 @@ pub fn train(
         vec![0u32; 2 * b * seq],
         vec![0f32; 2 * b * seq],
     );
-    let run_start = Instant::now();
-    let elapsed0 = state.elapsed_s;
+    let clock = LoopClock::start(&state);
     let mut after = before;
     while state.step < t.steps {
         // The step's pairs: a fixed function of the seed and the step, so a resumed run
@@ -345,9 +344,7 @@ pub fn train(
         emit(
             serde_json::json!({"step": state.step, "loss": loss / bf, "margin": margin / bf, "accuracy": acc / bf, "grad_norm": norm}),
         )?;
-        let last = state.step == t.steps;
-        let due = |every: usize| (every > 0 && state.step.is_multiple_of(every)) || last;
-        if due(t.eval_every) && !val_rows.is_empty() {
+        if due(state.step, t.steps, t.eval_every) && !val_rows.is_empty() {
             after = evaluate(&model, val_rows, &ref_val, cfg.dpo.beta, &mut ws);
             log(&format!(
                 "dpo step {} | held-out implicit-reward accuracy {:.3} ± {:.3} | margin {:.3} | loss {:.4}",
@@ -357,15 +354,15 @@ pub fn train(
                 serde_json::json!({"step": state.step, "val_accuracy": after.accuracy, "val_margin": after.margin, "val_loss": after.loss}),
             )?;
         }
-        if due(t.checkpoint_every) {
-            state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
+        if due(state.step, t.steps, t.checkpoint_every) {
+            state.elapsed_s = clock.wall_s();
             meter.save()?;
             checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
         }
     }
     let summary = DpoSummary {
         steps: state.step,
-        wall_s: elapsed0 + run_start.elapsed().as_secs_f64(),
+        wall_s: clock.wall_s(),
         train_pairs: train_rows.len(),
         beta: cfg.dpo.beta,
         before,
@@ -378,7 +375,6 @@ pub fn train(
         state.step, after.accuracy
     ));
     meter.finish()?;
-    let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-    write_atomic(&dir.join("report.json"), json.as_bytes())?;
+    write_report(&dir, &summary)?;
     Ok(summary)
 }

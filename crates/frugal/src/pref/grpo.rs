@@ -19,7 +19,7 @@ use crate::model::{Llama, Workspace};
 use crate::optim::Optimizer;
 use crate::train::checkpoint;
 use crate::train::schedule::lr_scale;
-use crate::train::{grad_norm, open_metrics, write_atomic};
+use crate::train::{due, grad_norm, open_metrics, write_report, LoopClock};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -603,8 +603,7 @@ pub fn train(
         vec![0u32; rows * seq],
         vec![0f32; rows * seq],
     );
-    let run_start = Instant::now();
-    let elapsed0 = state.elapsed_s;
+    let clock = LoopClock::start(&state);
     let mut after = before.clone();
     while state.step < t.steps {
         // The step's prompts and samples: a fixed function of the seed and the step, so a
@@ -701,9 +700,7 @@ pub fn train(
             "kl": kl, "reply_len": len, "tool_calls": tool, "tool_right": tool_right, "flat_groups": flat, "loss": loss, "grad_norm": norm,
             "clip_frac": clipped as f64 / actions.max(1) as f64,
         }))?;
-        let last = state.step == t.steps;
-        let due = |every: usize| (every > 0 && state.step.is_multiple_of(every)) || last;
-        if due(t.eval_every) && !val.is_empty() {
+        if due(state.step, t.steps, t.eval_every) && !val.is_empty() {
             let (e, fed) = evaluate(
                 &model,
                 &fmt,
@@ -725,8 +722,8 @@ pub fn train(
             }))?;
             after = e;
         }
-        if due(t.checkpoint_every) {
-            state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
+        if due(state.step, t.steps, t.checkpoint_every) {
+            state.elapsed_s = clock.wall_s();
             meter.save()?;
             checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
         }
@@ -734,7 +731,7 @@ pub fn train(
     let (change, change_ci95) = paired_change(&before.per_prompt, &after.per_prompt);
     let summary = GrpoSummary {
         steps: state.step,
-        wall_s: elapsed0 + run_start.elapsed().as_secs_f64(),
+        wall_s: clock.wall_s(),
         reward: g.reward,
         train_prompts: train_set.len(),
         group_size: g.group_size,
@@ -749,8 +746,7 @@ pub fn train(
         g.reward, state.step, summary.before.accuracy, summary.after.accuracy
     ));
     meter.finish()?;
-    let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-    write_atomic(&dir.join("report.json"), json.as_bytes())?;
+    write_report(&dir, &summary)?;
     Ok(summary)
 }
 

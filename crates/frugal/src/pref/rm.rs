@@ -17,12 +17,11 @@ use crate::model::{Llama, Workspace};
 use crate::optim::Optimizer;
 use crate::train::checkpoint;
 use crate::train::schedule::lr_scale;
-use crate::train::{grad_norm, open_metrics, write_atomic};
+use crate::train::{due, grad_norm, open_metrics, write_report, LoopClock};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 use tensor::Rng;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -309,8 +308,7 @@ pub fn train(
     let flops_per_token = crate::bench::flops_per_token(&sft.cfg);
     let mut grads = vec![0f32; rm.trunk.params.len()];
     let mut dxf = vec![0f32; 2 * b * seq * d];
-    let run_start = Instant::now();
-    let elapsed0 = state.elapsed_s;
+    let clock = LoopClock::start(&state);
     let mut after = before;
     while state.step < t.steps {
         let mut step_rng = Rng::new(stage::step_seed(t.seed, state.step));
@@ -381,9 +379,7 @@ pub fn train(
         emit(
             serde_json::json!({"step": state.step, "loss": loss / bf, "margin": margin / bf, "accuracy": acc / bf, "grad_norm": norm}),
         )?;
-        let last_step = state.step == t.steps;
-        let due = |every: usize| (every > 0 && state.step.is_multiple_of(every)) || last_step;
-        if due(t.eval_every) && !val.is_empty() {
+        if due(state.step, t.steps, t.eval_every) && !val.is_empty() {
             after = evaluate(&rm, val, &mut ws);
             log(&format!(
                 "rm step {} | held-out pairwise accuracy {:.3} ± {:.3} | margin {:.3} | loss {:.4}",
@@ -393,8 +389,8 @@ pub fn train(
                 serde_json::json!({"step": state.step, "val_accuracy": after.accuracy, "val_margin": after.margin, "val_loss": after.loss}),
             )?;
         }
-        if due(t.checkpoint_every) {
-            state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
+        if due(state.step, t.steps, t.checkpoint_every) {
+            state.elapsed_s = clock.wall_s();
             meter.save()?;
             checkpoint::save_with(
                 &dir,
@@ -412,7 +408,7 @@ pub fn train(
     }
     let summary = RmSummary {
         steps: state.step,
-        wall_s: elapsed0 + run_start.elapsed().as_secs_f64(),
+        wall_s: clock.wall_s(),
         train_pairs: train_set.len(),
         before,
         after,
@@ -424,7 +420,6 @@ pub fn train(
         state.step, after.accuracy
     ));
     meter.finish()?;
-    let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-    write_atomic(&dir.join("report.json"), json.as_bytes())?;
+    write_report(&dir, &summary)?;
     Ok(summary)
 }

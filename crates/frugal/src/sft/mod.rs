@@ -19,7 +19,7 @@ use crate::model::Llama;
 use crate::optim::Optimizer;
 use crate::train::checkpoint::{self, TrainState};
 use crate::train::schedule::lr_scale;
-use crate::train::{grad_norm, open_metrics, write_atomic};
+use crate::train::{due, grad_norm, open_metrics, write_report, LoopClock};
 use data::Packed;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -339,8 +339,7 @@ pub fn sft(
     let mut order = epoch_order(state.cursor.epoch);
     let (mut last_loss, mut val_loss) = (f64::NAN, f64::NAN);
     let mut step_ms = Vec::new();
-    let run_start = Instant::now();
-    let elapsed0 = state.elapsed_s;
+    let clock = LoopClock::start(&state);
     while state.step < t.steps {
         let t_step = Instant::now();
         // Gather the step's rows first: the loss is the mean over all its assistant tokens.
@@ -408,15 +407,13 @@ pub fn sft(
         emit(
             serde_json::json!({"step": state.step, "loss": loss, "lr": t.lr * lr, "ms": ms, "targets": count, "grad_norm": norm}),
         )?;
-        let last = state.step == t.steps;
-        let due = |every: usize| (every > 0 && state.step.is_multiple_of(every)) || last;
-        if due(t.eval_every) && mix.val.rows() > 0 {
+        if due(state.step, t.steps, t.eval_every) && mix.val.rows() > 0 {
             val_loss = eval_loss(&model, &mix.val, b);
             log(&format!("sft step {} | val loss {val_loss:.4}", state.step));
             emit(serde_json::json!({"step": state.step, "val_loss": val_loss}))?;
         }
-        if due(t.checkpoint_every) {
-            state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
+        if due(state.step, t.steps, t.checkpoint_every) {
+            state.elapsed_s = clock.wall_s();
             meter.save()?; // before the checkpoint, as in pretraining
             let ck = checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
             log(&format!(
@@ -471,7 +468,7 @@ pub fn sft(
     let summary = SftSummary {
         steps: state.step,
         mixture: mix.report,
-        wall_s: elapsed0 + run_start.elapsed().as_secs_f64(),
+        wall_s: clock.wall_s(),
         tokens_per_s: if step_ms.is_empty() {
             0.0
         } else {
@@ -481,10 +478,9 @@ pub fn sft(
         val_loss,
         format,
     };
-    let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
     meter.detail(format!("{} steps", summary.steps));
     meter.finish()?;
-    write_atomic(&dir.join("report.json"), &json)?;
+    write_report(&dir, &summary)?;
     Ok(summary)
 }
 

@@ -3,6 +3,7 @@
 //! guard against bad losses, clip, update, log, and periodically evaluate, sample and checkpoint.
 
 use super::checkpoint::{self, TrainState};
+use super::clock::{due, LoopClock};
 use super::sample::{generate, SamplingParams};
 use super::schedule::lr_scale;
 use crate::bench::flops_per_token;
@@ -227,8 +228,7 @@ pub fn pretrain(
     let mut step_ms = Vec::new();
     let mut injected = std::collections::HashSet::new();
     let mut rollbacks: Vec<usize> = Vec::new();
-    let run_start = Instant::now();
-    let elapsed0 = state.elapsed_s;
+    let clock = LoopClock::start(&state);
 
     while state.step < t.steps {
         let step = state.step;
@@ -328,9 +328,7 @@ pub fn pretrain(
             serde_json::json!({"step": state.step, "loss": loss, "lr": t.lr * lr, "ms": ms, "tok_s": tps, "mfu": mfu, "grad_norm": norm}),
         )?;
 
-        let last = state.step == t.steps;
-        let due = |every: usize| (every > 0 && state.step.is_multiple_of(every)) || last;
-        if due(t.eval_every) && !val.is_empty() {
+        if due(state.step, t.steps, t.eval_every) && !val.is_empty() {
             last_val = evaluate(&model, &tok, &val, b);
             log(&format!(
                 "step {} | val loss {:.4} | val bpb {:.4}",
@@ -340,7 +338,7 @@ pub fn pretrain(
                 serde_json::json!({"step": state.step, "val_loss": last_val.0, "val_bpb": last_val.1}),
             )?;
         }
-        if due(t.sample_every) {
+        if due(state.step, t.steps, t.sample_every) {
             let ids = generate(
                 &model,
                 &prompt,
@@ -356,9 +354,9 @@ pub fn pretrain(
             );
             log(&format!("step {} | sample: {last_sample:?}", state.step));
         }
-        if due(t.checkpoint_every) {
+        if due(state.step, t.steps, t.checkpoint_every) {
             state.sample_rng = sample_rng.state();
-            state.elapsed_s = elapsed0 + run_start.elapsed().as_secs_f64();
+            state.elapsed_s = clock.wall_s();
             // The bill first: killed between the two, the ledger bills steps that will be
             // redone (and billed again), which they were; never the reverse.
             if let Some(m) = &meter {
@@ -398,7 +396,7 @@ pub fn pretrain(
         params: model.params.len(),
         steps: state.step,
         tokens: state.tokens_seen,
-        wall_s: elapsed0 + run_start.elapsed().as_secs_f64(),
+        wall_s: clock.wall_s(),
         tokens_per_s,
         mfu: if logged_mfu.is_empty() {
             flops_per_step / (median_ms / 1e3) / 1e9 / peak_gflops
