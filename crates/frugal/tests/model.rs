@@ -431,6 +431,11 @@ fn grpo_objective_gradient_check() {
     obj.token_weights(&lp, &old, &reference, &y, &adv, &actions, t, &mut w);
     let mut grads = vec![0f32; model.params.len()];
     model.forward_backward_weighted_at(&x, &y, Some(&w), temp, &mut grads, 1.0, &mut ws);
+    // GRPO's path: the backward straight after the log-probabilities, without a second forward.
+    let mut reused = vec![0f32; model.params.len()];
+    model.token_logprobs_at(&x, &y, temp, &mut ws);
+    model.backward_weighted_at(&x, &y, Some(&w), temp, &mut reused, 1.0, &mut ws);
+    tensor::check::assert_close(&reused, &grads, 1e-5, "backward after token_logprobs_at");
     let objective = |m: &Llama| -> f64 {
         let mut ws = m.workspace(b, t);
         let lp = m.token_logprobs_at(&x, &y, temp, &mut ws);

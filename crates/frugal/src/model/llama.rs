@@ -212,7 +212,8 @@ impl Llama {
         ws: &mut Workspace,
     ) -> Vec<f64> {
         self.forward_trunk(tokens, ws);
-        // The head is linear: logits / T are the head applied to xf / T.
+        // The head is linear: logits / T are the head applied to xf / T. xf is put back after,
+        // so that `backward_weighted_at` can follow without a second forward.
         scale(&mut ws.xf, 1.0 / temperature);
         let mut out = vec![0f64; targets.len()];
         tensor::ops::cross_entropy::lm_head_token_losses(
@@ -223,6 +224,7 @@ impl Llama {
             &mut ws.logits_scratch,
             &mut out,
         );
+        scale(&mut ws.xf, temperature);
         out.iter_mut().for_each(|l| *l = -*l);
         out
     }
@@ -254,12 +256,29 @@ impl Llama {
         grad_scale: f32,
         ws: &mut Workspace,
     ) -> (f64, usize) {
+        self.forward_trunk(tokens, ws);
+        self.backward_weighted_at(tokens, targets, weights, temperature, grads, grad_scale, ws)
+    }
+
+    /// `forward_backward_weighted_at` without its forward: `ws` must hold this model's forward
+    /// of `tokens`, as `token_logprobs_at` leaves it. A policy-gradient step that has just
+    /// read the policy's log-probabilities saves a whole forward pass this way.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_weighted_at(
+        &self,
+        tokens: &[u32],
+        targets: &[u32],
+        weights: Option<&[f32]>,
+        temperature: f32,
+        grads: &mut [f32],
+        grad_scale: f32,
+        ws: &mut Workspace,
+    ) -> (f64, usize) {
         assert_eq!(
             grads.len(),
             self.params.len(),
             "forward_backward: gradient buffer does not match the parameters"
         );
-        self.forward_trunk(tokens, ws);
         scale(&mut ws.xf, 1.0 / temperature);
         let d = self.cfg.d_model;
         let (p, pr) = (&self.params.data, &self.params);

@@ -663,7 +663,8 @@ pub fn train(
             (loss, kl, clipped, actions) =
                 obj.token_weights(lp, &old_lp, &ref_lp, &y, &adv, &lens, seq, &mut w);
             grads.fill(0.0);
-            model.forward_backward_weighted_at(&x, &y, Some(&w), temp, &mut grads, 1.0, &mut ws);
+            // `ws` holds the policy's forward of these rows, from the log-probabilities above.
+            model.backward_weighted_at(&x, &y, Some(&w), temp, &mut grads, 1.0, &mut ws);
             norm = grad_norm(&grads);
             if t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
                 let k = (t.grad_clip as f64 / norm) as f32;
@@ -672,8 +673,9 @@ pub fn train(
             opt.update(&mut model.params.data, &grads, lr_scale(t, state.step));
         }
         let trained = (rows * seq) as u64;
-        // Two forwards (reference, old policy), then per update a forward and a forward + backward.
-        let passes = 2.0 + 4.0 * g.updates_per_batch as f64;
+        // Two forwards (reference, old policy), a backward per update (two passes' worth), and a
+        // forward for every update after the first.
+        let passes = 1.0 + 3.0 * g.updates_per_batch as f64;
         meter.add(trained, trained as f64 * fwd_flops * passes);
         state.step += 1;
         state.tokens_seen += trained;
