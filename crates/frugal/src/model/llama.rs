@@ -241,28 +241,14 @@ impl Llama {
         grad_scale: f32,
         ws: &mut Workspace,
     ) -> (f64, usize) {
-        self.forward_backward_weighted_at(tokens, targets, weights, 1.0, grads, grad_scale, ws)
-    }
-
-    /// `forward_backward_weighted` with the loss −ln softmax(logits / temperature)[target].
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward_backward_weighted_at(
-        &self,
-        tokens: &[u32],
-        targets: &[u32],
-        weights: Option<&[f32]>,
-        temperature: f32,
-        grads: &mut [f32],
-        grad_scale: f32,
-        ws: &mut Workspace,
-    ) -> (f64, usize) {
         self.forward_trunk(tokens, ws);
-        self.backward_weighted_at(tokens, targets, weights, temperature, grads, grad_scale, ws)
+        self.backward_weighted_at(tokens, targets, weights, 1.0, grads, grad_scale, ws)
     }
 
-    /// `forward_backward_weighted_at` without its forward: `ws` must hold this model's forward
-    /// of `tokens`, as `token_logprobs_at` leaves it. A policy-gradient step that has just
-    /// read the policy's log-probabilities saves a whole forward pass this way.
+    /// The backward of `forward_backward_weighted`, with the loss −ln softmax(logits /
+    /// temperature)[target] and without its forward: `ws` must hold this model's forward of
+    /// `tokens`, as `token_logprobs_at` leaves it. A policy-gradient step that has just read the
+    /// policy's log-probabilities saves a whole forward pass this way.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_weighted_at(
         &self,
