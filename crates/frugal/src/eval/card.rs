@@ -59,21 +59,21 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
             .iter()
             .find_map(|s| find(s, name))
             .expect("named by a stage");
-        // A chat model answers generative tasks 0-shot: "5/0" then.
-        let mut shots: Vec<String> = Vec::new();
-        for t in stages.iter().filter_map(|s| find(s, name)) {
-            if !shots.contains(&t.shots.to_string()) {
-                shots.push(t.shots.to_string());
+        // The distinct values of one field across the stages, in stage order.
+        let distinct = |field: fn(&TaskResult) -> usize| {
+            let mut out: Vec<String> = Vec::new();
+            for t in stages.iter().filter_map(|s| find(s, name)) {
+                if !out.contains(&field(&t).to_string()) {
+                    out.push(field(&t).to_string());
+                }
             }
-        }
+            out
+        };
+        // A chat model answers generative tasks 0-shot: "5/0" then.
+        let shots = distinct(|t| t.shots);
         // Stages may have scored different subsets (a `--limit` on one of them): every
         // count is shown, so an unpaired comparison is visible in the table itself.
-        let mut counts: Vec<String> = Vec::new();
-        for t in stages.iter().filter_map(|s| find(s, name)) {
-            if !counts.contains(&t.n.to_string()) {
-                counts.push(t.n.to_string());
-            }
-        }
+        let counts = distinct(|t| t.n);
         let items = if counts.len() > 1 || any.n < any.of {
             format!("{} of {}", counts.join("/"), any.of)
         } else {

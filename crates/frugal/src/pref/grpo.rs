@@ -646,6 +646,11 @@ pub fn train(
         let old_lp = model.token_logprobs_at(&x, &y, temp, &mut ws);
         let (mut loss, mut kl, mut clipped, mut actions) = (0f64, 0f64, 0usize, 0usize);
         let mut norm = 0.0;
+        let lens: Vec<usize> = rs.iter().map(|r| r.actions).collect();
+        let obj = Objective {
+            clip: g.clip,
+            beta: g.beta,
+        };
         for u in 0..g.updates_per_batch {
             // The first update is on the sampling policy itself: its log-probabilities are old_lp.
             let later;
@@ -654,11 +659,6 @@ pub fn train(
             } else {
                 later = model.token_logprobs_at(&x, &y, temp, &mut ws);
                 &later
-            };
-            let lens: Vec<usize> = rs.iter().map(|r| r.actions).collect();
-            let obj = Objective {
-                clip: g.clip,
-                beta: g.beta,
             };
             (loss, kl, clipped, actions) =
                 obj.token_weights(lp, &old_lp, &ref_lp, &y, &adv, &lens, seq, &mut w);
