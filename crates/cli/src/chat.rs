@@ -3,6 +3,7 @@
 //! prompt it exits). `-p "…"` answers once, for scripts.
 
 use clap::Args;
+use frugal::chat::stream::TextStream;
 use frugal::chat::{ChatFormat, Conversation, Message, Role};
 use frugal::engine::{self, Finish, Request, SamplingParams, TokenEvent, Tools};
 use frugal::train::checkpoint::load_trained;
@@ -80,53 +81,6 @@ fn clean_line(raw: &[u8]) -> String {
         .to_string()
 }
 
-/// Turns streamed token ids into text without splitting a UTF-8 character across writes.
-struct Streamer<'a> {
-    f: &'a ChatFormat<'a>,
-    pending: Vec<u8>,
-}
-
-impl Streamer<'_> {
-    fn push(&mut self, id: u32, out: &mut impl Write) -> std::io::Result<()> {
-        let t = &self.f.t;
-        let marker = match id {
-            x if x == t.python_start => Some("[calc: "),
-            x if x == t.output_start => Some(" = "),
-            x if x == t.output_end => Some("]"),
-            x if x == t.python_end => Some(""),
-            _ => None,
-        };
-        match (marker, self.f.tok.token_bytes(id)) {
-            (Some(m), _) => {
-                self.flush(out, true)?;
-                out.write_all(m.as_bytes())?;
-            }
-            (None, Some(bytes)) => {
-                self.pending.extend_from_slice(bytes);
-                self.flush(out, false)?;
-            }
-            (None, None) => {} // another special token: not shown
-        }
-        out.flush()
-    }
-
-    /// Writes what is complete UTF-8; with `all`, the rest too (lossily).
-    fn flush(&mut self, out: &mut impl Write, all: bool) -> std::io::Result<()> {
-        let valid = match std::str::from_utf8(&self.pending) {
-            Ok(_) => self.pending.len(),
-            Err(e) if e.error_len().is_none() && !all => e.valid_up_to(),
-            Err(_) => {
-                let s = String::from_utf8_lossy(&self.pending).into_owned();
-                self.pending.clear();
-                return out.write_all(s.as_bytes());
-            }
-        };
-        out.write_all(&self.pending[..valid])?;
-        self.pending.drain(..valid);
-        Ok(())
-    }
-}
-
 struct Session<'a> {
     a: &'a ChatArgs,
     f: &'a ChatFormat<'a>,
@@ -189,16 +143,13 @@ impl Session<'_> {
         };
         self.turn += 1;
         let tools = Tools { tok: self.f.tok, t };
-        let mut streamer = Streamer {
-            f: self.f,
-            pending: Vec::new(),
-        };
+        let mut streamer = TextStream::new(self.f);
         let delay = std::time::Duration::from_millis(self.a.token_delay_ms);
         let mut write_err = None;
         CANCEL.store(false, Ordering::SeqCst);
         GENERATING.store(true, Ordering::SeqCst);
         let result = engine::generate(self.model, &[request], Some(&tools), |e: TokenEvent| {
-            if let Err(err) = streamer.push(e.token, out) {
+            if let Err(err) = write!(out, "{}", streamer.push(e.token)).and_then(|_| out.flush()) {
                 write_err = Some(err);
                 return false;
             }
@@ -212,7 +163,7 @@ impl Session<'_> {
             return Err(e.into());
         }
         let c = result?.remove(0);
-        streamer.flush(out, true)?;
+        write!(out, "{}", streamer.finish())?;
         match c.finish {
             Finish::Cancelled => writeln!(out, "\n[stopped]")?,
             Finish::Length => writeln!(out, "\n[cut at {} tokens]", c.tokens.len())?,
@@ -329,33 +280,5 @@ mod tests {
         assert_eq!(clean_line(b"  hi\x1b[A\x07 there\r\n"), "hi[A there");
         assert_eq!(clean_line(b"\xff\xfe ok"), "\u{fffd}\u{fffd} ok");
         assert_eq!(clean_line(b"\x00\x01\x02"), "");
-    }
-
-    #[test]
-    fn streaming_never_splits_a_character() {
-        let tok = bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap();
-        let f = ChatFormat::new(&tok).unwrap();
-        let mut s = Streamer {
-            f: &f,
-            pending: Vec::new(),
-        };
-        let mut out = Vec::new();
-        let mut writes = Vec::new();
-        for &b in "é=".as_bytes() {
-            s.push(b as u32, &mut out).unwrap();
-            writes.push(out.len());
-        }
-        assert_eq!(
-            writes,
-            vec![0, 2, 3],
-            "the two bytes of é are written together"
-        );
-        s.push(f.t.python_start, &mut out).unwrap();
-        s.push(b'1' as u32, &mut out).unwrap();
-        s.push(f.t.python_end, &mut out).unwrap();
-        s.push(f.t.output_start, &mut out).unwrap();
-        s.push(b'1' as u32, &mut out).unwrap();
-        s.push(f.t.output_end, &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "é=[calc: 1 = 1]");
     }
 }

@@ -13,6 +13,7 @@
 //! is given: the prompt, `<|assistant_start|>`, and tool output (the engine forces it).
 
 pub mod import;
+pub mod stream;
 
 use crate::error::{Error, Result};
 use bpe::Tokenizer;

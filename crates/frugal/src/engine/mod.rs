@@ -7,11 +7,13 @@
 //! engine evaluates `expr` with the calculator (parsed, never executed) and forces
 //! `<|output_start|> result <|output_end|>` into the sequence; the model goes on from there.
 
+pub mod batcher;
 pub mod calculator;
 mod llama;
 pub mod sampling;
 pub mod score;
 
+pub use batcher::Batcher;
 pub use llama::KvCache;
 pub use sampling::{apply_repetition_penalty, sample_logits, SamplingParams};
 pub use score::TokenScore;
@@ -106,17 +108,6 @@ pub struct TokenEvent {
     pub forced: bool,
 }
 
-struct SeqState<C> {
-    cache: C,
-    pending: Vec<u32>,
-    seen: Vec<u32>,
-    out: Vec<u32>,
-    rng: Rng,
-    done: Option<(Finish, Option<u32>)>,
-    /// Expression tokens of an open calculator call.
-    call: Option<Vec<u32>>,
-}
-
 /// Checks a request against the model before any work is done.
 fn check(model: &impl LanguageModel, i: usize, r: &Request) -> Result<()> {
     let bad = |msg: String, hint: &str| Err(Error::input(format!("request {i}"), msg, hint));
@@ -161,100 +152,19 @@ pub fn generate<M: LanguageModel>(
     for (i, r) in requests.iter().enumerate() {
         check(model, i, r)?;
     }
-    let vocab = model.vocab_size();
-    let ctx = model.context_len();
-    let mut seqs: Vec<SeqState<M::Cache>> = requests
-        .iter()
-        .map(|r| SeqState {
-            cache: model.new_cache(),
-            pending: r.prompt.clone(),
-            seen: r.prompt.clone(),
-            out: Vec::new(),
-            rng: Rng::new(r.seed),
-            done: (r.max_tokens == 0).then_some((Finish::Length, None)),
-            call: None,
-        })
-        .collect();
-    let mut fed = vec![0usize; requests.len()];
-    let mut logits = Vec::new();
-    loop {
-        let live: Vec<usize> = (0..seqs.len())
-            .filter(|&i| seqs[i].done.is_none())
-            .collect();
-        if live.is_empty() {
-            break;
-        }
-        logits.resize(live.len() * vocab, 0.0);
-        {
-            let mut batch: Vec<(&mut M::Cache, &[u32])> = seqs
-                .iter_mut()
-                .filter(|s| s.done.is_none())
-                .map(|s| (&mut s.cache, s.pending.as_slice()))
-                .collect();
-            model.forward(&mut batch, &mut logits);
-        }
-        for (row, &i) in live.iter().enumerate() {
-            let (s, r) = (&mut seqs[i], &requests[i]);
-            fed[i] += s.pending.len();
-            s.pending.clear();
-            let l = &mut logits[row * vocab..(row + 1) * vocab];
-            apply_repetition_penalty(l, &s.seen, r.sampling.repetition_penalty);
-            let next = sample_logits(l, r.sampling, &mut s.rng);
-            if r.stop.contains(&next) {
-                s.done = Some((Finish::Stop, Some(next)));
-                continue;
-            }
-            let mut new = vec![next];
-            if let Some(t) = tools {
-                match (&mut s.call, next) {
-                    (None, id) if id == t.t.python_start => s.call = Some(Vec::new()),
-                    (Some(expr), id) if id == t.t.python_end => {
-                        new.extend(t.answer(expr));
-                        s.call = None;
-                    }
-                    (Some(expr), id) => expr.push(id),
-                    _ => {}
-                }
-            }
-            // A sequence never outgrows the context or max_tokens; what does not fit is cut.
-            let fed_len = model.cache_len(&s.cache);
-            let room = (r.max_tokens - s.out.len()).min(ctx - fed_len);
-            let fits = new.len() <= room;
-            new.truncate(room);
-            for (k, &tok) in new.iter().enumerate() {
-                s.out.push(tok);
-                s.seen.push(tok);
-                let keep = on_token(TokenEvent {
-                    seq: i,
-                    token: tok,
-                    forced: k > 0,
-                });
-                if !keep {
-                    s.done = Some((Finish::Cancelled, None));
-                    break;
-                }
-            }
-            if s.done.is_none() {
-                if fits && s.out.len() < r.max_tokens && fed_len + new.len() < ctx {
-                    s.pending = new;
-                } else {
-                    s.done = Some((Finish::Length, None));
-                }
-            }
+    let mut batch = Batcher::new(model, tools);
+    for (i, r) in requests.iter().enumerate() {
+        batch.admit(i, r.clone())?;
+    }
+    let mut out: Vec<Option<Completion>> = vec![None; requests.len()];
+    while !batch.is_empty() {
+        for (i, c) in batch.step(&mut on_token) {
+            out[i] = Some(c);
         }
     }
-    Ok(seqs
+    Ok(out
         .into_iter()
-        .zip(fed)
-        .map(|(s, fed)| {
-            let (finish, stop_token) = s.done.unwrap_or((Finish::Length, None));
-            Completion {
-                tokens: s.out,
-                finish,
-                stop_token,
-                prompt_tokens: fed,
-            }
-        })
+        .map(|c| c.expect("every admitted sequence finishes"))
         .collect())
 }
 

@@ -338,3 +338,74 @@ fn token_score_is_a_log_softmax() {
         assert_eq!(s.greedy, t == 1);
     }
 }
+
+#[test]
+fn sequences_joining_a_running_batch_generate_what_they_would_alone() {
+    let model = tiny();
+    let sampled = |prompt: Vec<u32>, seed: u64| Request {
+        prompt,
+        sampling: SamplingParams {
+            temperature: 0.9,
+            top_k: 20,
+            top_p: 0.95,
+            repetition_penalty: 1.1,
+        },
+        max_tokens: 12,
+        stop: vec![],
+        seed,
+    };
+    let reqs = [
+        sampled(vec![1, 2, 3], 7),
+        sampled(vec![9; 7], 8),
+        request(vec![4, 40, 44], 9, vec![]),
+        sampled(vec![5], 10),
+    ];
+    let alone: Vec<Completion> = reqs
+        .iter()
+        .map(|r| generate(&model, std::slice::from_ref(r), None, |_| true).unwrap()[0].clone())
+        .collect();
+    // Sequence 0 starts alone; 1 and 2 join after three steps (their prefill rides with 0's
+    // decode), 3 after five. Tokens come in each sequence's order.
+    let mut b = Batcher::new(&model, None);
+    let mut streamed = vec![Vec::new(); reqs.len()];
+    let mut got: Vec<Option<Completion>> = vec![None; reqs.len()];
+    let mut steps = 0;
+    b.admit(0, reqs[0].clone()).unwrap();
+    while !b.is_empty() || got.iter().any(Option::is_none) {
+        if steps == 3 {
+            b.admit(1, reqs[1].clone()).unwrap();
+            b.admit(2, reqs[2].clone()).unwrap();
+        }
+        if steps == 5 {
+            b.admit(3, reqs[3].clone()).unwrap();
+            assert_eq!(b.len(), 4, "all four run together");
+        }
+        for (id, c) in b.step(|e| {
+            streamed[e.seq].push(e.token);
+            true
+        }) {
+            got[id] = Some(c);
+        }
+        steps += 1;
+        assert!(steps < 100, "the batch never drained");
+    }
+    for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
+        assert_eq!(g.as_ref().unwrap(), a, "sequence {i}");
+        assert_eq!(streamed[i], a.tokens, "sequence {i}'s streamed tokens");
+    }
+    // Cancelling ends one sequence with what it has; the others go on. A bad request is
+    // refused without touching the batch; an unknown id cancels nothing.
+    let mut b = Batcher::new(&model, None);
+    b.admit(0, reqs[0].clone()).unwrap();
+    b.admit(1, reqs[1].clone()).unwrap();
+    assert!(b.admit(2, request(vec![], 4, vec![])).is_err());
+    b.step(|_| true);
+    b.step(|_| true);
+    assert!(b.cancel(1) && !b.cancel(1) && !b.cancel(5));
+    let done = b.step(|_| true);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].0, 1);
+    assert_eq!(done[0].1.finish, Finish::Cancelled);
+    assert_eq!(done[0].1.tokens, alone[1].tokens[..2]);
+    assert_eq!(b.ids().collect::<Vec<_>>(), vec![0]);
+}
