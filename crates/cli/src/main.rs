@@ -10,6 +10,7 @@ mod eval;
 mod pref;
 mod prefs;
 mod pretrain;
+mod serve;
 mod sft;
 mod speedrun;
 mod tokenizer;
@@ -63,6 +64,9 @@ enum Command {
     /// The preference store: annotators, import of HH-RLHF and hhh_alignment, export, stats.
     #[command(subcommand)]
     Prefs(prefs::PrefsCommand),
+    /// Serve a run's chat model: an OpenAI-compatible API (/v1/chat/completions, streaming)
+    /// and a web chat page, with continuous batching.
+    Serve(serve::ServeArgs),
     /// Instruction-tune a run's pretrained model on conversations (resumable).
     Sft(sft::SftArgs),
     /// Sample text from a run's latest pretraining checkpoint.
@@ -101,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pretrain(a) => pretrain::pretrain(a),
         Command::Speedrun(a) => speedrun::speedrun(a),
         Command::Sample(a) => pretrain::sample(a),
+        Command::Serve(a) => serve::serve(a),
         Command::Sft(a) => sft::sft(a),
         Command::Chat(a) => chat::chat(a),
         Command::Cost(cmd) => cost::run(cmd),

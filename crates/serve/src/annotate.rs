@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -86,50 +85,11 @@ impl IntoResponse for ApiError {
 
 type ApiResult = std::result::Result<Json<Value>, ApiError>;
 
-/// Standard base64 with padding (for CSP hashes; not worth a dependency).
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The text between `open` and the next `close` in the page (its one script or style).
-fn inline(open: &str, close: &str) -> &'static str {
-    let start = PAGE.find(open).expect("the page has the element") + open.len();
-    let len = PAGE[start..].find(close).expect("the element is closed");
-    &PAGE[start..start + len]
-}
-
-fn content_security_policy() -> String {
-    let hash = |s: &str| format!("'sha256-{}'", base64(&Sha256::digest(s.as_bytes())));
-    format!(
-        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        hash(inline("<script>", "</script>")),
-        hash(inline("<style>", "</style>")),
-    )
-}
-
 /// The router over a store.
 pub fn router(store: Store) -> Router {
     let app = Arc::new(App {
         store: Mutex::new(store),
-        csp: content_security_policy(),
+        csp: crate::page::content_security_policy(PAGE),
     });
     Router::new()
         .route("/", get(page))
@@ -343,43 +303,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_known_vectors() {
-        // RFC 4648 section 10.
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-    }
-
-    #[test]
-    fn the_page_has_one_script_and_never_uses_inner_html() {
-        assert_eq!(PAGE.matches("<script").count(), 1);
-        assert_eq!(PAGE.matches("<style").count(), 1);
-        for bad in [
-            "innerHTML",
-            "outerHTML",
-            "insertAdjacentHTML",
-            "document.write",
-            "eval(",
-        ] {
-            assert!(!PAGE.contains(bad), "the page uses {bad}");
-        }
-        assert!(
-            !PAGE.contains("http://") && !PAGE.contains("https://"),
-            "no outside resources"
-        );
-        let csp = content_security_policy();
-        assert!(
-            csp.contains("script-src 'sha256-") && !csp.contains("unsafe"),
-            "{csp}"
-        );
+    fn the_page_is_safe() {
+        crate::page::assert_safe(PAGE);
     }
 
     #[test]

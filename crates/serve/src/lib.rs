@@ -1,11 +1,24 @@
-//! frugal's HTTP side, the only async crate. Today: the human-preference annotation stage —
-//! a SQLite store of prompts, sampled responses, comparison items and votes ([`store`]), the
-//! axum server and its page ([`annotate`]), inter-annotator agreement ([`agreement`]), and the
-//! model samples that fill the store before serving ([`sample`]).
+//! frugal's HTTP side, the only async crate.
+//!
+//! Serving: an OpenAI-compatible API and a web chat page ([`api`], [`generate`], [`openai`])
+//! over continuous batching on an engine thread ([`scheduler`]), with Prometheus metrics
+//! ([`metrics`]) and a listener that bounds slow clients and shuts down gracefully ([`http`]).
+//!
+//! The human-preference annotation stage: a SQLite store of prompts, sampled responses,
+//! comparison items and votes ([`store`]), the annotation server and its page ([`annotate`]),
+//! inter-annotator agreement ([`agreement`]), and the model samples that fill the store before
+//! serving ([`sample`]).
 
 pub mod agreement;
 pub mod annotate;
+pub mod api;
+pub mod generate;
+pub mod http;
+pub mod metrics;
+pub mod openai;
+mod page;
 pub mod sample;
+pub mod scheduler;
 pub mod store;
 
 use std::path::PathBuf;

@@ -149,7 +149,7 @@ pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
 }
 
 /// Rows of A up to which `sgemm_nt_few_rows` is the better kernel.
-pub const FEW_ROWS: usize = 16;
+pub const FEW_ROWS: usize = 8;
 
 /// C (m, n) = A (m, k) · B (n, k)ᵀ for a few rows of A: the decode step of inference, where m
 /// is the batch and B a weight matrix too large for the caches. A packed GEMM copies B before

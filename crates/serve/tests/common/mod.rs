@@ -176,3 +176,21 @@ pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
 pub fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> Reply {
     request(addr, "POST", path, token, Some(body))
 }
+
+/// Sends raw bytes as a request and reads the response until the server closes.
+pub fn raw_request(addr: SocketAddr, raw: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    parse(&out)
+}
+
+/// The `data:` payloads of a server-sent event stream, in order.
+pub fn sse_events(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,414 @@
+//! The OpenAI-compatible API and the chat page.
+//!
+//! ```text
+//! GET  /                      the chat page (static; it calls the API below)
+//! GET  /health                {"status": "ok"} (503 "draining" during shutdown); no key needed
+//! GET  /metrics               Prometheus text
+//! GET  /v1/models             the one model served
+//! POST /v1/chat/completions   chat replies, whole or streamed (server-sent events)
+//! POST /v1/completions        plain continuations of a prompt, whole or streamed
+//! ```
+//! Everything but `/`, `/health` needs `Authorization: Bearer KEY` unless the server was started
+//! without keys on purpose. Keys are kept as SHA-256 digests and every one is compared in full,
+//! so the time a check takes says nothing about how much of a key was right. Cross-origin
+//! requests are refused (no CORS headers) unless one origin is allowed by name.
+
+use crate::generate;
+use crate::metrics::Metrics;
+use crate::openai::{ApiError, ApiResult};
+use crate::scheduler::Scheduler;
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The chat page: HTML, CSS and vanilla JS in one file, no outside resources.
+pub const PAGE: &str = include_str!("chat.html");
+
+/// How requests are bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// Largest request body accepted (413 beyond).
+    pub max_body: usize,
+    /// Time allowed for the body to arrive once the headers have (408 beyond).
+    pub body_timeout: Duration,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_body: 1 << 20,
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Who may call the API.
+#[derive(Clone)]
+pub enum Auth {
+    /// SHA-256 digests of the accepted keys.
+    Keys(Vec<[u8; 32]>),
+    /// No key needed: chosen explicitly (`--no-auth`).
+    Open,
+}
+
+impl Auth {
+    pub fn keys<S: AsRef<str>>(keys: &[S]) -> Auth {
+        Auth::Keys(
+            keys.iter()
+                .map(|k| Sha256::digest(k.as_ref().as_bytes()).into())
+                .collect(),
+        )
+    }
+
+    /// Reads keys from a file: one per line; blank lines and `#` comments are skipped.
+    pub fn from_file(path: &std::path::Path) -> crate::Result<Auth> {
+        let text = std::fs::read_to_string(path).map_err(|source| crate::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let keys: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if keys.is_empty() {
+            return Err(crate::Error::Input {
+                origin: path.display().to_string(),
+                msg: "holds no API key".into(),
+                hint: "write one key per line (for example the output of `openssl rand -hex 24`)"
+                    .into(),
+            });
+        }
+        if let Some(k) = keys.iter().find(|k| k.len() < 16) {
+            return Err(crate::Error::Input {
+                origin: path.display().to_string(),
+                msg: format!("a key is {} characters; keys need at least 16", k.len()),
+                hint: "use long random keys (for example `openssl rand -hex 24`)".into(),
+            });
+        }
+        Ok(Auth::keys(&keys))
+    }
+
+    /// Whether `presented` is one of the keys, in time that depends only on the number of keys.
+    fn accepts(&self, presented: &str) -> bool {
+        match self {
+            Auth::Open => true,
+            Auth::Keys(keys) => {
+                let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+                keys.iter().fold(false, |found, k| {
+                    let diff = k.iter().zip(&d).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+                    found | (diff == 0)
+                })
+            }
+        }
+    }
+}
+
+pub struct App {
+    pub scheduler: Scheduler,
+    pub tok: Arc<bpe::Tokenizer>,
+    pub model_name: String,
+    pub context_len: usize,
+    pub auth: Auth,
+    pub allow_origin: Option<HeaderValue>,
+    pub limits: RequestLimits,
+    pub metrics: Arc<Metrics>,
+    /// Unix time the server started: the model's `created`.
+    pub created: u64,
+    /// Numbers response ids and seeds requests that bring none.
+    pub counter: AtomicU64,
+    csp: String,
+}
+
+impl App {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scheduler: Scheduler,
+        tok: Arc<bpe::Tokenizer>,
+        model_name: String,
+        context_len: usize,
+        auth: Auth,
+        allow_origin: Option<HeaderValue>,
+        limits: RequestLimits,
+        metrics: Arc<Metrics>,
+    ) -> App {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        App {
+            scheduler,
+            tok,
+            model_name,
+            context_len,
+            auth,
+            allow_origin,
+            limits,
+            metrics,
+            created,
+            counter: AtomicU64::new(created << 16),
+            csp: crate::page::content_security_policy(PAGE),
+        }
+    }
+
+    /// Checks the bearer key.
+    pub fn authorize(&self, headers: &HeaderMap) -> ApiResult<()> {
+        if matches!(self.auth, Auth::Open) {
+            return Ok(());
+        }
+        let unauthorized = |msg: &str| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", msg)
+                .code("invalid_api_key")
+        };
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                unauthorized("no API key: send the header Authorization: Bearer YOUR_KEY")
+            })?;
+        let key = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer YOUR_KEY`"))?;
+        if self.auth.accepts(key.trim()) {
+            Ok(())
+        } else {
+            Err(unauthorized("the API key is not valid"))
+        }
+    }
+}
+
+/// The router over an app.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "no such endpoint (the API is under /v1: models, chat/completions, completions)",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), count))
+        .layer(middleware::from_fn_with_state(app.clone(), cors))
+        .with_state(app)
+}
+
+/// Counts every response by endpoint and status.
+async fn count(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("other".to_string(), |p| p.as_str().to_string());
+    let r = next.run(req).await;
+    app.metrics.response(&path, r.status().as_u16());
+    r
+}
+
+/// CORS for the one allowed origin, if any; other origins get no CORS headers, so browsers
+/// keep their pages from reading the API.
+async fn cors(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let allowed = match (&app.allow_origin, req.headers().get(header::ORIGIN)) {
+        (Some(a), Some(o)) if a == o => Some(a.clone()),
+        _ => None,
+    };
+    let Some(origin) = allowed else {
+        return next.run(req).await;
+    };
+    let mut r = if req.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    r
+}
+
+async fn page(State(app): State<Arc<App>>) -> Response {
+    let mut r = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&app.csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    if app.scheduler.draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response()
+    } else {
+        Json(json!({"status": "ok", "model": app.model_name})).into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
+    app.authorize(&headers)?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response())
+}
+
+fn model_json(app: &App) -> Value {
+    json!({
+        "id": app.model_name,
+        "object": "model",
+        "created": app.created,
+        "owned_by": "frugal",
+        "context_length": app.context_len,
+    })
+}
+
+async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    app.authorize(&headers)?;
+    Ok(Json(json!({"object": "list", "data": [model_json(&app)]})))
+}
+
+async fn model(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    app.authorize(&headers)?;
+    app.check_model(&id)?;
+    Ok(Json(model_json(&app)))
+}
+
+impl App {
+    /// 404 unless `name` is the model served.
+    pub fn check_model(&self, name: &str) -> ApiResult<()> {
+        if name == self.model_name {
+            return Ok(());
+        }
+        Err(ApiError {
+            param: Some("model".into()),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!(
+                    "the model {name:?} does not exist here; this server has {:?}",
+                    self.model_name
+                ),
+            )
+            .code("model_not_found")
+        })
+    }
+
+    /// The request body, bounded in size and in the time it may take to arrive.
+    pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
+        let max = self.limits.max_body;
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!("the request body is over {max} bytes"),
+            )
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        match tokio::time::timeout(
+            self.limits.body_timeout,
+            Limited::new(body, max).collect(),
+        )
+        .await
+        {
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                format!(
+                    "the request body did not arrive within {:?}",
+                    self.limits.body_timeout
+                ),
+            )),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+            Ok(Err(e)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("the request body could not be read: {e}"),
+            )),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        }
+    }
+}
+
+async fn chat_completions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    generate::chat(app, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn completions(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    generate::completion(app, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_accepted_exactly() {
+        let auth = Auth::keys(&["first-key-0123456789", "second-key-0123456789"]);
+        assert!(auth.accepts("first-key-0123456789"));
+        assert!(auth.accepts("second-key-0123456789"));
+        for wrong in ["", "first-key-012345678", "first-key-01234567890", "x"] {
+            assert!(!auth.accepts(wrong), "{wrong:?}");
+        }
+        assert!(Auth::Open.accepts(""));
+    }
+}

@@ -1,0 +1,449 @@
+//! The generating endpoints: a request is checked, rendered to tokens, queued on the engine
+//! thread, and its tokens turned back into text — all at once for a plain response, or chunk
+//! by chunk as server-sent events. Both paths build the text the same way ([`Reply`]), so a
+//! streamed answer is the whole answer cut in pieces.
+//!
+//! A stream's frames go through a small bounded channel to the response body; when the client
+//! disconnects, the body is dropped, the channel closes, and the engine thread sees the job's
+//! receiver gone and ends the sequence at its next step.
+
+use crate::api::App;
+use crate::openai::{self, ApiError, ApiResult, Generation, StopMatcher};
+use crate::scheduler::{Job, Out, Submit};
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use frugal::chat::stream::TextStream;
+use frugal::chat::ChatFormat;
+use frugal::engine::{Finish, Request};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+impl Kind {
+    fn object(self, chunk: bool) -> &'static str {
+        match (self, chunk) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Completion, _) => "text_completion",
+        }
+    }
+
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Kind::Chat => "chatcmpl",
+            Kind::Completion => "cmpl",
+        }
+    }
+}
+
+/// One queued generation, before its reply is built.
+struct Started {
+    kind: Kind,
+    gen: Generation,
+    prompt_tokens: usize,
+    rx: mpsc::UnboundedReceiver<Out>,
+    arrived: Instant,
+    id: String,
+}
+
+pub async fn chat(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let arrived = Instant::now();
+    app.authorize(&headers)?;
+    let body = app.read_body(&headers, body).await?;
+    let req = openai::chat_request(&body)?;
+    app.check_model(&req.gen.model)?;
+    let f = ChatFormat::new(&app.tok).map_err(internal)?;
+    let prompt = f
+        .render_prompt(&req.conversation, app.context_len - 1)
+        .map_err(|e| {
+            ApiError::invalid("messages", one_line(&e.to_string()))
+                .code("context_length_exceeded")
+        })?;
+    let t = f.t;
+    let stop = vec![t.assistant_end, t.bos, t.user_start, t.assistant_start];
+    let started = start(&app, Kind::Chat, req.gen, prompt, stop, arrived)?;
+    Ok(respond(app, started).await)
+}
+
+pub async fn completion(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let arrived = Instant::now();
+    app.authorize(&headers)?;
+    let body = app.read_body(&headers, body).await?;
+    let req = openai::completion_request(&body)?;
+    app.check_model(&req.gen.model)?;
+    let f = ChatFormat::new(&app.tok).map_err(internal)?;
+    let mut prompt = vec![f.t.bos];
+    prompt.extend(app.tok.encode(&req.prompt));
+    if prompt.len() >= app.context_len {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "the prompt is {} tokens; the context is {}, and the reply needs room",
+                prompt.len(),
+                app.context_len
+            ),
+        )
+        .code("context_length_exceeded"));
+    }
+    let started = start(&app, Kind::Completion, req.gen, prompt, vec![f.t.bos], arrived)?;
+    Ok(respond(app, started).await)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        one_line(&e.to_string()),
+    )
+}
+
+fn one_line(s: &str) -> String {
+    s.replace("\nHINT: ", " — ").replace('\n', " ")
+}
+
+/// Checks the token budget and queues the job.
+fn start(
+    app: &App,
+    kind: Kind,
+    gen: Generation,
+    prompt: Vec<u32>,
+    stop: Vec<u32>,
+    arrived: Instant,
+) -> ApiResult<Started> {
+    let room = app.context_len - prompt.len();
+    let max_tokens = match gen.max_tokens {
+        None => room,
+        Some(m) if m <= room => m,
+        Some(m) => {
+            return Err(ApiError::invalid(
+                "max_tokens",
+                format!(
+                    "the prompt is {} tokens and max_tokens is {m}: together over the context of {} (at most {room} here)",
+                    prompt.len(),
+                    app.context_len
+                ),
+            )
+            .code("context_length_exceeded"));
+        }
+    };
+    let n = app.counter.fetch_add(1, Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let prompt_tokens = prompt.len();
+    let job = Job {
+        request: Request {
+            prompt,
+            sampling: gen.sampling,
+            max_tokens,
+            stop,
+            seed: gen.seed.unwrap_or(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        },
+        tx,
+    };
+    match app.scheduler.submit(job) {
+        Submit::Queued => Ok(Started {
+            kind,
+            gen,
+            prompt_tokens,
+            rx,
+            arrived,
+            id: format!("{}-{n:x}", kind.id_prefix()),
+        }),
+        Submit::Full => {
+            app.metrics.rejected.fetch_add(1, Relaxed);
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "the server is at capacity (its queue is full); retry after a moment",
+            )
+            .retry_after(1))
+        }
+        Submit::Closed => Err(shutting_down()),
+    }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "the server is shutting down; retry on another replica or after it restarts",
+    )
+    .retry_after(5)
+}
+
+/// Text of a reply as it grows: tokens to UTF-8, then stop strings.
+struct Reply<'a> {
+    text: TextStream<'a>,
+    stops: StopMatcher,
+    tokens: usize,
+    /// A stop string was seen: the reply is over.
+    stopped: bool,
+}
+
+impl<'a> Reply<'a> {
+    fn new(f: &'a ChatFormat<'a>, stops: Vec<String>) -> Self {
+        Reply {
+            text: TextStream::new(f),
+            stops: StopMatcher::new(stops),
+            tokens: 0,
+            stopped: false,
+        }
+    }
+
+    /// The text one token adds.
+    fn token(&mut self, id: u32) -> String {
+        self.tokens += 1;
+        let piece = self.text.push(id);
+        let (out, hit) = self.stops.push(&piece);
+        self.stopped |= hit;
+        out
+    }
+
+    /// What is left when the engine ends the reply.
+    fn finish(&mut self) -> String {
+        if self.stopped {
+            return String::new();
+        }
+        let piece = self.text.finish();
+        let (mut out, hit) = self.stops.push(&piece);
+        self.stopped |= hit;
+        if !hit {
+            out.push_str(&self.stops.finish());
+        }
+        out
+    }
+}
+
+/// How a reply ended.
+enum End {
+    Finished(&'static str),
+    Shutdown,
+    Failed(String),
+}
+
+fn reason(finish: Finish) -> &'static str {
+    openai::finish_reason(finish == Finish::Stop)
+}
+
+async fn respond(app: Arc<App>, s: Started) -> Response {
+    if s.gen.stream {
+        stream(app, s)
+    } else {
+        whole(app, s).await
+    }
+}
+
+fn created() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn whole(app: Arc<App>, mut s: Started) -> Response {
+    let f = match ChatFormat::new(&app.tok) {
+        Ok(f) => f,
+        Err(e) => return internal(e).into_response(),
+    };
+    let mut reply = Reply::new(&f, s.gen.stop.clone());
+    let mut text = String::new();
+    let mut first = true;
+    let end = loop {
+        match s.rx.recv().await {
+            Some(Out::Token { token, .. }) => {
+                if first {
+                    app.metrics.ttft.observe(s.arrived.elapsed());
+                    first = false;
+                }
+                text.push_str(&reply.token(token));
+                if reply.stopped {
+                    break End::Finished("stop");
+                }
+            }
+            Some(Out::Done {
+                shutdown: true, ..
+            }) => break End::Shutdown,
+            Some(Out::Done { completion, .. }) => {
+                text.push_str(&reply.finish());
+                break End::Finished(if reply.stopped {
+                    "stop"
+                } else {
+                    reason(completion.finish)
+                });
+            }
+            Some(Out::Failed(e)) => break End::Failed(e),
+            None => break End::Failed("the engine thread ended".into()),
+        }
+    };
+    // Dropping the receiver ends the sequence if it is still running (a stop string).
+    drop(s.rx);
+    app.metrics.latency.observe(s.arrived.elapsed());
+    let finish = match end {
+        End::Finished(r) => r,
+        End::Shutdown => return shutting_down().into_response(),
+        End::Failed(e) => return internal(e).into_response(),
+    };
+    let choice = match s.kind {
+        Kind::Chat => json!({
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": null,
+            "finish_reason": finish,
+        }),
+        Kind::Completion => json!({
+            "index": 0,
+            "text": text,
+            "logprobs": null,
+            "finish_reason": finish,
+        }),
+    };
+    Json(json!({
+        "id": s.id,
+        "object": s.kind.object(false),
+        "created": created(),
+        "model": s.gen.model,
+        "choices": [choice],
+        "usage": openai::usage(s.prompt_tokens, reply.tokens),
+    }))
+    .into_response()
+}
+
+/// A response body fed by a channel of ready frames.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+fn event(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn stream(app: Arc<App>, s: Started) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    tokio::spawn(stream_events(app, s, tx));
+    let mut r = Response::new(Body::new(ChannelBody(rx)));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+/// Writes a job's reply as server-sent events; returns when the reply ends or the client
+/// has gone (a send fails), dropping the job's receiver either way.
+async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
+    let Ok(f) = ChatFormat::new(&app.tok) else {
+        return;
+    };
+    let mut reply = Reply::new(&f, s.gen.stop.clone());
+    let created = created();
+    let chunk = |delta: Option<&str>, finish: Option<&str>, first: bool| -> Value {
+        let choice = match s.kind {
+            Kind::Chat => {
+                let mut d = json!({});
+                if first {
+                    d["role"] = json!("assistant");
+                }
+                if let Some(t) = delta {
+                    d["content"] = json!(t);
+                }
+                json!({"index": 0, "delta": d, "logprobs": null, "finish_reason": finish})
+            }
+            Kind::Completion => {
+                json!({"index": 0, "text": delta.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+            }
+        };
+        json!({
+            "id": s.id,
+            "object": s.kind.object(true),
+            "created": created,
+            "model": s.gen.model,
+            "choices": [choice],
+        })
+    };
+    if s.kind == Kind::Chat && tx.send(event(&chunk(Some(""), None, true))).await.is_err() {
+        return;
+    }
+    let mut first = true;
+    let end = loop {
+        let text = match s.rx.recv().await {
+            Some(Out::Token { token, .. }) => {
+                if first {
+                    app.metrics.ttft.observe(s.arrived.elapsed());
+                    first = false;
+                }
+                reply.token(token)
+            }
+            Some(Out::Done {
+                shutdown: true, ..
+            }) => break End::Shutdown,
+            Some(Out::Done { completion, .. }) => {
+                let rest = reply.finish();
+                if !rest.is_empty() && tx.send(event(&chunk(Some(&rest), None, false))).await.is_err() {
+                    return;
+                }
+                break End::Finished(if reply.stopped {
+                    "stop"
+                } else {
+                    reason(completion.finish)
+                });
+            }
+            Some(Out::Failed(e)) => break End::Failed(e),
+            None => break End::Failed("the engine thread ended".into()),
+        };
+        if !text.is_empty() && tx.send(event(&chunk(Some(&text), None, false))).await.is_err() {
+            return; // the client went away; dropping s.rx tells the engine
+        }
+        if reply.stopped {
+            break End::Finished("stop");
+        }
+    };
+    drop(s.rx);
+    app.metrics.latency.observe(s.arrived.elapsed());
+    let mut frames = Vec::new();
+    match end {
+        End::Finished(r) => {
+            frames.push(event(&chunk(None, Some(r), false)));
+            if s.gen.include_usage {
+                let mut u = chunk(None, None, false);
+                u["choices"] = json!([]);
+                u["usage"] = openai::usage(s.prompt_tokens, reply.tokens);
+                frames.push(event(&u));
+            }
+        }
+        // The stream ends cleanly with an error event a client can show.
+        End::Shutdown => frames.push(event(&shutting_down().body())),
+        End::Failed(e) => frames.push(event(&internal(e).body())),
+    }
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    for f in frames {
+        if tx.send(f).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! OpenAI's wire format: request bodies read strictly (a wrong type names its field), errors in
+//! OpenAI's shape `{"error": {"message", "type", "param", "code"}}`, and stop strings matched
+//! on the streamed text. Fields frugal cannot honour (logprobs, tools, n > 1, penalties other
+//! than its own) are refused with a 400 rather than silently ignored.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use frugal::chat::{Conversation, Message, Role};
+use frugal::engine::SamplingParams;
+use serde_json::{json, Map, Value};
+
+/// An API failure in OpenAI's error shape.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// "invalid_request_error", "authentication_error", "rate_limit_error", "server_error".
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// A 400 about one field.
+    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            param: Some(param.to_string()),
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                message,
+            )
+        }
+    }
+
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body())).into_response();
+        let h = r.headers_mut();
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(s) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// What every generating endpoint shares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    pub model: String,
+    /// None: as many as the context leaves room for.
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    pub seed: Option<u64>,
+    /// Up to four strings; the reply ends before the first one that appears.
+    pub stop: Vec<String>,
+    pub stream: bool,
+    /// Streaming only: send a last chunk with the token counts.
+    pub include_usage: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatRequest {
+    pub gen: Generation,
+    pub conversation: Conversation,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompletionRequest {
+    pub gen: Generation,
+    pub prompt: String,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A field of the body, None when absent or null.
+fn field<'a>(o: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    o.get(name).filter(|v| !v.is_null())
+}
+
+fn number(o: &Map<String, Value>, name: &str) -> ApiResult<Option<f64>> {
+    match field(o, name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(v) => Err(ApiError::invalid(
+            name,
+            format!("{name} must be a number, not {}", type_name(v)),
+        )),
+    }
+}
+
+fn integer(o: &Map<String, Value>, name: &str) -> ApiResult<Option<i64>> {
+    match field(o, name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Ok(Some(i)),
+            (None, Some(_)) => Ok(Some(i64::MAX)),
+            _ => Err(ApiError::invalid(
+                name,
+                format!("{name} must be an integer, not {n}"),
+            )),
+        },
+        Some(v) => Err(ApiError::invalid(
+            name,
+            format!("{name} must be an integer, not {}", type_name(v)),
+        )),
+    }
+}
+
+fn boolean(o: &Map<String, Value>, name: &str) -> ApiResult<Option<bool>> {
+    match field(o, name) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(ApiError::invalid(
+            name,
+            format!("{name} must be a boolean, not {}", type_name(v)),
+        )),
+    }
+}
+
+fn unsupported(name: &str, why: &str) -> ApiError {
+    ApiError::invalid(name, format!("{name} is not supported by this server: {why}"))
+        .code("unsupported_parameter")
+}
+
+/// The body as a JSON object.
+pub fn object(body: &[u8]) -> ApiResult<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(v) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("the request body must be a JSON object, not {}", type_name(&v)),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("the request body is not valid JSON ({e}); send UTF-8 JSON with Content-Type: application/json"),
+        )),
+    }
+}
+
+fn generation(o: &Map<String, Value>) -> ApiResult<Generation> {
+    let model = match field(o, "model") {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "model",
+                format!("model must be a string, not {}", type_name(v)),
+            ))
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "model",
+                "model is required (GET /v1/models lists the one this server has)",
+            ))
+        }
+    };
+    // max_completion_tokens is the newer name of max_tokens.
+    let max = match integer(o, "max_completion_tokens")? {
+        Some(m) => Some(("max_completion_tokens", m)),
+        None => integer(o, "max_tokens")?.map(|m| ("max_tokens", m)),
+    };
+    let max_tokens = match max {
+        None => None,
+        Some((name, m)) if m < 1 => {
+            return Err(ApiError::invalid(
+                name,
+                format!("{name} is {m}; it must be at least 1"),
+            ))
+        }
+        Some((_, m)) => Some(usize::try_from(m).unwrap_or(usize::MAX)),
+    };
+    let temperature = number(o, "temperature")?.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ApiError::invalid(
+            "temperature",
+            format!("temperature is {temperature}; it must be between 0 and 2"),
+        ));
+    }
+    let top_p = number(o, "top_p")?.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ApiError::invalid(
+            "top_p",
+            format!("top_p is {top_p}; it must be in (0, 1]"),
+        ));
+    }
+    let top_k = match integer(o, "top_k")? {
+        None => 0,
+        Some(k) if k >= 0 => usize::try_from(k).unwrap_or(usize::MAX),
+        Some(k) => {
+            return Err(ApiError::invalid(
+                "top_k",
+                format!("top_k is {k}; it must be 0 (off) or more"),
+            ))
+        }
+    };
+    let repetition_penalty = number(o, "repetition_penalty")?.unwrap_or(1.0);
+    if !(repetition_penalty > 0.0 && repetition_penalty <= 10.0) {
+        return Err(ApiError::invalid(
+            "repetition_penalty",
+            format!("repetition_penalty is {repetition_penalty}; it must be in (0, 10] (1: off)"),
+        ));
+    }
+    for name in ["presence_penalty", "frequency_penalty"] {
+        if number(o, name)?.is_some_and(|p| p != 0.0) {
+            return Err(unsupported(name, "use repetition_penalty (1: off)"));
+        }
+    }
+    if let Some(n) = integer(o, "n")? {
+        if n != 1 {
+            return Err(unsupported("n", "one choice per request; send n requests"));
+        }
+    }
+    if boolean(o, "logprobs")? == Some(true) || field(o, "top_logprobs").is_some() {
+        return Err(unsupported("logprobs", "log-probabilities are not returned"));
+    }
+    for name in ["tools", "functions", "logit_bias"] {
+        if field(o, name).is_some() {
+            return Err(unsupported(
+                name,
+                "the model's only tool is its built-in calculator",
+            ));
+        }
+    }
+    if let Some(f) = field(o, "response_format") {
+        if f.get("type").and_then(Value::as_str) != Some("text") {
+            return Err(unsupported("response_format", "replies are plain text"));
+        }
+    }
+    let seed = integer(o, "seed")?.map(|s| s as u64);
+    let stop = match field(o, "stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ApiError::invalid("stop", "stop must be a string or an array of strings"))?,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "stop",
+                format!("stop must be a string or an array of strings, not {}", type_name(v)),
+            ))
+        }
+    };
+    if stop.len() > 4 || stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+        return Err(ApiError::invalid(
+            "stop",
+            "stop takes up to 4 non-empty strings of at most 256 bytes",
+        ));
+    }
+    let stream = boolean(o, "stream")?.unwrap_or(false);
+    let include_usage = match field(o, "stream_options") {
+        None => false,
+        Some(_) if !stream => {
+            return Err(ApiError::invalid(
+                "stream_options",
+                "stream_options is only allowed when stream is true",
+            ))
+        }
+        Some(Value::Object(so)) => boolean(so, "include_usage")
+            .map_err(|_| {
+                ApiError::invalid(
+                    "stream_options.include_usage",
+                    "stream_options.include_usage must be a boolean",
+                )
+            })?
+            .unwrap_or(false),
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "stream_options",
+                format!("stream_options must be an object, not {}", type_name(v)),
+            ))
+        }
+    };
+    Ok(Generation {
+        model,
+        max_tokens,
+        sampling: SamplingParams {
+            temperature: temperature as f32,
+            top_k,
+            top_p: top_p as f32,
+            repetition_penalty: repetition_penalty as f32,
+        },
+        seed,
+        stop,
+        stream,
+        include_usage,
+    })
+}
+
+/// A message's text: a string, or an array of `{"type": "text", "text": ...}` parts.
+fn content(i: usize, v: Option<&Value>) -> ApiResult<String> {
+    let param = format!("messages[{i}].content");
+    match v {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut s = String::new();
+            for p in parts {
+                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(t)) => s.push_str(t),
+                    _ => {
+                        return Err(ApiError::invalid(
+                            &param,
+                            format!("{param}: only text parts ({{\"type\": \"text\", \"text\": \"...\"}}) are supported"),
+                        ))
+                    }
+                }
+            }
+            Ok(s)
+        }
+        Some(v) => Err(ApiError::invalid(
+            &param,
+            format!("{param} must be a string or an array of text parts, not {}", type_name(v)),
+        )),
+        None => Err(ApiError::invalid(&param, format!("{param} is required"))),
+    }
+}
+
+/// `POST /v1/chat/completions`.
+pub fn chat_request(body: &[u8]) -> ApiResult<ChatRequest> {
+    let o = object(body)?;
+    let gen = generation(&o)?;
+    let list = match field(&o, "messages") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid("messages", "messages is empty; send at least one user message"))
+        }
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "messages",
+                format!("messages must be an array, not {}", type_name(v)),
+            ))
+        }
+        None => return Err(ApiError::invalid("messages", "messages is required")),
+    };
+    let mut messages = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let role = match m.get("role").and_then(Value::as_str) {
+            Some("system" | "developer") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    &format!("messages[{i}].role"),
+                    format!("messages[{i}].role {other:?} is not one of system, developer, user, assistant"),
+                ))
+            }
+            None => {
+                return Err(ApiError::invalid(
+                    &format!("messages[{i}].role"),
+                    format!("messages[{i}] needs a role (a string)"),
+                ))
+            }
+        };
+        messages.push(Message::text(role, content(i, m.get("content"))?));
+    }
+    let conversation = Conversation { messages };
+    conversation
+        .validate()
+        .map_err(|e| ApiError::invalid("messages", e))?;
+    if conversation.messages.last().map(|m| m.role) != Some(Role::User) {
+        return Err(ApiError::invalid(
+            "messages",
+            "the last message must be the user's: the reply answers it",
+        ));
+    }
+    Ok(ChatRequest { gen, conversation })
+}
+
+/// `POST /v1/completions`: a plain continuation of `prompt` (a string, or an array of one).
+pub fn completion_request(body: &[u8]) -> ApiResult<CompletionRequest> {
+    let o = object(body)?;
+    let gen = generation(&o)?;
+    if boolean(&o, "echo")? == Some(true) {
+        return Err(unsupported("echo", "the prompt is not repeated"));
+    }
+    if integer(&o, "best_of")?.is_some_and(|b| b != 1) {
+        return Err(unsupported("best_of", "one sample per request"));
+    }
+    if field(&o, "suffix").is_some() {
+        return Err(unsupported("suffix", "no fill-in-the-middle"));
+    }
+    let prompt = match field(&o, "prompt") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => a[0].as_str().unwrap().to_string(),
+        Some(Value::Array(_)) => {
+            return Err(unsupported("prompt", "one prompt string per request"))
+        }
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "prompt",
+                format!("prompt must be a string, not {}", type_name(v)),
+            ))
+        }
+        None => return Err(ApiError::invalid("prompt", "prompt is required")),
+    };
+    Ok(CompletionRequest { gen, prompt })
+}
+
+/// Finds stop strings in text that arrives in pieces. Text that could still be the start of a
+/// stop string is held back, so a client never sees part of one.
+#[derive(Debug, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    held: String,
+}
+
+impl StopMatcher {
+    pub fn new(stops: Vec<String>) -> Self {
+        StopMatcher {
+            stops,
+            held: String::new(),
+        }
+    }
+
+    /// Adds text; returns what may be sent now and whether a stop string ended the reply
+    /// (the text before it is returned; nothing after it ever is).
+    pub fn push(&mut self, text: &str) -> (String, bool) {
+        if self.stops.is_empty() {
+            return (text.to_string(), false);
+        }
+        self.held.push_str(text);
+        let first = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min();
+        if let Some(at) = first {
+            let out = self.held[..at].to_string();
+            self.held.clear();
+            return (out, true);
+        }
+        // Keep the longest tail that is a proper prefix of some stop string.
+        let keep = self
+            .stops
+            .iter()
+            .flat_map(|s| {
+                (1..s.len())
+                    .filter(|&k| s.is_char_boundary(k))
+                    .filter(|&k| self.held.ends_with(&s[..k]))
+            })
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        let out = self.held[..cut].to_string();
+        self.held.drain(..cut);
+        (out, false)
+    }
+
+    /// What is still held when the reply ends without a stop string.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
+/// OpenAI's finish reasons.
+pub fn finish_reason(stopped: bool) -> &'static str {
+    if stopped {
+        "stop"
+    } else {
+        "length"
+    }
+}
+
+pub fn usage(prompt: usize, completion: usize) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}
+
+#[cfg(test)]
+mod tests;
