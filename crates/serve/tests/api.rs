@@ -4,76 +4,15 @@
 
 mod common;
 
+use common::serving::{start, Setup, CONTEXT, KEY};
 use common::{get, post, raw_request, sse_events, Reply};
-use frugal::chat::ChatTokens;
 use serde_json::{json, Value};
-use serve::api::{App, Auth, RequestLimits};
-use serve::http::{ConnLimits, Server};
-use serve::metrics::Metrics;
-use serve::scheduler::{Limits, Scheduler};
+use serve::api::{Auth, RequestLimits};
+use serve::http::ConnLimits;
+use serve::scheduler::Limits;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const KEY: &str = "test-key-0123456789abcdef";
-const CONTEXT: usize = 160;
-
-struct Setup {
-    limits: Limits,
-    auth: Auth,
-    allow_origin: Option<&'static str>,
-    request: RequestLimits,
-    conn: ConnLimits,
-}
-
-impl Default for Setup {
-    fn default() -> Self {
-        Setup {
-            limits: Limits::default(),
-            auth: Auth::keys(&[KEY]),
-            allow_origin: None,
-            request: RequestLimits::default(),
-            conn: ConnLimits {
-                shutdown_grace: Duration::from_millis(300),
-                ..ConnLimits::default()
-            },
-        }
-    }
-}
-
-fn start(s: Setup) -> Server {
-    let tok = Arc::new(bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap());
-    let cfg = frugal::Config::preset(
-        "tiny",
-        &[
-            format!("model.vocab_size={}", tok.vocab_size()),
-            format!("model.context_len={CONTEXT}"),
-            "model.init_std=0.3".into(),
-        ],
-    )
-    .unwrap();
-    let model = frugal::model::Llama::init(cfg.model, 1);
-    let t = ChatTokens::from_tokenizer(&tok).unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let scheduler = Scheduler::start(
-        Arc::new(model),
-        Some((tok.clone(), t)),
-        s.limits,
-        metrics.clone(),
-    );
-    let app = App::new(
-        scheduler,
-        tok,
-        "tiny".into(),
-        CONTEXT,
-        s.auth,
-        s.allow_origin.map(|o| o.parse().unwrap()),
-        s.request,
-        metrics,
-    );
-    Server::start(Arc::new(app), "127.0.0.1:0", s.conn).unwrap()
-}
 
 fn chat_body(content: &str, extra: Value) -> String {
     let mut b = json!({
