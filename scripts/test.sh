@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): formatting, lints, every test of the workspace, and the
 # kernels again on the optional OpenBLAS backend. Installs what the tests need when missing:
-# libopenblas-dev and chromium (Debian), and tokenizers + tiktoken in .venv (the tokenizer peers).
+# libopenblas-dev and chromium (Debian), and tokenizers, tiktoken, openai and httpx in .venv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,19 +14,20 @@ if ! dpkg -s libopenblas-dev >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q libopenblas-dev
 fi
 
-# The annotation page's browser test drives headless Chromium over the DevTools protocol.
+# The pages' browser tests drive headless Chromium over the DevTools protocol.
 if ! command -v chromium >/dev/null 2>&1; then
-    step "installing chromium (for the annotation page's browser test)"
+    step "installing chromium (for the pages' browser tests)"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
 fi
 
-# The tokenizer agreement test compares ids with HF tokenizers and tiktoken (small wheels).
-if ! .venv/bin/python -c 'import tokenizers, tiktoken' >/dev/null 2>&1; then
-    step "installing tokenizers and tiktoken into .venv (for the tokenizer agreement test)"
+# The tokenizer agreement test compares ids with HF tokenizers and tiktoken (small wheels); the
+# server's tests drive it with the official openai client and load it with httpx.
+if ! .venv/bin/python -c 'import tokenizers, tiktoken, openai, httpx' >/dev/null 2>&1; then
+    step "installing tokenizers, tiktoken, openai and httpx into .venv (for the tokenizer and server tests)"
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install -q tokenizers tiktoken
+    .venv/bin/pip install -q tokenizers tiktoken openai httpx
 fi
 
 step "cargo fmt --check"

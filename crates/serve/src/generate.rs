@@ -336,8 +336,16 @@ impl http_body::Body for ChannelBody {
     }
 }
 
+/// One server-sent event. JSON may hold U+0085, U+2028 and U+2029 raw, but line readers that
+/// follow Unicode rather than the SSE spec (Python's `str.splitlines`, used by httpx) end a line
+/// there and cut the event in two; escaped, they read the same to every JSON parser.
 fn event(v: &Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
+    let json = v
+        .to_string()
+        .replace('\u{85}', "\\u0085")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029");
+    Bytes::from(format!("data: {json}\n\n"))
 }
 
 fn stream(app: Arc<App>, s: Started) -> Response {
@@ -445,5 +453,20 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
         if tx.send(f).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_hold_no_unicode_line_breaks() {
+        let v = json!({"content": "a\u{85}b\u{2028}c\u{2029}d\ne"});
+        let e = String::from_utf8(event(&v).to_vec()).unwrap();
+        assert!(!e.contains(['\u{85}', '\u{2028}', '\u{2029}']), "{e:?}");
+        assert_eq!(e.matches('\n').count(), 2, "only the event's own end: {e:?}");
+        let back: Value = serde_json::from_str(e.strip_prefix("data: ").unwrap().trim()).unwrap();
+        assert_eq!(back, v);
     }
 }
