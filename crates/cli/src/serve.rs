@@ -73,7 +73,10 @@ fn load(a: &ServeArgs) -> anyhow::Result<(frugal::model::Llama, bpe::Tokenizer, 
         let model = frugal::model::Llama::init(cfg.model, 0);
         return Ok((model, tok, "random weights".into(), "dummy".into()));
     }
-    let run = a.run.as_ref().expect("clap requires --run or --dummy-weights");
+    let run = a
+        .run
+        .as_ref()
+        .expect("clap requires --run or --dummy-weights");
     anyhow::ensure!(
         run.join("config.toml").exists(),
         "{} is not a run directory (no config.toml)\nHINT: pass the --run directory of `frugal pretrain` or `frugal speedrun`",
@@ -114,7 +117,9 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let name = a.model_name.clone().unwrap_or(default_name);
     let ctx = model.cfg.context_len;
     let tok = Arc::new(tok);
-    let tools = ChatTokens::from_tokenizer(&tok).ok().map(|t| (tok.clone(), t));
+    let tools = ChatTokens::from_tokenizer(&tok)
+        .ok()
+        .map(|t| (tok.clone(), t));
     anyhow::ensure!(
         tools.is_some(),
         "the model's tokenizer has no chat tokens\nHINT: train the tokenizer with frugal's default special tokens"
@@ -153,7 +158,10 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             ..ConnLimits::default()
         },
     )?;
-    println!("serving {name} ({label}; context {ctx}) at {}", server.url());
+    println!(
+        "serving {name} ({label}; context {ctx}) at {}",
+        server.url()
+    );
     println!(
         "  chat page {}/   API {}/v1   metrics {}/metrics{}",
         server.url(),

@@ -48,7 +48,10 @@ fn serve(run: &Path, keys: &Path) -> Served {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("the server prints its address").unwrap();
+    let first = lines
+        .next()
+        .expect("the server prints its address")
+        .unwrap();
     let url = first
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -109,7 +112,10 @@ fn the_openai_client_and_64_streaming_clients_are_served_then_sigterm_ends_it() 
     // Bounded memory: the peak stays near where the run was after warming up.
     let warm = r["rss_mib_warm"].as_f64().unwrap();
     let peak = r["rss_mib_peak"].as_f64().unwrap();
-    assert!(peak <= warm * 1.25 + 16.0, "memory grew under load: {report}");
+    assert!(
+        peak <= warm * 1.25 + 16.0,
+        "memory grew under load: {report}"
+    );
 
     // SIGTERM: the server finishes and exits 0, promptly.
     let mut server = server;
@@ -122,7 +128,10 @@ fn the_openai_client_and_64_streaming_clients_are_served_then_sigterm_ends_it() 
         if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
@@ -136,7 +145,13 @@ fn serve_refuses_to_start_without_keys_or_with_bad_ones() {
     };
     let o = frugal(&["serve", "--run", run.to_str().unwrap(), "--no-auth"]);
     assert!(out(&o).contains("is not a run directory"), "{}", out(&o));
-    let o = frugal(&["serve", "--dummy-weights", "configs/tiny.toml", "--port", "0"]);
+    let o = frugal(&[
+        "serve",
+        "--dummy-weights",
+        "configs/tiny.toml",
+        "--port",
+        "0",
+    ]);
     assert!(!o.status.success());
     assert!(out(&o).contains("--api-key-file"), "{}", out(&o));
     let keys = dir.join("short.txt");

@@ -267,8 +267,14 @@ async fn page(State(app): State<Arc<App>>) -> Response {
     if let Ok(v) = HeaderValue::from_str(&app.csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
     }
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
@@ -356,11 +362,8 @@ impl App {
         if declared.is_some_and(|n| n > max as u64) {
             return Err(too_large());
         }
-        match tokio::time::timeout(
-            self.limits.body_timeout,
-            Limited::new(body, max).collect(),
-        )
-        .await
+        match tokio::time::timeout(self.limits.body_timeout, Limited::new(body, max).collect())
+            .await
         {
             Err(_) => Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
@@ -381,11 +384,7 @@ impl App {
     }
 }
 
-async fn chat_completions(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn chat_completions(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     generate::chat(app, headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)

@@ -69,8 +69,7 @@ pub async fn chat(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Re
     let prompt = f
         .render_prompt(&req.conversation, app.context_len - 1)
         .map_err(|e| {
-            ApiError::invalid("messages", one_line(&e.to_string()))
-                .code("context_length_exceeded")
+            ApiError::invalid("messages", one_line(&e.to_string())).code("context_length_exceeded")
         })?;
     let t = f.t;
     let stop = vec![t.assistant_end, t.bos, t.user_start, t.assistant_start];
@@ -98,7 +97,14 @@ pub async fn completion(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiRes
         )
         .code("context_length_exceeded"));
     }
-    let started = start(&app, Kind::Completion, req.gen, prompt, vec![f.t.bos], arrived)?;
+    let started = start(
+        &app,
+        Kind::Completion,
+        req.gen,
+        prompt,
+        vec![f.t.bos],
+        arrived,
+    )?;
     Ok(respond(app, started).await)
 }
 
@@ -139,6 +145,7 @@ fn start(
             .code("context_length_exceeded"));
         }
     };
+    let stop = if gen.ignore_eos { Vec::new() } else { stop };
     let n = app.counter.fetch_add(1, Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
     let prompt_tokens = prompt.len();
@@ -271,9 +278,7 @@ async fn whole(app: Arc<App>, mut s: Started) -> Response {
                     break End::Finished("stop");
                 }
             }
-            Some(Out::Done {
-                shutdown: true, ..
-            }) => break End::Shutdown,
+            Some(Out::Done { shutdown: true, .. }) => break End::Shutdown,
             Some(Out::Done { completion, .. }) => {
                 text.push_str(&reply.finish());
                 break End::Finished(if reply.stopped {
@@ -407,12 +412,15 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
                 }
                 reply.token(token)
             }
-            Some(Out::Done {
-                shutdown: true, ..
-            }) => break End::Shutdown,
+            Some(Out::Done { shutdown: true, .. }) => break End::Shutdown,
             Some(Out::Done { completion, .. }) => {
                 let rest = reply.finish();
-                if !rest.is_empty() && tx.send(event(&chunk(Some(&rest), None, false))).await.is_err() {
+                if !rest.is_empty()
+                    && tx
+                        .send(event(&chunk(Some(&rest), None, false)))
+                        .await
+                        .is_err()
+                {
                     return;
                 }
                 break End::Finished(if reply.stopped {
@@ -424,7 +432,12 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
             Some(Out::Failed(e)) => break End::Failed(e),
             None => break End::Failed("the engine thread ended".into()),
         };
-        if !text.is_empty() && tx.send(event(&chunk(Some(&text), None, false))).await.is_err() {
+        if !text.is_empty()
+            && tx
+                .send(event(&chunk(Some(&text), None, false)))
+                .await
+                .is_err()
+        {
             return; // the client went away; dropping s.rx tells the engine
         }
         if reply.stopped {
@@ -465,7 +478,11 @@ mod tests {
         let v = json!({"content": "a\u{85}b\u{2028}c\u{2029}d\ne"});
         let e = String::from_utf8(event(&v).to_vec()).unwrap();
         assert!(!e.contains(['\u{85}', '\u{2028}', '\u{2029}']), "{e:?}");
-        assert_eq!(e.matches('\n').count(), 2, "only the event's own end: {e:?}");
+        assert_eq!(
+            e.matches('\n').count(),
+            2,
+            "only the event's own end: {e:?}"
+        );
         let back: Value = serde_json::from_str(e.strip_prefix("data: ").unwrap().trim()).unwrap();
         assert_eq!(back, v);
     }

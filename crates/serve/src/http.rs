@@ -53,6 +53,7 @@ impl Server {
             source,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .thread_name("frugal-http")
             .build()

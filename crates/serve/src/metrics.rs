@@ -26,7 +26,11 @@ impl Histogram {
 
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
-        let i = self.bounds.iter().position(|&b| s <= b).unwrap_or(self.bounds.len());
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Relaxed);
         self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
     }
@@ -108,7 +112,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn response(&self, endpoint: &str, status: u16) {
         let mut r = self.responses.lock().unwrap_or_else(|e| e.into_inner());
-        match r.iter_mut().find(|((e, s), _)| e == endpoint && *s == status) {
+        match r
+            .iter_mut()
+            .find(|((e, s), _)| e == endpoint && *s == status)
+        {
             Some((_, n)) => *n += 1,
             None => r.push(((endpoint.to_string(), status), 1)),
         }
@@ -142,7 +149,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         counter(
             "frugal_prompt_tokens_total",

@@ -39,11 +39,7 @@ impl ApiError {
     pub fn invalid(param: &str, message: impl Into<String>) -> Self {
         ApiError {
             param: Some(param.to_string()),
-            ..ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                message,
-            )
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
         }
     }
 
@@ -96,6 +92,8 @@ pub struct Generation {
     pub stream: bool,
     /// Streaming only: send a last chunk with the token counts.
     pub include_usage: bool,
+    /// Generate max_tokens whatever the model says (vLLM's extension, for benchmarks).
+    pub ignore_eos: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -167,8 +165,11 @@ fn boolean(o: &Map<String, Value>, name: &str) -> ApiResult<Option<bool>> {
 }
 
 fn unsupported(name: &str, why: &str) -> ApiError {
-    ApiError::invalid(name, format!("{name} is not supported by this server: {why}"))
-        .code("unsupported_parameter")
+    ApiError::invalid(
+        name,
+        format!("{name} is not supported by this server: {why}"),
+    )
+    .code("unsupported_parameter")
 }
 
 /// The body as a JSON object.
@@ -261,7 +262,10 @@ fn generation(o: &Map<String, Value>) -> ApiResult<Generation> {
         }
     }
     if boolean(o, "logprobs")? == Some(true) || field(o, "top_logprobs").is_some() {
-        return Err(unsupported("logprobs", "log-probabilities are not returned"));
+        return Err(unsupported(
+            "logprobs",
+            "log-probabilities are not returned",
+        ));
     }
     for name in ["tools", "functions", "logit_bias"] {
         if field(o, name).is_some() {
@@ -284,11 +288,16 @@ fn generation(o: &Map<String, Value>) -> ApiResult<Generation> {
             .iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| ApiError::invalid("stop", "stop must be a string or an array of strings"))?,
+            .ok_or_else(|| {
+                ApiError::invalid("stop", "stop must be a string or an array of strings")
+            })?,
         Some(v) => {
             return Err(ApiError::invalid(
                 "stop",
-                format!("stop must be a string or an array of strings, not {}", type_name(v)),
+                format!(
+                    "stop must be a string or an array of strings, not {}",
+                    type_name(v)
+                ),
             ))
         }
     };
@@ -335,6 +344,7 @@ fn generation(o: &Map<String, Value>) -> ApiResult<Generation> {
         stop,
         stream,
         include_usage,
+        ignore_eos: boolean(o, "ignore_eos")?.unwrap_or(false),
     })
 }
 
@@ -360,7 +370,10 @@ fn content(i: usize, v: Option<&Value>) -> ApiResult<String> {
         }
         Some(v) => Err(ApiError::invalid(
             &param,
-            format!("{param} must be a string or an array of text parts, not {}", type_name(v)),
+            format!(
+                "{param} must be a string or an array of text parts, not {}",
+                type_name(v)
+            ),
         )),
         None => Err(ApiError::invalid(&param, format!("{param} is required"))),
     }
@@ -373,7 +386,10 @@ pub fn chat_request(body: &[u8]) -> ApiResult<ChatRequest> {
     let list = match field(&o, "messages") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         Some(Value::Array(_)) => {
-            return Err(ApiError::invalid("messages", "messages is empty; send at least one user message"))
+            return Err(ApiError::invalid(
+                "messages",
+                "messages is empty; send at least one user message",
+            ))
         }
         Some(v) => {
             return Err(ApiError::invalid(
@@ -392,7 +408,9 @@ pub fn chat_request(body: &[u8]) -> ApiResult<ChatRequest> {
             Some(other) => {
                 return Err(ApiError::invalid(
                     &format!("messages[{i}].role"),
-                    format!("messages[{i}].role {other:?} is not one of system, developer, user, assistant"),
+                    format!(
+                    "messages[{i}].role {other:?} is not one of system, developer, user, assistant"
+                ),
                 ))
             }
             None => {
@@ -432,7 +450,9 @@ pub fn completion_request(body: &[u8]) -> ApiResult<CompletionRequest> {
     }
     let prompt = match field(&o, "prompt") {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => a[0].as_str().unwrap().to_string(),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            a[0].as_str().unwrap().to_string()
+        }
         Some(Value::Array(_)) => {
             return Err(unsupported("prompt", "one prompt string per request"))
         }

@@ -22,9 +22,15 @@ use tokio::sync::mpsc::UnboundedSender;
 /// What a job hears from the engine.
 #[derive(Debug)]
 pub enum Out {
-    Token { token: u32, forced: bool },
+    Token {
+        token: u32,
+        forced: bool,
+    },
     /// The last message. `shutdown`: the server ended the job before it finished.
-    Done { completion: Completion, shutdown: bool },
+    Done {
+        completion: Completion,
+        shutdown: bool,
+    },
     /// The engine refused the request (it is checked before submission, so this is a bug).
     Failed(String),
 }
@@ -91,7 +97,12 @@ impl Scheduler {
             .name("frugal-engine".into())
             .spawn(move || {
                 let tools = tools.as_ref().map(|(tok, t)| Tools { tok, t: *t });
-                run(&model, tools.as_ref(), &rx, limits, &f, &m)
+                // The loop runs on one of rayon's own workers, so that a forward pass's
+                // parallel parts start on the thread that asks for them instead of waking the
+                // pool from outside at every kernel (this thread only waits for the loop).
+                rayon::scope(|s| {
+                    s.spawn(move |_| run(&model, tools.as_ref(), &rx, limits, &f, &m))
+                });
             })
             .expect("the engine thread starts");
         Scheduler {

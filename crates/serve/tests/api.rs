@@ -3,13 +3,15 @@
 //! The model is the tiny config with random weights and a byte-level tokenizer.
 
 mod common;
+#[path = "common/serving.rs"]
+mod serving;
 
-use common::serving::{start, Setup, CONTEXT, KEY};
 use common::{get, post, raw_request, sse_events, Reply};
 use serde_json::{json, Value};
 use serve::api::{Auth, RequestLimits};
 use serve::http::ConnLimits;
 use serve::scheduler::Limits;
+use serving::{start, Setup, CONTEXT, KEY};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -70,7 +72,7 @@ fn replies_whole_and_streamed_are_the_same_text_with_usage() {
     let text = w["choices"][0]["message"]["content"].as_str().unwrap();
     let usage = &w["usage"];
     let completion = usage["completion_tokens"].as_u64().unwrap();
-    assert!(completion >= 1 && completion <= 24);
+    assert!((1..=24).contains(&completion));
     assert_eq!(
         usage["total_tokens"].as_u64().unwrap(),
         usage["prompt_tokens"].as_u64().unwrap() + completion
@@ -114,7 +116,8 @@ fn replies_whole_and_streamed_are_the_same_text_with_usage() {
         addr,
         "/v1/completions",
         Some(KEY),
-        &json!({"model": "tiny", "prompt": "Once upon", "max_tokens": 10, "temperature": 0}).to_string(),
+        &json!({"model": "tiny", "prompt": "Once upon", "max_tokens": 10, "temperature": 0})
+            .to_string(),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let c = r.json();
@@ -129,7 +132,12 @@ fn replies_whole_and_streamed_are_the_same_text_with_usage() {
     let pieces: String = sse_events(&r.body)
         .iter()
         .filter(|e| *e != "[DONE]")
-        .map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap().to_string())
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(pieces, plain);
     if let Some(cut) = plain.char_indices().nth(3).map(|(i, _)| i) {
@@ -156,7 +164,12 @@ fn keys_are_required_where_they_should_be() {
     assert_error(&none, 401, "no API key");
     assert_eq!(none.header("www-authenticate"), Some("Bearer"));
     assert_error(
-        &post(addr, "/v1/chat/completions", Some("test-key-0123456789abcdeX"), &body),
+        &post(
+            addr,
+            "/v1/chat/completions",
+            Some("test-key-0123456789abcdeX"),
+            &body,
+        ),
         401,
         "not valid",
     );
@@ -226,18 +239,43 @@ fn bad_input_gets_openai_errors_and_the_server_keeps_serving() {
     let cases: Vec<(String, u16, &str)> = vec![
         ("{\"model\": ".into(), 400, "not valid JSON"),
         ("[]".into(), 400, "JSON object"),
-        (r#"{"model": "tiny", "messages": "hi"}"#.into(), 400, "must be an array"),
-        (r#"{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}"#.into(), 404, "does not exist"),
-        (chat_body("hi", json!({"max_tokens": -1})), 400, "at least 1"),
-        (chat_body("hi", json!({"max_tokens": 1_000_000_000_000u64})), 400, "over the context"),
+        (
+            r#"{"model": "tiny", "messages": "hi"}"#.into(),
+            400,
+            "must be an array",
+        ),
+        (
+            r#"{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}"#.into(),
+            404,
+            "does not exist",
+        ),
+        (
+            chat_body("hi", json!({"max_tokens": -1})),
+            400,
+            "at least 1",
+        ),
+        (
+            chat_body("hi", json!({"max_tokens": 1_000_000_000_000u64})),
+            400,
+            "over the context",
+        ),
         (chat_body(&long[..900], json!({})), 400, "over the limit"),
-        (chat_body("hi", json!({"temperature": -1})), 400, "between 0 and 2"),
+        (
+            chat_body("hi", json!({"temperature": -1})),
+            400,
+            "between 0 and 2",
+        ),
         (chat_body("hi", json!({"n": 3})), 400, "not supported"),
     ];
     for (body, status, says) in &cases {
         let t0 = Instant::now();
         let r = chat(addr, body);
-        assert!(r.status == *status, "{body:?} after {:?}: {}", t0.elapsed(), r.body);
+        assert!(
+            r.status == *status,
+            "{body:?} after {:?}: {}",
+            t0.elapsed(),
+            r.body
+        );
         assert_error(&r, *status, says);
     }
     let body = b"{\"model\": \"tiny\xff\xfe\", \"a\":1}";
@@ -245,7 +283,11 @@ fn bad_input_gets_openai_errors_and_the_server_keeps_serving() {
     bad_utf8.extend_from_slice(body);
     assert_error(&raw_request(addr, &bad_utf8), 400, "not valid JSON");
     // Oversized: by the declared length, and by a chunked body that grows past the limit.
-    assert_error(&chat(addr, &chat_body(&"x".repeat(5000), json!({}))), 413, "over 4096 bytes");
+    assert_error(
+        &chat(addr, &chat_body(&"x".repeat(5000), json!({}))),
+        413,
+        "over 4096 bytes",
+    );
     let mut chunked = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key-0123456789abcdef\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
     for _ in 0..5 {
         chunked.extend_from_slice(b"400\r\n");
@@ -254,7 +296,11 @@ fn bad_input_gets_openai_errors_and_the_server_keeps_serving() {
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
     assert_error(&raw_request(addr, &chunked), 413, "over 4096 bytes");
-    assert_error(&get(addr, "/v2/nothing", Some(KEY)), 404, "no such endpoint");
+    assert_error(
+        &get(addr, "/v2/nothing", Some(KEY)),
+        404,
+        "no such endpoint",
+    );
     assert_error(&get(addr, "/v1/chat/completions", Some(KEY)), 405, "method");
     // A body that never finishes arriving: 408 once the body timeout passes.
     let mut s = TcpStream::connect(addr).unwrap();
@@ -264,7 +310,10 @@ fn bad_input_gets_openai_errors_and_the_server_keeps_serving() {
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 408"), "{out}");
     // After all that, a good request is answered.
-    assert_eq!(chat(addr, &chat_body("still there?", json!({}))).status, 200);
+    assert_eq!(
+        chat(addr, &chat_body("still there?", json!({}))).status,
+        200
+    );
     assert!(metric(addr, "frugal_running_sequences") == 0.0);
 }
 
@@ -280,7 +329,8 @@ fn a_slow_loris_is_cut_off_while_others_are_served() {
     let addr = server.addr();
     // Headers trickled a byte at a time, never finished.
     let mut slow = TcpStream::connect(addr).unwrap();
-    slow.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let t0 = Instant::now();
     let mut closed = false;
     for b in b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle().take(400) {
@@ -311,13 +361,19 @@ fn a_slow_loris_is_cut_off_while_others_are_served() {
     }
     assert!(closed, "the trickling connection was never closed");
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
     assert_eq!(chat(addr, &chat_body("hi", json!({}))).status, 200);
 }
 
 /// Starts a streaming request and returns the connection after its first event arrived.
 fn open_stream(addr: SocketAddr, max_tokens: usize) -> TcpStream {
-    let body = chat_body("tell me a long story", json!({"stream": true, "max_tokens": max_tokens, "temperature": 1.0}));
+    let body = chat_body(
+        "tell me a long story",
+        json!({"stream": true, "max_tokens": max_tokens, "temperature": 1.0}),
+    );
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
@@ -330,7 +386,11 @@ fn open_stream(addr: SocketAddr, max_tokens: usize) -> TcpStream {
     let mut buf = [0u8; 1024];
     while !String::from_utf8_lossy(&got).contains("data: ") {
         let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "the stream closed early: {}", String::from_utf8_lossy(&got));
+        assert!(
+            n > 0,
+            "the stream closed early: {}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&buf[..n]);
     }
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
@@ -340,7 +400,10 @@ fn open_stream(addr: SocketAddr, max_tokens: usize) -> TcpStream {
 fn wait_for(addr: SocketAddr, name: &str, want: f64) {
     let t0 = Instant::now();
     while metric(addr, name) != want {
-        assert!(t0.elapsed() < Duration::from_secs(20), "{name} never became {want}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{name} never became {want}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -359,7 +422,8 @@ fn a_full_queue_answers_429_and_a_gone_client_is_cancelled() {
     let running = open_stream(addr, 120);
     wait_for(addr, "frugal_running_sequences", 1.0);
     // The second waits in the queue; the third finds it full.
-    let queued = std::thread::spawn(move || chat(addr, &chat_body("queued", json!({"max_tokens": 3}))));
+    let queued =
+        std::thread::spawn(move || chat(addr, &chat_body("queued", json!({"max_tokens": 3}))));
     wait_for(addr, "frugal_queue_depth", 1.0);
     let r = chat(addr, &chat_body("one too many", json!({})));
     assert_error(&r, 429, "capacity");
@@ -372,7 +436,10 @@ fn a_full_queue_answers_429_and_a_gone_client_is_cancelled() {
     wait_for(addr, "frugal_requests_cancelled_total", 1.0);
     wait_for(addr, "frugal_running_sequences", 0.0);
     let generated = metric(addr, "frugal_generation_tokens_total");
-    assert!(generated < 150.0, "the cancelled stream ran on: {generated} tokens");
+    assert!(
+        generated < 150.0,
+        "the cancelled stream ran on: {generated} tokens"
+    );
 }
 
 #[test]
@@ -388,7 +455,13 @@ fn concurrent_requests_share_forward_passes() {
     let clients: Vec<_> = (0..6)
         .map(|i| {
             std::thread::spawn(move || {
-                chat(addr, &chat_body(&format!("question {i}"), json!({"max_tokens": 40, "temperature": 1.0, "seed": i})))
+                chat(
+                    addr,
+                    &chat_body(
+                        &format!("question {i}"),
+                        json!({"max_tokens": 40, "temperature": 1.0, "seed": i}),
+                    ),
+                )
             })
         })
         .collect();
@@ -416,15 +489,27 @@ fn shutdown_finishes_or_cleanly_ends_streams() {
     });
     let addr = server.addr();
     // A short stream finishes within the grace period; a long one is ended with an error event.
-    let short = std::thread::spawn(move || chat(addr, &chat_body("short", json!({"stream": true, "max_tokens": 4}))));
+    let short = std::thread::spawn(move || {
+        chat(
+            addr,
+            &chat_body("short", json!({"stream": true, "max_tokens": 4})),
+        )
+    });
     let mut long = open_stream(addr, 120);
     std::thread::sleep(Duration::from_millis(50));
     let t0 = Instant::now();
     server.shutdown();
-    assert!(t0.elapsed() < Duration::from_secs(8), "shutdown took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
     let mut rest = String::new();
     let _ = long.read_to_string(&mut rest);
-    assert!(rest.contains("shutting down") && rest.contains("data: [DONE]"), "{rest}");
+    assert!(
+        rest.contains("shutting down") && rest.contains("data: [DONE]"),
+        "{rest}"
+    );
     let s = short.join().unwrap();
     let events = sse_events(&s.body);
     assert_eq!(events.last().unwrap(), "[DONE]");

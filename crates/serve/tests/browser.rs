@@ -3,9 +3,11 @@
 //! with the keyboard, keeps the item when the server is gone, and every vote lands in SQLite.
 //! Chromium is the Debian package `chromium`; scripts/test.sh installs it.
 
+#[path = "common/cdp.rs"]
+mod cdp;
 mod common;
 
-use common::cdp::{launch, Cdp};
+use cdp::{launch, Cdp};
 use common::{store_with_items, temp, SCRIPT};
 use serde_json::json;
 use serve::annotate::Server;

@@ -2,13 +2,17 @@
 //! reply that equals the API's own answer, keeps the conversation across turns, shows markup as
 //! text, and its stop button ends a generation on the server too.
 
+#[path = "common/cdp.rs"]
+mod cdp;
 mod common;
+#[path = "common/serving.rs"]
+mod serving;
 
-use common::cdp::{launch, Cdp};
-use common::serving::{start, Setup, KEY};
+use cdp::{launch, Cdp};
 use common::{get, post, temp};
 use serde_json::{json, Value};
 use serve::scheduler::Limits;
+use serving::{start, Setup, KEY};
 use std::time::Duration;
 
 /// Types `text` into the focused prompt and presses Enter.
@@ -144,7 +148,10 @@ fn the_page_streams_keeps_history_and_stops() {
     for attempt in 0..6 {
         send(&mut cdp, "tell me everything");
         cdp.wait_for(
-            &format!("document.querySelectorAll('.msg.assistant').length === {}", attempt + 1),
+            &format!(
+                "document.querySelectorAll('.msg.assistant').length === {}",
+                attempt + 1
+            ),
             json!(true),
         );
         cdp.wait_for(
@@ -153,9 +160,8 @@ fn the_page_streams_keeps_history_and_stops() {
         );
         cdp.eval("document.getElementById('stop').click()");
         cdp.wait_for("document.body.classList.contains('busy')", json!(false));
-        let finish = cdp.eval(
-            "[...document.querySelectorAll('.msg.assistant')].pop().dataset.finish",
-        );
+        let finish =
+            cdp.eval("[...document.querySelectorAll('.msg.assistant')].pop().dataset.finish");
         if finish == json!("stopped") {
             stopped = true;
             break;

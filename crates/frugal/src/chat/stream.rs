@@ -75,7 +75,11 @@ mod tests {
         let f = ChatFormat::new(&tok).unwrap();
         let mut s = TextStream::new(&f);
         let pieces: Vec<String> = "é=".bytes().map(|b| s.push(b as u32)).collect();
-        assert_eq!(pieces, vec!["", "é", "="], "the two bytes of é come together");
+        assert_eq!(
+            pieces,
+            vec!["", "é", "="],
+            "the two bytes of é come together"
+        );
         let t = f.t;
         let ids = [
             b'x' as u32,

@@ -4,8 +4,8 @@
 //! read once for everyone — then a token is sampled for each. [`super::generate`] is a batcher
 //! given all its requests at once; the server admits requests as they arrive.
 
-use super::{check, Completion, Finish, LanguageModel, Request, TokenEvent, Tools};
 use super::{apply_repetition_penalty, sample_logits};
+use super::{check, Completion, Finish, LanguageModel, Request, TokenEvent, Tools};
 use crate::error::Result;
 use tensor::Rng;
 
@@ -115,12 +115,19 @@ impl<'a, M: LanguageModel> Batcher<'a, M> {
     /// One forward pass over every live sequence and one sampled token each (plus forced tool
     /// output). `on_token` sees each new token and returns false to end its sequence. Returns
     /// the sequences that finished, in no particular order.
-    pub fn step(&mut self, mut on_token: impl FnMut(TokenEvent) -> bool) -> Vec<(usize, Completion)> {
+    pub fn step(
+        &mut self,
+        mut on_token: impl FnMut(TokenEvent) -> bool,
+    ) -> Vec<(usize, Completion)> {
         let mut finished = std::mem::take(&mut self.done);
         if self.live.is_empty() {
             return finished;
         }
-        let (model, vocab, ctx) = (self.model, self.model.vocab_size(), self.model.context_len());
+        let (model, vocab, ctx) = (
+            self.model,
+            self.model.vocab_size(),
+            self.model.context_len(),
+        );
         self.logits.resize(self.live.len() * vocab, 0.0);
         {
             let mut batch: Vec<(&mut M::Cache, &[u32])> = self

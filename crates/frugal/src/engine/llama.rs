@@ -11,7 +11,7 @@ use tensor::matmul::{sgemm_nt_few_rows, FEW_ROWS};
 use tensor::ops::add_inplace;
 use tensor::ops::attention::{attention_forward, AttnShape};
 use tensor::ops::embedding::embedding_forward;
-use tensor::ops::math::{dot, exp};
+use tensor::ops::math::{dot, exp, sum};
 use tensor::ops::rmsnorm::rmsnorm_forward;
 use tensor::ops::rope::{rope_forward, RopeLayout};
 use tensor::ops::swiglu::swiglu_forward;
@@ -258,11 +258,8 @@ impl Llama {
                         // Causal: the token at pos0 + j sees keys 0..=pos0 + j.
                         let seen = &mut row[..=pos0 + j];
                         let m = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
-                        let mut total = 0.0;
-                        for e in seen.iter_mut() {
-                            *e = exp(*e * scale - m);
-                            total += *e;
-                        }
+                        seen.iter_mut().for_each(|e| *e = exp(*e * scale - m));
+                        let total = sum(seen);
                         seen.iter_mut().for_each(|e| *e /= total);
                         row[pos0 + j + 1..].fill(0.0);
                     }
@@ -290,11 +287,9 @@ impl Llama {
                     .map(|j| dot(q, &k[j * kvd + g * hd..][..hd]) * scale)
                     .collect();
                 let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut total = 0.0;
-                for e in s.iter_mut() {
-                    *e = exp(*e - m);
-                    total += *e;
-                }
+                // The exponentials apart from their sum, so that they run as vector code.
+                s.iter_mut().for_each(|e| *e = exp(*e - m));
+                let total = sum(&s);
                 out.fill(0.0);
                 for (j, &e) in s.iter().enumerate() {
                     let w = e / total;

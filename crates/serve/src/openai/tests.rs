@@ -19,7 +19,7 @@ fn a_full_chat_request_is_read() {
             "max_completion_tokens": 9, "temperature": 0.5, "top_p": 0.9, "top_k": 40,
             "seed": -3, "stop": ["\n\n", "END"], "stream": true,
             "stream_options": {"include_usage": true}, "n": 1, "presence_penalty": 0,
-            "user": "someone", "response_format": {"type": "text"}}"#,
+            "user": "someone", "response_format": {"type": "text"}, "ignore_eos": true}"#,
     )
     .unwrap();
     assert_eq!(r.gen.model, "m");
@@ -28,7 +28,7 @@ fn a_full_chat_request_is_read() {
     assert_eq!(r.gen.sampling.top_k, 40);
     assert_eq!(r.gen.seed, Some(-3i64 as u64));
     assert_eq!(r.gen.stop, vec!["\n\n", "END"]);
-    assert!(r.gen.stream && r.gen.include_usage);
+    assert!(r.gen.stream && r.gen.include_usage && r.gen.ignore_eos);
     let shown: Vec<(Role, String)> = r
         .conversation
         .messages
@@ -56,31 +56,131 @@ fn bad_requests_name_their_field() {
         ("[1, 2]", None, "must be a JSON object"),
         ("{\"model\": \"m\", ", None, "not valid JSON"),
         (r#"{"messages": []}"#, Some("model"), "model is required"),
-        (r#"{"model": 3}"#, Some("model"), "must be a string, not a number"),
-        (r#"{"model": "m"}"#, Some("messages"), "messages is required"),
-        (r#"{"model": "m", "messages": {}}"#, Some("messages"), "must be an array"),
-        (r#"{"model": "m", "messages": []}"#, Some("messages"), "is empty"),
-        (r#"{"model": "m", "messages": [{"role": "user"}]}"#, Some("messages[0].content"), "is required"),
-        (r#"{"model": "m", "messages": [{"role": "tool", "content": "x"}]}"#, Some("messages[0].role"), "not one of"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": 5}]}"#, Some("messages[0].content"), "not a number"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#, Some("messages[0].content"), "only text parts"),
-        (r#"{"model": "m", "messages": [{"role": "assistant", "content": "x"}]}"#, Some("messages"), "expected a User message"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}"#, Some("messages"), "must be the user's"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": -5}"#, Some("max_tokens"), "at least 1"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}"#, Some("max_tokens"), "at least 1"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}"#, Some("max_tokens"), "must be an integer, not a string"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2.5}"#, Some("max_tokens"), "must be an integer"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3}"#, Some("temperature"), "between 0 and 2"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}"#, Some("temperature"), "must be a number"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "top_p": 0}"#, Some("top_p"), "(0, 1]"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}"#, Some("n"), "not supported"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true}"#, Some("logprobs"), "not supported"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "frequency_penalty": 0.5}"#, Some("frequency_penalty"), "repetition_penalty"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": []}"#, Some("tools"), "calculator"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": [1]}"#, Some("stop"), "array of strings"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": ["a","b","c","d","e"]}"#, Some("stop"), "up to 4"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}"#, Some("stream"), "must be a boolean"),
-        (r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": true}}"#, Some("stream_options"), "only allowed when stream"),
+        (
+            r#"{"model": 3}"#,
+            Some("model"),
+            "must be a string, not a number",
+        ),
+        (
+            r#"{"model": "m"}"#,
+            Some("messages"),
+            "messages is required",
+        ),
+        (
+            r#"{"model": "m", "messages": {}}"#,
+            Some("messages"),
+            "must be an array",
+        ),
+        (
+            r#"{"model": "m", "messages": []}"#,
+            Some("messages"),
+            "is empty",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user"}]}"#,
+            Some("messages[0].content"),
+            "is required",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "tool", "content": "x"}]}"#,
+            Some("messages[0].role"),
+            "not one of",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": 5}]}"#,
+            Some("messages[0].content"),
+            "not a number",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#,
+            Some("messages[0].content"),
+            "only text parts",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "assistant", "content": "x"}]}"#,
+            Some("messages"),
+            "expected a User message",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}"#,
+            Some("messages"),
+            "must be the user's",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": -5}"#,
+            Some("max_tokens"),
+            "at least 1",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}"#,
+            Some("max_tokens"),
+            "at least 1",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}"#,
+            Some("max_tokens"),
+            "must be an integer, not a string",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2.5}"#,
+            Some("max_tokens"),
+            "must be an integer",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3}"#,
+            Some("temperature"),
+            "between 0 and 2",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}"#,
+            Some("temperature"),
+            "must be a number",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "top_p": 0}"#,
+            Some("top_p"),
+            "(0, 1]",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}"#,
+            Some("n"),
+            "not supported",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true}"#,
+            Some("logprobs"),
+            "not supported",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "frequency_penalty": 0.5}"#,
+            Some("frequency_penalty"),
+            "repetition_penalty",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": []}"#,
+            Some("tools"),
+            "calculator",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": [1]}"#,
+            Some("stop"),
+            "array of strings",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": ["a","b","c","d","e"]}"#,
+            Some("stop"),
+            "up to 4",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}"#,
+            Some("stream"),
+            "must be a boolean",
+        ),
+        (
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": true}}"#,
+            Some("stream_options"),
+            "only allowed when stream",
+        ),
     ];
     for (body, param, says) in cases {
         let e = err(body);
@@ -102,9 +202,15 @@ fn completion_requests_take_one_prompt() {
     assert_eq!((r.prompt.as_str(), r.gen.max_tokens), ("Once", Some(4)));
     for (body, says) in [
         (r#"{"model": "m"}"#, "prompt is required"),
-        (r#"{"model": "m", "prompt": ["a", "b"]}"#, "one prompt string"),
+        (
+            r#"{"model": "m", "prompt": ["a", "b"]}"#,
+            "one prompt string",
+        ),
         (r#"{"model": "m", "prompt": 7}"#, "must be a string"),
-        (r#"{"model": "m", "prompt": "a", "echo": true}"#, "not supported"),
+        (
+            r#"{"model": "m", "prompt": "a", "echo": true}"#,
+            "not supported",
+        ),
     ] {
         let e = completion_request(body.as_bytes()).unwrap_err();
         assert!(e.message.contains(says), "{body}: {}", e.message);

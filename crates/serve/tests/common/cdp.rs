@@ -1,5 +1,7 @@
-//! Headless Chromium driven over the DevTools protocol, for the pages' browser tests.
+//! Headless Chromium driven over the DevTools protocol, for the pages' browser tests
+//! (included by path, next to `common`, by the tests that drive a browser).
 //! Chromium is the Debian package `chromium`; scripts/test.sh installs it.
+#![allow(dead_code)] // each test binary uses a subset
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -79,7 +81,7 @@ impl Cdp {
     pub fn connect(browser: &Browser) -> Cdp {
         let host = browser.ws_url["ws://".len()..].split('/').next().unwrap();
         let addr: SocketAddr = host.parse().unwrap();
-        let targets = super::get(addr, "/json/list", None).json();
+        let targets = crate::common::get(addr, "/json/list", None).json();
         let page = targets
             .as_array()
             .unwrap()
@@ -159,4 +161,3 @@ impl Cdp {
         }
     }
 }
-

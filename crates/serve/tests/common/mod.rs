@@ -2,9 +2,6 @@
 //! minimal HTTP/1.1 client over `std::net::TcpStream` (one request per connection).
 #![allow(dead_code)] // each test binary uses a subset
 
-pub mod cdp;
-pub mod serving;
-
 use frugal::chat::{Conversation, Message, Role};
 use serve::store::Store;
 use std::io::{Read, Write};

@@ -1,5 +1,5 @@
 //! A server over the tiny config's model (random weights, byte-level tokenizer), in-process on
-//! a free port, for the API's and the chat page's tests.
+//! a free port, for the API's and the chat page's tests (included by path next to `common`).
 
 use frugal::chat::ChatTokens;
 use serve::api::{App, Auth, RequestLimits};
@@ -67,4 +67,3 @@ pub fn start(s: Setup) -> Server {
     );
     Server::start(Arc::new(app), "127.0.0.1:0", s.conn).unwrap()
 }
-
