@@ -12,7 +12,7 @@ CONFIG=${1:-configs/cpu-speedrun.toml}
 SECONDS_EACH=${2:-30}
 THREADS=${THREADS:-2}
 PY=.venv/bin/python
-[ -x "$PY" ] && "$PY" -c 'import httpx' 2>/dev/null || { echo "run scripts/test.sh first (it creates .venv with httpx)" >&2; exit 1; }
+[ -x "$PY" ] || PY=python3
 cargo build --release -q -p frugal-cli
 BIN=target/release/frugal
 

@@ -14,8 +14,8 @@ import json
 import statistics
 import sys
 import time
-
-import httpx
+import urllib.parse
+import urllib.request
 
 PROMPTS = [
     "What is the capital of France?",
@@ -45,7 +45,49 @@ def percentile(xs, p):
     return xs[k]
 
 
-async def one_request(client, args, model, i, stats):
+async def post_stream(host, port, path, body, key):
+    """POSTs `body` and yields the stream's `data:` payloads (bytes) as they arrive. A plain
+    HTTP/1.1 client over asyncio streams: on a small machine the client shares the cores with
+    the server, and an HTTP library's per-event overhead would be measured as the server's."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        auth = f"Authorization: Bearer {key}\r\n" if key else ""
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{auth}Connection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        status = int((await reader.readline()).split()[1])
+        chunked = False
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line.lower().startswith(b"transfer-encoding:") and b"chunked" in line.lower():
+                chunked = True
+        if status != 200:
+            rest = await reader.read()
+            raise RuntimeError(f"HTTP {status}: {rest[:300]!r}")
+        if not chunked:
+            raise RuntimeError("the stream is not chunked")
+        buf = b""
+        while True:
+            size = int((await reader.readline()).strip(), 16)
+            if size == 0:
+                return
+            buf += (await reader.readexactly(size + 2))[:-2]
+            while True:
+                cut = buf.find(b"\n\n")
+                if cut < 0:
+                    break
+                event, buf = buf[:cut], buf[cut + 2:]
+                if event.startswith(b"data: "):
+                    yield event[6:]
+    finally:
+        writer.close()
+
+
+async def one_request(args, model, i, stats):
     body = {
         "model": model,
         "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
@@ -60,25 +102,18 @@ async def one_request(client, args, model, i, stats):
     first = None
     usage = None
     done = False
-    async with client.stream("POST", "/v1/chat/completions", json=body) as r:
-        if r.status_code != 200:
-            text = (await r.aread()).decode(errors="replace")
-            raise RuntimeError(f"HTTP {r.status_code}: {text[:200]}")
-        # As little work per event as correctness allows (the server writes compact JSON with
-        # sorted keys): on a small machine the client shares the cores with the server, and
-        # the benchmark should measure the server.
-        async for line in r.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            if line == "data: [DONE]":
-                done = True
-                break
-            if line.startswith('data: {"error"'):
-                raise RuntimeError(f"error event: {json.loads(line[6:])['error']['message']}")
-            if '"usage":{' in line:
-                usage = json.loads(line[6:])["usage"]
-            elif first is None and '"content":"' in line and '"content":""' not in line:
-                first = time.perf_counter()
+    # As little work per event as correctness allows (the server writes compact JSON with
+    # sorted keys): only the usage chunk and errors are parsed.
+    async for data in post_stream(args.host, args.port, "/v1/chat/completions", json.dumps(body).encode(), args.key):
+        if data == b"[DONE]":
+            done = True
+            break
+        if data.startswith(b'{"error"'):
+            raise RuntimeError(f"error event: {json.loads(data)['error']['message']}")
+        if b'"usage":{' in data:
+            usage = json.loads(data)["usage"]
+        elif first is None and b'"content":"' in data and b'"content":""' not in data:
+            first = time.perf_counter()
     t1 = time.perf_counter()
     if not done:
         raise RuntimeError("the stream ended without [DONE]")
@@ -94,18 +129,15 @@ async def one_request(client, args, model, i, stats):
 
 
 async def client_loop(args, model, k, deadline, stats):
-    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
-    timeout = httpx.Timeout(120.0)
-    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=timeout) as client:
-        i = k
-        while time.perf_counter() < deadline:
-            try:
-                await one_request(client, args, model, i, stats)
-            except Exception as e:  # every failure counts; the run goes on
-                stats["errors"] += 1
-                if len(stats["first_errors"]) < 5:
-                    stats["first_errors"].append(f"{type(e).__name__}: {e}")
-            i += args.clients
+    i = k
+    while time.perf_counter() < deadline:
+        try:
+            await one_request(args, model, i, stats)
+        except Exception as e:  # every failure counts; the run goes on
+            stats["errors"] += 1
+            if len(stats["first_errors"]) < 5:
+                stats["first_errors"].append(f"{type(e).__name__}: {e}")
+        i += args.clients
 
 
 async def sample_memory(pid, stop, samples):
@@ -134,11 +166,13 @@ async def main():
     p.add_argument("--pid", type=int, default=None, help="the server's pid, to sample its memory")
     args = p.parse_args()
 
-    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
-    async with httpx.AsyncClient(base_url=args.url, headers=headers) as c:
-        r = await c.get("/v1/models")
-        r.raise_for_status()
-        model = args.model or r.json()["data"][0]["id"]
+    url = urllib.parse.urlsplit(args.url)
+    args.host, args.port = url.hostname, url.port or 80
+    req = urllib.request.Request(args.url + "/v1/models")
+    if args.key:
+        req.add_header("Authorization", f"Bearer {args.key}")
+    with urllib.request.urlopen(req) as r:
+        model = args.model or json.load(r)["data"][0]["id"]
 
     stats = {"requests": 0, "errors": 0, "tokens": 0, "ttft": [], "decode_rates": [], "first_errors": []}
     stop = asyncio.Event()

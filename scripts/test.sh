@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): formatting, lints, every test of the workspace, and the
 # kernels again on the optional OpenBLAS backend. Installs what the tests need when missing:
-# libopenblas-dev and chromium (Debian), and tokenizers, tiktoken, openai and httpx in .venv.
+# libopenblas-dev and chromium (Debian), and tokenizers, tiktoken and openai in .venv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,11 +23,11 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 # The tokenizer agreement test compares ids with HF tokenizers and tiktoken (small wheels); the
-# server's tests drive it with the official openai client and load it with httpx.
-if ! .venv/bin/python -c 'import tokenizers, tiktoken, openai, httpx' >/dev/null 2>&1; then
-    step "installing tokenizers, tiktoken, openai and httpx into .venv (for the tokenizer and server tests)"
+# server's tests drive it with the official openai client.
+if ! .venv/bin/python -c 'import tokenizers, tiktoken, openai' >/dev/null 2>&1; then
+    step "installing tokenizers, tiktoken and openai into .venv (for the tokenizer and server tests)"
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install -q tokenizers tiktoken openai httpx
+    .venv/bin/pip install -q tokenizers tiktoken openai
 fi
 
 step "cargo fmt --check"

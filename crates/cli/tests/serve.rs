@@ -1,7 +1,7 @@
 //! `frugal serve` end to end on a tiny pretrained run: the official `openai` Python client,
 //! a load test from a second process (64 concurrent streaming clients for 60 s: no errors,
 //! bounded memory), and a graceful exit on SIGTERM. The Python side lives in .venv, which
-//! scripts/test.sh fills (openai, httpx).
+//! scripts/test.sh fills (openai; the load generator needs only the standard library).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
