@@ -12,25 +12,11 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{conversations, fixture, frugal, out, sft_config};
+use common::{conversations, frugal, out, sft_config};
 
 /// A tiny pretrained run with room for short chats (context 96).
 fn pretrained(name: &str) -> PathBuf {
-    let (dir, cfg) = fixture(name);
-    let run = dir.join("run");
-    let o = frugal(&[
-        "pretrain",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-        "--set",
-        "model.context_len=96",
-        "--set",
-        "train.steps=30",
-    ]);
-    assert!(o.status.success(), "{}", out(&o));
-    run
+    common::pretrained(name, 96)
 }
 
 #[test]

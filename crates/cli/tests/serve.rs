@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{fixture, frugal, out};
+use common::{fixture, frugal, out, pretrained};
 
 const KEY: &str = "serve-test-key-0123456789";
 
@@ -63,21 +63,8 @@ fn serve(run: &Path, keys: &Path) -> Served {
 }
 
 fn tiny_run(name: &str) -> (PathBuf, PathBuf) {
-    let (dir, cfg) = fixture(name);
-    let run = dir.join("run");
-    let o = frugal(&[
-        "pretrain",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-        "--set",
-        "model.context_len=128",
-        "--set",
-        "train.steps=20",
-    ]);
-    assert!(o.status.success(), "{}", out(&o));
-    let keys = dir.join("keys.txt");
+    let run = pretrained(name, 128);
+    let keys = run.parent().unwrap().join("keys.txt");
     std::fs::write(&keys, format!("# test key\n{KEY}\n")).unwrap();
     (run, keys)
 }
@@ -154,24 +141,20 @@ fn serve_refuses_to_start_without_keys_or_with_bad_ones() {
     ]);
     assert!(!o.status.success());
     assert!(out(&o).contains("--api-key-file"), "{}", out(&o));
-    let keys = dir.join("short.txt");
-    std::fs::write(&keys, "short\n").unwrap();
     let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
-    let o = frugal(&[
-        "serve",
-        "--dummy-weights",
-        cfg.to_str().unwrap(),
-        "--api-key-file",
-        keys.to_str().unwrap(),
-    ]);
-    assert!(out(&o).contains("keys need at least 16"), "{}", out(&o));
-    std::fs::write(&keys, "# nothing\n\n").unwrap();
-    let o = frugal(&[
-        "serve",
-        "--dummy-weights",
-        cfg.to_str().unwrap(),
-        "--api-key-file",
-        keys.to_str().unwrap(),
-    ]);
-    assert!(out(&o).contains("holds no API key"), "{}", out(&o));
+    let keys = dir.join("keys.txt");
+    for (text, says) in [
+        ("short\n", "keys need at least 16"),
+        ("# nothing\n\n", "holds no API key"),
+    ] {
+        std::fs::write(&keys, text).unwrap();
+        let o = frugal(&[
+            "serve",
+            "--dummy-weights",
+            cfg.to_str().unwrap(),
+            "--api-key-file",
+            keys.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success() && out(&o).contains(says), "{}", out(&o));
+    }
 }

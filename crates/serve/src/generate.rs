@@ -244,6 +244,41 @@ fn reason(finish: Finish) -> &'static str {
     openai::finish_reason(finish == Finish::Stop)
 }
 
+/// What the engine's next message adds to a reply.
+enum Piece {
+    Text(String),
+    /// The last text, and how the reply ended.
+    Last(String, End),
+}
+
+async fn next_piece(app: &App, s: &mut Started, reply: &mut Reply<'_>, first: &mut bool) -> Piece {
+    match s.rx.recv().await {
+        Some(Out::Token { token, .. }) => {
+            if std::mem::take(first) {
+                app.metrics.ttft.observe(s.arrived.elapsed());
+            }
+            let text = reply.token(token);
+            if reply.stopped {
+                Piece::Last(text, End::Finished("stop"))
+            } else {
+                Piece::Text(text)
+            }
+        }
+        Some(Out::Done { shutdown: true, .. }) => Piece::Last(String::new(), End::Shutdown),
+        Some(Out::Done { completion, .. }) => {
+            let rest = reply.finish();
+            let why = if reply.stopped {
+                "stop"
+            } else {
+                reason(completion.finish)
+            };
+            Piece::Last(rest, End::Finished(why))
+        }
+        Some(Out::Failed(e)) => Piece::Last(String::new(), End::Failed(e)),
+        None => Piece::Last(String::new(), End::Failed("the engine thread ended".into())),
+    }
+}
+
 async fn respond(app: Arc<App>, s: Started) -> Response {
     if s.gen.stream {
         stream(app, s)
@@ -267,28 +302,12 @@ async fn whole(app: Arc<App>, mut s: Started) -> Response {
     let mut text = String::new();
     let mut first = true;
     let end = loop {
-        match s.rx.recv().await {
-            Some(Out::Token { token, .. }) => {
-                if first {
-                    app.metrics.ttft.observe(s.arrived.elapsed());
-                    first = false;
-                }
-                text.push_str(&reply.token(token));
-                if reply.stopped {
-                    break End::Finished("stop");
-                }
+        match next_piece(&app, &mut s, &mut reply, &mut first).await {
+            Piece::Text(t) => text.push_str(&t),
+            Piece::Last(t, end) => {
+                text.push_str(&t);
+                break end;
             }
-            Some(Out::Done { shutdown: true, .. }) => break End::Shutdown,
-            Some(Out::Done { completion, .. }) => {
-                text.push_str(&reply.finish());
-                break End::Finished(if reply.stopped {
-                    "stop"
-                } else {
-                    reason(completion.finish)
-                });
-            }
-            Some(Out::Failed(e)) => break End::Failed(e),
-            None => break End::Failed("the engine thread ended".into()),
         }
     };
     // Dropping the receiver ends the sequence if it is still running (a stop string).
@@ -375,8 +394,9 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
     };
     let mut reply = Reply::new(&f, s.gen.stop.clone());
     let created = created();
+    let (kind, id, model) = (s.kind, s.id.clone(), s.gen.model.clone());
     let chunk = |delta: Option<&str>, finish: Option<&str>, first: bool| -> Value {
-        let choice = match s.kind {
+        let choice = match kind {
             Kind::Chat => {
                 let mut d = json!({});
                 if first {
@@ -392,10 +412,10 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
             }
         };
         json!({
-            "id": s.id,
-            "object": s.kind.object(true),
+            "id": id,
+            "object": kind.object(true),
             "created": created,
-            "model": s.gen.model,
+            "model": model,
             "choices": [choice],
         })
     };
@@ -404,33 +424,9 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
     }
     let mut first = true;
     let end = loop {
-        let text = match s.rx.recv().await {
-            Some(Out::Token { token, .. }) => {
-                if first {
-                    app.metrics.ttft.observe(s.arrived.elapsed());
-                    first = false;
-                }
-                reply.token(token)
-            }
-            Some(Out::Done { shutdown: true, .. }) => break End::Shutdown,
-            Some(Out::Done { completion, .. }) => {
-                let rest = reply.finish();
-                if !rest.is_empty()
-                    && tx
-                        .send(event(&chunk(Some(&rest), None, false)))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                break End::Finished(if reply.stopped {
-                    "stop"
-                } else {
-                    reason(completion.finish)
-                });
-            }
-            Some(Out::Failed(e)) => break End::Failed(e),
-            None => break End::Failed("the engine thread ended".into()),
+        let (text, end) = match next_piece(&app, &mut s, &mut reply, &mut first).await {
+            Piece::Text(t) => (t, None),
+            Piece::Last(t, end) => (t, Some(end)),
         };
         if !text.is_empty()
             && tx
@@ -440,8 +436,8 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
         {
             return; // the client went away; dropping s.rx tells the engine
         }
-        if reply.stopped {
-            break End::Finished("stop");
+        if let Some(end) = end {
+            break end;
         }
     };
     drop(s.rx);

@@ -91,6 +91,25 @@ pub fn fixture(name: &str) -> (PathBuf, PathBuf) {
     (dir, path)
 }
 
+/// A tiny run pretrained for 30 steps at context `context`, in a fresh fixture directory.
+pub fn pretrained(name: &str, context: usize) -> PathBuf {
+    let (dir, cfg) = fixture(name);
+    let run = dir.join("run");
+    let o = frugal(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--set",
+        &format!("model.context_len={context}"),
+        "--set",
+        "train.steps=30",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    run
+}
+
 /// One of each conversation shape the importers read.
 const CONVERSATIONS: &str = r#"{"messages": [{"role": "user", "content": "say hi"}, {"role": "assistant", "content": "hi"}]}
 {"instruction": "Add", "input": "2 and 3", "output": "5"}
