@@ -528,3 +528,32 @@ fn request_fails(addr: SocketAddr) -> bool {
     let mut buf = [0u8; 64];
     !matches!(s.read(&mut buf), Ok(n) if n > 0)
 }
+
+#[test]
+fn a_client_that_leaves_a_whole_reply_ends_its_generation_too() {
+    let server = start(Setup {
+        limits: Limits {
+            step_delay: Duration::from_millis(20),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    });
+    let addr = server.addr();
+    let body = chat_body("go on", json!({"max_tokens": 120, "ignore_eos": true}));
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    wait_for(addr, "frugal_running_sequences", 1.0);
+    drop(s);
+    wait_for(addr, "frugal_requests_cancelled_total", 1.0);
+    wait_for(addr, "frugal_running_sequences", 0.0);
+    let generated = metric(addr, "frugal_generation_tokens_total");
+    assert!(
+        generated < 120.0,
+        "the abandoned reply ran on: {generated} tokens"
+    );
+}
