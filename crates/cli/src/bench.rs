@@ -174,13 +174,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 model.params.len() as f64 / 1e6
             );
             for &b in &batch {
-                // On one of rayon's workers, as the server's engine loop runs: kernels then
-                // start their parallel parts from inside the pool.
-                let mut r = None;
-                rayon::scope(|s| {
-                    s.spawn(|_| r = Some(bench_infer(&model, b, prompt_len, decode, reps)))
-                });
-                let r = r.expect("the benchmark ran");
+                // main runs benchmarks on a rayon worker, as the server runs its engine loop.
+                let r = bench_infer(&model, b, prompt_len, decode, reps);
                 println!(
                     "batch {b}: prefill {:.0} tok/s | decode {:.0} tok/s ({:.2} ms/step)",
                     r.prefill_tok_s, r.decode_tok_s, r.decode_step_ms
