@@ -138,7 +138,7 @@ impl Session<'_> {
             max_tokens: self.a.max_tokens.min(ctx - prompt.len()),
             prompt,
             sampling: self.sampling,
-            stop: vec![t.assistant_end, t.bos, t.user_start, t.assistant_start],
+            stop: t.reply_stops(),
             seed: self.a.seed.wrapping_add(self.turn),
         };
         self.turn += 1;

@@ -117,13 +117,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let name = a.model_name.clone().unwrap_or(default_name);
     let ctx = model.cfg.context_len;
     let tok = Arc::new(tok);
-    let tools = ChatTokens::from_tokenizer(&tok)
-        .ok()
-        .map(|t| (tok.clone(), t));
-    anyhow::ensure!(
-        tools.is_some(),
-        "the model's tokenizer has no chat tokens\nHINT: train the tokenizer with frugal's default special tokens"
-    );
+    // Fails, naming the missing tokens, for a tokenizer without the chat specials.
+    let tools = Some((tok.clone(), ChatTokens::from_tokenizer(&tok)?));
     let metrics = Arc::new(Metrics::default());
     let scheduler = Scheduler::start(
         Arc::new(model),
@@ -148,7 +143,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             body_timeout: timeout,
         },
         metrics,
-    );
+    )?;
     let server = Server::start(
         Arc::new(app),
         &format!("{}:{}", a.host, a.port),

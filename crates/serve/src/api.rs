@@ -24,6 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use frugal::chat::{ChatFormat, ChatTokens};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -117,6 +118,8 @@ impl Auth {
 pub struct App {
     pub scheduler: Scheduler,
     pub tok: Arc<bpe::Tokenizer>,
+    /// The tokenizer's chat tokens, looked up once.
+    pub chat: ChatTokens,
     pub model_name: String,
     pub context_len: usize,
     pub auth: Auth,
@@ -141,12 +144,12 @@ impl App {
         allow_origin: Option<HeaderValue>,
         limits: RequestLimits,
         metrics: Arc<Metrics>,
-    ) -> App {
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        App {
+    ) -> crate::Result<App> {
+        let chat = ChatTokens::from_tokenizer(&tok)?;
+        let created = unix_now();
+        Ok(App {
             scheduler,
+            chat,
             tok,
             model_name,
             context_len,
@@ -157,6 +160,14 @@ impl App {
             created,
             counter: AtomicU64::new(created << 16),
             csp: crate::page::content_security_policy(PAGE),
+        })
+    }
+
+    /// The chat format over the served tokenizer.
+    pub fn format(&self) -> ChatFormat<'_> {
+        ChatFormat {
+            tok: &self.tok,
+            t: self.chat,
         }
     }
 
@@ -184,6 +195,13 @@ impl App {
             Err(unauthorized("the API key is not valid"))
         }
     }
+}
+
+/// Seconds since the Unix epoch: OpenAI's `created`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The router over an app.

@@ -7,7 +7,7 @@
 //! disconnects, the body is dropped, the channel closes, and the engine thread sees the job's
 //! receiver gone and ends the sequence at its next step.
 
-use crate::api::App;
+use crate::api::{unix_now, App};
 use crate::openai::{self, ApiError, ApiResult, Generation, StopMatcher};
 use crate::scheduler::{Job, Out, Submit};
 use axum::body::{Body, Bytes};
@@ -57,6 +57,8 @@ struct Started {
     rx: mpsc::UnboundedReceiver<Out>,
     arrived: Instant,
     id: String,
+    /// A token has arrived (the time to the first one is measured).
+    began: bool,
 }
 
 pub async fn chat(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
@@ -65,14 +67,13 @@ pub async fn chat(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Re
     let body = app.read_body(&headers, body).await?;
     let req = openai::chat_request(&body)?;
     app.check_model(&req.gen.model)?;
-    let f = ChatFormat::new(&app.tok).map_err(internal)?;
-    let prompt = f
+    let prompt = app
+        .format()
         .render_prompt(&req.conversation, app.context_len - 1)
         .map_err(|e| {
             ApiError::invalid("messages", one_line(&e.to_string())).code("context_length_exceeded")
         })?;
-    let t = f.t;
-    let stop = vec![t.assistant_end, t.bos, t.user_start, t.assistant_start];
+    let stop = app.chat.reply_stops();
     let started = start(&app, Kind::Chat, req.gen, prompt, stop, arrived)?;
     Ok(respond(app, started).await)
 }
@@ -83,8 +84,7 @@ pub async fn completion(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiRes
     let body = app.read_body(&headers, body).await?;
     let req = openai::completion_request(&body)?;
     app.check_model(&req.gen.model)?;
-    let f = ChatFormat::new(&app.tok).map_err(internal)?;
-    let mut prompt = vec![f.t.bos];
+    let mut prompt = vec![app.chat.bos];
     prompt.extend(app.tok.encode(&req.prompt));
     if prompt.len() >= app.context_len {
         return Err(ApiError::invalid(
@@ -102,7 +102,7 @@ pub async fn completion(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiRes
         Kind::Completion,
         req.gen,
         prompt,
-        vec![f.t.bos],
+        vec![app.chat.bos],
         arrived,
     )?;
     Ok(respond(app, started).await)
@@ -167,6 +167,7 @@ fn start(
             rx,
             arrived,
             id: format!("{}-{n:x}", kind.id_prefix()),
+            began: false,
         }),
         Submit::Full => {
             app.metrics.rejected.fetch_add(1, Relaxed);
@@ -240,8 +241,13 @@ enum End {
     Failed(String),
 }
 
+/// OpenAI's finish reason: a stop token is "stop"; max_tokens or the context is "length".
 fn reason(finish: Finish) -> &'static str {
-    openai::finish_reason(finish == Finish::Stop)
+    if finish == Finish::Stop {
+        "stop"
+    } else {
+        "length"
+    }
 }
 
 /// What the engine's next message adds to a reply.
@@ -251,10 +257,10 @@ enum Piece {
     Last(String, End),
 }
 
-async fn next_piece(app: &App, s: &mut Started, reply: &mut Reply<'_>, first: &mut bool) -> Piece {
+async fn next_piece(app: &App, s: &mut Started, reply: &mut Reply<'_>) -> Piece {
     match s.rx.recv().await {
         Some(Out::Token { token, .. }) => {
-            if std::mem::take(first) {
+            if !std::mem::replace(&mut s.began, true) {
                 app.metrics.ttft.observe(s.arrived.elapsed());
             }
             let text = reply.token(token);
@@ -287,22 +293,12 @@ async fn respond(app: Arc<App>, s: Started) -> Response {
     }
 }
 
-fn created() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 async fn whole(app: Arc<App>, mut s: Started) -> Response {
-    let f = match ChatFormat::new(&app.tok) {
-        Ok(f) => f,
-        Err(e) => return internal(e).into_response(),
-    };
+    let f = app.format();
     let mut reply = Reply::new(&f, s.gen.stop.clone());
     let mut text = String::new();
-    let mut first = true;
     let end = loop {
-        match next_piece(&app, &mut s, &mut reply, &mut first).await {
+        match next_piece(&app, &mut s, &mut reply).await {
             Piece::Text(t) => text.push_str(&t),
             Piece::Last(t, end) => {
                 text.push_str(&t);
@@ -335,7 +331,7 @@ async fn whole(app: Arc<App>, mut s: Started) -> Response {
     Json(json!({
         "id": s.id,
         "object": s.kind.object(false),
-        "created": created(),
+        "created": unix_now(),
         "model": s.gen.model,
         "choices": [choice],
         "usage": openai::usage(s.prompt_tokens, reply.tokens),
@@ -364,12 +360,22 @@ impl http_body::Body for ChannelBody {
 /// follow Unicode rather than the SSE spec (Python's `str.splitlines`, used by httpx) end a line
 /// there and cut the event in two; escaped, they read the same to every JSON parser.
 fn event(v: &Value) -> Bytes {
-    let json = v
-        .to_string()
-        .replace('\u{85}', "\\u0085")
-        .replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029");
-    Bytes::from(format!("data: {json}\n\n"))
+    let json = v.to_string();
+    let mut out = String::with_capacity(json.len() + 8);
+    out.push_str("data: ");
+    // One pass, and only for the rare event that holds one of them.
+    if json.contains(['\u{85}', '\u{2028}', '\u{2029}']) {
+        for c in json.chars() {
+            match c {
+                '\u{85}' | '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+    } else {
+        out.push_str(&json);
+    }
+    out.push_str("\n\n");
+    Bytes::from(out)
 }
 
 fn stream(app: Arc<App>, s: Started) -> Response {
@@ -389,11 +395,9 @@ fn stream(app: Arc<App>, s: Started) -> Response {
 /// Writes a job's reply as server-sent events; returns when the reply ends or the client
 /// has gone (a send fails), dropping the job's receiver either way.
 async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
-    let Ok(f) = ChatFormat::new(&app.tok) else {
-        return;
-    };
+    let f = app.format();
     let mut reply = Reply::new(&f, s.gen.stop.clone());
-    let created = created();
+    let created = unix_now();
     let (kind, id, model) = (s.kind, s.id.clone(), s.gen.model.clone());
     let chunk = |delta: Option<&str>, finish: Option<&str>, first: bool| -> Value {
         let choice = match kind {
@@ -422,9 +426,8 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
     if s.kind == Kind::Chat && tx.send(event(&chunk(Some(""), None, true))).await.is_err() {
         return;
     }
-    let mut first = true;
     let end = loop {
-        let (text, end) = match next_piece(&app, &mut s, &mut reply, &mut first).await {
+        let (text, end) = match next_piece(&app, &mut s, &mut reply).await {
             Piece::Text(t) => (t, None),
             Piece::Last(t, end) => (t, Some(end)),
         };

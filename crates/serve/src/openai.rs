@@ -523,15 +523,6 @@ impl StopMatcher {
     }
 }
 
-/// OpenAI's finish reasons.
-pub fn finish_reason(stopped: bool) -> &'static str {
-    if stopped {
-        "stop"
-    } else {
-        "length"
-    }
-}
-
 pub fn usage(prompt: usize, completion: usize) -> Value {
     json!({
         "prompt_tokens": prompt,

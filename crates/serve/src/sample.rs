@@ -170,7 +170,7 @@ pub fn fill<M: LanguageModel>(
                 max_tokens: cfg.max_tokens.min(ctx - prompt.len()),
                 prompt: prompt.clone(),
                 sampling: cfg.sampling,
-                stop: vec![t.assistant_end, t.bos, t.user_start, t.assistant_start],
+                stop: t.reply_stops(),
                 // Per prompt and reply, so a resumed fill samples what a whole one would.
                 seed: cfg
                     .seed

@@ -167,10 +167,6 @@ impl Drop for Scheduler {
     }
 }
 
-struct Running {
-    tx: UnboundedSender<Out>,
-}
-
 fn run(
     model: &Llama,
     tools: Option<&Tools>,
@@ -180,30 +176,31 @@ fn run(
     metrics: &Metrics,
 ) {
     let mut batch = Batcher::new(model, tools);
-    let mut jobs: HashMap<usize, Running> = HashMap::new();
+    let mut jobs: HashMap<usize, UnboundedSender<Out>> = HashMap::new();
     let mut next_id = 0usize;
     let mut closed = false;
-    let mut admit = |job: Job, batch: &mut Batcher<Llama>, jobs: &mut HashMap<usize, Running>| {
-        metrics.queued.fetch_sub(1, SeqCst);
-        if job.tx.is_closed() {
-            // The client left while waiting.
-            metrics.cancelled.fetch_add(1, Relaxed);
-            return;
-        }
-        let id = next_id;
-        next_id += 1;
-        let prompt = job.request.prompt.len() as u64;
-        match batch.admit(id, job.request) {
-            Ok(()) => {
-                metrics.prompt_tokens.fetch_add(prompt, Relaxed);
-                metrics.running.fetch_add(1, SeqCst);
-                jobs.insert(id, Running { tx: job.tx });
+    let mut admit =
+        |job: Job, batch: &mut Batcher<Llama>, jobs: &mut HashMap<usize, UnboundedSender<Out>>| {
+            metrics.queued.fetch_sub(1, SeqCst);
+            if job.tx.is_closed() {
+                // The client left while waiting.
+                metrics.cancelled.fetch_add(1, Relaxed);
+                return;
             }
-            Err(e) => {
-                let _ = job.tx.send(Out::Failed(e.to_string()));
+            let id = next_id;
+            next_id += 1;
+            let prompt = job.request.prompt.len() as u64;
+            match batch.admit(id, job.request) {
+                Ok(()) => {
+                    metrics.prompt_tokens.fetch_add(prompt, Relaxed);
+                    metrics.running.fetch_add(1, SeqCst);
+                    jobs.insert(id, job.tx);
+                }
+                Err(e) => {
+                    let _ = job.tx.send(Out::Failed(e.to_string()));
+                }
             }
-        }
-    };
+        };
     loop {
         let stopping = flags.stop.load(SeqCst);
         if batch.is_empty() {
@@ -230,7 +227,7 @@ fn run(
         // Sequences whose client went away, or every one at a hard stop.
         let gone: Vec<usize> = batch
             .ids()
-            .filter(|id| stopping || jobs[id].tx.is_closed())
+            .filter(|id| stopping || jobs[id].is_closed())
             .collect();
         for id in gone {
             batch.cancel(id);
@@ -240,7 +237,6 @@ fn run(
         let finished = batch.step(|e: TokenEvent| {
             tokens += 1;
             jobs[&e.seq]
-                .tx
                 .send(Out::Token {
                     token: e.token,
                     forced: e.forced,
@@ -251,14 +247,14 @@ fn run(
             metrics.step(tokens, t0.elapsed());
         }
         for (id, completion) in finished {
-            let Some(job) = jobs.remove(&id) else {
+            let Some(tx) = jobs.remove(&id) else {
                 continue;
             };
             metrics.running.fetch_sub(1, SeqCst);
             if completion.finish == Finish::Cancelled {
                 metrics.cancelled.fetch_add(1, Relaxed);
             }
-            let _ = job.tx.send(Out::Done {
+            let _ = tx.send(Out::Done {
                 completion,
                 shutdown: stopping,
             });

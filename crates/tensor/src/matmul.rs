@@ -175,26 +175,7 @@ pub fn sgemm_nt_few_rows(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: 
     let mut ct = vec![0f32; n * m];
     ct.par_chunks_mut(COLS * m)
         .enumerate()
-        .for_each(|(chunk, out)| {
-            #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-            {
-                avx512::columns(m, k, a, &b[chunk * COLS * k..], out);
-                return;
-            }
-            #[allow(unreachable_code)]
-            for (jj, col) in out.chunks_exact_mut(m).enumerate() {
-                let j = chunk * COLS + jj;
-                let w = &b[j * k..(j + 1) * k];
-                let mut i = 0;
-                while i + 4 <= m {
-                    col[i..i + 4].copy_from_slice(&dots::<4>(&a[i * k..(i + 4) * k], k, w));
-                    i += 4;
-                }
-                for (r, o) in col.iter_mut().enumerate().skip(i) {
-                    *o = dots::<1>(&a[r * k..(r + 1) * k], k, w)[0];
-                }
-            }
-        });
+        .for_each(|(chunk, out)| columns(m, k, a, &b[chunk * COLS * k..], out));
     for (j, col) in ct.chunks_exact(m).enumerate() {
         for (i, &v) in col.iter().enumerate() {
             c[i * n + j] = v;
@@ -202,7 +183,28 @@ pub fn sgemm_nt_few_rows(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: 
     }
 }
 
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+use avx512::columns;
+
+/// out (cols, m) = rows of B (cols of them, each k long) · Aᵀ (m rows of k): four rows of A
+/// at a time against one row of B.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+fn columns(m: usize, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+    for (j, col) in out.chunks_exact_mut(m).enumerate() {
+        let w = &b[j * k..(j + 1) * k];
+        let mut i = 0;
+        while i + 4 <= m {
+            col[i..i + 4].copy_from_slice(&dots::<4>(&a[i * k..(i + 4) * k], k, w));
+            i += 4;
+        }
+        for (r, o) in col.iter_mut().enumerate().skip(i) {
+            *o = dots::<1>(&a[r * k..(r + 1) * k], k, w)[0];
+        }
+    }
+}
+
 /// The dot products of M consecutive rows of x (each k long) with w, in one pass over w.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
 #[inline]
 fn dots<const M: usize>(x: &[f32], k: usize, w: &[f32]) -> [f32; M] {
     const L: usize = 16;

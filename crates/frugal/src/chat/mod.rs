@@ -160,6 +160,17 @@ pub struct ChatTokens {
 }
 
 impl ChatTokens {
+    /// The tokens that end an assistant reply: its own end, and any token that could only
+    /// start another turn or document.
+    pub fn reply_stops(&self) -> Vec<u32> {
+        vec![
+            self.assistant_end,
+            self.bos,
+            self.user_start,
+            self.assistant_start,
+        ]
+    }
+
     /// Fails, naming every missing token, when the tokenizer was not trained with the chat
     /// specials (frugal's tokenizers always are).
     pub fn from_tokenizer(tok: &Tokenizer) -> Result<Self> {

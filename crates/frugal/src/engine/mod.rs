@@ -149,9 +149,8 @@ pub fn generate<M: LanguageModel>(
     tools: Option<&Tools>,
     mut on_token: impl FnMut(TokenEvent) -> bool,
 ) -> Result<Vec<Completion>> {
-    for (i, r) in requests.iter().enumerate() {
-        check(model, i, r)?;
-    }
+    // Admitting checks each request and does no work yet, so a bad one fails the call
+    // before any forward pass.
     let mut batch = Batcher::new(model, tools);
     for (i, r) in requests.iter().enumerate() {
         batch.admit(i, r.clone())?;

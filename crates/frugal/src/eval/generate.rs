@@ -63,7 +63,7 @@ pub fn answer(
             max_tokens: max_new.min(ctx - prompt.len()),
             prompt,
             sampling: SamplingParams::greedy(),
-            stop: vec![t.assistant_end, t.bos, t.user_start, t.assistant_start],
+            stop: t.reply_stops(),
             seed: 0,
         });
     }

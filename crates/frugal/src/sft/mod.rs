@@ -205,7 +205,7 @@ pub fn format_check(
             prompt,
             sampling,
             // Any token that would start a new turn also ends the reply, as malformed.
-            stop: vec![t.assistant_end, t.bos, t.user_start, t.assistant_start],
+            stop: t.reply_stops(),
             seed: seed + i as u64,
         });
     }

@@ -64,6 +64,7 @@ pub fn start(s: Setup) -> Server {
         s.allow_origin.map(|o| o.parse().unwrap()),
         s.request,
         metrics,
-    );
+    )
+    .unwrap();
     Server::start(Arc::new(app), "127.0.0.1:0", s.conn).unwrap()
 }
