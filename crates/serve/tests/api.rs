@@ -372,7 +372,9 @@ fn a_slow_loris_is_cut_off_while_others_are_served() {
 fn open_stream(addr: SocketAddr, max_tokens: usize) -> TcpStream {
     let body = chat_body(
         "tell me a long story",
-        json!({"stream": true, "max_tokens": max_tokens, "temperature": 1.0}),
+        // ignore_eos: a random tiny model may sample its end token at any step, and the
+        // tests that use this stream need it still running when they act.
+        json!({"stream": true, "max_tokens": max_tokens, "temperature": 1.0, "ignore_eos": true}),
     );
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
