@@ -6,7 +6,9 @@ This file shares no code with frugal. It plays two roles:
   initial weights plus the token batch to ``tiny_init.safetensors`` under the Hugging Face
   Llama tensor names, trains a few AdamW steps on that batch and writes the per-step losses
   and a slice of the logits before and after training to ``tiny_golden.json``. frugal's
-  golden tests load the same weights and must reproduce these numbers.
+  golden tests load the same weights and must reproduce these numbers. With a ``[model.moe]``
+  table (configs/tiny-moe.toml) the MLPs after ``dense_layers`` are DeepSeekMoE layers, trained
+  with auxiliary-loss-free balancing; files are then named after the config (tiny-moe_*).
 * ``infer``: prefill and KV-cache decoding of the reference preset in eager PyTorch
   (inference mode, preallocated per-layer key/value caches as in Hugging Face's static cache),
   the peer of ``frugal bench infer`` in bench/infer_vs_pytorch.sh.
@@ -82,9 +84,9 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, m):
+    def __init__(self, m, hidden=None):
         super().__init__()
-        d, f = m["d_model"], m["ffn_hidden"]
+        d, f = m["d_model"], hidden or m["ffn_hidden"]
         self.gate_proj = nn.Linear(d, f, bias=False)
         self.up_proj = nn.Linear(d, f, bias=False)
         self.down_proj = nn.Linear(f, d, bias=False)
@@ -93,13 +95,64 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
 
 
-class Block(nn.Module):
+class Router(nn.Module):
+    """DeepSeek-V3's gate: sigmoid affinities; the top-k by affinity + a balancing bias (a
+    buffer: no gradient, moved by the balancing rule, not by the optimizer)."""
+
+    def __init__(self, d, n_experts):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_experts, d))
+        self.register_buffer("e_score_correction_bias", torch.zeros(n_experts))
+
+
+class MoE(nn.Module):
+    """DeepSeekMoE: shared experts (one MLP of n_shared * expert_hidden) plus the top-k of the
+    routed experts, gates = route_scale * s / sum(s of the chosen). Written per expert with a
+    boolean mask, the plain way, sharing nothing with frugal's dispatch."""
+
     def __init__(self, m):
+        super().__init__()
+        e = m["moe"]
+        self.k, self.scale = e["top_k"], e.get("route_scale", 1.0)
+        self.gate = Router(m["d_model"], e["routed_experts"])
+        self.experts = nn.ModuleList(MLP(m, e["expert_hidden"]) for _ in range(e["routed_experts"]))
+        shared = e.get("shared_experts", 1) * e["expert_hidden"]
+        self.shared_experts = MLP(m, shared) if shared else None
+        self.load = torch.zeros(e["routed_experts"], dtype=torch.int64)
+
+    def forward(self, h):  # h: (B, T, d) -> (B, T, d)
+        x = h.reshape(-1, h.shape[-1])  # (N, d)
+        s = torch.sigmoid(x @ self.gate.weight.t())  # (N, E)
+        chosen = torch.topk(s.detach() + self.gate.e_score_correction_bias, self.k, dim=-1).indices
+        g = s.gather(1, chosen)  # (N, k)
+        g = self.scale * g / g.sum(-1, keepdim=True)
+        out = torch.zeros_like(x)
+        for i, expert in enumerate(self.experts):
+            hit = chosen == i  # (N, k)
+            rows = hit.any(-1)
+            self.load[i] += int(rows.sum())
+            if rows.any():
+                w = (g * hit).sum(-1)[rows, None]  # (n_i, 1)
+                out = out.index_add(0, rows.nonzero()[:, 0], w * expert(x[rows]))
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        return out.view_as(h)
+
+    @torch.no_grad()
+    def balance(self, gamma):
+        """After a step: bias += gamma * sign(mean load - load); the count restarts."""
+        load = self.load.double()
+        self.gate.e_score_correction_bias += gamma * torch.sign(load.mean() - load).float()
+        self.load.zero_()
+
+
+class Block(nn.Module):
+    def __init__(self, m, moe=False):
         super().__init__()
         self.input_layernorm = RMSNorm(m["d_model"], m["norm_eps"])
         self.self_attn = Attention(m)
         self.post_attention_layernorm = RMSNorm(m["d_model"], m["norm_eps"])
-        self.mlp = MLP(m)
+        self.mlp = MoE(m) if moe else MLP(m)
 
     def forward(self, x, cos, sin):  # x: (B, T, d)
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)
@@ -110,7 +163,8 @@ class Body(nn.Module):
     def __init__(self, m):
         super().__init__()
         self.embed_tokens = nn.Embedding(m["vocab_size"], m["d_model"])
-        self.layers = nn.ModuleList(Block(m) for _ in range(m["n_layers"]))
+        dense = m["moe"].get("dense_layers", 0) if m.get("mlp") == "moe" else m["n_layers"]
+        self.layers = nn.ModuleList(Block(m, moe=i >= dense) for i in range(m["n_layers"]))
         self.norm = RMSNorm(m["d_model"], m["norm_eps"])
 
 
@@ -181,7 +235,10 @@ def cmd_golden(args):
     from safetensors.torch import save_file
     tensors = {k: v.detach().clone().float().contiguous() for k, v in model.state_dict().items()}
     tensors["tokens"] = tokens.to(torch.int64).contiguous()
-    save_file(tensors, os.path.join(args.out_dir, "tiny_init.safetensors"))
+    name = os.path.splitext(os.path.basename(args.config))[0]  # tiny, tiny-moe
+    save_file(tensors, os.path.join(args.out_dir, f"{name}_init.safetensors"))
+    moe = [mod for mod in model.modules() if isinstance(mod, MoE)]
+    gamma = m.get("moe", {}).get("bias_update", 1e-3)
 
     inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
     opt = make_optimizer(model, t, foreach=False)
@@ -195,6 +252,8 @@ def cmd_golden(args):
         losses.append(float(loss.item()))
         loss.backward()
         opt.step()
+        for layer in moe:
+            layer.balance(gamma)
     with torch.no_grad():
         logits_final = model(inputs)[0, :4, :8].double().flatten().tolist()
     if logits_init is None:  # --steps 0
@@ -208,7 +267,9 @@ def cmd_golden(args):
         "logits_init": logits_init,
         "logits_final": logits_final,
     }
-    with open(os.path.join(args.out_dir, "tiny_golden.json"), "w") as f:
+    if moe:
+        out["bias_final"] = [x for layer in moe for x in layer.gate.e_score_correction_bias.tolist()]
+    with open(os.path.join(args.out_dir, f"{name}_golden.json"), "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
     print("losses:", " ".join(f"{x:.6f}" for x in losses))
@@ -312,7 +373,7 @@ def cmd_infer(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("golden", help="write tiny_init.safetensors and tiny_golden.json")
+    g = sub.add_parser("golden", help="write <config>_init.safetensors and <config>_golden.json")
     g.add_argument("--config", default="configs/tiny.toml")
     g.add_argument("--out-dir", default="crates/frugal/tests/golden")
     g.add_argument("--steps", type=int, default=10)

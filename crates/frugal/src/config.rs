@@ -8,6 +8,7 @@ use std::path::Path;
 /// Configs built into the binary, so benchmarks and tests run from any directory.
 const PRESETS: &[(&str, &str)] = &[
     ("tiny", include_str!("../../../configs/tiny.toml")),
+    ("tiny-moe", include_str!("../../../configs/tiny-moe.toml")),
     ("ref", include_str!("../../../configs/ref.toml")),
 ];
 
@@ -56,6 +57,45 @@ pub enum Attention {
 pub enum Mlp {
     /// down(silu(gate(x)) · up(x)).
     Swiglu,
+    /// DeepSeekMoE: shared experts plus top-k of many small routed experts, each a SwiGLU;
+    /// shaped by the `[model.moe]` table.
+    Moe,
+}
+
+/// The mixture-of-experts MLP (DeepSeek-V2/V3's DeepSeekMoE). HF DeepSeek-V3 config names in
+/// brackets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeConfig {
+    /// Routed experts per MoE layer [n_routed_experts].
+    pub routed_experts: usize,
+    /// Routed experts each token uses [num_experts_per_tok].
+    pub top_k: usize,
+    /// Always-on shared experts [n_shared_experts]; 0 for none.
+    #[serde(default = "default_shared_experts")]
+    pub shared_experts: usize,
+    /// Hidden width of each expert's SwiGLU [moe_intermediate_size].
+    pub expert_hidden: usize,
+    /// The first this many layers keep the dense MLP of ffn_hidden [first_k_dense_replace].
+    #[serde(default)]
+    pub dense_layers: usize,
+    /// Gates are scaled by this [routed_scaling_factor].
+    #[serde(default = "default_route_scale")]
+    pub route_scale: f32,
+    /// γ of auxiliary-loss-free balancing: after each optimizer step, each expert's selection
+    /// bias moves by γ toward balance (up if it got fewer tokens than the mean). 0 disables.
+    #[serde(default = "default_bias_update")]
+    pub bias_update: f32,
+    /// α of the sequence-wise balance loss; 0 (the default) trains without any auxiliary loss.
+    #[serde(default)]
+    pub balance_loss: f32,
+}
+
+impl MoeConfig {
+    /// Hidden width of the shared experts taken together: one SwiGLU of this width.
+    pub fn shared_hidden(&self) -> usize {
+        self.shared_experts * self.expert_hidden
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,6 +125,9 @@ pub struct ModelConfig {
     pub attention: Attention,
     #[serde(default = "default_mlp")]
     pub mlp: Mlp,
+    /// Required when mlp = "moe".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +229,15 @@ fn default_attention() -> Attention {
 fn default_mlp() -> Mlp {
     Mlp::Swiglu
 }
+fn default_shared_experts() -> usize {
+    1
+}
+fn default_route_scale() -> f32 {
+    1.0
+}
+fn default_bias_update() -> f32 {
+    1e-3
+}
 fn default_optimizer() -> OptimizerKind {
     OptimizerKind::Adamw
 }
@@ -248,6 +300,20 @@ impl ModelConfig {
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads
     }
+
+    /// The mixture of experts of `layer`, or None where the layer's MLP is dense.
+    pub fn moe_at(&self, layer: usize) -> Option<&MoeConfig> {
+        match (self.mlp, &self.moe) {
+            (Mlp::Moe, Some(m)) if layer >= m.dense_layers => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Width of the layer's dense SwiGLU: ffn_hidden, or the shared experts' in a MoE layer.
+    pub fn dense_hidden(&self, layer: usize) -> usize {
+        self.moe_at(layer)
+            .map_or(self.ffn_hidden, MoeConfig::shared_hidden)
+    }
 }
 
 impl ModelConfig {
@@ -285,6 +351,21 @@ impl ModelConfig {
         if m.vocab_size > u32::MAX as usize {
             return Err(("model.vocab_size", "must fit in 32 bits".into()));
         }
+        match (m.mlp, &m.moe) {
+            (Mlp::Moe, None) => return Err((
+                "model.moe",
+                "mlp = \"moe\" needs a [model.moe] table (routed_experts, top_k, expert_hidden)"
+                    .into(),
+            )),
+            (Mlp::Swiglu, Some(_)) => {
+                return Err((
+                    "model.moe",
+                    "is set but mlp is \"swiglu\": set mlp = \"moe\" or remove the table".into(),
+                ))
+            }
+            (_, Some(e)) => e.validate(m.n_layers)?,
+            _ => {}
+        }
         let positive = |x: f32| x > 0.0 && x.is_finite();
         for (field, ok) in [
             ("model.norm_eps", positive(m.norm_eps)),
@@ -294,6 +375,47 @@ impl ModelConfig {
             if !ok {
                 return Err((field, "must be a positive finite number".into()));
             }
+        }
+        Ok(())
+    }
+}
+
+impl MoeConfig {
+    fn validate(&self, n_layers: usize) -> std::result::Result<(), (&'static str, String)> {
+        if self.routed_experts == 0 || self.expert_hidden == 0 {
+            return Err((
+                "model.moe.routed_experts",
+                "routed_experts and expert_hidden must be at least 1".into(),
+            ));
+        }
+        if self.top_k == 0 || self.top_k > self.routed_experts {
+            return Err((
+                "model.moe.top_k",
+                format!(
+                    "{} is not between 1 and routed_experts {}",
+                    self.top_k, self.routed_experts
+                ),
+            ));
+        }
+        if self.dense_layers >= n_layers {
+            return Err((
+                "model.moe.dense_layers",
+                format!(
+                    "{} leaves none of the {n_layers} layers to the experts",
+                    self.dense_layers
+                ),
+            ));
+        }
+        let finite = |x: f32| x >= 0.0 && x.is_finite();
+        if !(self.route_scale > 0.0 && self.route_scale.is_finite())
+            || !finite(self.bias_update)
+            || !finite(self.balance_loss)
+        {
+            return Err((
+                "model.moe.route_scale",
+                "route_scale must be positive; bias_update and balance_loss zero or positive"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -550,5 +672,31 @@ mod tests {
             .to_string();
         assert!(e.contains("missing field"), "{e}");
         assert!(Config::preset("nope", &[]).is_err());
+    }
+
+    #[test]
+    fn moe_tables_are_checked() {
+        let moe = Config::preset("tiny-moe", &[]).unwrap();
+        assert_eq!(moe.model.moe_at(0), None, "the first layer stays dense");
+        assert_eq!(moe.model.moe_at(1).unwrap().top_k, 2);
+        assert_eq!(moe.model.dense_hidden(1), 16);
+        let again = Config::parse(&moe.to_toml(), "round trip", &[]).unwrap();
+        assert_eq!(moe, again);
+        for (set, field) in [
+            ("model.moe.top_k=5", "model.moe.top_k"),
+            ("model.moe.top_k=0", "model.moe.top_k"),
+            ("model.moe.dense_layers=2", "model.moe.dense_layers"),
+            ("model.moe.bias_update=-1", "model.moe.route_scale"),
+            ("model.mlp=swiglu", "model.moe"),
+        ] {
+            let e = Config::preset("tiny-moe", &[set.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{set}: {e}");
+        }
+        let e = Config::preset("tiny", &["model.mlp=moe".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[model.moe]"), "{e}");
     }
 }

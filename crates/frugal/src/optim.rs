@@ -9,8 +9,15 @@ use tensor::ops::muon::newton_schulz;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Rule {
-    AdamW { decay: bool },
-    Muon { rows: usize, cols: usize },
+    AdamW {
+        decay: bool,
+    },
+    Muon {
+        rows: usize,
+        cols: usize,
+    },
+    /// Not the optimizer's to move (see `ParamSpec::trained`).
+    Fixed,
 }
 
 /// A contiguous run of parameters updated by one rule.
@@ -39,6 +46,7 @@ impl Optimizer {
         for s in &params.specs {
             let hidden = s.is_matrix() && s.name.starts_with("model.layers.");
             let rule = match cfg.optimizer {
+                _ if !s.trained => Rule::Fixed,
                 OptimizerKind::Muon if hidden => Rule::Muon {
                     rows: s.shape[0],
                     cols: s.len() / s.shape[0],
@@ -124,6 +132,7 @@ impl Optimizer {
                         *p = *p * decay - step * o;
                     }
                 }
+                Rule::Fixed => {}
             }
         }
     }

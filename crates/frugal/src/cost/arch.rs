@@ -116,18 +116,43 @@ impl Arch {
                 n_kv_heads: m.n_kv_heads,
                 head_dim: m.head_dim(),
             },
-            ffn: vec![(
-                m.n_layers,
-                FfnArch::Dense {
-                    hidden: m.ffn_hidden,
-                    gated: true,
-                },
-            )],
+            ffn: Self::ffn_of(m),
             norm: NormArch::Rms,
             biases: false,
             tied_embeddings: false,
             learned_positions: 0,
             mtp_depth: 0,
+        }
+    }
+
+    /// The MLP kinds of frugal's model, layer by layer: dense SwiGLU, or DeepSeekMoE after
+    /// `dense_layers` dense ones.
+    fn ffn_of(m: &ModelConfig) -> Vec<(usize, FfnArch)> {
+        let dense = |n: usize| {
+            (
+                n,
+                FfnArch::Dense {
+                    hidden: m.ffn_hidden,
+                    gated: true,
+                },
+            )
+        };
+        match m.moe_at(m.n_layers - 1) {
+            None => vec![dense(m.n_layers)],
+            Some(e) => {
+                let moe = FfnArch::Moe {
+                    routed: e.routed_experts,
+                    top_k: e.top_k,
+                    shared: e.shared_experts,
+                    expert_hidden: e.expert_hidden,
+                    gated: true,
+                };
+                let mut ffn = vec![(m.n_layers - e.dense_layers, moe)];
+                if e.dense_layers > 0 {
+                    ffn.insert(0, dense(e.dense_layers));
+                }
+                ffn
+            }
         }
     }
 
@@ -232,9 +257,12 @@ impl Arch {
             } => {
                 let e = mlp(expert_hidden, gated);
                 let router = d * routed as f64;
+                // The router's load-balancing bias (DeepSeek-V3's e_score_correction_bias) is
+                // stored with the weights but multiplies nothing.
+                let bias = routed as f64;
                 (
-                    (routed + shared) as f64 * e + router,
-                    (top_k + shared) as f64 * e + router,
+                    (routed + shared) as f64 * e + router + bias,
+                    (top_k + shared) as f64 * e + router + bias,
                     0.0,
                 )
             }
@@ -274,7 +302,12 @@ impl Arch {
             let bias = if self.biases { attn_bias + fb } else { 0.0 };
             p.total += n * (attn + ft + bias + per_layer_fixed);
             p.active += n * (attn + fa + bias + per_layer_fixed);
-            p.matmul += n * (attn + fa);
+            // The routers' balancing biases count as parameters but multiply nothing.
+            let state = match f {
+                FfnArch::Moe { routed, .. } => *routed as f64,
+                FfnArch::Dense { .. } => 0.0,
+            };
+            p.matmul += n * (attn + fa - state);
         }
         if self.mtp_depth > 0 {
             let last = &self.ffn.last().expect("validated: at least one layer").1;
@@ -359,6 +392,21 @@ mod tests {
             assert_eq!(p.total, model.params.len() as f64, "{name}");
             assert_eq!(p.active, p.total, "{name}: dense models use every weight");
         }
+    }
+
+    #[test]
+    fn moe_model_counts_match_its_parameter_buffer() {
+        let cfg = crate::Config::preset("tiny-moe", &[]).unwrap();
+        let model = crate::model::Llama::init(cfg.model.clone(), 0);
+        let arch = Arch::from_model(&cfg.model, cfg.train.seq_len);
+        let p = arch.params();
+        assert_eq!(p.total, model.params.len() as f64);
+        // One MoE layer: 2 of 4 routed experts (3·16·32 weights each) sit idle per token.
+        assert_eq!(p.total - p.active, 2.0 * 3.0 * 16.0 * 32.0);
+        let dense = crate::Config::preset("tiny", &[]).unwrap();
+        let dense = Arch::from_model(&dense.model, dense.train.seq_len).params();
+        // Active MLP width 48 + router (4·32) against the dense 64.
+        assert_eq!(dense.matmul - p.matmul, 3.0 * 32.0 * 16.0 - 4.0 * 32.0);
     }
 
     #[test]

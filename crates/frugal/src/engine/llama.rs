@@ -5,7 +5,7 @@
 
 use super::score::{token_score, TokenScore};
 use super::LanguageModel;
-use crate::model::Llama;
+use crate::model::{Llama, MoeActs};
 use rayon::prelude::*;
 use tensor::matmul::{sgemm_nt_few_rows, FEW_ROWS};
 use tensor::ops::add_inplace;
@@ -145,7 +145,7 @@ impl Llama {
     /// the caches: the hidden states of all new tokens, stacked in batch order (n, d).
     fn trunk(&self, batch: &mut [(&mut KvCache, &[u32])]) -> Vec<f32> {
         let c = &self.cfg;
-        let (d, hd, hid) = (c.d_model, c.head_dim(), c.ffn_hidden);
+        let (d, hd) = (c.d_model, c.head_dim());
         let (nh, nkv) = (c.n_heads, c.n_kv_heads);
         let kvd = nkv * hd;
         let qkv_w = (nh + 2 * nkv) * hd;
@@ -172,8 +172,8 @@ impl Llama {
         let mut qkv = vec![0f32; n * qkv_w];
         let mut att = vec![0f32; n * att_w];
         let mut o = vec![0f32; n * d];
-        let mut gu = vec![0f32; n * 2 * hid];
-        let mut h = vec![0f32; n * hid];
+        let (mut gu, mut h) = (Vec::new(), Vec::new());
+        let mut moe = MoeActs::default();
         let mut lse = Vec::new();
         embedding_forward(&mut x, &tokens, &p[self.params.embed..], d);
         let scale = 1.0 / (hd as f32).sqrt();
@@ -307,9 +307,20 @@ impl Llama {
             linear(n, d, att_w, &att, &p[off.o..], &mut o);
             add_inplace(&mut x, &o);
             rmsnorm_forward(&mut xn, &mut rstd, &x, &p[off.mlp_norm..][..d], d, eps);
-            linear(n, 2 * hid, d, &xn, &p[off.gate_up..], &mut gu);
-            swiglu_forward(&mut h, &gu, hid);
-            linear(n, d, hid, &h, &p[off.down..], &mut o);
+            // The dense SwiGLU (a MoE layer's shared experts), then the routed experts.
+            let hid = c.dense_hidden(l);
+            if hid > 0 {
+                gu.resize(n * 2 * hid, 0.0);
+                h.resize(n * hid, 0.0);
+                linear(n, 2 * hid, d, &xn, &p[off.gate_up..], &mut gu);
+                swiglu_forward(&mut h, &gu, hid);
+                linear(n, d, hid, &h, &p[off.down..], &mut o);
+            } else {
+                o.fill(0.0);
+            }
+            if let (Some(m), Some(offsets)) = (c.moe_at(l), &off.moe) {
+                self.moe_forward(m, offsets, &xn, &mut o, &mut moe);
+            }
             add_inplace(&mut x, &o);
         }
         for (cache, new) in batch.iter_mut() {

@@ -175,9 +175,20 @@ fn tiny() -> Llama {
     Llama::init(cfg.model, 3)
 }
 
+/// `tiny` with a mixture of experts in its second layer (configs/tiny-moe.toml).
+fn tiny_moe() -> Llama {
+    let cfg = Config::preset("tiny-moe", &["model.init_std=0.3".into()]).unwrap();
+    Llama::init(cfg.model, 3)
+}
+
 #[test]
 fn cached_equals_uncached_greedy() {
-    let model = tiny();
+    for model in [tiny(), tiny_moe()] {
+        cached_equals_uncached_greedy_on(&model);
+    }
+}
+
+fn cached_equals_uncached_greedy_on(model: &Llama) {
     let prompts: Vec<Vec<u32>> = vec![
         vec![1],
         vec![5, 9, 2, 77, 3],
@@ -185,19 +196,19 @@ fn cached_equals_uncached_greedy() {
     ];
     let expected: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|p| greedy_uncached(&model, p, 100, &[]))
+        .map(|p| greedy_uncached(model, p, 100, &[]))
         .collect();
     // One at a time, and all three batched together (ragged prefill, then ragged decode).
     for p in &prompts {
-        let got = generate(&model, &[request(p.clone(), 100, vec![])], None, |_| true).unwrap();
+        let got = generate(model, &[request(p.clone(), 100, vec![])], None, |_| true).unwrap();
         assert_eq!(got[0].tokens.len() + p.len(), model.cfg.context_len);
-        assert_eq!(got[0].tokens, greedy_uncached(&model, p, 100, &[]));
+        assert_eq!(got[0].tokens, greedy_uncached(model, p, 100, &[]));
     }
     let reqs: Vec<Request> = prompts
         .iter()
         .map(|p| request(p.clone(), 100, vec![]))
         .collect();
-    let got = generate(&model, &reqs, None, |_| true).unwrap();
+    let got = generate(model, &reqs, None, |_| true).unwrap();
     for (g, e) in got.iter().zip(&expected) {
         assert_eq!(&g.tokens, e);
     }
@@ -205,7 +216,12 @@ fn cached_equals_uncached_greedy() {
 
 #[test]
 fn cached_logits_match_training_forward() {
-    let model = tiny();
+    for model in [tiny(), tiny_moe()] {
+        cached_logits_match_training_forward_on(&model);
+    }
+}
+
+fn cached_logits_match_training_forward_on(model: &Llama) {
     let seq: Vec<u32> = (0..20).map(|i| (i * 37 + 11) % 128).collect();
     let mut ws = model.workspace(1, seq.len());
     let full = model.logits(&seq, &mut ws);

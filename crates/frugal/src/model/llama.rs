@@ -8,6 +8,7 @@ use tensor::ops::add_inplace;
 use tensor::ops::attention::{attention_backward_docs, attention_forward_docs, AttnShape};
 use tensor::ops::cross_entropy::{lm_head_cross_entropy, LossGrads};
 use tensor::ops::embedding::{embedding_backward, embedding_forward};
+use tensor::ops::moe::balance_loss;
 use tensor::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use tensor::ops::rope::{rope_backward, rope_forward, RopeLayout, RopeTable};
 use tensor::ops::swiglu::{swiglu_backward, swiglu_forward};
@@ -24,7 +25,6 @@ pub struct Llama {
 struct Dims {
     n: usize,
     d: usize,
-    hid: usize,
     qkv: usize,
     att: usize,
 }
@@ -56,7 +56,6 @@ impl Llama {
         Dims {
             n: ws.tokens(),
             d: c.d_model,
-            hid: c.ffn_hidden,
             qkv: (c.n_heads + 2 * c.n_kv_heads) * hd,
             att: c.n_heads * hd,
         }
@@ -101,6 +100,7 @@ impl Llama {
         embedding_forward(&mut ws.resid[..n * d], tokens, &p[self.params.embed..], d);
         let (attn, rope) = (self.attn_shape(ws), self.rope_layout(ws, dm));
         let starts = ws.doc_starts.as_deref();
+        let mut balance = 0f64;
         for (l, (off, a)) in self
             .params
             .layers
@@ -124,7 +124,8 @@ impl Llama {
             attention_forward_docs(&mut a.att, &mut a.lse, &a.qkv, attn, starts); // (N, att)
             sgemm(&Gemm::nt(n, d, dm.att), &a.att, &p[off.o..], &mut a.x_mid); // (N, d)
             add_inplace(&mut a.x_mid, x_in);
-            // MLP block: x_out = x_mid + down(silu(gate(h)) · up(h)), h = norm(x_mid)
+            // MLP block: x_out = x_mid + down(silu(gate(h)) · up(h)), h = norm(x_mid); in a MoE
+            // layer that SwiGLU is the shared experts', and the routed experts' output adds.
             rmsnorm_forward(
                 &mut a.xn2,
                 &mut a.rstd2,
@@ -133,16 +134,31 @@ impl Llama {
                 d,
                 eps,
             );
-            sgemm(
-                &Gemm::nt(n, 2 * dm.hid, d),
-                &a.xn2,
-                &p[off.gate_up..],
-                &mut a.gu,
-            ); // (N, 2·hid)
-            swiglu_forward(&mut a.h, &a.gu, dm.hid);
-            sgemm(&Gemm::nt(n, d, dm.hid), &a.h, &p[off.down..], x_out); // (N, d)
+            let hid = self.cfg.dense_hidden(l);
+            if hid > 0 {
+                sgemm(
+                    &Gemm::nt(n, 2 * hid, d),
+                    &a.xn2,
+                    &p[off.gate_up..],
+                    &mut a.gu,
+                ); // (N, 2·hid)
+                swiglu_forward(&mut a.h, &a.gu, hid);
+                sgemm(&Gemm::nt(n, d, hid), &a.h, &p[off.down..], x_out); // (N, d)
+            } else {
+                x_out.fill(0.0);
+            }
+            if let (Some(m), Some(moe), Some(acts)) = (self.cfg.moe_at(l), &off.moe, &mut a.moe) {
+                let load = self.moe_forward(m, moe, &a.xn2, x_out, acts);
+                for (total, c) in ws.expert_load[l].iter_mut().zip(load) {
+                    *total += c as u64;
+                }
+                if m.balance_loss > 0.0 {
+                    balance += balance_loss(None, &acts.routing, ws.seq_len, m.balance_loss, 0.0);
+                }
+            }
             add_inplace(x_out, &a.x_mid);
         }
+        ws.balance_loss = balance;
         let last = &ws.resid[self.cfg.n_layers * n * d..];
         rmsnorm_forward(
             &mut ws.xf,
@@ -289,7 +305,9 @@ impl Llama {
         // d loss / d xf = (d loss / d (xf / T)) / T; the trunk's backward reads xf as it was.
         scale(&mut ws.xf, temperature);
         scale(&mut ws.dxn, 1.0 / temperature);
-        self.backward_trunk(tokens, g_rest, ws);
+        // A balance loss is a mean over sequences where the LM loss is over tokens.
+        let aux_weight = grad_scale * ws.seq_len as f32;
+        self.backward_trunk(tokens, g_rest, aux_weight, ws);
         loss
     }
 
@@ -315,12 +333,20 @@ impl Llama {
             "backward_from_hidden: buffers do not match the model"
         );
         ws.dxn.copy_from_slice(dxf);
-        self.backward_trunk(tokens, &mut grads[..self.params.lm_head], ws);
+        let aux_weight = 1.0 / ws.batch as f32;
+        self.backward_trunk(tokens, &mut grads[..self.params.lm_head], aux_weight, ws);
     }
 
     /// The backward pass below the head: `ws.dxn` holds dL/d(final hidden states); gradients
-    /// accumulate into `g_rest`, the parameters before the LM head.
-    fn backward_trunk(&self, tokens: &[u32], g_rest: &mut [f32], ws: &mut Workspace) {
+    /// accumulate into `g_rest`, the parameters before the LM head. A MoE balance loss enters
+    /// with `aux_weight` per sequence.
+    fn backward_trunk(
+        &self,
+        tokens: &[u32],
+        g_rest: &mut [f32],
+        aux_weight: f32,
+        ws: &mut Workspace,
+    ) {
         let dm = self.dims(ws);
         let (n, d) = (dm.n, dm.d);
         let (p, pr) = (&self.params.data, &self.params);
@@ -342,31 +368,45 @@ impl Llama {
             let x_in = &ws.resid[l * n * d..(l + 1) * n * d];
             let g = &mut *g_rest;
             // MLP block. ws.dresid holds dL/dx_out.
-            sgemm(
-                &Gemm::nn(n, dm.hid, d),
-                &ws.dresid,
-                &p[off.down..],
-                &mut ws.dh,
-            ); // dh (N, hid)
-            sgemm(
-                &Gemm::tn(d, dm.hid, n).accumulate(true),
-                &ws.dresid,
-                &a.h,
-                &mut g[off.down..],
-            ); // dW_down (d, hid)
-            swiglu_backward(&mut ws.dgu, &ws.dh, &a.gu, dm.hid);
-            sgemm(
-                &Gemm::tn(2 * dm.hid, d, n).accumulate(true),
-                &ws.dgu,
-                &a.xn2,
-                &mut g[off.gate_up..],
-            ); // (2·hid, d)
-            sgemm(
-                &Gemm::nn(n, d, 2 * dm.hid),
-                &ws.dgu,
-                &p[off.gate_up..],
-                &mut ws.dxn,
-            ); // dxn2 (N, d)
+            let hid = self.cfg.dense_hidden(l);
+            if hid > 0 {
+                let (dh, dgu) = (&mut ws.dh[..n * hid], &mut ws.dgu[..n * 2 * hid]);
+                sgemm(&Gemm::nn(n, hid, d), &ws.dresid, &p[off.down..], dh); // dh (N, hid)
+                sgemm(
+                    &Gemm::tn(d, hid, n).accumulate(true),
+                    &ws.dresid,
+                    &a.h,
+                    &mut g[off.down..],
+                ); // dW_down (d, hid)
+                swiglu_backward(dgu, dh, &a.gu, hid);
+                sgemm(
+                    &Gemm::tn(2 * hid, d, n).accumulate(true),
+                    dgu,
+                    &a.xn2,
+                    &mut g[off.gate_up..],
+                ); // (2·hid, d)
+                sgemm(
+                    &Gemm::nn(n, d, 2 * hid),
+                    dgu,
+                    &p[off.gate_up..],
+                    &mut ws.dxn,
+                ); // dxn2 (N, d)
+            } else {
+                ws.dxn.fill(0.0);
+            }
+            if let (Some(m), Some(moe), Some(acts)) = (self.cfg.moe_at(l), &off.moe, &a.moe) {
+                self.moe_backward(
+                    m,
+                    moe,
+                    &a.xn2,
+                    &ws.dresid,
+                    &mut ws.dxn,
+                    g,
+                    acts,
+                    &mut ws.moe_grads,
+                    (ws.seq_len, aux_weight),
+                );
+            }
             rmsnorm_backward(
                 &mut ws.dresid,
                 &mut g[off.mlp_norm..][..d],

@@ -14,6 +14,10 @@ pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub offset: usize,
+    /// False for state that rides in the parameter buffer (so checkpoints and exports carry
+    /// it) but is moved by a rule of its own, not by the optimizer: the MoE routers'
+    /// load-balancing biases.
+    pub trained: bool,
 }
 
 impl ParamSpec {
@@ -40,9 +44,23 @@ pub struct LayerOffsets {
     pub qkv: usize,
     pub o: usize,
     pub mlp_norm: usize,
-    /// gate_proj, up_proj stacked: (2·ffn_hidden, d).
+    /// gate_proj, up_proj stacked: (2·hidden, d), hidden = `ModelConfig::dense_hidden`; in a
+    /// MoE layer these are the shared experts (absent when there are none).
     pub gate_up: usize,
     pub down: usize,
+    pub moe: Option<MoeOffsets>,
+}
+
+/// Offsets of a mixture-of-experts MLP's own tensors (DeepSeek-V3's HF names).
+#[derive(Clone, Copy, Debug)]
+pub struct MoeOffsets {
+    /// mlp.gate.weight: (routed, d).
+    pub router: usize,
+    /// mlp.gate.e_score_correction_bias: (routed); a selection bias moved by load balancing.
+    pub bias: usize,
+    /// mlp.experts.{e}.{gate,up,down}_proj: expert e at experts + e·3·eh·d, laid out as
+    /// [gate (eh, d) | up (eh, d) | down (d, eh)].
+    pub experts: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -58,42 +76,70 @@ pub struct Params {
 impl Params {
     /// The layout for `cfg`, all zeros.
     pub fn zeros(cfg: &ModelConfig) -> Self {
-        let (d, hd, h) = (cfg.d_model, cfg.head_dim(), cfg.ffn_hidden);
-        let mut specs = Vec::new();
-        let mut push = |name: String, shape: Vec<usize>| {
-            let offset = specs.last().map_or(0, |s: &ParamSpec| s.offset + s.len());
-            specs.push(ParamSpec {
-                name,
-                shape,
-                offset,
-            });
-            offset
-        };
-        let embed = push("model.embed_tokens.weight".into(), vec![cfg.vocab_size, d]);
+        let (d, hd) = (cfg.d_model, cfg.head_dim());
+        let mut l = Layout::default();
+        let embed = l.push("model.embed_tokens.weight".into(), vec![cfg.vocab_size, d]);
         let layers = (0..cfg.n_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");
-                let attn_norm = push(format!("{p}.input_layernorm.weight"), vec![d]);
-                let qkv = push(
+                let attn_norm = l.push(format!("{p}.input_layernorm.weight"), vec![d]);
+                let qkv = l.push(
                     format!("{p}.self_attn.q_proj.weight"),
                     vec![cfg.n_heads * hd, d],
                 );
-                push(
+                l.push(
                     format!("{p}.self_attn.k_proj.weight"),
                     vec![cfg.n_kv_heads * hd, d],
                 );
-                push(
+                l.push(
                     format!("{p}.self_attn.v_proj.weight"),
                     vec![cfg.n_kv_heads * hd, d],
                 );
-                let o = push(
+                let o = l.push(
                     format!("{p}.self_attn.o_proj.weight"),
                     vec![d, cfg.n_heads * hd],
                 );
-                let mlp_norm = push(format!("{p}.post_attention_layernorm.weight"), vec![d]);
-                let gate_up = push(format!("{p}.mlp.gate_proj.weight"), vec![h, d]);
-                push(format!("{p}.mlp.up_proj.weight"), vec![h, d]);
-                let down = push(format!("{p}.mlp.down_proj.weight"), vec![d, h]);
+                let mlp_norm = l.push(format!("{p}.post_attention_layernorm.weight"), vec![d]);
+                let h = cfg.dense_hidden(i);
+                let moe = cfg.moe_at(i).map(|m| {
+                    let router = l.push(format!("{p}.mlp.gate.weight"), vec![m.routed_experts, d]);
+                    let bias = l.state(
+                        format!("{p}.mlp.gate.e_score_correction_bias"),
+                        vec![m.routed_experts],
+                    );
+                    (router, bias)
+                });
+                let mlp = if moe.is_some() {
+                    format!("{p}.mlp.shared_experts")
+                } else {
+                    format!("{p}.mlp")
+                };
+                let (gate_up, down) = if h > 0 {
+                    let gate_up = l.push(format!("{mlp}.gate_proj.weight"), vec![h, d]);
+                    l.push(format!("{mlp}.up_proj.weight"), vec![h, d]);
+                    (
+                        gate_up,
+                        l.push(format!("{mlp}.down_proj.weight"), vec![d, h]),
+                    )
+                } else {
+                    (0, 0) // no shared experts: never read
+                };
+                let moe = cfg.moe_at(i).zip(moe).map(|(m, (router, bias))| {
+                    let eh = m.expert_hidden;
+                    let mut experts = None;
+                    for e in 0..m.routed_experts {
+                        let q = format!("{p}.mlp.experts.{e}");
+                        let first = l.push(format!("{q}.gate_proj.weight"), vec![eh, d]);
+                        l.push(format!("{q}.up_proj.weight"), vec![eh, d]);
+                        l.push(format!("{q}.down_proj.weight"), vec![d, eh]);
+                        experts.get_or_insert(first);
+                    }
+                    MoeOffsets {
+                        router,
+                        bias,
+                        experts: experts.expect("validated: at least one routed expert"),
+                    }
+                });
                 LayerOffsets {
                     attn_norm,
                     qkv,
@@ -101,15 +147,15 @@ impl Params {
                     mlp_norm,
                     gate_up,
                     down,
+                    moe,
                 }
             })
             .collect();
-        let final_norm = push("model.norm.weight".into(), vec![d]);
-        let lm_head = push("lm_head.weight".into(), vec![cfg.vocab_size, d]);
-        let total = specs.last().map_or(0, |s| s.offset + s.len());
+        let final_norm = l.push("model.norm.weight".into(), vec![d]);
+        let lm_head = l.push("lm_head.weight".into(), vec![cfg.vocab_size, d]);
         Params {
-            data: vec![0.0; total],
-            specs,
+            data: vec![0.0; l.end()],
+            specs: l.specs,
             embed,
             layers,
             final_norm,
@@ -117,7 +163,7 @@ impl Params {
         }
     }
 
-    /// Matrices ~ N(0, init_std²), norm weights = 1, drawn in `specs` order from `seed`.
+    /// Matrices ~ N(0, init_std²), norm weights = 1, balancing biases = 0, drawn in `specs` order from `seed`.
     pub fn init(cfg: &ModelConfig, seed: u64) -> Self {
         let mut p = Self::zeros(cfg);
         let mut rng = Rng::new(seed);
@@ -125,6 +171,8 @@ impl Params {
             let dst = &mut p.data[s.range()];
             if s.is_matrix() {
                 rng.fill_normal(dst, cfg.init_std);
+            } else if !s.trained {
+                dst.fill(0.0);
             } else {
                 dst.fill(1.0);
             }
@@ -145,6 +193,39 @@ impl Params {
 
     pub fn get(&self, name: &str) -> Option<&[f32]> {
         self.spec(name).map(|s| &self.data[s.range()])
+    }
+}
+
+/// Specs laid out one after another.
+#[derive(Default)]
+struct Layout {
+    specs: Vec<ParamSpec>,
+}
+
+impl Layout {
+    fn end(&self) -> usize {
+        self.specs.last().map_or(0, |s| s.offset + s.len())
+    }
+
+    fn add(&mut self, name: String, shape: Vec<usize>, trained: bool) -> usize {
+        let offset = self.end();
+        self.specs.push(ParamSpec {
+            name,
+            shape,
+            offset,
+            trained,
+        });
+        offset
+    }
+
+    /// A trained tensor; returns its offset.
+    fn push(&mut self, name: String, shape: Vec<usize>) -> usize {
+        self.add(name, shape, true)
+    }
+
+    /// State the optimizer leaves alone.
+    fn state(&mut self, name: String, shape: Vec<usize>) -> usize {
+        self.add(name, shape, false)
     }
 }
 

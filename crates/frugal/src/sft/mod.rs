@@ -390,6 +390,8 @@ pub fn sft(
         }
         let lr = lr_scale(t, state.step);
         opt.update(&mut model.params.data, &grads, lr);
+        // Routed experts keep balancing through fine-tuning, as through pretraining.
+        model.balance_experts(&ws.take_expert_load());
         state.step += 1;
         state.tokens_seen += (micro * b * seq) as u64;
         meter.add((micro * b * seq) as u64, flops_per_step);

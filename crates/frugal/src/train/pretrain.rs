@@ -235,13 +235,15 @@ pub fn pretrain(
         let t0 = Instant::now();
         let lr = lr_scale(t, step);
         grads.fill(0.0);
-        let mut sum = 0f64;
+        let (mut sum, mut aux) = (0f64, 0f64);
         for _ in 0..micro {
             loader.next_batch(&mut x, &mut y);
             sum += model
                 .forward_backward(&x, &y, &mut grads, 1.0 / (micro * b * seq) as f32, &mut ws)
                 .0;
+            aux += ws.balance_loss();
         }
+        let load = ws.take_expert_load();
         if let Some(m) = meter.as_mut() {
             m.add((micro * b * seq) as u64, flops_per_step);
             m.save_every(30.0)?;
@@ -312,6 +314,7 @@ pub fn pretrain(
             grads.par_iter_mut().for_each(|g| *g *= k);
         }
         opt.update(&mut model.params.data, &grads, lr);
+        model.balance_experts(&load);
         state.loss_ema = Some(state.loss_ema.map_or(loss, |e| 0.9 * e + 0.1 * loss));
         state.tokens_seen += (micro * b * seq) as u64;
         state.step += 1;
@@ -323,10 +326,28 @@ pub fn pretrain(
         let mfu = flops_per_step / (ms / 1e3) / 1e9 / peak_gflops;
         // Steps are numbered by how many updates are done, as checkpoints are.
         let dollars = meter.as_ref().map_or(0.0, |m| m.dollars());
-        log(&format!("step {} | loss {loss:.4} | lr {:.2e} | {ms:.0} ms | {tps:.0} tok/s | mfu {:.0}% | grad norm {norm:.3} | ${dollars:.4}", state.step, t.lr * lr, 100.0 * mfu));
-        emit(
-            serde_json::json!({"step": state.step, "loss": loss, "lr": t.lr * lr, "ms": ms, "tok_s": tps, "mfu": mfu, "grad_norm": norm}),
-        )?;
+        // Experts: max/mean tokens per expert, worst layer, and the balance loss if any.
+        let imbalance = crate::model::load_imbalance(&load);
+        let experts = match imbalance.iter().copied().reduce(f64::max) {
+            Some(worst) if aux > 0.0 => {
+                format!(
+                    " | load max/mean {worst:.2} | balance loss {:.2e}",
+                    aux / (micro * b) as f64
+                )
+            }
+            Some(worst) => format!(" | load max/mean {worst:.2}"),
+            None => String::new(),
+        };
+        log(&format!("step {} | loss {loss:.4} | lr {:.2e} | {ms:.0} ms | {tps:.0} tok/s | mfu {:.0}% | grad norm {norm:.3}{experts} | ${dollars:.4}", state.step, t.lr * lr, 100.0 * mfu));
+        let mut line = serde_json::json!({"step": state.step, "loss": loss, "lr": t.lr * lr, "ms": ms, "tok_s": tps, "mfu": mfu, "grad_norm": norm});
+        if !imbalance.is_empty() {
+            // Per MoE layer: max/mean load, and tokens per expert.
+            line["expert_imbalance"] = serde_json::json!(imbalance);
+            line["expert_load"] =
+                serde_json::json!(load.iter().filter(|c| !c.is_empty()).collect::<Vec<_>>());
+            line["balance_loss"] = serde_json::json!(aux / (micro * b) as f64);
+        }
+        emit(line)?;
 
         if due(state.step, t.steps, t.eval_every) && !val.is_empty() {
             last_val = evaluate(&model, &tok, &val, b);

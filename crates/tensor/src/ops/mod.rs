@@ -8,6 +8,7 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod math;
+pub mod moe;
 pub mod muon;
 pub mod rmsnorm;
 pub mod rope;
