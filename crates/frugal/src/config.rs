@@ -406,11 +406,12 @@ impl MoeConfig {
                 ),
             ));
         }
-        let finite = |x: f32| x >= 0.0 && x.is_finite();
-        if !(self.route_scale > 0.0 && self.route_scale.is_finite())
-            || !finite(self.bias_update)
-            || !finite(self.balance_loss)
-        {
+        let zero_or_more = |x: f32| x >= 0.0 && x.is_finite();
+        let ok = self.route_scale > 0.0
+            && self.route_scale.is_finite()
+            && zero_or_more(self.bias_update)
+            && zero_or_more(self.balance_loss);
+        if !ok {
             return Err((
                 "model.moe.route_scale",
                 "route_scale must be positive; bias_update and balance_loss zero or positive"

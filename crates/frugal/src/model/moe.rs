@@ -77,6 +77,9 @@ impl Llama {
                 swiglu_forward(h, gu, eh);
                 sgemm_serial(&Gemm::nt(n_e, d, eh), h, w_down, y);
             });
+        // The experts' GEMMs run serially inside the pool and count here: 2 FLOPs per weight
+        // (3·eh·d of them) per dispatched row.
+        tensor::flops::add((6 * rows * eh * d) as u64);
         combine(out, &acts.yd, r, d);
         r.load()
     }
@@ -140,6 +143,7 @@ impl Llama {
                 sgemm_serial(&Gemm::tn(2 * eh, d, n_e).accumulate(true), dgu, xd, g_gu);
                 sgemm_serial(&Gemm::nn(n_e, d, 2 * eh), dgu, w_gu, dxd);
             });
+        tensor::flops::add((12 * rows * eh * d) as u64); // input and weight gradients
         dispatch_backward(dx, &s.dxd, r, d);
         route_backward(&mut s.dlogits, &s.dgates, r, m.route_scale);
         if m.balance_loss > 0.0 {

@@ -196,8 +196,13 @@ pub fn pretrain(
 
     let peak_gflops = crate::bench::bench_gemm(5).peak_gflops;
     let flops_per_step = flops_per_token(cfg) * (micro * b * seq) as f64;
+    let arch = crate::cost::Arch::from_model(&cfg.model, seq).params();
+    let active = match arch.active < arch.total {
+        true => format!(" ({:.2}M active per token)", arch.active / 1e6),
+        false => String::new(),
+    };
     log(&format!(
-        "model {:.2}M params | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s",
+        "model {:.2}M params{active} | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s",
         model.params.len() as f64 / 1e6,
         loader.windows_per_epoch(),
         val.len() * seq

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Mixture of experts against dense at equal training FLOPs, on the default corpus.
+#
+# Usage: bench/moe_ablation.sh [STEPS] [OUT_DIR]    (defaults: 400 steps, runs/ablation-moe)
+#
+# Pretrains configs/cpu-speedrun.toml (dense SwiGLU, 768 wide) and configs/cpu-moe.toml (one
+# dense layer, then 1 shared + 3 of 16 routed experts of 192 each: the same 768 of MLP work per
+# token) for STEPS steps on the same token stream, then prints validation loss, wall time and
+# expert balance side by side. Both runs see the same tokens, so equal FLOPs per token is equal
+# training FLOPs (the router adds 0.1%; the table shows the ledger's count). Needs the prepared
+# corpus of `frugal speedrun` (data/prepared/pretrain) and a release build. A killed ablation
+# resumes where it stopped.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+STEPS=${1:-400}
+OUT=${2:-runs/ablation-moe}
+BIN=target/release/frugal
+[ -x "$BIN" ] || cargo build --release -p frugal-cli
+for name in dense moe; do
+    cfg=configs/cpu-speedrun.toml
+    [ "$name" = moe ] && cfg=configs/cpu-moe.toml
+    run="$OUT/$name"
+    resume=()
+    [ -d "$run/checkpoints" ] && resume=(--resume)
+    echo "== $name: $cfg, $STEPS steps -> $run"
+    "$BIN" pretrain --config "$cfg" --run "$run" "${resume[@]}" \
+        --set "train.steps=$STEPS" --set "train.checkpoint_every=100" \
+        --set "train.eval_every=$((STEPS / 4))" --set "train.sample_every=0" \
+        2>&1 | grep -v "^step [0-9]* | loss" || true
+done
+python3 - "$OUT" "$STEPS" <<'PY'
+import json, statistics, sys
+out, steps = sys.argv[1], int(sys.argv[2])
+rows = {}
+for name in ("dense", "moe"):
+    lines = [json.loads(l) for l in open(f"{out}/{name}/metrics.jsonl")]
+    train = [l for l in lines if "loss" in l]
+    val = [l for l in lines if "val_loss" in l]
+    ledger = json.load(open(f"{out}/{name}/ledger.json"))
+    stage = [s for s in ledger["stages"] if s["stage"] == "pretrain"]
+    warm = [l for l in train if l["step"] > steps // 10]
+    imb = [max(l["expert_imbalance"]) for l in warm if "expert_imbalance" in l]
+    rows[name] = dict(
+        val_loss=val[-1]["val_loss"], val_bpb=val[-1]["val_bpb"],
+        train_s=sum(l["ms"] for l in train) / 1e3,
+        tok_s=statistics.median(l["tok_s"] for l in train),
+        flops=sum(s["model_flops"] for s in stage),
+        kernel_flops=sum(s["kernel_flops"] for s in stage),
+        imb_mean=statistics.mean(imb) if imb else None, imb_max=max(imb) if imb else None,
+    )
+d, m = rows["dense"], rows["moe"]
+print(f"\n| {steps} steps | dense | MoE | MoE / dense |\n|---|---:|---:|---:|")
+for key, fmt in [("val_loss", "{:.4f}"), ("val_bpb", "{:.4f}"), ("flops", "{:.3e}"), ("kernel_flops", "{:.3e}"),
+                 ("train_s", "{:.0f}"), ("tok_s", "{:.0f}")]:
+    print(f"| {key} | {fmt.format(d[key])} | {fmt.format(m[key])} | {m[key] / d[key]:.3f} |")
+if m["imb_mean"] is not None:
+    print(f"| expert load max/mean after step {steps // 10} (worst layer per step): mean / worst step "
+          f"| | {m['imb_mean']:.3f} / {m['imb_max']:.3f} | |")
+PY
