@@ -10,10 +10,20 @@
 # training FLOPs (the router adds 0.1%; the table shows the ledger's count). Needs the prepared
 # corpus of `frugal speedrun` (data/prepared/pretrain) and a release build. A killed ablation
 # resumes where it stopped.
+#
+# Wall time: the two runs are sequential, and this shared machine's speed drifts between them
+# (the GEMM peak each run measures at its start is printed), so the step cost is also measured
+# with `frugal bench train`, dense and MoE alternately, ROUNDS times (random tokens: the routing
+# is balanced, as after warm-up).
+#
+# Expert balance: max/mean tokens per expert, worst layer. One step's 2,048 tokens come from a
+# few documents whose tokens route alike, so per-step load is noisy whatever the biases do; the
+# table gives it per step, over 25-step windows (51k tokens), and over the validation tokens.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STEPS=${1:-400}
 OUT=${2:-runs/ablation-moe}
+ROUNDS=${ROUNDS:-3}
 BIN=target/release/frugal
 [ -x "$BIN" ] || cargo build --release -p frugal-cli
 for name in dense moe; do
@@ -28,9 +38,23 @@ for name in dense moe; do
         --set "train.eval_every=$((STEPS / 4))" --set "train.sample_every=0" \
         2>&1 | grep -v "^step [0-9]* | loss" || true
 done
+for round in $(seq "$ROUNDS"); do
+    for name in dense moe; do
+        cfg=configs/cpu-speedrun.toml
+        [ "$name" = moe ] && cfg=configs/cpu-moe.toml
+        ms=$("$BIN" bench train --config "$cfg" --steps 10 2>&1 | awk '/^step_ms_median/ {print $2}')
+        echo "bench train round $round $name: $ms ms/step"
+        echo "$name $ms" >> "$OUT/bench.txt.tmp"
+    done
+done
+mv "$OUT/bench.txt.tmp" "$OUT/bench.txt"
 python3 - "$OUT" "$STEPS" <<'PY'
 import json, statistics, sys
 out, steps = sys.argv[1], int(sys.argv[2])
+bench = {}
+for line in open(f"{out}/bench.txt"):
+    name, ms = line.split()
+    bench.setdefault(name, []).append(float(ms))
 rows = {}
 for name in ("dense", "moe"):
     lines = [json.loads(l) for l in open(f"{out}/{name}/metrics.jsonl")]
@@ -38,8 +62,15 @@ for name in ("dense", "moe"):
     val = [l for l in lines if "val_loss" in l]
     ledger = json.load(open(f"{out}/{name}/ledger.json"))
     stage = [s for s in ledger["stages"] if s["stage"] == "pretrain"]
-    warm = [l for l in train if l["step"] > steps // 10]
+    warm = [l for l in train if l["step"] > steps * 3 // 8]
     imb = [max(l["expert_imbalance"]) for l in warm if "expert_imbalance" in l]
+    windows = []  # worst layer's max/mean over each 25-step window after warm-up
+    for start in range(steps * 3 // 8, steps, 25):
+        win = [l["expert_load"] for l in warm if start < l["step"] <= start + 25]
+        if win and win[0]:
+            totals = [[sum(w[layer][e] for w in win) for e in range(len(win[0][layer]))]
+                      for layer in range(len(win[0]))]
+            windows.append(max(max(t) / (sum(t) / len(t)) for t in totals))
     rows[name] = dict(
         val_loss=val[-1]["val_loss"], val_bpb=val[-1]["val_bpb"],
         train_s=sum(l["ms"] for l in train) / 1e3,
@@ -47,13 +78,19 @@ for name in ("dense", "moe"):
         flops=sum(s["model_flops"] for s in stage),
         kernel_flops=sum(s["kernel_flops"] for s in stage),
         imb_mean=statistics.mean(imb) if imb else None, imb_max=max(imb) if imb else None,
+        win_max=max(windows) if windows else None, win_last=windows[-1] if windows else None,
+        val_imb=max(val[-1]["val_expert_imbalance"]) if "val_expert_imbalance" in val[-1] else None,
+        bench_ms=statistics.median(bench[name]), mfu=statistics.median(l["mfu"] for l in train),
     )
 d, m = rows["dense"], rows["moe"]
 print(f"\n| {steps} steps | dense | MoE | MoE / dense |\n|---|---:|---:|---:|")
 for key, fmt in [("val_loss", "{:.4f}"), ("val_bpb", "{:.4f}"), ("flops", "{:.3e}"), ("kernel_flops", "{:.3e}"),
-                 ("train_s", "{:.0f}"), ("tok_s", "{:.0f}")]:
+                 ("train_s", "{:.0f}"), ("tok_s", "{:.0f}"), ("mfu", "{:.3f}"),
+                 ("bench_ms", "{:.0f}")]:
     print(f"| {key} | {fmt.format(d[key])} | {fmt.format(m[key])} | {m[key] / d[key]:.3f} |")
 if m["imb_mean"] is not None:
-    print(f"| expert load max/mean after step {steps // 10} (worst layer per step): mean / worst step "
-          f"| | {m['imb_mean']:.3f} / {m['imb_max']:.3f} | |")
+    w = steps * 3 // 8
+    print(f"| expert load max/mean after step {w}, per step: mean / worst | | {m['imb_mean']:.2f} / {m['imb_max']:.2f} | |")
+    print(f"| the same over 25-step windows: worst / last | | {m['win_max']:.2f} / {m['win_last']:.2f} | |")
+    print(f"| the same over the validation tokens at the end | | {m['val_imb']:.2f} | |")
 PY

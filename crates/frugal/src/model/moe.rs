@@ -271,6 +271,30 @@ mod tests {
     }
 
     #[test]
+    fn experts_and_biases_round_trip_through_safetensors_under_deepseek_names() {
+        let m = model(&[]);
+        let dir = std::env::temp_dir().join(format!("frugal-moe-st-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.safetensors");
+        crate::model::save_safetensors(&m.params, &path).unwrap();
+        let mut back = crate::model::Params::zeros(&m.cfg);
+        let extra = crate::model::load_safetensors(&mut back, &path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(extra.is_empty());
+        assert_eq!(back.data, m.params.data);
+        for name in [
+            "model.layers.0.mlp.gate_proj.weight",
+            "model.layers.1.mlp.gate.weight",
+            "model.layers.1.mlp.gate.e_score_correction_bias",
+            "model.layers.1.mlp.shared_experts.up_proj.weight",
+            "model.layers.1.mlp.experts.3.down_proj.weight",
+        ] {
+            assert!(back.spec(name).is_some(), "{name}");
+        }
+        assert!(back.spec("model.layers.1.mlp.gate_proj.weight").is_none());
+    }
+
+    #[test]
     fn balancing_moves_biases_toward_the_mean_load() {
         let mut m = model(&["model.moe.bias_update=0.01"]);
         let off = m.params.layers[1].moe.unwrap();

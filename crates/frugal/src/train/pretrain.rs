@@ -36,13 +36,31 @@ pub struct Summary {
 
 /// Mean validation loss (nats/token) and bits per byte over `windows`.
 pub fn evaluate(model: &Llama, tok: &Tokenizer, windows: &[Vec<u32>], batch: usize) -> (f64, f64) {
+    evaluate_with_load(model, tok, windows, batch).0
+}
+
+/// `evaluate`, and the tokens each routed expert of each layer received over the windows
+/// (empty per dense layer): expert balance on held-out text.
+pub fn evaluate_with_load(
+    model: &Llama,
+    tok: &Tokenizer,
+    windows: &[Vec<u32>],
+    batch: usize,
+) -> ((f64, f64), Vec<Vec<u64>>) {
     let t = windows.first().map_or(0, |w| w.len() - 1);
     let (mut nats, mut count, mut bytes) = (0f64, 0usize, 0usize);
+    let mut load: Vec<Vec<u64>> = Vec::new();
     for chunk in windows.chunks(batch.max(1)) {
         let x: Vec<u32> = chunk.iter().flat_map(|w| w[..t].iter().copied()).collect();
         let y: Vec<u32> = chunk.iter().flat_map(|w| w[1..].iter().copied()).collect();
         let mut ws = model.workspace(chunk.len(), t);
         let (sum, n) = model.loss(&x, &y, &mut ws);
+        let part = ws.take_expert_load();
+        load.resize(part.len(), Vec::new());
+        for (total, part) in load.iter_mut().zip(part) {
+            total.resize(part.len(), 0);
+            total.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
         nats += sum;
         count += n;
         bytes += y
@@ -50,10 +68,11 @@ pub fn evaluate(model: &Llama, tok: &Tokenizer, windows: &[Vec<u32>], batch: usi
             .map(|&id| tok.token_bytes(id).map_or(0, <[u8]>::len))
             .sum::<usize>();
     }
-    (
+    let loss = (
         nats / count.max(1) as f64,
         nats / std::f64::consts::LN_2 / bytes.max(1) as f64,
-    )
+    );
+    (loss, load)
 }
 
 pub(crate) fn grad_norm(g: &[f32]) -> f64 {
@@ -355,14 +374,22 @@ pub fn pretrain(
         emit(line)?;
 
         if due(state.step, t.steps, t.eval_every) && !val.is_empty() {
-            last_val = evaluate(&model, &tok, &val, b);
+            let load;
+            (last_val, load) = evaluate_with_load(&model, &tok, &val, b);
+            let imbalance = crate::model::load_imbalance(&load);
+            let experts = match imbalance.iter().copied().reduce(f64::max) {
+                Some(worst) => format!(" | val load max/mean {worst:.2}"),
+                None => String::new(),
+            };
             log(&format!(
-                "step {} | val loss {:.4} | val bpb {:.4}",
+                "step {} | val loss {:.4} | val bpb {:.4}{experts}",
                 state.step, last_val.0, last_val.1
             ));
-            emit(
-                serde_json::json!({"step": state.step, "val_loss": last_val.0, "val_bpb": last_val.1}),
-            )?;
+            let mut line = serde_json::json!({"step": state.step, "val_loss": last_val.0, "val_bpb": last_val.1});
+            if !imbalance.is_empty() {
+                line["val_expert_imbalance"] = serde_json::json!(imbalance);
+            }
+            emit(line)?;
         }
         if due(state.step, t.steps, t.sample_every) {
             let ids = generate(
