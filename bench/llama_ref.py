@@ -159,12 +159,35 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+class SharedHead(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.norm = RMSNorm(m["d_model"], m["norm_eps"])
+
+
+class MTPModule(Block):
+    """DeepSeek-V3's multi-token prediction module, stored as layer n_layers + k - 1 like a
+    decoder layer plus enorm, hnorm, eh_proj and shared_head.norm (embedding and head are the
+    model's): h_k = block(eh_proj([enorm(embed(t[i+k])) | hnorm(h_{k-1}[i])]))."""
+
+    def __init__(self, m, moe):
+        super().__init__(m, moe)
+        d = m["d_model"]
+        self.enorm = RMSNorm(d, m["norm_eps"])
+        self.hnorm = RMSNorm(d, m["norm_eps"])
+        self.eh_proj = nn.Linear(2 * d, d, bias=False)
+        self.shared_head = SharedHead(m)
+
+
 class Body(nn.Module):
     def __init__(self, m):
         super().__init__()
         self.embed_tokens = nn.Embedding(m["vocab_size"], m["d_model"])
-        dense = m["moe"].get("dense_layers", 0) if m.get("mlp") == "moe" else m["n_layers"]
-        self.layers = nn.ModuleList(Block(m, moe=i >= dense) for i in range(m["n_layers"]))
+        n, depth = m["n_layers"], m.get("mtp", {}).get("depth", 0)
+        dense = m["moe"].get("dense_layers", 0) if m.get("mlp") == "moe" else n + depth
+        self.layers = nn.ModuleList(
+            [Block(m, moe=i >= dense) for i in range(n)]
+            + [MTPModule(m, moe=i >= dense) for i in range(n, n + depth)])
         self.norm = RMSNorm(m["d_model"], m["norm_eps"])
 
 
@@ -193,16 +216,34 @@ class Llama(nn.Module):
                     if p.ndim == 1:
                         p.mul_(1.0 + 0.1 * torch.randn(p.shape))
 
-    def forward(self, idx):  # idx: (B, T) int64 -> logits (B, T, V)
+    def forward(self, idx, targets=None):
+        """idx: (B, T) int64 -> logits (B, T, V); with targets (B, T) and MTP modules, also
+        ([sum of module k's cross-entropies over its valid targets] per k, [their counts])."""
         T = idx.shape[1]
         if T not in self._rope:
             hd = self.cfg["d_model"] // self.cfg["n_heads"]
             self._rope[T] = rope_cos_sin(T, hd, self.cfg["rope_theta"])
         cos, sin = self._rope[T]
         x = self.model.embed_tokens(idx)  # (B, T, d)
-        for layer in self.model.layers:
+        n = self.cfg["n_layers"]
+        for layer in self.model.layers[:n]:
             x = layer(x, cos, sin)
-        return self.lm_head(self.model.norm(x))
+        logits = self.lm_head(self.model.norm(x))
+        if targets is None:
+            return logits
+        sums, counts, h = [], [], x
+        for k, mod in enumerate(self.model.layers[n:], start=1):
+            ahead = torch.zeros_like(idx)  # t[i+k], 0 past the window
+            ahead[:, :T - k] = idx[:, k:]
+            want = torch.full_like(targets, -100)  # t[i+k+1] = targets[i+k]
+            want[:, :T - k] = targets[:, k:]
+            e = self.model.embed_tokens(ahead)
+            h = mod(mod.eh_proj(torch.cat([mod.enorm(e), mod.hnorm(h)], dim=-1)), cos, sin)
+            lk = self.lm_head(mod.shared_head.norm(h))
+            sums.append(F.cross_entropy(lk.reshape(-1, lk.shape[-1]), want.reshape(-1),
+                                        ignore_index=-100, reduction="sum"))
+            counts.append(int((want != -100).sum()))
+        return logits, (sums, counts)
 
 
 def make_optimizer(model, t, **kw):
@@ -242,15 +283,23 @@ def cmd_golden(args):
 
     inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
     opt = make_optimizer(model, t, foreach=False)
-    losses, logits_init = [], None
+    losses, mtp_losses, logits_init = [], [], None
+    mtp = m.get("mtp")
     for _ in range(args.steps):
         opt.zero_grad(set_to_none=True)
-        logits = model(inputs)
+        if mtp:
+            # DeepSeek-V3: L = L_main + lambda/D * sum_k L_k, each L_k over the window's T tokens.
+            logits, (sums, counts) = model(inputs, targets)
+            n_tok = targets.numel()
+            extra = mtp.get("weight", 0.3) / mtp["depth"] * sum(sums) / n_tok
+            mtp_losses.append(sum(s.item() / c for s, c in zip(sums, counts)) / len(sums))
+        else:
+            logits, extra = model(inputs), 0.0
         if logits_init is None:
             logits_init = logits[0, :4, :8].detach().double().flatten().tolist()
         loss = loss_fn(logits, targets)
         losses.append(float(loss.item()))
-        loss.backward()
+        (loss + extra).backward()
         opt.step()
         for layer in moe:
             layer.balance(gamma)
@@ -267,6 +316,8 @@ def cmd_golden(args):
         "logits_init": logits_init,
         "logits_final": logits_final,
     }
+    if mtp:
+        out["mtp_losses"] = mtp_losses
     if moe:
         out["bias_final"] = [x for layer in moe for x in layer.gate.e_score_correction_bias.tolist()]
     with open(os.path.join(args.out_dir, f"{name}_golden.json"), "w") as f:

@@ -66,7 +66,7 @@ for name in ("dense", "moe"):
     imb = [max(l["expert_imbalance"]) for l in warm if "expert_imbalance" in l]
     windows = []  # worst layer's max/mean over each 25-step window after warm-up
     for start in range(steps * 3 // 8, steps, 25):
-        win = [l["expert_load"] for l in warm if start < l["step"] <= start + 25]
+        win = [l["expert_load"] for l in warm if start < l["step"] <= start + 25 and "expert_load" in l]
         if win and win[0]:
             totals = [[sum(w[layer][e] for w in win) for e in range(len(win[0][layer]))]
                       for layer in range(len(win[0]))]
@@ -80,12 +80,12 @@ for name in ("dense", "moe"):
         imb_mean=statistics.mean(imb) if imb else None, imb_max=max(imb) if imb else None,
         win_max=max(windows) if windows else None, win_last=windows[-1] if windows else None,
         val_imb=max(val[-1]["val_expert_imbalance"]) if "val_expert_imbalance" in val[-1] else None,
-        bench_ms=statistics.median(bench[name]), mfu=statistics.median(l["mfu"] for l in train),
+        bench_ms=statistics.median(bench[name]),
     )
 d, m = rows["dense"], rows["moe"]
 print(f"\n| {steps} steps | dense | MoE | MoE / dense |\n|---|---:|---:|---:|")
 for key, fmt in [("val_loss", "{:.4f}"), ("val_bpb", "{:.4f}"), ("flops", "{:.3e}"), ("kernel_flops", "{:.3e}"),
-                 ("train_s", "{:.0f}"), ("tok_s", "{:.0f}"), ("mfu", "{:.3f}"),
+                 ("train_s", "{:.0f}"), ("tok_s", "{:.0f}"),
                  ("bench_ms", "{:.0f}")]:
     print(f"| {key} | {fmt.format(d[key])} | {fmt.format(m[key])} | {m[key] / d[key]:.3f} |")
 if m["imb_mean"] is not None:

@@ -7,11 +7,12 @@ use crate::optim::Optimizer;
 use std::time::Instant;
 use tensor::{sgemm, Gemm, Rng};
 
-/// Forward+backward model FLOPs per token at the config's training length, in the PaLM
-/// convention that MFU is reported in (see `cost::arch`).
+/// Forward+backward model FLOPs per token at the config's training length, multi-token
+/// prediction modules included, in the PaLM convention that MFU is reported in (see `cost::arch`).
 pub fn flops_per_token(cfg: &Config) -> f64 {
-    crate::cost::Arch::from_model(&cfg.model, cfg.train.seq_len)
-        .train_flops_per_token(crate::cost::AttnConvention::Palm)
+    let arch = crate::cost::Arch::from_model(&cfg.model, cfg.train.seq_len);
+    let conv = crate::cost::AttnConvention::Palm;
+    arch.train_flops_per_token(conv) + arch.mtp_flops_per_token(conv)
 }
 
 /// Median of a sample (upper median for even lengths).

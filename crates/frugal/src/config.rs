@@ -9,6 +9,7 @@ use std::path::Path;
 const PRESETS: &[(&str, &str)] = &[
     ("tiny", include_str!("../../../configs/tiny.toml")),
     ("tiny-moe", include_str!("../../../configs/tiny-moe.toml")),
+    ("tiny-mtp", include_str!("../../../configs/tiny-mtp.toml")),
     ("ref", include_str!("../../../configs/ref.toml")),
 ];
 
@@ -128,6 +129,23 @@ pub struct ModelConfig {
     /// Required when mlp = "moe".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moe: Option<MoeConfig>,
+    /// Multi-token prediction modules (DeepSeek-V3), trained beside the model; none if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtp: Option<MtpConfig>,
+}
+
+/// Multi-token prediction (DeepSeek-V3 §2.2): `depth` sequential modules, the k-th predicting
+/// the token k + 1 places ahead from the (k − 1)-th's hidden states and the embedding of the
+/// token k places ahead. Each is one more decoder layer (with the last layer's MLP kind) and a
+/// 2d → d projection; the embedding and the output head are the model's own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtpConfig {
+    /// Number of modules D [num_nextn_predict_layers].
+    pub depth: usize,
+    /// λ: the training loss adds λ/D · Σ_k (module k's cross-entropy).
+    #[serde(default = "default_mtp_weight")]
+    pub weight: f32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +247,9 @@ fn default_attention() -> Attention {
 fn default_mlp() -> Mlp {
     Mlp::Swiglu
 }
+fn default_mtp_weight() -> f32 {
+    0.3
+}
 fn default_shared_experts() -> usize {
     1
 }
@@ -301,7 +322,13 @@ impl ModelConfig {
         self.d_model / self.n_heads
     }
 
-    /// The mixture of experts of `layer`, or None where the layer's MLP is dense.
+    /// Multi-token prediction modules (0 without them).
+    pub fn mtp_depth(&self) -> usize {
+        self.mtp.as_ref().map_or(0, |m| m.depth)
+    }
+
+    /// The mixture of experts of `layer`, or None where the layer's MLP is dense. Layers from
+    /// n_layers on are the multi-token prediction modules', which take the last layer's kind.
     pub fn moe_at(&self, layer: usize) -> Option<&MoeConfig> {
         match (self.mlp, &self.moe) {
             (Mlp::Moe, Some(m)) if layer >= m.dense_layers => Some(m),
@@ -365,6 +392,15 @@ impl ModelConfig {
             }
             (_, Some(e)) => e.validate(m.n_layers)?,
             _ => {}
+        }
+        if let Some(t) = &m.mtp {
+            if t.depth == 0 || !(t.weight > 0.0 && t.weight.is_finite()) {
+                return Err((
+                    "model.mtp.depth",
+                    "depth must be at least 1 and weight positive (remove [model.mtp] for none)"
+                        .into(),
+                ));
+            }
         }
         let positive = |x: f32| x > 0.0 && x.is_finite();
         for (field, ok) in [

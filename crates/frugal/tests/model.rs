@@ -50,9 +50,28 @@ fn matches_pytorch_golden_losses_and_logits() {
 /// The same for DeepSeekMoE (configs/tiny-moe.toml): routing, shared and routed experts, and
 /// the balancing biases' moves after each step, against bench/llama_ref.py's MoE written per
 /// expert with masks (regenerate with the `command` in tests/golden/tiny-moe_golden.json).
+/// Multi-token prediction (configs/tiny-mtp.toml, two modules): the main losses and logits as
+/// above while the modules' loss trains the trunk too, and the modules' own losses.
+#[test]
+fn mtp_matches_pytorch_golden_losses() {
+    let (_, mtp) = matches_golden("tiny-mtp");
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir().join("tiny-mtp_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let want = floats(&golden, "mtp_losses");
+    assert_eq!(mtp.len(), want.len());
+    for (i, (g, w)) in mtp.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * w.abs(),
+            "MTP loss at step {i}: frugal {g} vs PyTorch {w}\nall: {mtp:?}"
+        );
+    }
+}
+
 #[test]
 fn moe_matches_pytorch_golden_losses_logits_and_biases() {
-    let model = matches_golden("tiny-moe");
+    let (model, _) = matches_golden("tiny-moe");
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(golden_dir().join("tiny-moe_golden.json")).unwrap(),
     )
@@ -69,8 +88,9 @@ fn moe_matches_pytorch_golden_losses_logits_and_biases() {
 }
 
 /// Loads `preset`'s golden weights, checks logits, trains as the reference did (AdamW, then
-/// expert balancing), checks losses and logits; returns the trained model.
-fn matches_golden(preset: &str) -> Llama {
+/// expert balancing), checks losses and logits; returns the trained model and the multi-token
+/// prediction loss of each step.
+fn matches_golden(preset: &str) -> (Llama, Vec<f64>) {
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(golden_dir().join(format!("{preset}_golden.json"))).unwrap(),
     )
@@ -119,11 +139,12 @@ fn matches_golden(preset: &str) -> Llama {
 
     let mut opt = Optimizer::new(&cfg.train, &model.params);
     let mut grads = vec![0f32; model.params.len()];
-    let mut losses = vec![];
+    let (mut losses, mut mtp) = (vec![], vec![]);
     for _ in 0..floats(&golden, "losses").len() {
         grads.fill(0.0);
         let (sum, n) = model.forward_backward(&x, &y, &mut grads, 1.0 / (b * t) as f32, &mut ws);
         losses.push(sum / n as f64);
+        mtp.push(ws.mtp_loss());
         opt.update(&mut model.params.data, &grads, 1.0);
         model.balance_experts(&ws.take_expert_load());
     }
@@ -145,7 +166,7 @@ fn matches_golden(preset: &str) -> Llama {
         &floats(&golden, "logits_final"),
         "logits after training",
     );
-    model
+    (model, mtp)
 }
 
 /// The whole model's backward pass against central differences, on every tensor.
@@ -171,6 +192,13 @@ fn moe_model_gradient_check() {
         &["model.moe.dense_layers=0", "model.moe.shared_experts=0"],
         6,
     );
+}
+
+/// With two multi-token prediction modules: their loss's gradient reaches every module tensor
+/// and, through the hidden states and the shared embedding and head, the model's own.
+#[test]
+fn mtp_model_gradient_check() {
+    gradient_check_preset("tiny-mtp", &[], 5);
 }
 
 fn gradient_check_preset(preset: &str, overrides: &[&str], seed: u64) {
@@ -232,7 +260,14 @@ fn gradient_check_preset(preset: &str, overrides: &[&str], seed: u64) {
                 },
             );
             let mut ws = m.workspace(b, t);
-            m.loss(&x, &y, &mut ws).0 + balance(&ws)
+            if m.params.mtp.is_empty() {
+                m.loss(&x, &y, &mut ws).0 + balance(&ws)
+            } else {
+                // The modules' loss only exists in training: take it from a training pass.
+                let mut scratch = vec![0f32; m.params.len()];
+                let (sum, _) = m.forward_backward(&x, &y, &mut scratch, 1.0, &mut ws);
+                sum + ws.mtp_objective() + balance(&ws)
+            }
         });
         let analytic: Vec<f64> = idx.iter().map(|&i| grads[i] as f64).collect();
         let err = relative_error(&numeric, &analytic);

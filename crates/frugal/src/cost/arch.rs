@@ -121,7 +121,7 @@ impl Arch {
             biases: false,
             tied_embeddings: false,
             learned_positions: 0,
-            mtp_depth: 0,
+            mtp_depth: m.mtp_depth(),
         }
     }
 

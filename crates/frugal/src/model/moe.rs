@@ -170,7 +170,8 @@ impl Llama {
         if m.bias_update == 0.0 {
             return;
         }
-        for (off, counts) in self.params.layers.iter().zip(load) {
+        let mtp_blocks = self.params.mtp.iter().map(|m| &m.block);
+        for (off, counts) in self.params.layers.iter().chain(mtp_blocks).zip(load) {
             let Some(moe) = off.moe else { continue };
             let mean = counts.iter().sum::<u64>() as f64 / counts.len().max(1) as f64;
             let bias = &mut self.params.data[moe.bias..][..counts.len()];

@@ -63,12 +63,26 @@ pub struct MoeOffsets {
     pub experts: usize,
 }
 
+/// Offsets of one multi-token prediction module (DeepSeek-V3's HF names, as layer n_layers + k).
+#[derive(Clone, Copy, Debug)]
+pub struct MtpOffsets {
+    /// enorm (d): RMSNorm of the shifted tokens' embeddings; hnorm (d): of the hidden states.
+    pub enorm: usize,
+    pub hnorm: usize,
+    /// eh_proj: (d, 2d), applied to [enorm(embedding) | hnorm(hidden)].
+    pub eh_proj: usize,
+    pub block: LayerOffsets,
+    /// shared_head.norm (d): the module's final norm before the shared output head.
+    pub norm: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct Params {
     pub data: Vec<f32>,
     pub specs: Vec<ParamSpec>,
     pub embed: usize,
     pub layers: Vec<LayerOffsets>,
+    pub mtp: Vec<MtpOffsets>,
     pub final_norm: usize,
     pub lm_head: usize,
 }
@@ -76,78 +90,24 @@ pub struct Params {
 impl Params {
     /// The layout for `cfg`, all zeros.
     pub fn zeros(cfg: &ModelConfig) -> Self {
-        let (d, hd) = (cfg.d_model, cfg.head_dim());
+        let d = cfg.d_model;
         let mut l = Layout::default();
         let embed = l.push("model.embed_tokens.weight".into(), vec![cfg.vocab_size, d]);
-        let layers = (0..cfg.n_layers)
+        let layers = (0..cfg.n_layers).map(|i| l.layer(cfg, i)).collect();
+        let mtp = (cfg.n_layers..cfg.n_layers + cfg.mtp_depth())
             .map(|i| {
                 let p = format!("model.layers.{i}");
-                let attn_norm = l.push(format!("{p}.input_layernorm.weight"), vec![d]);
-                let qkv = l.push(
-                    format!("{p}.self_attn.q_proj.weight"),
-                    vec![cfg.n_heads * hd, d],
-                );
-                l.push(
-                    format!("{p}.self_attn.k_proj.weight"),
-                    vec![cfg.n_kv_heads * hd, d],
-                );
-                l.push(
-                    format!("{p}.self_attn.v_proj.weight"),
-                    vec![cfg.n_kv_heads * hd, d],
-                );
-                let o = l.push(
-                    format!("{p}.self_attn.o_proj.weight"),
-                    vec![d, cfg.n_heads * hd],
-                );
-                let mlp_norm = l.push(format!("{p}.post_attention_layernorm.weight"), vec![d]);
-                let h = cfg.dense_hidden(i);
-                let moe = cfg.moe_at(i).map(|m| {
-                    let router = l.push(format!("{p}.mlp.gate.weight"), vec![m.routed_experts, d]);
-                    let bias = l.state(
-                        format!("{p}.mlp.gate.e_score_correction_bias"),
-                        vec![m.routed_experts],
-                    );
-                    (router, bias)
-                });
-                let mlp = if moe.is_some() {
-                    format!("{p}.mlp.shared_experts")
-                } else {
-                    format!("{p}.mlp")
-                };
-                let (gate_up, down) = if h > 0 {
-                    let gate_up = l.push(format!("{mlp}.gate_proj.weight"), vec![h, d]);
-                    l.push(format!("{mlp}.up_proj.weight"), vec![h, d]);
-                    (
-                        gate_up,
-                        l.push(format!("{mlp}.down_proj.weight"), vec![d, h]),
-                    )
-                } else {
-                    (0, 0) // no shared experts: never read
-                };
-                let moe = cfg.moe_at(i).zip(moe).map(|(m, (router, bias))| {
-                    let eh = m.expert_hidden;
-                    let mut experts = None;
-                    for e in 0..m.routed_experts {
-                        let q = format!("{p}.mlp.experts.{e}");
-                        let first = l.push(format!("{q}.gate_proj.weight"), vec![eh, d]);
-                        l.push(format!("{q}.up_proj.weight"), vec![eh, d]);
-                        l.push(format!("{q}.down_proj.weight"), vec![d, eh]);
-                        experts.get_or_insert(first);
-                    }
-                    MoeOffsets {
-                        router,
-                        bias,
-                        experts: experts.expect("validated: at least one routed expert"),
-                    }
-                });
-                LayerOffsets {
-                    attn_norm,
-                    qkv,
-                    o,
-                    mlp_norm,
-                    gate_up,
-                    down,
-                    moe,
+                let enorm = l.push(format!("{p}.enorm.weight"), vec![d]);
+                let hnorm = l.push(format!("{p}.hnorm.weight"), vec![d]);
+                let eh_proj = l.push(format!("{p}.eh_proj.weight"), vec![d, 2 * d]);
+                let block = l.layer(cfg, i);
+                let norm = l.push(format!("{p}.shared_head.norm.weight"), vec![d]);
+                MtpOffsets {
+                    enorm,
+                    hnorm,
+                    eh_proj,
+                    block,
+                    norm,
                 }
             })
             .collect();
@@ -158,6 +118,7 @@ impl Params {
             specs: l.specs,
             embed,
             layers,
+            mtp,
             final_norm,
             lm_head,
         }
@@ -221,6 +182,80 @@ impl Layout {
     /// A trained tensor; returns its offset.
     fn push(&mut self, name: String, shape: Vec<usize>) -> usize {
         self.add(name, shape, true)
+    }
+
+    /// One decoder layer's tensors, as model.layers.{i}.
+    fn layer(&mut self, cfg: &ModelConfig, i: usize) -> LayerOffsets {
+        let d = cfg.d_model;
+        let hd = cfg.head_dim();
+        let p = format!("model.layers.{i}");
+        let attn_norm = self.push(format!("{p}.input_layernorm.weight"), vec![d]);
+        let qkv = self.push(
+            format!("{p}.self_attn.q_proj.weight"),
+            vec![cfg.n_heads * hd, d],
+        );
+        self.push(
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![cfg.n_kv_heads * hd, d],
+        );
+        self.push(
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![cfg.n_kv_heads * hd, d],
+        );
+        let o = self.push(
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![d, cfg.n_heads * hd],
+        );
+        let mlp_norm = self.push(format!("{p}.post_attention_layernorm.weight"), vec![d]);
+        let h = cfg.dense_hidden(i);
+        let moe = cfg.moe_at(i).map(|m| {
+            let router = self.push(format!("{p}.mlp.gate.weight"), vec![m.routed_experts, d]);
+            let bias = self.state(
+                format!("{p}.mlp.gate.e_score_correction_bias"),
+                vec![m.routed_experts],
+            );
+            (router, bias)
+        });
+        let mlp = if moe.is_some() {
+            format!("{p}.mlp.shared_experts")
+        } else {
+            format!("{p}.mlp")
+        };
+        let (gate_up, down) = if h > 0 {
+            let gate_up = self.push(format!("{mlp}.gate_proj.weight"), vec![h, d]);
+            self.push(format!("{mlp}.up_proj.weight"), vec![h, d]);
+            (
+                gate_up,
+                self.push(format!("{mlp}.down_proj.weight"), vec![d, h]),
+            )
+        } else {
+            (0, 0) // no shared experts: never read
+        };
+        let moe = cfg.moe_at(i).zip(moe).map(|(m, (router, bias))| {
+            let eh = m.expert_hidden;
+            let mut experts = None;
+            for e in 0..m.routed_experts {
+                let q = format!("{p}.mlp.experts.{e}");
+                let first = self.push(format!("{q}.gate_proj.weight"), vec![eh, d]);
+                self.push(format!("{q}.up_proj.weight"), vec![eh, d]);
+                self.push(format!("{q}.down_proj.weight"), vec![d, eh]);
+                experts.get_or_insert(first);
+            }
+            MoeOffsets {
+                router,
+                bias,
+                experts: experts.expect("validated: at least one routed expert"),
+            }
+        });
+        LayerOffsets {
+            attn_norm,
+            qkv,
+            o,
+            mlp_norm,
+            gate_up,
+            down,
+            moe,
+        }
     }
 
     /// State the optimizer leaves alone.

@@ -64,6 +64,66 @@ pub(crate) struct MoeGrads {
     pub dlogits: Vec<f32>,
 }
 
+impl LayerActs {
+    /// Buffers for layer `l` (from n_layers on, a multi-token prediction module's block).
+    fn new(cfg: &ModelConfig, l: usize, batch: usize, seq_len: usize) -> Self {
+        let (n, d, hd, hid) = (
+            batch * seq_len,
+            cfg.d_model,
+            cfg.head_dim(),
+            cfg.dense_hidden(l),
+        );
+        let z = |len: usize| vec![0f32; len];
+        LayerActs {
+            xn1: z(n * d),
+            rstd1: z(n),
+            qkv: z(n * (cfg.n_heads + 2 * cfg.n_kv_heads) * hd),
+            att: z(n * cfg.n_heads * hd),
+            lse: z(batch * cfg.n_heads * seq_len),
+            x_mid: z(n * d),
+            xn2: z(n * d),
+            rstd2: z(n),
+            gu: z(n * 2 * hid),
+            h: z(n * hid),
+            moe: cfg.moe_at(l).map(|m| MoeActs::new(n, m, d)),
+        }
+    }
+}
+
+/// Backward scratch shared by every block: dL/d(residual stream) flows through `dresid`.
+pub(crate) struct BlockGrads {
+    pub dresid: Vec<f32>,
+    pub dxn: Vec<f32>,
+    pub dqkv: Vec<f32>,
+    pub datt: Vec<f32>,
+    pub dgu: Vec<f32>,
+    pub dh: Vec<f32>,
+    pub moe: MoeGrads,
+}
+
+/// One multi-token prediction module's forward state.
+pub(crate) struct MtpActs {
+    /// Its input tokens (the sequence shifted by k) and targets (shifted by k + 1; IGNORE past
+    /// the window's end): (N).
+    pub tokens: Vec<u32>,
+    pub targets: Vec<u32>,
+    /// Embeddings of `tokens` (N, d); enorm of them and hnorm of the previous hidden states,
+    /// side by side: (N, 2d); their 1/rms (N) each.
+    pub emb: Vec<f32>,
+    pub cat: Vec<f32>,
+    pub en: Vec<f32>,
+    pub hn: Vec<f32>,
+    pub rstd_e: Vec<f32>,
+    pub rstd_h: Vec<f32>,
+    /// eh_proj(cat): the block's input (N, d); the block's output (N, d).
+    pub x0: Vec<f32>,
+    pub block: LayerActs,
+    pub out: Vec<f32>,
+    /// shared_head.norm(out) (N, d) and its 1/rms (N).
+    pub xf: Vec<f32>,
+    pub rstd_f: Vec<f32>,
+}
+
 pub struct Workspace {
     pub batch: usize,
     pub seq_len: usize,
@@ -77,17 +137,19 @@ pub struct Workspace {
     /// Final norm output (N, d) and its 1/rms (N).
     pub(crate) xf: Vec<f32>,
     pub(crate) rstd_f: Vec<f32>,
-    // Backward scratch, shared by all layers.
-    pub(crate) dresid: Vec<f32>,
-    pub(crate) dxn: Vec<f32>,
-    pub(crate) dqkv: Vec<f32>,
-    pub(crate) datt: Vec<f32>,
-    pub(crate) dgu: Vec<f32>,
-    pub(crate) dh: Vec<f32>,
-    pub(crate) moe_grads: MoeGrads,
+    /// Backward scratch, shared by all blocks.
+    pub(crate) g: BlockGrads,
     pub(crate) logits_scratch: Vec<f32>,
-    /// Tokens each routed expert received, per layer (empty for dense layers), summed over
-    /// the forward passes since the trainer last took them (`take_expert_load`).
+    pub(crate) mtp: Vec<MtpActs>,
+    /// dL/d(last layer's output) from the multi-token prediction modules (N, d), waiting for
+    /// the main backward when `mtp_pending`; and their loss, the mean over modules of each
+    /// one's mean cross-entropy, in the last `forward_backward`.
+    pub(crate) mtp_dh: Vec<f32>,
+    pub(crate) mtp_pending: bool,
+    pub(crate) mtp_loss: f64,
+    pub(crate) mtp_objective: f64,
+    /// Tokens each routed expert received, per layer then per MTP module (empty where dense),
+    /// summed over the forward passes since the trainer last took them (`take_expert_load`).
     pub(crate) expert_load: Vec<Vec<u64>>,
     /// The sequence-wise balance loss of the last forward pass, summed over its sequences.
     pub(crate) balance_loss: f64,
@@ -100,26 +162,13 @@ impl Workspace {
         let qkv = (cfg.n_heads + 2 * cfg.n_kv_heads) * hd;
         let att = cfg.n_heads * hd;
         let z = |len: usize| vec![0f32; len];
-        let widest = (0..cfg.n_layers).map(|l| cfg.dense_hidden(l)).max();
-        let max_hid = widest.unwrap_or(0);
+        let blocks = cfg.n_layers + cfg.mtp_depth();
+        let max_hid = (0..blocks).map(|l| cfg.dense_hidden(l)).max().unwrap_or(0);
         let layers = (0..cfg.n_layers)
-            .map(|l| (l, cfg.dense_hidden(l)))
-            .map(|(l, hid)| LayerActs {
-                xn1: z(n * d),
-                rstd1: z(n),
-                qkv: z(n * qkv),
-                att: z(n * att),
-                lse: z(batch * cfg.n_heads * seq_len),
-                x_mid: z(n * d),
-                xn2: z(n * d),
-                rstd2: z(n),
-                gu: z(n * 2 * hid),
-                h: z(n * hid),
-                moe: cfg.moe_at(l).map(|m| MoeActs::new(n, m, d)),
-            })
+            .map(|l| LayerActs::new(cfg, l, batch, seq_len))
             .collect();
         // Validation leaves the last layer to the experts whenever there are experts.
-        let moe_grads = cfg
+        let moe = cfg
             .moe_at(cfg.n_layers - 1)
             .map_or_else(MoeGrads::default, |m| {
                 let (r, eh) = (n * m.top_k, m.expert_hidden);
@@ -132,7 +181,24 @@ impl Workspace {
                     dlogits: z(n * m.routed_experts),
                 }
             });
-        let expert_load = (0..cfg.n_layers)
+        let mtp = (cfg.n_layers..blocks)
+            .map(|l| MtpActs {
+                tokens: vec![0; n],
+                targets: vec![0; n],
+                emb: z(n * d),
+                cat: z(n * 2 * d),
+                en: z(n * d),
+                hn: z(n * d),
+                rstd_e: z(n),
+                rstd_h: z(n),
+                x0: z(n * d),
+                block: LayerActs::new(cfg, l, batch, seq_len),
+                out: z(n * d),
+                xf: z(n * d),
+                rstd_f: z(n),
+            })
+            .collect();
+        let expert_load = (0..blocks)
             .map(|l| vec![0; cfg.moe_at(l).map_or(0, |m| m.routed_experts)])
             .collect();
         Workspace {
@@ -143,14 +209,21 @@ impl Workspace {
             layers,
             xf: z(n * d),
             rstd_f: z(n),
-            dresid: z(n * d),
-            dxn: z(n * d),
-            dqkv: z(n * qkv),
-            datt: z(n * att),
-            dgu: z(n * 2 * max_hid),
-            dh: z(n * max_hid),
-            moe_grads,
+            g: BlockGrads {
+                dresid: z(n * d),
+                dxn: z(n * d),
+                dqkv: z(n * qkv),
+                datt: z(n * att),
+                dgu: z(n * 2 * max_hid),
+                dh: z(n * max_hid),
+                moe,
+            },
             logits_scratch: Vec::new(),
+            mtp,
+            mtp_dh: z(if cfg.mtp_depth() > 0 { n * d } else { 0 }),
+            mtp_pending: false,
+            mtp_loss: 0.0,
+            mtp_objective: 0.0,
             expert_load,
             balance_loss: 0.0,
         }
@@ -171,5 +244,18 @@ impl Workspace {
     /// sequences and MoE layers; 0 without one.
     pub fn balance_loss(&self) -> f64 {
         self.balance_loss
+    }
+
+    /// The multi-token prediction loss of the last `forward_backward`: module k's mean
+    /// cross-entropy over its targets (the tokens k + 1 ahead), averaged over modules; 0 without
+    /// modules. The training objective adds it times λ.
+    pub fn mtp_loss(&self) -> f64 {
+        self.mtp_loss
+    }
+
+    /// What the modules added to the objective whose gradient the last `forward_backward`
+    /// took, before its grad_scale: λ/D · Σ_k (module k's summed cross-entropy).
+    pub fn mtp_objective(&self) -> f64 {
+        self.mtp_objective
     }
 }

@@ -259,13 +259,14 @@ pub fn pretrain(
         let t0 = Instant::now();
         let lr = lr_scale(t, step);
         grads.fill(0.0);
-        let (mut sum, mut aux) = (0f64, 0f64);
+        let (mut sum, mut aux, mut mtp) = (0f64, 0f64, 0f64);
         for _ in 0..micro {
             loader.next_batch(&mut x, &mut y);
             sum += model
                 .forward_backward(&x, &y, &mut grads, 1.0 / (micro * b * seq) as f32, &mut ws)
                 .0;
             aux += ws.balance_loss();
+            mtp += ws.mtp_loss() / micro as f64;
         }
         let load = ws.take_expert_load();
         if let Some(m) = meter.as_mut() {
@@ -350,9 +351,10 @@ pub fn pretrain(
         let mfu = flops_per_step / (ms / 1e3) / 1e9 / peak_gflops;
         // Steps are numbered by how many updates are done, as checkpoints are.
         let dollars = meter.as_ref().map_or(0.0, |m| m.dollars());
-        // Experts: max/mean tokens per expert, worst layer, and the balance loss if any.
+        // Experts: max/mean tokens per expert, worst layer, and the balance loss if any; the
+        // multi-token prediction loss.
         let imbalance = crate::model::load_imbalance(&load);
-        let experts = match imbalance.iter().copied().reduce(f64::max) {
+        let mut experts = match imbalance.iter().copied().reduce(f64::max) {
             Some(worst) if aux > 0.0 => {
                 format!(
                     " | load max/mean {worst:.2} | balance loss {:.2e}",
@@ -362,6 +364,9 @@ pub fn pretrain(
             Some(worst) => format!(" | load max/mean {worst:.2}"),
             None => String::new(),
         };
+        if cfg.model.mtp.is_some() {
+            experts = format!(" | mtp loss {mtp:.4}{experts}");
+        }
         log(&format!("step {} | loss {loss:.4} | lr {:.2e} | {ms:.0} ms | {tps:.0} tok/s | mfu {:.0}% | grad norm {norm:.3}{experts} | ${dollars:.4}", state.step, t.lr * lr, 100.0 * mfu));
         let mut line = serde_json::json!({"step": state.step, "loss": loss, "lr": t.lr * lr, "ms": ms, "tok_s": tps, "mfu": mfu, "grad_norm": norm});
         if !imbalance.is_empty() {
@@ -370,6 +375,9 @@ pub fn pretrain(
             line["expert_load"] =
                 serde_json::json!(load.iter().filter(|c| !c.is_empty()).collect::<Vec<_>>());
             line["balance_loss"] = serde_json::json!(aux / (micro * b) as f64);
+        }
+        if cfg.model.mtp.is_some() {
+            line["mtp_loss"] = serde_json::json!(mtp);
         }
         emit(line)?;
 
