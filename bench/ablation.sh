@@ -1,34 +1,42 @@
 #!/usr/bin/env bash
-# Mixture of experts against dense at equal training FLOPs, on the default corpus.
+# An architecture against the dense speedrun model, on the default corpus, in one run.
 #
-# Usage: bench/moe_ablation.sh [STEPS] [OUT_DIR]    (defaults: 400 steps, runs/ablation-moe)
+# Usage: bench/ablation.sh CONFIG [STEPS] [OUT_DIR]
+#   CONFIG   configs/cpu-moe.toml (mixture of experts at equal FLOPs per token) or
+#            configs/cpu-mtp.toml (one multi-token prediction module), or any variant of
+#            configs/cpu-speedrun.toml
+#   STEPS    400 by default; OUT_DIR runs/ablation-STEPS by default
 #
-# Pretrains configs/cpu-speedrun.toml (dense SwiGLU, 768 wide) and configs/cpu-moe.toml (one
-# dense layer, then 1 shared + 3 of 16 routed experts of 192 each: the same 768 of MLP work per
-# token) for STEPS steps on the same token stream, then prints validation loss, wall time and
-# expert balance side by side. Both runs see the same tokens, so equal FLOPs per token is equal
-# training FLOPs (the router adds 0.1%; the table shows the ledger's count). Needs the prepared
-# corpus of `frugal speedrun` (data/prepared/pretrain) and a release build. A killed ablation
-# resumes where it stopped.
+# Pretrains configs/cpu-speedrun.toml ("dense") and CONFIG for STEPS steps on the same token
+# stream, then prints validation loss, FLOPs, wall time, and the variant's own figures side by
+# side. Both see the same tokens: with equal FLOPs per token (the MoE config) that is equal
+# training FLOPs, and the table shows the ledger's counts either way. Needs the prepared corpus
+# of `frugal speedrun` (data/prepared/pretrain) and a release build. Runs already finished in
+# OUT_DIR are reused (the baseline is shared by every variant); a killed run resumes.
 #
 # Wall time: the two runs are sequential, and this shared machine's speed drifts between them
 # (the GEMM peak each run measures at its start is printed), so the step cost is also measured
-# with `frugal bench train`, dense and MoE alternately, ROUNDS times (random tokens: the routing
-# is balanced, as after warm-up).
+# with `frugal bench train`, baseline and variant alternately, ROUNDS times (random tokens: a
+# mixture of experts is balanced there, as after warm-up).
 #
-# Expert balance: max/mean tokens per expert, worst layer. One step's 2,048 tokens come from a
-# few documents whose tokens route alike, so per-step load is noisy whatever the biases do; the
-# table gives it per step, over 25-step windows (51k tokens), and over the validation tokens.
+# Expert balance (MoE): max/mean tokens per expert, worst layer. One step's 2,048 tokens come
+# from a few documents whose tokens route alike, so per-step load is noisy whatever the biases
+# do; the table gives it per step, over 25-step windows (51k tokens), and over the validation
+# tokens (65k tokens of a few held-out documents).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-STEPS=${1:-400}
-OUT=${2:-runs/ablation-moe}
+[ $# -ge 1 ] || { sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//;p}' "$0"; exit 2; }
+VARIANT=$1
+STEPS=${2:-400}
+OUT=${3:-runs/ablation-$STEPS}
 ROUNDS=${ROUNDS:-3}
+NAME=$(basename "$VARIANT" .toml)
+[ -f "$VARIANT" ] || { echo "no such config: $VARIANT" >&2; exit 2; }
 BIN=target/release/frugal
 [ -x "$BIN" ] || cargo build --release -p frugal-cli
-for name in dense moe; do
+for name in dense "$NAME"; do
     cfg=configs/cpu-speedrun.toml
-    [ "$name" = moe ] && cfg=configs/cpu-moe.toml
+    [ "$name" = dense ] || cfg=$VARIANT
     run="$OUT/$name"
     resume=()
     [ -d "$run/checkpoints" ] && resume=(--resume)
@@ -38,25 +46,26 @@ for name in dense moe; do
         --set "train.eval_every=$((STEPS / 4))" --set "train.sample_every=0" \
         2>&1 | grep -v "^step [0-9]* | loss" || true
 done
+rm -f "$OUT/bench-$NAME.txt.tmp"
 for round in $(seq "$ROUNDS"); do
-    for name in dense moe; do
+    for name in dense "$NAME"; do
         cfg=configs/cpu-speedrun.toml
-        [ "$name" = moe ] && cfg=configs/cpu-moe.toml
+        [ "$name" = dense ] || cfg=$VARIANT
         ms=$("$BIN" bench train --config "$cfg" --steps 10 2>&1 | awk '/^step_ms_median/ {print $2}')
         echo "bench train round $round $name: $ms ms/step"
-        echo "$name $ms" >> "$OUT/bench.txt.tmp"
+        echo "$name $ms" >> "$OUT/bench-$NAME.txt.tmp"
     done
 done
-mv "$OUT/bench.txt.tmp" "$OUT/bench.txt"
-python3 - "$OUT" "$STEPS" <<'PY'
+mv "$OUT/bench-$NAME.txt.tmp" "$OUT/bench-$NAME.txt"
+python3 - "$OUT" "$STEPS" "$NAME" <<'PY'
 import json, statistics, sys
-out, steps = sys.argv[1], int(sys.argv[2])
+out, steps, variant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 bench = {}
-for line in open(f"{out}/bench.txt"):
+for line in open(f"{out}/bench-{variant}.txt"):
     name, ms = line.split()
     bench.setdefault(name, []).append(float(ms))
 rows = {}
-for name in ("dense", "moe"):
+for name in ("dense", variant):
     lines = [json.loads(l) for l in open(f"{out}/{name}/metrics.jsonl")]
     train = [l for l in lines if "loss" in l]
     val = [l for l in lines if "val_loss" in l]
@@ -81,9 +90,10 @@ for name in ("dense", "moe"):
         win_max=max(windows) if windows else None, win_last=windows[-1] if windows else None,
         val_imb=max(val[-1]["val_expert_imbalance"]) if "val_expert_imbalance" in val[-1] else None,
         bench_ms=statistics.median(bench[name]),
+        mtp_loss=statistics.mean(l["mtp_loss"] for l in train[-25:]) if "mtp_loss" in train[-1] else None,
     )
-d, m = rows["dense"], rows["moe"]
-print(f"\n| {steps} steps | dense | MoE | MoE / dense |\n|---|---:|---:|---:|")
+d, m = rows["dense"], rows[variant]
+print(f"\n| {steps} steps | dense | {variant} | {variant} / dense |\n|---|---:|---:|---:|")
 for key, fmt in [("val_loss", "{:.4f}"), ("val_bpb", "{:.4f}"), ("flops", "{:.3e}"), ("kernel_flops", "{:.3e}"),
                  ("train_s", "{:.0f}"), ("tok_s", "{:.0f}"),
                  ("bench_ms", "{:.0f}")]:
@@ -93,4 +103,6 @@ if m["imb_mean"] is not None:
     print(f"| expert load max/mean after step {w}, per step: mean / worst | | {m['imb_mean']:.2f} / {m['imb_max']:.2f} | |")
     print(f"| the same over 25-step windows: worst / last | | {m['win_max']:.2f} / {m['win_last']:.2f} | |")
     print(f"| the same over the validation tokens at the end | | {m['val_imb']:.2f} | |")
+if m["mtp_loss"] is not None:
+    print(f"| MTP modules' training loss (token 2+ ahead), mean of the last 25 steps | | {m['mtp_loss']:.4f} | |")
 PY
