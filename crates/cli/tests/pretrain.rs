@@ -193,7 +193,38 @@ fn kill_when(child: &mut std::process::Child, path: &Path) {
 
 #[test]
 fn killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
-    let (dir, cfg) = fixture("resume");
+    killed_and_resumed_matches("resume", &[]);
+}
+
+/// The same with a mixture of experts, whose balancing biases live in the checkpoint, and a
+/// multi-token prediction module; their figures reach the step log.
+#[test]
+fn moe_and_mtp_runs_resume_bit_for_bit() {
+    let log = killed_and_resumed_matches(
+        "resume-moe",
+        &[
+            "model.mlp=moe",
+            "model.moe.routed_experts=4",
+            "model.moe.top_k=2",
+            "model.moe.expert_hidden=32",
+            "model.moe.bias_update=0.01",
+            "model.mtp.depth=1",
+        ],
+    );
+    for want in [
+        "active per token",
+        "load max/mean",
+        "mtp loss",
+        "val load max/mean",
+    ] {
+        assert!(log.contains(want), "{want} missing from:\n{log}");
+    }
+}
+
+/// Runs 300 steps straight, and again killed twice with SIGKILL and resumed; the final weights,
+/// optimizer state, metrics and ledger must agree. Returns the straight run's output.
+fn killed_and_resumed_matches(name: &str, extra: &[&str]) -> String {
+    let (dir, cfg) = fixture(name);
     // Wide enough that a step takes milliseconds, so the kills land mid-run.
     let sets: Vec<String> = [
         "model.d_model=64",
@@ -204,6 +235,7 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
         "train.eval_every=100",
     ]
     .iter()
+    .chain(extra)
     .flat_map(|s| ["--set".to_string(), s.to_string()])
     .collect();
     let args = |run: &Path, resume: bool| {
@@ -228,6 +260,7 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", out(&o));
+    let log = out(&o);
 
     let killed = dir.join("killed");
     let spawn = |resume: bool| {
@@ -282,4 +315,5 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
     let per_step = 2 * 16; // tiny: batch 2 x 16 tokens
     assert!(pre["tokens"].as_u64().unwrap() >= 300 * per_step, "{pre}");
     std::fs::remove_dir_all(&dir).ok();
+    log
 }
