@@ -8,6 +8,7 @@
 //! sharing the embedding table and the output head with the model. The modules' loss, weighted
 //! λ/D, trains the model's trunk too: its gradient reaches h^0 and joins the main backward.
 
+use super::workspace::MtpActs;
 use super::{Llama, Workspace};
 use tensor::ops::add_inplace;
 use tensor::ops::cross_entropy::{lm_head_cross_entropy, LossGrads, IGNORE};
@@ -40,12 +41,7 @@ impl Llama {
         // Forward, module by module.
         for k in 1..=depth {
             let off = &self.params.mtp[k - 1];
-            let (before, rest) = ws.mtp.split_at_mut(k - 1);
-            let mt = &mut rest[0];
-            let h_prev = match before.last() {
-                Some(prev) => &prev.out[..],
-                None => &ws.resid[nl * n * d..],
-            };
+            let (mt, h_prev) = module_and_input(&mut ws.mtp, &ws.resid[nl * n * d..], k);
             let starts = ws.doc_starts.as_deref();
             for (i, (tok, tgt)) in mt.tokens.iter_mut().zip(&mut mt.targets).enumerate() {
                 let (row, pos) = (i / t, i % t);
@@ -115,12 +111,7 @@ impl Llama {
         let (mut loss, mut objective) = (0f64, 0f64);
         for k in (1..=depth).rev() {
             let off = &self.params.mtp[k - 1];
-            let (before, rest) = ws.mtp.split_at_mut(k - 1);
-            let mt = &mut rest[0];
-            let h_prev = match before.last() {
-                Some(prev) => &prev.out[..],
-                None => &ws.resid[nl * n * d..],
-            };
+            let (mt, h_prev) = module_and_input(&mut ws.mtp, &ws.resid[nl * n * d..], k);
             let (sum, count) = lm_head_cross_entropy(
                 &mt.xf,
                 &p[self.params.lm_head..],
@@ -208,4 +199,16 @@ impl Llama {
         ws.mtp_objective = objective;
         ws.mtp_pending = true;
     }
+}
+
+/// Module k's buffers, and its input hidden states: the previous module's output, or h0 (the
+/// last layer's output) for the first.
+fn module_and_input<'a>(
+    mtp: &'a mut [MtpActs],
+    h0: &'a [f32],
+    k: usize,
+) -> (&'a mut MtpActs, &'a [f32]) {
+    let (before, rest) = mtp.split_at_mut(k - 1);
+    let h_prev = before.last().map_or(h0, |prev| &prev.out[..]);
+    (&mut rest[0], h_prev)
 }
