@@ -9,6 +9,7 @@ This file shares no code with frugal. It plays two roles:
   golden tests load the same weights and must reproduce these numbers. With a ``[model.moe]``
   table (configs/tiny-moe.toml) the MLPs after ``dense_layers`` are DeepSeekMoE layers, trained
   with auxiliary-loss-free balancing; files are then named after the config (tiny-moe_*).
+  ``attention = "mla"`` (configs/tiny-mla.toml) gives DeepSeek's multi-head latent attention.
 * ``infer``: prefill and KV-cache decoding of the reference preset in eager PyTorch
   (inference mode, preallocated per-layer key/value caches as in Hugging Face's static cache),
   the peer of ``frugal bench infer`` in bench/infer_vs_pytorch.sh.
@@ -83,6 +84,40 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.nh * self.hd))  # (B, T, d)
 
 
+class LatentAttention(nn.Module):
+    """DeepSeek-V2/V3's multi-head latent attention without a query latent (as V2-Lite), in the
+    expanded form, under DeepSeek's HF names. Each head's query and key are [position-free part
+    (hd - r) | RoPE part (r)] (rotate-half convention over the r channels); the keys' RoPE part
+    is one projection shared by every head; values have hd channels."""
+
+    def __init__(self, m):
+        super().__init__()
+        d, self.nh = m["d_model"], m["n_heads"]
+        self.hd = d // self.nh
+        self.rank, self.r = m["mla"]["kv_rank"], m["mla"]["rope_dim"]
+        self.nope = self.hd - self.r
+        self.q_proj = nn.Linear(d, self.nh * self.hd, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(d, self.rank + self.r, bias=False)
+        self.kv_a_layernorm = RMSNorm(self.rank, m["norm_eps"])
+        self.kv_b_proj = nn.Linear(self.rank, self.nh * (self.nope + self.hd), bias=False)
+        self.o_proj = nn.Linear(self.nh * self.hd, d, bias=False)
+
+    def forward(self, x, cos, sin):  # x: (B, T, d); cos, sin: (T, r)
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.nh, self.hd).transpose(1, 2)  # (B, nh, T, hd)
+        q_nope, q_pe = q.split([self.nope, self.r], dim=-1)
+        c, k_pe = self.kv_a_proj_with_mqa(x).split([self.rank, self.r], dim=-1)
+        kv = self.kv_b_proj(self.kv_a_layernorm(c)).view(B, T, self.nh, self.nope + self.hd)
+        k_nope, v = kv.transpose(1, 2).split([self.nope, self.hd], dim=-1)
+        k_pe = k_pe.view(B, 1, T, self.r)
+        q_pe = q_pe * cos + rotate_half(q_pe) * sin
+        k_pe = k_pe * cos + rotate_half(k_pe) * sin
+        q = torch.cat([q_nope, q_pe], dim=-1)
+        k = torch.cat([k_nope, k_pe.expand(B, self.nh, T, self.r)], dim=-1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # scale 1/sqrt(hd)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.nh * self.hd))
+
+
 class MLP(nn.Module):
     def __init__(self, m, hidden=None):
         super().__init__()
@@ -150,7 +185,7 @@ class Block(nn.Module):
     def __init__(self, m, moe=False):
         super().__init__()
         self.input_layernorm = RMSNorm(m["d_model"], m["norm_eps"])
-        self.self_attn = Attention(m)
+        self.self_attn = LatentAttention(m) if m.get("attention") == "mla" else Attention(m)
         self.post_attention_layernorm = RMSNorm(m["d_model"], m["norm_eps"])
         self.mlp = MoE(m) if moe else MLP(m)
 
@@ -222,6 +257,8 @@ class Llama(nn.Module):
         T = idx.shape[1]
         if T not in self._rope:
             hd = self.cfg["d_model"] // self.cfg["n_heads"]
+            if self.cfg.get("attention") == "mla":  # RoPE covers the last rope_dim channels
+                hd = self.cfg["mla"]["rope_dim"]
             self._rope[T] = rope_cos_sin(T, hd, self.cfg["rope_theta"])
         cos, sin = self._rope[T]
         x = self.model.embed_tokens(idx)  # (B, T, d)

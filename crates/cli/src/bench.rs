@@ -1,8 +1,8 @@
-//! `frugal bench gemm` and `frugal bench train`.
+//! `frugal bench`: GEMM, tokenizer, training step, inference and speculative decoding speed.
 
 use anyhow::Context;
 use clap::Subcommand;
-use frugal::bench::{bench_gemm, bench_infer, bench_train, peak_rss_mb};
+use frugal::bench::{bench_gemm, bench_infer, bench_speculative, bench_train, peak_rss_mb};
 use frugal::Config;
 use std::path::PathBuf;
 
@@ -51,6 +51,24 @@ pub enum BenchCommand {
         /// Timed repetitions (after one warm-up); the median is reported.
         #[arg(long, default_value_t = 3)]
         reps: usize,
+    },
+    /// Greedy decoding of a trained run's model with and without self-speculative decoding
+    /// (its first multi-token prediction module drafting), on prompts from the run's validation
+    /// split. Fails unless both ways give the same tokens. Prints, last, `plain_tok_s`,
+    /// `speculative_tok_s`, `speedup` and `acceptance`.
+    Speculative {
+        /// Run directory of a model trained with [model.mtp] (its pretraining checkpoint).
+        #[arg(long)]
+        run: PathBuf,
+        /// Prompts, consecutive windows of the validation split.
+        #[arg(long, default_value_t = 16)]
+        prompts: usize,
+        /// Tokens per prompt.
+        #[arg(long, default_value_t = 64)]
+        prompt_len: usize,
+        /// Greedy tokens decoded after each prompt.
+        #[arg(long, default_value_t = 128)]
+        decode: usize,
     },
 }
 
@@ -185,6 +203,65 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             }
             println!("peak_rss_mb: {:.1}", peak_rss_mb().unwrap_or(f64::NAN));
         }
+        BenchCommand::Speculative {
+            run,
+            prompts,
+            prompt_len,
+            decode,
+        } => speculative(&run, prompts, prompt_len, decode)?,
     }
+    Ok(())
+}
+
+fn speculative(
+    run: &std::path::Path,
+    prompts: usize,
+    prompt_len: usize,
+    decode: usize,
+) -> anyhow::Result<()> {
+    let t = frugal::train::checkpoint::load_trained(run, false)?;
+    let data = t
+        .cfg
+        .data
+        .as_ref()
+        .context("the run's config.toml has no [data] table to draw prompts from")?;
+    let (_, _, val) = frugal::loader::open_splits(&data.shards, &t.tok)?;
+    let ctx = t.model.cfg.context_len;
+    anyhow::ensure!(
+        prompts >= 1 && prompt_len >= 1 && prompt_len + decode <= ctx,
+        "--prompts and --prompt-len must be at least 1, and --prompt-len + --decode fit the \
+         model's context of {ctx} tokens"
+    );
+    // Windows a context apart, so that the prompts come from different stretches of text.
+    let windows = frugal::loader::validation_windows(&val, ctx, prompts * ctx);
+    anyhow::ensure!(
+        windows.len() == prompts,
+        "{}: the validation split holds {} contexts, not the {prompts} prompts asked for",
+        data.shards.display(),
+        windows.len()
+    );
+    let prompts: Vec<Vec<u32>> = windows.iter().map(|w| w[..prompt_len].to_vec()).collect();
+    println!(
+        "bench speculative | {} ({} checkpoint {}) | {} | {} prompts of {prompt_len} tokens, {decode} decoded",
+        run.display(),
+        t.stage,
+        t.checkpoint.display(),
+        tensor::Device::Cpu.describe(),
+        prompts.len()
+    );
+    let r = bench_speculative(&t.model, &prompts, decode)?;
+    println!(
+        "plain: {:.1} tok/s | speculative: {:.1} tok/s | {:.2} tokens per main pass | {}/{} drafts accepted",
+        r.plain_tok_s(),
+        r.speculative_tok_s(),
+        r.tokens_per_pass(),
+        r.stats.accepted,
+        r.stats.drafted
+    );
+    println!("identical_outputs: {} tokens", r.tokens);
+    println!("plain_tok_s: {:.1}", r.plain_tok_s());
+    println!("speculative_tok_s: {:.1}", r.speculative_tok_s());
+    println!("speedup: {:.3}", r.plain_s / r.speculative_s);
+    println!("acceptance: {:.3}", r.stats.acceptance());
     Ok(())
 }

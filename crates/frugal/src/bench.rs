@@ -204,3 +204,85 @@ pub fn bench_infer(
         decode_step_ms: d * 1e3 / decode_tokens.max(1) as f64,
     }
 }
+
+/// Greedy decoding of the same prompts two ways: the engine's plain cached decoding (one main
+/// pass per token) and self-speculative decoding with the model's first multi-token prediction
+/// module (`engine::greedy_speculative`).
+#[derive(Clone, Debug)]
+pub struct SpeculativeBench {
+    pub prompts: usize,
+    /// Tokens generated per way (the same tokens both ways).
+    pub tokens: usize,
+    /// Seconds of generation, prefill included, summed over the prompts.
+    pub plain_s: f64,
+    pub speculative_s: f64,
+    pub stats: crate::engine::SpecStats,
+}
+
+impl SpeculativeBench {
+    pub fn plain_tok_s(&self) -> f64 {
+        self.tokens as f64 / self.plain_s
+    }
+    pub fn speculative_tok_s(&self) -> f64 {
+        self.tokens as f64 / self.speculative_s
+    }
+    /// Generated tokens per main-model pass after the prompt's.
+    pub fn tokens_per_pass(&self) -> f64 {
+        self.tokens as f64 / self.stats.passes.max(1) as f64
+    }
+}
+
+/// Decodes `decode` greedy tokens after each prompt plainly and speculatively, alternating the
+/// two per prompt so that the machine's drift falls on both alike, after one untimed warm-up of
+/// each. Fails if the two ways disagree on any token: speculation must not change the reply.
+pub fn bench_speculative(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    decode: usize,
+) -> crate::error::Result<SpeculativeBench> {
+    use crate::engine::{generate, greedy_speculative, Request, SamplingParams, SpecStats};
+    let plain = |p: &[u32]| {
+        let r = Request {
+            prompt: p.to_vec(),
+            sampling: SamplingParams::greedy(),
+            max_tokens: decode,
+            stop: Vec::new(),
+            seed: 0,
+        };
+        generate(model, &[r], None, |_| true).map(|mut c| c.remove(0))
+    };
+    if let Some(p) = prompts.first() {
+        plain(p)?;
+        greedy_speculative(model, p, decode, &[])?;
+    }
+    let mut r = SpeculativeBench {
+        prompts: prompts.len(),
+        tokens: 0,
+        plain_s: 0.0,
+        speculative_s: 0.0,
+        stats: SpecStats::default(),
+    };
+    for (i, p) in prompts.iter().enumerate() {
+        let t0 = Instant::now();
+        let want = plain(p)?;
+        r.plain_s += t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let (got, stats) = greedy_speculative(model, p, decode, &[])?;
+        r.speculative_s += t0.elapsed().as_secs_f64();
+        if got.tokens != want.tokens {
+            return Err(crate::error::Error::input(
+                format!("prompt {i}"),
+                format!(
+                    "speculative decoding changed the greedy reply: {:?} against {:?}",
+                    got.tokens, want.tokens
+                ),
+                "this is a bug in the engine; report it with the run directory",
+            ));
+        }
+        r.tokens += got.tokens.len();
+        r.stats.passes += stats.passes;
+        r.stats.drafted += stats.drafted;
+        r.stats.accepted += stats.accepted;
+    }
+    Ok(r)
+}

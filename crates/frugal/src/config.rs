@@ -10,6 +10,7 @@ const PRESETS: &[(&str, &str)] = &[
     ("tiny", include_str!("../../../configs/tiny.toml")),
     ("tiny-moe", include_str!("../../../configs/tiny-moe.toml")),
     ("tiny-mtp", include_str!("../../../configs/tiny-mtp.toml")),
+    ("tiny-mla", include_str!("../../../configs/tiny-mla.toml")),
     ("ref", include_str!("../../../configs/ref.toml")),
 ];
 
@@ -50,6 +51,23 @@ pub enum Schedule {
 pub enum Attention {
     /// Grouped-query attention (Llama 2/3): n_heads query heads share n_kv_heads key/value heads.
     Gqa,
+    /// Multi-head latent attention (DeepSeek-V2/V3): keys and values come up from one small
+    /// latent per token, and a RoPE key shared by the heads; shaped by the `[model.mla]` table.
+    Mla,
+}
+
+/// Multi-head latent attention. Each head's query and key are [position-free part (head_dim −
+/// rope_dim) | RoPE part (rope_dim)]; its value has head_dim channels. The latent is RMS-normed,
+/// and queries come straight from the residual stream (DeepSeek-V2-Lite: no query latent).
+/// HF DeepSeek config names in brackets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlaConfig {
+    /// Width of the key/value latent, the cache's per-token entry besides the RoPE key
+    /// [kv_lora_rank].
+    pub kv_rank: usize,
+    /// RoPE channels of each query and of the one shared key [qk_rope_head_dim].
+    pub rope_dim: usize,
 }
 
 /// MLP variant, fixed at load time.
@@ -126,6 +144,9 @@ pub struct ModelConfig {
     pub attention: Attention,
     #[serde(default = "default_mlp")]
     pub mlp: Mlp,
+    /// Required when attention = "mla".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mla: Option<MlaConfig>,
     /// Required when mlp = "moe".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moe: Option<MoeConfig>,
@@ -322,6 +343,23 @@ impl ModelConfig {
         self.d_model / self.n_heads
     }
 
+    /// The latent attention's shape, when attention = "mla".
+    pub fn mla(&self) -> Option<&MlaConfig> {
+        match (self.attention, &self.mla) {
+            (Attention::Mla, Some(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Floats one token keeps in one layer's KV cache: its keys and values, or with latent
+    /// attention its latent and RoPE key.
+    pub fn kv_floats_per_token(&self) -> usize {
+        match self.mla() {
+            Some(m) => m.kv_rank + m.rope_dim,
+            None => 2 * self.n_kv_heads * self.head_dim(),
+        }
+    }
+
     /// Multi-token prediction modules (0 without them).
     pub fn mtp_depth(&self) -> usize {
         self.mtp.as_ref().map_or(0, |m| m.depth)
@@ -391,6 +429,45 @@ impl ModelConfig {
                 ))
             }
             (_, Some(e)) => e.validate(m.n_layers)?,
+            _ => {}
+        }
+        match (m.attention, &m.mla) {
+            (Attention::Mla, None) => {
+                return Err((
+                    "model.mla",
+                    "attention = \"mla\" needs a [model.mla] table (kv_rank, rope_dim)".into(),
+                ))
+            }
+            (Attention::Gqa, Some(_)) => {
+                return Err((
+                    "model.mla",
+                    "is set but attention is \"gqa\": set attention = \"mla\" or remove the table"
+                        .into(),
+                ))
+            }
+            (Attention::Mla, Some(a)) => {
+                if m.n_kv_heads != m.n_heads {
+                    return Err((
+                        "model.n_kv_heads",
+                        format!(
+                            "latent attention gives every head its own key and value: set it to n_heads ({})",
+                            m.n_heads
+                        ),
+                    ));
+                }
+                if a.kv_rank == 0 {
+                    return Err(("model.mla.kv_rank", "must be at least 1".into()));
+                }
+                if a.rope_dim == 0 || !a.rope_dim.is_multiple_of(2) || a.rope_dim >= m.head_dim() {
+                    return Err((
+                        "model.mla.rope_dim",
+                        format!(
+                            "must be even, positive and below head_dim {} (the rest of each query and key is position-free)",
+                            m.head_dim()
+                        ),
+                    ));
+                }
+            }
             _ => {}
         }
         if let Some(t) = &m.mtp {

@@ -69,6 +69,14 @@ fn mtp_matches_pytorch_golden_losses() {
     }
 }
 
+/// Multi-head latent attention (configs/tiny-mla.toml) in the expanded form: the latent, its
+/// norm, the shared RoPE key and kv_b_proj's per-head keys and values (regenerate with the
+/// `command` in tests/golden/tiny-mla_golden.json).
+#[test]
+fn mla_matches_pytorch_golden_losses_and_logits() {
+    matches_golden("tiny-mla");
+}
+
 #[test]
 fn moe_matches_pytorch_golden_losses_logits_and_biases() {
     let (model, _) = matches_golden("tiny-moe");
@@ -199,6 +207,13 @@ fn moe_model_gradient_check() {
 #[test]
 fn mtp_model_gradient_check() {
     gradient_check_preset("tiny-mtp", &[], 5);
+}
+
+/// With latent attention: the gradient reaches q_proj (RoPE and position-free parts), the
+/// latent's projection and norm, the shared RoPE key and kv_b_proj.
+#[test]
+fn mla_model_gradient_check() {
+    gradient_check_preset("tiny-mla", &[], 5);
 }
 
 fn gradient_check_preset(preset: &str, overrides: &[&str], seed: u64) {

@@ -111,10 +111,20 @@ impl Arch {
             d_model: m.d_model,
             n_layers: m.n_layers,
             seq_len,
-            attention: AttnArch::Gqa {
-                n_heads: m.n_heads,
-                n_kv_heads: m.n_kv_heads,
-                head_dim: m.head_dim(),
+            attention: match m.mla() {
+                None => AttnArch::Gqa {
+                    n_heads: m.n_heads,
+                    n_kv_heads: m.n_kv_heads,
+                    head_dim: m.head_dim(),
+                },
+                Some(a) => AttnArch::Mla {
+                    n_heads: m.n_heads,
+                    q_lora_rank: 0,
+                    kv_lora_rank: a.kv_rank,
+                    qk_nope_dim: m.head_dim() - a.rope_dim,
+                    qk_rope_dim: a.rope_dim,
+                    v_head_dim: m.head_dim(),
+                },
             },
             ffn: Self::ffn_of(m),
             norm: NormArch::Rms,
@@ -385,7 +395,7 @@ mod tests {
 
     #[test]
     fn own_model_counts_match_its_parameter_buffer() {
-        for name in ["tiny", "ref"] {
+        for name in ["tiny", "ref", "tiny-mla"] {
             let cfg = crate::Config::preset(name, &[]).unwrap();
             let model = crate::model::Llama::init(cfg.model.clone(), 0);
             let p = Arch::from_model(&cfg.model, cfg.train.seq_len).params();

@@ -10,13 +10,16 @@
 pub mod batcher;
 pub mod calculator;
 mod llama;
+mod mla;
 pub mod sampling;
 pub mod score;
+pub mod speculative;
 
 pub use batcher::Batcher;
 pub use llama::KvCache;
 pub use sampling::{apply_repetition_penalty, sample_logits, SamplingParams};
 pub use score::TokenScore;
+pub use speculative::{greedy_speculative, SpecStats};
 
 use crate::chat::ChatTokens;
 use crate::error::{Error, Result};

@@ -181,6 +181,36 @@ fn tiny_moe() -> Llama {
     Llama::init(cfg.model, 3)
 }
 
+/// `tiny` with multi-head latent attention (configs/tiny-mla.toml).
+fn tiny_mla() -> Llama {
+    let cfg = Config::preset("tiny-mla", &["model.init_std=0.3".into()]).unwrap();
+    Llama::init(cfg.model, 3)
+}
+
+/// Latent attention decodes in the absorbed form (attention over the cached latents, W_UK
+/// folded into the queries and W_UV applied after) and trains in the expanded one (per-head
+/// keys and values): the logits agree at every position, and the cache holds only the latent
+/// and the RoPE key.
+#[test]
+fn absorbed_latent_attention_equals_expanded() {
+    let model = tiny_mla();
+    cached_logits_match_training_forward_on(&model);
+    let m = model.cfg.mla.clone().unwrap();
+    let mut cache = model.new_cache();
+    let mut logits = vec![0f32; model.cfg.vocab_size];
+    model.forward(&mut [(&mut cache, &[5, 6, 7][..])], &mut logits);
+    for layer in &cache.k {
+        assert_eq!(layer.len(), 3 * (m.kv_rank + m.rope_dim));
+    }
+    assert!(cache.v.iter().all(Vec::is_empty));
+    let gqa = tiny();
+    assert_eq!(
+        KvCache::bytes(&model) * 2,
+        KvCache::bytes(&gqa),
+        "tiny-mla keeps 16 floats per token and layer, tiny's grouped-query attention 32"
+    );
+}
+
 #[test]
 fn cached_equals_uncached_greedy() {
     for model in [tiny(), tiny_moe()] {
@@ -284,7 +314,11 @@ fn batched_sampling_equals_one_at_a_time() {
 
 #[test]
 fn batched_scoring_equals_one_token_at_a_time() {
-    let model = tiny();
+    batched_scoring_on(&tiny());
+    batched_scoring_on(&tiny_mla());
+}
+
+fn batched_scoring_on(model: &Llama) {
     // Ragged: a fresh prompt, a cache extended by several tokens, and by one.
     let seqs: Vec<(Vec<u32>, Vec<u32>)> = vec![
         (vec![], (0..9).map(|i| i * 11 % 128).collect()),
@@ -316,7 +350,7 @@ fn batched_scoring_equals_one_token_at_a_time() {
         if batched {
             model.score(&mut batch, &t)
         } else {
-            score::one_at_a_time(&model, &mut batch, &t)
+            score::one_at_a_time(model, &mut batch, &t)
         }
     };
     let (fast, slow) = (run(true), run(false));
@@ -426,4 +460,89 @@ fn sequences_joining_a_running_batch_generate_what_they_would_alone() {
     assert_eq!(done[0].1.finish, Finish::Cancelled);
     assert_eq!(done[0].1.tokens, alone[1].tokens[..2]);
     assert_eq!(b.ids().collect::<Vec<_>>(), vec![0]);
+}
+
+/// tiny-mtp trained on one sequence that cycles through 12 tokens, so that the main model and
+/// its first multi-token prediction module both learn what comes next and the drafts are
+/// mostly right.
+fn cycling_mtp() -> Llama {
+    let cfg = Config::preset("tiny-mtp", &["train.lr=0.01".into()]).unwrap();
+    let (b, t) = (cfg.train.batch_size, cfg.train.seq_len);
+    let cycle = [3u32, 17, 42, 8, 99, 23, 61, 5, 77, 12, 30, 64];
+    let seq: Vec<u32> = (0..b * (t + 1)).map(|i| cycle[i % cycle.len()]).collect();
+    let x: Vec<u32> = seq.chunks(t + 1).flat_map(|s| s[..t].to_vec()).collect();
+    let y: Vec<u32> = seq.chunks(t + 1).flat_map(|s| s[1..].to_vec()).collect();
+    let mut model = Llama::init(cfg.model.clone(), 1);
+    let mut opt = crate::optim::Optimizer::new(&cfg.train, &model.params);
+    let (mut ws, mut grads) = (model.workspace(b, t), vec![0f32; model.params.len()]);
+    for _ in 0..200 {
+        grads.fill(0.0);
+        model.forward_backward(&x, &y, &mut grads, 1.0 / (b * t) as f32, &mut ws);
+        opt.update(&mut model.params.data, &grads, 1.0);
+    }
+    model
+}
+
+#[test]
+fn speculative_decoding_equals_plain_greedy() {
+    let random = Llama::init(
+        Config::preset("tiny-mtp", &["model.init_std=0.3".into()])
+            .unwrap()
+            .model,
+        3,
+    );
+    let trained = cycling_mtp();
+    let prompts: Vec<Vec<u32>> = vec![
+        vec![1],
+        vec![3, 17, 42],
+        vec![99, 23, 61, 5, 77],
+        (0..12).map(|i| i * 7 % 128).collect(),
+        (0..31).map(|i| i * 5 % 128).collect(),
+    ];
+    let mut totals = Vec::new();
+    for model in [&random, &trained] {
+        let mut total = SpecStats::default();
+        for p in &prompts {
+            // Through the context, to a max_tokens that ends on an accepted draft or not, and
+            // to a stop token the plain reply produces.
+            let plain =
+                generate(model, &[request(p.clone(), 100, vec![])], None, |_| true).unwrap();
+            let stop_at = plain[0].tokens.get(6).copied();
+            for (max, stop) in [
+                (100, vec![]),
+                (4, vec![]),
+                (5, vec![]),
+                (100, stop_at.into_iter().collect()),
+            ] {
+                let want = generate(
+                    model,
+                    &[request(p.clone(), max, stop.clone())],
+                    None,
+                    |_| true,
+                )
+                .unwrap()
+                .remove(0);
+                let (got, stats) = greedy_speculative(model, p, max, &stop).unwrap();
+                assert_eq!(
+                    got.tokens, want.tokens,
+                    "prompt {p:?}, max {max}, stop {stop:?}"
+                );
+                assert_eq!((got.finish, got.stop_token), (want.finish, want.stop_token));
+                assert!(stats.passes <= want.tokens.len());
+                total.drafted += stats.drafted;
+                total.accepted += stats.accepted;
+            }
+        }
+        totals.push(total);
+    }
+    // Both paths ran: the random module's drafts are mostly rejected, the trained one's
+    // mostly accepted.
+    assert!(totals[0].acceptance() < 0.5, "random: {:?}", totals[0]);
+    assert!(totals[1].acceptance() > 0.8, "trained: {:?}", totals[1]);
+}
+
+#[test]
+fn speculative_decoding_needs_a_prediction_module() {
+    let err = greedy_speculative(&tiny(), &[1, 2], 8, &[]).unwrap_err();
+    assert!(err.to_string().contains("multi-token prediction"), "{err}");
 }

@@ -1,5 +1,6 @@
 //! One decoder block, forward and backward: x_mid = x_in + o_proj(attn(rope(qkv(norm(x_in))))),
-//! x_out = x_mid + mlp(norm(x_mid)), where the MLP is a SwiGLU, or in a MoE block the shared
+//! x_out = x_mid + mlp(norm(x_mid)), where attention is grouped-query or latent (`mla`) and
+//! the MLP is a SwiGLU, or in a MoE block the shared
 //! experts' SwiGLU plus the routed experts. The model's layers and its multi-token prediction
 //! modules are all such blocks.
 
@@ -86,8 +87,13 @@ impl Llama {
             d,
             eps,
         );
-        sgemm(&Gemm::nt(n, cx.qkv, d), &a.xn1, &p[off.qkv..], &mut a.qkv); // (N, qkv)
-        rope_forward(&mut a.qkv, cx.rope, &self.rope);
+        match (self.cfg.mla(), &off.mla) {
+            (Some(m), Some(mla)) => self.mla_qkv_forward(m, mla, off.qkv, a, n, cx.seq_len),
+            _ => {
+                sgemm(&Gemm::nt(n, cx.qkv, d), &a.xn1, &p[off.qkv..], &mut a.qkv); // (N, qkv)
+                rope_forward(&mut a.qkv, cx.rope, &self.rope);
+            }
+        }
         attention_forward_docs(&mut a.att, &mut a.lse, &a.qkv, cx.attn, cx.starts); // (N, att)
         sgemm(&Gemm::nt(n, d, cx.att), &a.att, &p[off.o..], &mut a.x_mid); // (N, d)
         add_inplace(&mut a.x_mid, x_in);
@@ -214,19 +220,24 @@ impl Llama {
             cx.attn,
             cx.starts,
         );
-        rope_backward(&mut bg.dqkv, cx.rope, &self.rope);
-        sgemm(
-            &Gemm::tn(cx.qkv, d, n).accumulate(true),
-            &bg.dqkv,
-            &a.xn1,
-            &mut g[off.qkv..],
-        ); // (qkv, d)
-        sgemm(
-            &Gemm::nn(n, d, cx.qkv),
-            &bg.dqkv,
-            &p[off.qkv..],
-            &mut bg.dxn,
-        ); // dxn1 (N, d)
+        if let (Some(m), Some(mla)) = (self.cfg.mla(), &off.mla) {
+            let (dqkv, dxn, mg) = (&mut bg.dqkv, &mut bg.dxn, &mut bg.mla);
+            self.mla_qkv_backward(m, mla, off.qkv, a, dqkv, dxn, g, mg, n, cx.seq_len);
+        } else {
+            rope_backward(&mut bg.dqkv, cx.rope, &self.rope);
+            sgemm(
+                &Gemm::tn(cx.qkv, d, n).accumulate(true),
+                &bg.dqkv,
+                &a.xn1,
+                &mut g[off.qkv..],
+            ); // (qkv, d)
+            sgemm(
+                &Gemm::nn(n, d, cx.qkv),
+                &bg.dqkv,
+                &p[off.qkv..],
+                &mut bg.dxn,
+            ); // dxn1 (N, d)
+        }
         rmsnorm_backward(
             &mut bg.dresid,
             &mut g[off.attn_norm..][..d],

@@ -24,7 +24,9 @@ impl Llama {
             Params::zeros(&cfg).len(),
             "Llama::new: parameters do not match the config"
         );
-        let rope = RopeTable::new(cfg.context_len, cfg.head_dim(), cfg.rope_theta);
+        // Latent attention rotates only each head's last rope_dim channels.
+        let rotated = cfg.mla().map_or(cfg.head_dim(), |m| m.rope_dim);
+        let rope = RopeTable::new(cfg.context_len, rotated, cfg.rope_theta);
         Llama { cfg, params, rope }
     }
 

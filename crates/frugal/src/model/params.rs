@@ -40,7 +40,8 @@ impl ParamSpec {
 #[derive(Clone, Copy, Debug)]
 pub struct LayerOffsets {
     pub attn_norm: usize,
-    /// q_proj, k_proj, v_proj stacked: ((n_heads + 2·n_kv)·hd, d).
+    /// q_proj, k_proj, v_proj stacked: ((n_heads + 2·n_kv)·hd, d); with latent attention
+    /// q_proj alone: (n_heads·hd, d).
     pub qkv: usize,
     pub o: usize,
     pub mlp_norm: usize,
@@ -49,6 +50,20 @@ pub struct LayerOffsets {
     pub gate_up: usize,
     pub down: usize,
     pub moe: Option<MoeOffsets>,
+    pub mla: Option<MlaOffsets>,
+}
+
+/// Offsets of multi-head latent attention's own tensors (DeepSeek-V2/V3's HF names).
+#[derive(Clone, Copy, Debug)]
+pub struct MlaOffsets {
+    /// self_attn.kv_a_proj_with_mqa: (kv_rank + rope_dim, d), the latent's rows then the
+    /// shared RoPE key's.
+    pub kv_a: usize,
+    /// self_attn.kv_a_layernorm (kv_rank): RMSNorm of the latent.
+    pub kv_norm: usize,
+    /// self_attn.kv_b_proj: (n_heads·(head_dim − rope_dim + head_dim), kv_rank), per head
+    /// [position-free key rows | value rows].
+    pub kv_b: usize,
 }
 
 /// Offsets of a mixture-of-experts MLP's own tensors (DeepSeek-V3's HF names).
@@ -194,14 +209,33 @@ impl Layout {
             format!("{p}.self_attn.q_proj.weight"),
             vec![cfg.n_heads * hd, d],
         );
-        self.push(
-            format!("{p}.self_attn.k_proj.weight"),
-            vec![cfg.n_kv_heads * hd, d],
-        );
-        self.push(
-            format!("{p}.self_attn.v_proj.weight"),
-            vec![cfg.n_kv_heads * hd, d],
-        );
+        let mla = cfg.mla().map(|m| {
+            let a = format!("{p}.self_attn");
+            let kv_a = self.push(
+                format!("{a}.kv_a_proj_with_mqa.weight"),
+                vec![m.kv_rank + m.rope_dim, d],
+            );
+            let kv_norm = self.push(format!("{a}.kv_a_layernorm.weight"), vec![m.kv_rank]);
+            let kv_b = self.push(
+                format!("{a}.kv_b_proj.weight"),
+                vec![cfg.n_heads * (2 * hd - m.rope_dim), m.kv_rank],
+            );
+            MlaOffsets {
+                kv_a,
+                kv_norm,
+                kv_b,
+            }
+        });
+        if mla.is_none() {
+            self.push(
+                format!("{p}.self_attn.k_proj.weight"),
+                vec![cfg.n_kv_heads * hd, d],
+            );
+            self.push(
+                format!("{p}.self_attn.v_proj.weight"),
+                vec![cfg.n_kv_heads * hd, d],
+            );
+        }
         let o = self.push(
             format!("{p}.self_attn.o_proj.weight"),
             vec![d, cfg.n_heads * hd],
@@ -255,6 +289,7 @@ impl Layout {
             gate_up,
             down,
             moe,
+            mla,
         }
     }
 

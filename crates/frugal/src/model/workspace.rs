@@ -23,6 +23,43 @@ pub(crate) struct LayerActs {
     pub h: Vec<f32>,
     /// The routed experts' activations, in MoE layers.
     pub moe: Option<MoeActs>,
+    /// Latent attention's own activations.
+    pub mla: Option<MlaActs>,
+}
+
+/// Latent attention's forward state (see `model::mla`).
+pub(crate) struct MlaActs {
+    /// The latent before and after its norm (N, kv_rank), and the norm's 1/rms (N).
+    pub c: Vec<f32>,
+    pub cn: Vec<f32>,
+    pub rstd: Vec<f32>,
+    /// The shared RoPE key, rotated: (N, rope_dim).
+    pub kpe: Vec<f32>,
+    /// kv_b_proj(cn): per head [position-free key | value], (N, heads·(nope + head_dim)).
+    pub kv: Vec<f32>,
+}
+
+/// Latent attention's backward scratch: the gradients of `MlaActs`' tensors.
+#[derive(Default)]
+pub(crate) struct MlaGrads {
+    pub dc: Vec<f32>,
+    pub dcn: Vec<f32>,
+    pub dkpe: Vec<f32>,
+    pub dkv: Vec<f32>,
+}
+
+impl MlaGrads {
+    fn new(cfg: &ModelConfig, n: usize) -> Self {
+        cfg.mla().map_or_else(Self::default, |m| {
+            let md = super::mla::MlaDims::new(cfg, m);
+            MlaGrads {
+                dc: vec![0.0; n * md.rank],
+                dcn: vec![0.0; n * md.rank],
+                dkpe: vec![0.0; n * md.rope],
+                dkv: vec![0.0; n * md.kv],
+            }
+        })
+    }
 }
 
 /// A mixture-of-experts MLP's forward state. R = N · top_k dispatch rows, grouped by expert.
@@ -86,6 +123,16 @@ impl LayerActs {
             gu: z(n * 2 * hid),
             h: z(n * hid),
             moe: cfg.moe_at(l).map(|m| MoeActs::new(n, m, d)),
+            mla: cfg.mla().map(|m| {
+                let md = super::mla::MlaDims::new(cfg, m);
+                MlaActs {
+                    c: z(n * md.rank),
+                    cn: z(n * md.rank),
+                    rstd: z(n),
+                    kpe: z(n * md.rope),
+                    kv: z(n * md.kv),
+                }
+            }),
         }
     }
 }
@@ -99,6 +146,7 @@ pub(crate) struct BlockGrads {
     pub dgu: Vec<f32>,
     pub dh: Vec<f32>,
     pub moe: MoeGrads,
+    pub mla: MlaGrads,
 }
 
 /// One multi-token prediction module's forward state.
@@ -217,6 +265,7 @@ impl Workspace {
                 dgu: z(n * 2 * max_hid),
                 dh: z(n * max_hid),
                 moe,
+                mla: MlaGrads::new(cfg, n),
             },
             logits_scratch: Vec::new(),
             mtp,

@@ -1,0 +1,160 @@
+//! Self-speculative greedy decoding with the model's first multi-token prediction module
+//! (DeepSeek-V3 §5.4.3). The main model's last hidden state h_m and the token it chose, t_{m+1},
+//! give the module what it was trained on, so it drafts t_{m+2} for the cost of one block and
+//! the head. One main pass then feeds [t_{m+1}, draft]: its first row checks the draft, and
+//! when the draft is right its second row gives t_{m+3} too, so that pass yields two tokens.
+//! A wrong draft's key and value are cut from the cache. The reply is the main model's own
+//! greedy reply: the draft only decides how many of its tokens one pass produces.
+
+use super::llama::{KvCache, Rows, Scratch};
+use super::{check, sample_logits, Completion, Finish, LanguageModel, Request, SamplingParams};
+use crate::error::{Error, Result};
+use crate::model::Llama;
+use tensor::ops::embedding::embedding_forward;
+use tensor::ops::rmsnorm::rmsnorm_forward;
+use tensor::Rng;
+
+/// How the drafts fared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpecStats {
+    /// Passes of the main model after the prompt's.
+    pub passes: usize,
+    /// Drafts checked, and those the main model agreed with.
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+impl SpecStats {
+    /// The share of drafts accepted.
+    pub fn acceptance(&self) -> f64 {
+        self.accepted as f64 / self.drafted.max(1) as f64
+    }
+}
+
+/// The greedy reply to `prompt` (the same tokens as [`super::generate`] with greedy sampling
+/// and no tools), decoded with the model's first multi-token prediction module drafting.
+pub fn greedy_speculative(
+    model: &Llama,
+    prompt: &[u32],
+    max_tokens: usize,
+    stop: &[u32],
+) -> Result<(Completion, SpecStats)> {
+    if model.params.mtp.is_empty() {
+        return Err(Error::input(
+            "model",
+            "it has no multi-token prediction module to draft with",
+            "train a model with [model.mtp] depth ≥ 1, or decode without --speculative",
+        ));
+    }
+    let request = Request {
+        prompt: prompt.to_vec(),
+        sampling: SamplingParams::greedy(),
+        max_tokens,
+        stop: stop.to_vec(),
+        seed: 0,
+    };
+    check(model, 0, &request)?;
+    let (d, ctx) = (model.cfg.d_model, model.cfg.context_len);
+    // The reply never outgrows max_tokens or the context.
+    let limit = max_tokens.min(ctx - prompt.len());
+    let mut stats = SpecStats::default();
+    let mut main = model.new_cache();
+    let mut mtp = KvCache::with_layers(1);
+    let mut out = Vec::new();
+    let finish = |out: Vec<u32>, finish, stop_token, main: &KvCache| Completion {
+        tokens: out,
+        finish,
+        stop_token,
+        prompt_tokens: model.cache_len(main),
+    };
+    if limit == 0 {
+        return Ok((finish(out, Finish::Length, None, &main), stats));
+    }
+    // Hidden states of main positions the module has not seen, and the token after each.
+    let mut hidden = model.trunk(&mut [(&mut main, prompt)]);
+    let mut next = greedy(model, &hidden[hidden.len() - d..], model.params.final_norm);
+    let mut after: Vec<u32> = prompt[1..].to_vec();
+    loop {
+        // `next`, the main model's choice, is the reply's next token.
+        if stop.contains(&next) {
+            return Ok((finish(out, Finish::Stop, Some(next), &main), stats));
+        }
+        out.push(next);
+        after.push(next);
+        if out.len() == limit {
+            return Ok((finish(out, Finish::Length, None, &main), stats));
+        }
+        let draft = model.mtp_draft(&mut mtp, &hidden, &after);
+        // One pass over [next, draft]; the context has room, as the reply's next token does.
+        let m = main.len();
+        hidden = model.trunk(&mut [(&mut main, &[next, draft])]);
+        stats.passes += 1;
+        stats.drafted += 1;
+        let checked = greedy(model, &hidden[..d], model.params.final_norm);
+        if checked != draft {
+            main.truncate(m + 1);
+            hidden.truncate(d);
+            after = Vec::new();
+            next = checked;
+            continue;
+        }
+        stats.accepted += 1;
+        if stop.contains(&draft) {
+            return Ok((finish(out, Finish::Stop, Some(draft), &main), stats));
+        }
+        out.push(draft);
+        if out.len() == limit {
+            return Ok((finish(out, Finish::Length, None, &main), stats));
+        }
+        next = greedy(model, &hidden[d..], model.params.final_norm);
+        after = vec![draft];
+    }
+}
+
+/// The greedy token after a hidden state x (d), through the RMSNorm at `norm` and the head,
+/// chosen as the engine's greedy sampling chooses.
+fn greedy(model: &Llama, x: &[f32], norm: usize) -> u32 {
+    let mut logits = vec![0f32; model.cfg.vocab_size];
+    model.head_with(norm, x, &mut logits);
+    sample_logits(&logits, SamplingParams::greedy(), &mut Rng::new(0))
+}
+
+impl Llama {
+    /// Feeds multi-token prediction module 1 the hidden states `hidden` (n, d) of the next n
+    /// main positions and the token after each, `after` (n), caching its block's keys and
+    /// values; returns its greedy guess at the token after the last of those.
+    fn mtp_draft(&self, cache: &mut KvCache, hidden: &[f32], after: &[u32]) -> u32 {
+        let (d, eps) = (self.cfg.d_model, self.cfg.norm_eps);
+        let n = after.len();
+        debug_assert_eq!(hidden.len(), n * d);
+        let p = &self.params.data;
+        let off = &self.params.mtp[0];
+        let mut emb = vec![0f32; n * d];
+        embedding_forward(&mut emb, after, &p[self.params.embed..], d);
+        let (mut en, mut hn, mut rstd) = (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n]);
+        rmsnorm_forward(&mut en, &mut rstd, &emb, &p[off.enorm..][..d], d, eps);
+        rmsnorm_forward(&mut hn, &mut rstd, hidden, &p[off.hnorm..][..d], d, eps);
+        let mut cat = Vec::with_capacity(n * 2 * d);
+        for (e, h) in en.chunks_exact(d).zip(hn.chunks_exact(d)) {
+            cat.extend_from_slice(e);
+            cat.extend_from_slice(h);
+        }
+        let mut x = vec![0f32; n * d];
+        super::llama::linear(n, d, 2 * d, &cat, &p[off.eh_proj..], &mut x);
+        let mut batch = [(cache, after)];
+        let rows = Rows::new(&batch, self.cfg.context_len);
+        let l = self.cfg.n_layers;
+        self.cached_block(
+            l,
+            &off.block,
+            0,
+            &mut x,
+            &mut batch,
+            &rows,
+            &mut Scratch::default(),
+        );
+        let [(cache, _)] = batch;
+        cache.advance(n);
+        greedy(self, &x[(n - 1) * d..], off.norm)
+    }
+}
