@@ -2,8 +2,9 @@
 # An architecture against the dense speedrun model, on the default corpus, in one run.
 #
 # Usage: bench/ablation.sh CONFIG [STEPS] [OUT_DIR]
-#   CONFIG   configs/cpu-moe.toml (mixture of experts at equal FLOPs per token) or
-#            configs/cpu-mtp.toml (one multi-token prediction module), or any variant of
+#   CONFIG   configs/cpu-moe.toml (mixture of experts at equal FLOPs per token),
+#            configs/cpu-mtp.toml (one multi-token prediction module, then speculative decoding
+#            with it), configs/cpu-mla.toml (latent attention), or any variant of
 #            configs/cpu-speedrun.toml
 #   STEPS    400 by default; OUT_DIR runs/ablation-STEPS by default
 #
@@ -57,9 +58,24 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 mv "$OUT/bench-$NAME.txt.tmp" "$OUT/bench-$NAME.txt"
+# A variant with multi-token prediction also decodes speculatively with its module.
+rm -f "$OUT/speculative-$NAME.txt"
+if grep -q '^\[model.mtp\]' "$VARIANT"; then
+    "$BIN" bench speculative --run "$OUT/$NAME" | tee "$OUT/speculative-$NAME.txt"
+fi
 python3 - "$OUT" "$STEPS" "$NAME" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys, tomllib
 out, steps, variant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def kv_bytes(run):
+    """KV-cache bytes per token (all layers, f32): keys and values, or latent + RoPE key."""
+    m = tomllib.load(open(f"{run}/config.toml", "rb"))["model"]
+    if m.get("attention") == "mla":
+        per_layer = m["mla"]["kv_rank"] + m["mla"]["rope_dim"]
+    else:
+        per_layer = 2 * m["n_kv_heads"] * m["d_model"] // m["n_heads"]
+    return m["n_layers"] * per_layer * 4
+
 bench = {}
 for line in open(f"{out}/bench-{variant}.txt"):
     name, ms = line.split()
@@ -91,12 +107,13 @@ for name in ("dense", variant):
         val_imb=max(val[-1]["val_expert_imbalance"]) if "val_expert_imbalance" in val[-1] else None,
         bench_ms=statistics.median(bench[name]),
         mtp_loss=statistics.mean(l["mtp_loss"] for l in train[-25:]) if "mtp_loss" in train[-1] else None,
+        kv_bytes=kv_bytes(f"{out}/{name}"),
     )
 d, m = rows["dense"], rows[variant]
 print(f"\n| {steps} steps | dense | {variant} | {variant} / dense |\n|---|---:|---:|---:|")
 for key, fmt in [("val_loss", "{:.4f}"), ("val_bpb", "{:.4f}"), ("flops", "{:.3e}"), ("kernel_flops", "{:.3e}"),
                  ("train_s", "{:.0f}"), ("tok_s", "{:.0f}"),
-                 ("bench_ms", "{:.0f}")]:
+                 ("bench_ms", "{:.0f}"), ("kv_bytes", "{:d}")]:
     print(f"| {key} | {fmt.format(d[key])} | {fmt.format(m[key])} | {m[key] / d[key]:.3f} |")
 if m["imb_mean"] is not None:
     w = steps * 3 // 8
@@ -105,4 +122,10 @@ if m["imb_mean"] is not None:
     print(f"| the same over the validation tokens at the end | | {m['val_imb']:.2f} | |")
 if m["mtp_loss"] is not None:
     print(f"| MTP modules' training loss (token 2+ ahead), mean of the last 25 steps | | {m['mtp_loss']:.4f} | |")
+spec = f"{out}/speculative-{variant}.txt"
+if os.path.exists(spec):
+    kv = dict(l.split(": ", 1) for l in open(spec).read().splitlines() if ": " in l and " | " not in l)
+    print(f"| greedy decoding tok/s: plain / speculative (identical outputs, {kv['identical_outputs']}) | "
+          f"| {float(kv['plain_tok_s']):.1f} / {float(kv['speculative_tok_s']):.1f} | {float(kv['speedup']):.3f} |")
+    print(f"| draft acceptance | | {float(kv['acceptance']):.3f} | |")
 PY

@@ -69,6 +69,9 @@ pub enum BenchCommand {
         /// Greedy tokens decoded after each prompt.
         #[arg(long, default_value_t = 128)]
         decode: usize,
+        /// Passes over the prompts (both ways each time).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
     },
 }
 
@@ -201,6 +204,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 println!("prefill_tok_s_b{b}: {:.1}", r.prefill_tok_s);
                 println!("decode_tok_s_b{b}: {:.1}", r.decode_tok_s);
             }
+            println!(
+                "kv_cache_bytes_per_token: {}",
+                cfg.model.n_layers * cfg.model.kv_floats_per_token() * 4
+            );
             println!("peak_rss_mb: {:.1}", peak_rss_mb().unwrap_or(f64::NAN));
         }
         BenchCommand::Speculative {
@@ -208,7 +215,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             prompts,
             prompt_len,
             decode,
-        } => speculative(&run, prompts, prompt_len, decode)?,
+            reps,
+        } => speculative(&run, prompts, prompt_len, decode, reps)?,
     }
     Ok(())
 }
@@ -218,6 +226,7 @@ fn speculative(
     prompts: usize,
     prompt_len: usize,
     decode: usize,
+    reps: usize,
 ) -> anyhow::Result<()> {
     let t = frugal::train::checkpoint::load_trained(run, false)?;
     let data = t
@@ -228,8 +237,8 @@ fn speculative(
     let (_, _, val) = frugal::loader::open_splits(&data.shards, &t.tok)?;
     let ctx = t.model.cfg.context_len;
     anyhow::ensure!(
-        prompts >= 1 && prompt_len >= 1 && prompt_len + decode <= ctx,
-        "--prompts and --prompt-len must be at least 1, and --prompt-len + --decode fit the \
+        prompts >= 1 && prompt_len >= 1 && reps >= 1 && prompt_len + decode <= ctx,
+        "--prompts, --prompt-len and --reps must be at least 1, and --prompt-len + --decode fit the \
          model's context of {ctx} tokens"
     );
     // Windows a context apart, so that the prompts come from different stretches of text.
@@ -242,14 +251,14 @@ fn speculative(
     );
     let prompts: Vec<Vec<u32>> = windows.iter().map(|w| w[..prompt_len].to_vec()).collect();
     println!(
-        "bench speculative | {} ({} checkpoint {}) | {} | {} prompts of {prompt_len} tokens, {decode} decoded",
+        "bench speculative | {} ({} checkpoint {}) | {} | {} prompts of {prompt_len} tokens, {decode} decoded, {reps} passes",
         run.display(),
         t.stage,
         t.checkpoint.display(),
         tensor::Device::Cpu.describe(),
         prompts.len()
     );
-    let r = bench_speculative(&t.model, &prompts, decode)?;
+    let r = bench_speculative(&t.model, &prompts, decode, reps)?;
     println!(
         "plain: {:.1} tok/s | speculative: {:.1} tok/s | {:.2} tokens per main pass | {}/{} drafts accepted",
         r.plain_tok_s(),
@@ -257,6 +266,10 @@ fn speculative(
         r.tokens_per_pass(),
         r.stats.accepted,
         r.stats.drafted
+    );
+    println!(
+        "drafting: {:.0}% of the speculative time",
+        100.0 * r.stats.draft_time.as_secs_f64() / r.speculative_s
     );
     println!("identical_outputs: {} tokens", r.tokens);
     println!("plain_tok_s: {:.1}", r.plain_tok_s());

@@ -211,7 +211,7 @@ pub fn bench_infer(
 #[derive(Clone, Debug)]
 pub struct SpeculativeBench {
     pub prompts: usize,
-    /// Tokens generated per way (the same tokens both ways).
+    /// Tokens generated per way (the same tokens both ways), over all repetitions.
     pub tokens: usize,
     /// Seconds of generation, prefill included, summed over the prompts.
     pub plain_s: f64,
@@ -232,13 +232,15 @@ impl SpeculativeBench {
     }
 }
 
-/// Decodes `decode` greedy tokens after each prompt plainly and speculatively, alternating the
-/// two per prompt so that the machine's drift falls on both alike, after one untimed warm-up of
-/// each. Fails if the two ways disagree on any token: speculation must not change the reply.
+/// Decodes `decode` greedy tokens after each prompt plainly and speculatively, `reps` times
+/// over the prompts, alternating the two ways per prompt so that the machine's drift falls on
+/// both alike, after one untimed warm-up of each. Fails if the two ways disagree on any token:
+/// speculation must not change the reply.
 pub fn bench_speculative(
     model: &Llama,
     prompts: &[Vec<u32>],
     decode: usize,
+    reps: usize,
 ) -> crate::error::Result<SpeculativeBench> {
     use crate::engine::{generate, greedy_speculative, Request, SamplingParams, SpecStats};
     let plain = |p: &[u32]| {
@@ -262,7 +264,12 @@ pub fn bench_speculative(
         speculative_s: 0.0,
         stats: SpecStats::default(),
     };
-    for (i, p) in prompts.iter().enumerate() {
+    let all = prompts
+        .iter()
+        .enumerate()
+        .cycle()
+        .take(reps * prompts.len());
+    for (i, p) in all {
         let t0 = Instant::now();
         let want = plain(p)?;
         r.plain_s += t0.elapsed().as_secs_f64();
@@ -283,6 +290,7 @@ pub fn bench_speculative(
         r.stats.passes += stats.passes;
         r.stats.drafted += stats.drafted;
         r.stats.accepted += stats.accepted;
+        r.stats.draft_time += stats.draft_time;
     }
     Ok(r)
 }

@@ -22,6 +22,8 @@ pub struct SpecStats {
     /// Drafts checked, and those the main model agreed with.
     pub drafted: usize,
     pub accepted: usize,
+    /// Time spent drafting (the module's block and the head).
+    pub draft_time: std::time::Duration,
 }
 
 impl SpecStats {
@@ -84,13 +86,16 @@ pub fn greedy_speculative(
         if out.len() == limit {
             return Ok((finish(out, Finish::Length, None, &main), stats));
         }
+        let t0 = std::time::Instant::now();
         let draft = model.mtp_draft(&mut mtp, &hidden, &after);
+        stats.draft_time += t0.elapsed();
         // One pass over [next, draft]; the context has room, as the reply's next token does.
         let m = main.len();
         hidden = model.trunk(&mut [(&mut main, &[next, draft])]);
         stats.passes += 1;
         stats.drafted += 1;
-        let checked = greedy(model, &hidden[..d], model.params.final_norm);
+        // Both rows through the head at once: one read of its weights, the step's largest.
+        let [checked, after_draft] = greedy2(model, &hidden);
         if checked != draft {
             main.truncate(m + 1);
             hidden.truncate(d);
@@ -106,7 +111,7 @@ pub fn greedy_speculative(
         if out.len() == limit {
             return Ok((finish(out, Finish::Length, None, &main), stats));
         }
-        next = greedy(model, &hidden[d..], model.params.final_norm);
+        next = after_draft;
         after = vec![draft];
     }
 }
@@ -117,6 +122,15 @@ fn greedy(model: &Llama, x: &[f32], norm: usize) -> u32 {
     let mut logits = vec![0f32; model.cfg.vocab_size];
     model.head_with(norm, x, &mut logits);
     sample_logits(&logits, SamplingParams::greedy(), &mut Rng::new(0))
+}
+
+/// The main model's greedy tokens after each of two hidden states x (2, d).
+fn greedy2(model: &Llama, x: &[f32]) -> [u32; 2] {
+    let v = model.cfg.vocab_size;
+    let mut logits = vec![0f32; 2 * v];
+    model.head_with(model.params.final_norm, x, &mut logits);
+    let pick = |row: &[f32]| sample_logits(row, SamplingParams::greedy(), &mut Rng::new(0));
+    [pick(&logits[..v]), pick(&logits[v..])]
 }
 
 impl Llama {

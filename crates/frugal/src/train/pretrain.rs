@@ -221,8 +221,9 @@ pub fn pretrain(
         false => String::new(),
     };
     log(&format!(
-        "model {:.2}M params{active} | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s",
+        "model {:.2}M params{active} | KV cache {} B/token | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s",
         model.params.len() as f64 / 1e6,
+        cfg.model.n_layers * cfg.model.kv_floats_per_token() * 4,
         loader.windows_per_epoch(),
         val.len() * seq
     ));
