@@ -12,6 +12,9 @@ pub enum BenchCommand {
     Gemm {
         #[arg(long, default_value_t = 10)]
         reps: usize,
+        /// Also bf16 products with f32 accumulation, per training layout, against f32.
+        #[arg(long)]
+        bf16: bool,
     },
     /// Measure batch-encoding throughput of a tokenizer on text files.
     Tokenizer {
@@ -110,13 +113,25 @@ impl BenchModel {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Gemm { reps } => {
+        BenchCommand::Gemm { reps, bf16 } => {
             let g = bench_gemm(reps);
             println!("{}", tensor::Device::Cpu.describe());
             for (m, n, k, gf) in &g.shapes {
                 println!("{m}x{n}x{k}: {gf:.1} GFLOP/s");
             }
             println!("gemm_gflops_peak: {:.1}", g.peak_gflops);
+            if bf16 {
+                let layouts = frugal::bench::bench_gemm_bf16(reps)
+                    .context("this CPU lacks AVX-512 BF16: no bf16 products to measure")?;
+                for (name, f, b) in &layouts {
+                    for ((m, n, k, gf), (.., gb)) in f.shapes.iter().zip(&b.shapes) {
+                        println!(
+                            "{name} {m}x{n}x{k}: f32 {gf:.1} | bf16 {gb:.1} GFLOP/s | {:.2}x",
+                            gb / gf
+                        );
+                    }
+                }
+            }
         }
         BenchCommand::Tokenizer {
             tokenizer,
@@ -148,19 +163,22 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 steps > WARMUP,
                 "--steps must exceed the {WARMUP} warm-up steps"
             );
-            // MFU is measured against this machine's GEMM throughput, not a datasheet number.
+            // MFU is measured against this machine's GEMM throughput at the step's precision,
+            // not a datasheet number.
+            let _precision = frugal::train::precision(&cfg.train)?;
             let peak = bench_gemm(5).peak_gflops;
             println!(
-                "bench train | {} | {} | batch {} x {} tokens",
+                "bench train | {} | {} | batch {} x {} tokens | {:?} products",
                 model.name(),
                 tensor::Device::Cpu.describe(),
                 cfg.train.batch_size,
-                cfg.train.seq_len
+                cfg.train.seq_len,
+                cfg.train.precision,
             );
             let r = bench_train(&cfg, steps, |i, loss, ms| {
                 let tag = if i < WARMUP { " (warm-up)" } else { "" };
                 println!("step {i} | loss {loss:.4} | {ms:.1} ms{tag}");
-            });
+            })?;
             let ms = r.median_ms(WARMUP);
             let gflops = r.flops_per_step / (ms / 1e3) / 1e9;
             println!("model_gflops_per_s: {gflops:.1}");

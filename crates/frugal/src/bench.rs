@@ -32,6 +32,35 @@ pub struct GemmBench {
 /// Measures f32 GEMM throughput on the shapes of a reference-preset training step (the best
 /// of `reps` repetitions per shape).
 pub fn bench_gemm(reps: usize) -> GemmBench {
+    bench_gemm_with(reps, Gemm::nn, sgemm)
+}
+
+/// bf16 products with f32 accumulation (`tensor::bf16`) against f32 on the three layouts of a
+/// training step: forward y = x·Wᵀ (nt), input gradient dy·W (nn), weight gradient dyᵀ·x (tn).
+/// Per layout, (f32, bf16) GFLOP/s on the shapes of `bench_gemm`; None without AVX-512 BF16.
+pub fn bench_gemm_bf16(reps: usize) -> Option<Vec<(&'static str, GemmBench, GemmBench)>> {
+    if !tensor::bf16::available() {
+        return None;
+    }
+    let layouts: [(&str, fn(usize, usize, usize) -> Gemm); 3] =
+        [("nt", Gemm::nt), ("nn", Gemm::nn), ("tn", Gemm::tn)];
+    Some(
+        layouts
+            .iter()
+            .map(|&(name, layout)| {
+                let f32 = bench_gemm_with(reps, layout, sgemm);
+                let bf16 = bench_gemm_with(reps, layout, tensor::bf16::gemm_bf16);
+                (name, f32, bf16)
+            })
+            .collect(),
+    )
+}
+
+fn bench_gemm_with(
+    reps: usize,
+    layout: fn(usize, usize, usize) -> Gemm,
+    product: fn(&Gemm, &[f32], &[f32], &mut [f32]),
+) -> GemmBench {
     let shapes = [
         (2048, 1152, 384),
         (2048, 2048, 384),
@@ -45,12 +74,12 @@ pub fn bench_gemm(reps: usize) -> GemmBench {
         let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
         let mut c = vec![0f32; m * n];
-        let g = Gemm::nn(m, n, k);
-        sgemm(&g, &a, &b, &mut c); // warm-up: page faults, packing buffers
+        let g = layout(m, n, k);
+        product(&g, &a, &b, &mut c); // warm-up: page faults, packing buffers
         let times: Vec<f64> = (0..reps.max(1))
             .map(|_| {
                 let t = Instant::now();
-                sgemm(&g, &a, &b, &mut c);
+                product(&g, &a, &b, &mut c);
                 t.elapsed().as_secs_f64()
             })
             .collect();
@@ -84,7 +113,8 @@ pub fn bench_train(
     cfg: &Config,
     steps: usize,
     mut on_step: impl FnMut(usize, f64, f64),
-) -> TrainBench {
+) -> crate::error::Result<TrainBench> {
+    let _precision = crate::train::precision(&cfg.train)?;
     let (b, t, v) = (
         cfg.train.batch_size,
         cfg.train.seq_len,
@@ -119,7 +149,7 @@ pub fn bench_train(
         res.losses.push(loss);
         on_step(i, loss, ms);
     }
-    res
+    Ok(res)
 }
 
 /// Peak resident memory of this process in MiB (Linux VmHWM), if the OS reports it.

@@ -169,6 +169,16 @@ pub struct MtpConfig {
     pub weight: f32,
 }
 
+/// Precision of a training step's large matrix products. Master weights, gradients, optimizer
+/// state, activations and accumulation are f32 either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    /// Operands rounded to bf16, products accumulated in f32 (AVX-512 BF16 CPUs).
+    Bf16,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
@@ -186,6 +196,9 @@ pub struct TrainConfig {
     pub seq_len: usize,
     #[serde(default = "default_optimizer")]
     pub optimizer: OptimizerKind,
+    /// "f32", or "bf16": the projections', head's and weight gradients' products in bf16.
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
     /// Peak AdamW learning rate.
     pub lr: f32,
     #[serde(default = "default_beta1")]
@@ -261,6 +274,9 @@ fn default_norm_eps() -> f32 {
 }
 fn default_init_std() -> f32 {
     0.02
+}
+fn default_precision() -> Precision {
+    Precision::F32
 }
 fn default_attention() -> Attention {
     Attention::Gqa

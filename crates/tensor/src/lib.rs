@@ -13,6 +13,7 @@
 
 #![allow(clippy::too_many_arguments)] // kernels take buffers + dimensions, as in llm.c
 
+pub mod bf16;
 pub mod check;
 mod device;
 pub mod flops;

@@ -9,6 +9,7 @@
 //! weight (inference decode) have their own kernel, `sgemm_nt_few_rows`.
 
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Shape and layout of one product. Operands are row-major with leading dimensions `lda`, `ldb`,
 /// `ldc` (the distance between rows as stored); `ta`/`tb` use the stored matrix transposed.
@@ -65,12 +66,12 @@ impl Gemm {
         self
     }
 
-    fn flops(&self) -> usize {
+    pub(crate) fn flops(&self) -> usize {
         2 * self.m * self.n * self.k
     }
 
     /// (row stride, column stride) of op(A) and op(B) as stored.
-    fn strides(&self) -> ((isize, isize), (isize, isize)) {
+    pub(crate) fn strides(&self) -> ((isize, isize), (isize, isize)) {
         let a = if self.ta {
             (1, self.lda as isize)
         } else {
@@ -86,7 +87,7 @@ impl Gemm {
 
     /// Panics unless the slices hold every element the product touches: callers compute
     /// shapes, so a violation is a bug in frugal, and this keeps the unsafe call sound.
-    fn check(&self, a: &[f32], b: &[f32], c: &[f32]) {
+    pub(crate) fn check(&self, a: &[f32], b: &[f32], c: &[f32]) {
         let need = |rows: usize, cols: usize, ld: usize| {
             if rows == 0 || cols == 0 {
                 0
@@ -129,12 +130,43 @@ impl Gemm {
 /// Products below this many FLOPs run on one thread: splitting them costs more than it saves.
 const PARALLEL_MIN_FLOPS: usize = 1 << 21;
 
+/// Whether `sgemm` computes its large products in bf16 (see `bf16_products`).
+static BF16: AtomicBool = AtomicBool::new(false);
+
+/// While the returned guard lives, `sgemm`'s products of at least PARALLEL_MIN_FLOPS (the
+/// projections, the head, the weight gradients of a training step) round their operands to
+/// bf16 and accumulate in f32 (`crate::bf16`); small products, `sgemm_serial` (attention's
+/// blocks, the experts') and the decode kernel stay f32. Process-wide, like an autocast
+/// region: the trainer holds it for a run. Fails if the CPU lacks AVX-512 BF16.
+pub fn bf16_products() -> Result<Bf16Products, &'static str> {
+    if !crate::bf16::available() {
+        return Err("this CPU lacks AVX-512 BF16");
+    }
+    Ok(Bf16Products {
+        was: BF16.swap(true, Ordering::SeqCst),
+    })
+}
+
+/// Restores f32 products (or what was in force before) when dropped.
+pub struct Bf16Products {
+    was: bool,
+}
+
+impl Drop for Bf16Products {
+    fn drop(&mut self) {
+        BF16.store(self.was, Ordering::SeqCst);
+    }
+}
+
 /// C = op(A)·op(B) [+ C] using every thread of the current rayon pool.
 pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     g.check(a, b, c);
     crate::flops::add(g.flops() as u64);
     if g.m == 0 || g.n == 0 {
         return;
+    }
+    if g.flops() >= PARALLEL_MIN_FLOPS && BF16.load(Ordering::Relaxed) {
+        return crate::bf16::run(g, a, b, c);
     }
     let threads = rayon::current_num_threads();
     if threads <= 1 || g.flops() < PARALLEL_MIN_FLOPS {

@@ -145,6 +145,7 @@ pub fn pretrain(
         ));
     }
     let (_, train_stream, val_stream) = open_splits(&data.shards, &tok)?;
+    let _precision = super::precision(&cfg.train)?;
     let bos = tok.special_id("<|bos|>").ok_or_else(|| {
         Error::input(
             "tokenizer",
@@ -221,11 +222,12 @@ pub fn pretrain(
         false => String::new(),
     };
     log(&format!(
-        "model {:.2}M params{active} | KV cache {} B/token | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s",
+        "model {:.2}M params{active} | KV cache {} B/token | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s ({:?})",
         model.params.len() as f64 / 1e6,
         cfg.model.n_layers * cfg.model.kv_floats_per_token() * 4,
         loader.windows_per_epoch(),
-        val.len() * seq
+        val.len() * seq,
+        t.precision
     ));
     // The ledger: this invocation's spend, after the data stages' from the shards' ledger.
     let mut meter = match state.step < t.steps {
