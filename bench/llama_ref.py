@@ -377,7 +377,9 @@ def cmd_bench(args):
         tokens = torch.randint(0, V, (B, T + 1))  # (B, T+1)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(tokens[:, :-1]), tokens[:, 1:])
+        # --bf16: CPU autocast (oneDNN's bf16 kernels for the matrix products, f32 weights).
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = loss_fn(model(tokens[:, :-1]), tokens[:, 1:])
         loss.backward()
         opt.step()
         dt = time.perf_counter() - t0
@@ -469,6 +471,7 @@ def main():
     b.add_argument("--config", default="configs/ref.toml")
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--bf16", action="store_true", help="matrix products under bf16 autocast")
     i = sub.add_parser("infer", help="time eager PyTorch prefill and KV-cache decoding")
     i.add_argument("--config", default="configs/ref.toml")
     i.add_argument("--threads", type=int, default=2)

@@ -5,13 +5,18 @@
 #
 # Usage: bench/train_vs_pytorch.sh
 # Env:   THREADS (default 2), STEPS (default 20, timed steps after 3 warm-up steps per run),
-#        ROUNDS (default 2), FRUGAL_FEATURES (optional cargo features for frugal-cli).
+#        ROUNDS (default 2), FRUGAL_FEATURES (optional cargo features for frugal-cli),
+#        PRECISION (f32 by default; bf16: frugal's train.precision = "bf16" against PyTorch's
+#        CPU autocast to bfloat16).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 THREADS="${THREADS:-2}"
 STEPS="${STEPS:-20}"
 ROUNDS="${ROUNDS:-2}"
+PRECISION="${PRECISION:-f32}"
+py_precision=()
+[[ "$PRECISION" == bf16 ]] && py_precision=(--bf16)
 PY=.venv/bin/python
 
 # --- PyTorch environment --------------------------------------------------------------------
@@ -38,12 +43,14 @@ trap 'rm -f "$log"' EXIT
 f_tps=(); f_rss=(); p_tps=(); p_rss=()
 for ((r = 1; r <= ROUNDS; r++)); do
     echo "== round $r/$ROUNDS: frugal (threads $THREADS, steps $STEPS)"
-    "$FRUGAL" bench train --preset ref --threads "$THREADS" --steps "$STEPS" | tee "$log"
+    "$FRUGAL" bench train --preset ref --threads "$THREADS" --steps "$STEPS" \
+        --set "train.precision=$PRECISION" | tee "$log"
     f_tps+=("$(field tokens_per_s "$log")"); f_rss+=("$(field peak_rss_mb "$log")")
     echo "-- frugal round $r: tokens_per_s ${f_tps[-1]}  peak_rss_mb ${f_rss[-1]}"
 
     echo "== round $r/$ROUNDS: pytorch (threads $THREADS, steps $STEPS)"
-    "$PY" bench/llama_ref.py bench --config configs/ref.toml --threads "$THREADS" --steps "$STEPS" | tee "$log"
+    "$PY" bench/llama_ref.py bench --config configs/ref.toml --threads "$THREADS" --steps "$STEPS" \
+        "${py_precision[@]}" | tee "$log"
     p_tps+=("$(field tokens_per_s "$log")"); p_rss+=("$(field peak_rss_mb "$log")")
     echo "-- pytorch round $r: tokens_per_s ${p_tps[-1]}  peak_rss_mb ${p_rss[-1]}"
 done

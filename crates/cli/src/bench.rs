@@ -168,12 +168,12 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let _precision = frugal::train::precision(&cfg.train)?;
             let peak = bench_gemm(5).peak_gflops;
             println!(
-                "bench train | {} | {} | batch {} x {} tokens | {:?} products",
+                "bench train | {} | {} | batch {} x {} tokens | {} products",
                 model.name(),
                 tensor::Device::Cpu.describe(),
                 cfg.train.batch_size,
                 cfg.train.seq_len,
-                cfg.train.precision,
+                cfg.train.precision.name(),
             );
             let r = bench_train(&cfg, steps, |i, loss, ms| {
                 let tag = if i < WARMUP { " (warm-up)" } else { "" };
@@ -292,7 +292,14 @@ fn speculative(
     println!("identical_outputs: {} tokens", r.tokens);
     println!("plain_tok_s: {:.1}", r.plain_tok_s());
     println!("speculative_tok_s: {:.1}", r.speculative_tok_s());
-    println!("speedup: {:.3}", r.plain_s / r.speculative_s);
+    // A pass costs `cost` plain steps (draft and verify) and yields 1 + acceptance tokens.
+    let speedup = r.plain_s / r.speculative_s;
+    let cost = r.tokens_per_pass() / speedup;
+    println!(
+        "a pass (draft + verify) costs {cost:.2} plain steps: speculation pays above {:.0}% acceptance",
+        100.0 * (cost - 1.0)
+    );
+    println!("speedup: {speedup:.3}");
     println!("acceptance: {:.3}", r.stats.acceptance());
     Ok(())
 }

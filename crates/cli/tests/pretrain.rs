@@ -114,6 +114,27 @@ fn trains_samples_and_refuses_mismatched_runs() {
         "{}",
         out(&o)
     );
+    // A run begun before a config field existed resumes: its saved config is resolved again,
+    // and the new field's default matches.
+    let saved = run.join("config.toml");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(text.contains("precision = \"f32\"\n"), "{text}");
+    std::fs::write(&saved, text.replace("precision = \"f32\"\n", "")).unwrap();
+    let o = frugal(
+        &[
+            &[
+                "pretrain",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--run",
+                run.to_str().unwrap(),
+                "--resume",
+            ][..],
+            &sets[..],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", out(&o));
     // A config whose vocabulary differs from the tokenizer's is refused before training.
     let o = frugal(&[
         "pretrain",

@@ -42,8 +42,7 @@ pub fn bench_gemm_bf16(reps: usize) -> Option<Vec<(&'static str, GemmBench, Gemm
     if !tensor::bf16::available() {
         return None;
     }
-    let layouts: [(&str, fn(usize, usize, usize) -> Gemm); 3] =
-        [("nt", Gemm::nt), ("nn", Gemm::nn), ("tn", Gemm::tn)];
+    let layouts: [(&str, Layout); 3] = [("nt", Gemm::nt), ("nn", Gemm::nn), ("tn", Gemm::tn)];
     Some(
         layouts
             .iter()
@@ -56,9 +55,12 @@ pub fn bench_gemm_bf16(reps: usize) -> Option<Vec<(&'static str, GemmBench, Gemm
     )
 }
 
+/// A product's layout, from its (m, n, k).
+type Layout = fn(usize, usize, usize) -> Gemm;
+
 fn bench_gemm_with(
     reps: usize,
-    layout: fn(usize, usize, usize) -> Gemm,
+    layout: Layout,
     product: fn(&Gemm, &[f32], &[f32], &mut [f32]),
 ) -> GemmBench {
     let shapes = [

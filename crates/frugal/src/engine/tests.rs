@@ -369,7 +369,7 @@ fn batched_scoring_on(model: &Llama) {
     assert!(greedy < 14);
     let mut c = model.new_cache();
     let prompt = [1u32, 2, 3];
-    let next = greedy_uncached(&model, &prompt, 4, &[]);
+    let next = greedy_uncached(model, &prompt, 4, &[]);
     let mut fed = prompt.to_vec();
     fed.extend_from_slice(&next[..3]);
     let s = model.score(

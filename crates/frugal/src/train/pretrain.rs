@@ -159,7 +159,9 @@ pub fn pretrain(
     let cfg_path = run.join("config.toml");
     if resume {
         let old = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        if old != resolved {
+        // Resolved again, so that a field added since the run began, at its default, matches.
+        let origin = cfg_path.display().to_string();
+        if Config::parse(&old, &origin, &[])?.to_toml() != resolved {
             return Err(Error::config(
                 cfg_path.display().to_string(),
                 "the run was made with a different config",
@@ -222,12 +224,12 @@ pub fn pretrain(
         false => String::new(),
     };
     log(&format!(
-        "model {:.2}M params{active} | KV cache {} B/token | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s ({:?})",
+        "model {:.2}M params{active} | KV cache {} B/token | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s ({} products)",
         model.params.len() as f64 / 1e6,
         cfg.model.n_layers * cfg.model.kv_floats_per_token() * 4,
         loader.windows_per_epoch(),
         val.len() * seq,
-        t.precision
+        t.precision.name()
     ));
     // The ledger: this invocation's spend, after the data stages' from the shards' ledger.
     let mut meter = match state.step < t.steps {
