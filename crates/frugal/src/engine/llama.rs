@@ -108,6 +108,19 @@ impl Rows {
     }
 }
 
+/// Turns the scores (rows, keys) of new tokens at positions pos0.. against every cached key
+/// into attention weights, in place: the token at pos0 + j sees keys 0..=pos0 + j.
+pub(super) fn causal_softmax(s: &mut [f32], keys: usize, pos0: usize, scale: f32) {
+    for (j, row) in s.chunks_exact_mut(keys).enumerate() {
+        let seen = &mut row[..=pos0 + j];
+        let m = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
+        seen.iter_mut().for_each(|e| *e = exp(*e * scale - m));
+        let total = sum(seen);
+        seen.iter_mut().for_each(|e| *e /= total);
+        row[pos0 + j + 1..].fill(0.0);
+    }
+}
+
 /// A cached block's buffers, reused from block to block.
 #[derive(Default)]
 pub(super) struct Scratch {
@@ -418,15 +431,7 @@ impl Llama {
                 let mut s = vec![0f32; rows * keys];
                 let scores = Gemm::nt(rows, keys, hd).ld(qkv_w, kvd, keys);
                 sgemm_serial(&scores, q, &k[g * hd..], &mut s);
-                for (j, row) in s.chunks_exact_mut(keys).enumerate() {
-                    // Causal: the token at pos0 + j sees keys 0..=pos0 + j.
-                    let seen = &mut row[..=pos0 + j];
-                    let m = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
-                    seen.iter_mut().for_each(|e| *e = exp(*e * scale - m));
-                    let total = sum(seen);
-                    seen.iter_mut().for_each(|e| *e /= total);
-                    row[pos0 + j + 1..].fill(0.0);
-                }
+                causal_softmax(&mut s, keys, pos0, scale);
                 let mut out = vec![0f32; rows * hd];
                 let values = Gemm::nn(rows, hd, keys).ld(keys, kvd, hd);
                 sgemm_serial(&values, &s, &v[g * hd..], &mut out);

@@ -10,11 +10,10 @@
 //! channels whose first kv_rank are also the value. Training's expanded form (`model::mla`)
 //! computes the same attention; `engine::tests` checks the two agree.
 
-use super::llama::{KvCache, Rows, Scratch};
+use super::llama::{causal_softmax, KvCache, Rows, Scratch};
 use crate::config::MlaConfig;
 use crate::model::{Llama, MlaOffsets};
 use rayon::prelude::*;
-use tensor::ops::math::{exp, sum};
 use tensor::ops::rmsnorm::rmsnorm_forward;
 use tensor::ops::rope::{rope_forward, RopeLayout};
 use tensor::{sgemm_serial, Gemm};
@@ -126,15 +125,7 @@ impl Llama {
                 let mut sc = vec![0f32; t * keys];
                 let scores = Gemm::nt(t, keys, kw).ld(kw, kw, keys);
                 sgemm_serial(&scores, &qc, cache, &mut sc);
-                for (j, row) in sc.chunks_exact_mut(keys).enumerate() {
-                    // Causal: the token at pos0 + j sees keys 0..=pos0 + j.
-                    let seen = &mut row[..=pos0 + j];
-                    let mx = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
-                    seen.iter_mut().for_each(|e| *e = exp(*e * scale - mx));
-                    let total = sum(seen);
-                    seen.iter_mut().for_each(|e| *e /= total);
-                    row[pos0 + j + 1..].fill(0.0);
-                }
+                causal_softmax(&mut sc, keys, pos0, scale);
                 let mut mix = vec![0f32; t * rank];
                 let mixing = Gemm::nn(t, rank, keys).ld(keys, kw, rank);
                 sgemm_serial(&mixing, &sc, cache, &mut mix);
