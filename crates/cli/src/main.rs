@@ -6,6 +6,7 @@ mod bench;
 mod chat;
 mod cost;
 mod data;
+mod dist;
 mod eval;
 mod pref;
 mod prefs;
@@ -50,6 +51,10 @@ enum Command {
     /// ARC, MMLU, PIQA, WinoGrande, BoolQ, OpenBookQA, LAMBADA, GSM8K, …; writes RUN/eval/
     /// and the report card in report.md and report.html.
     Eval(eval::EvalArgs),
+    /// Distributed training's plumbing: check that the ranks of an mpirun/srun/torchrun
+    /// launch can talk, and measure how fast.
+    #[command(subcommand)]
+    Dist(dist::DistCommand),
     /// Prepare raw text and tokenize it into shards.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -91,9 +96,17 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let threads = cli
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Under mpirun, srun or torchrun: this process is one rank of several.
+    let launch = frugal::dist::Launch::detect()?;
+    if launch.world > 1 && !matches!(cli.command, Command::Pretrain(_) | Command::Dist(_)) {
+        anyhow::bail!(
+            "{} started {} ranks, but only `frugal pretrain` and `frugal dist` run on several; start this command as one process",
+            launch.launcher.name(),
+            launch.world
+        );
+    }
+    // The ranks on one machine share its cores.
+    let threads = cli.threads.unwrap_or_else(|| launch.default_threads());
     anyhow::ensure!(threads > 0, "--threads must be at least 1");
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -102,7 +115,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => on_worker(|| bench::run(cmd)),
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
         Command::Data(cmd) => data::run(cmd),
-        Command::Pretrain(a) => on_worker(|| pretrain::pretrain(a)),
+        Command::Dist(cmd) => dist::run(cmd, &launch),
+        Command::Pretrain(a) => on_worker(|| pretrain::pretrain(a, &launch)),
         Command::Speedrun(a) => on_worker(|| speedrun::speedrun(a)),
         Command::Sample(a) => on_worker(|| pretrain::sample(a)),
         // The server runs its engine loop on a worker itself; its HTTP side must stay off the

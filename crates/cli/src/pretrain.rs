@@ -1,6 +1,7 @@
 //! `frugal pretrain` and `frugal sample`.
 
 use clap::Args;
+use frugal::dist::Launch;
 use frugal::train::checkpoint;
 use frugal::train::sample::{generate, SamplingParams};
 use frugal::Config;
@@ -23,14 +24,30 @@ pub struct PretrainArgs {
     resume: bool,
 }
 
-pub fn pretrain(a: PretrainArgs) -> anyhow::Result<()> {
+pub fn pretrain(a: PretrainArgs, launch: &Launch) -> anyhow::Result<()> {
     let path = match (&a.config, a.resume) {
         (Some(p), _) => p.clone(),
         (None, true) => a.run.join("config.toml"),
         (None, false) => anyhow::bail!("--config is required for a new run"),
     };
     let cfg = Config::load(&path, &a.overrides)?;
-    let s = frugal::train::pretrain(&cfg, &a.run, a.resume, |line| println!("{line}"))?;
+    let comm = frugal::dist::connect(&cfg.dist, launch)?;
+    let out = frugal::train::pretrain_on(&*comm, &cfg, &a.run, a.resume, |line| println!("{line}"));
+    let s = match out {
+        Ok(s) => s,
+        // One rank's error ends them all: the others would wait for it in their next
+        // collective.
+        Err(e) if comm.world() > 1 => {
+            eprintln!("error: rank {} of {}: {e:#}", comm.rank(), comm.world());
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            comm.abort(1)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if comm.rank() > 0 {
+        return Ok(());
+    }
     println!(
         "summary | params {:.2}M | steps {} | tokens {} | wall {:.1}s | {:.0} tok/s | mfu {:.0}% | final loss {:.4} | val loss {:.4} | val bpb {:.4}",
         s.params as f64 / 1e6,

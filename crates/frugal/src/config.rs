@@ -22,6 +22,97 @@ pub struct Config {
     /// Where pretraining reads its tokens (absent for benchmarks on random tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataConfig>,
+    /// How ranks talk when the launcher starts several (mpirun, srun, torchrun).
+    #[serde(default, skip_serializing_if = "DistConfig::is_default")]
+    pub dist: DistConfig,
+}
+
+/// Which engine carries the collectives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One process: Solo; launched by mpirun/srun: MPI; by torchrun: NCCL.
+    #[default]
+    Auto,
+    Solo,
+    Mpi,
+    Nccl,
+}
+
+/// `[dist]`: data parallelism across the ranks a launcher starts. None of it changes the
+/// arithmetic of a step, so a run may resume with other values (and another world size).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistConfig {
+    #[serde(default)]
+    pub backend: Backend,
+    /// ZeRO stage: 0 replicates the optimizer state on every rank; 1 shards it (reduce-scatter
+    /// the gradients, update a 1/world slice, all-gather the parameters).
+    #[serde(default)]
+    pub zero: u8,
+    /// Gradients travel in buckets of this many MiB, in a fixed order.
+    #[serde(default = "default_bucket_mb")]
+    pub bucket_mb: f64,
+    /// A collective that waits longer than this (a rank died or hung) ends the run.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+    /// Fault injection for tests: rank `fault_rank` exits ("exit") or hangs ("hang") at step
+    /// `fault_step` (numbered from 1); 0 disables.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fault_step: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fault_rank: usize,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fault: String,
+}
+
+fn default_bucket_mb() -> f64 {
+    25.0
+}
+fn default_timeout_s() -> f64 {
+    300.0
+}
+fn is_zero(x: &usize) -> bool {
+    *x == 0
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        DistConfig {
+            backend: Backend::Auto,
+            zero: 0,
+            bucket_mb: default_bucket_mb(),
+            timeout_s: default_timeout_s(),
+            fault_step: 0,
+            fault_rank: 0,
+            fault: String::new(),
+        }
+    }
+}
+
+impl DistConfig {
+    fn is_default(&self) -> bool {
+        *self == DistConfig::default()
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.zero > 1 {
+            return Err(("dist.zero", format!("{} is not 0 or 1", self.zero)));
+        }
+        if !(self.bucket_mb > 0.0 && self.bucket_mb.is_finite()) {
+            return Err(("dist.bucket_mb", "must be a positive number".into()));
+        }
+        if !(self.timeout_s > 0.0 && self.timeout_s.is_finite()) {
+            return Err(("dist.timeout_s", "must be a positive number".into()));
+        }
+        if self.fault_step > 0 && !matches!(self.fault.as_str(), "exit" | "hang") {
+            return Err((
+                "dist.fault",
+                format!("{:?} is not \"exit\" or \"hang\"", self.fault),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Inputs of `frugal pretrain`: the output of `frugal data tokenize` and its tokenizer.
@@ -662,6 +753,7 @@ impl Config {
         let (m, t) = (&self.model, &self.train);
         m.validate()?;
         t.validate()?;
+        self.dist.validate()?;
         if t.seq_len > m.context_len {
             return Err((
                 "train.seq_len",
@@ -669,6 +761,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The resolved config without `[dist]`: what a resumed run must match (the ranks and how
+    /// they talk may change between sessions; the training arithmetic may not).
+    pub fn to_toml_for_resume(&self) -> String {
+        Config {
+            dist: DistConfig::default(),
+            ..self.clone()
+        }
+        .to_toml()
     }
 
     /// The fully resolved config as TOML, for run directories.

@@ -27,6 +27,14 @@ pub enum Error {
         hint: String,
     },
 
+    /// A distributed run's failure, named by the rank that saw it.
+    #[error("rank {rank}: {msg}\nHINT: {hint}")]
+    Dist {
+        rank: usize,
+        msg: String,
+        hint: String,
+    },
+
     #[error("cannot access {path}")]
     Io {
         path: PathBuf,
@@ -65,6 +73,13 @@ impl Error {
     ) -> Self {
         Error::Weights {
             path: path.into(),
+            msg: msg.into(),
+            hint: hint.into(),
+        }
+    }
+    pub(crate) fn dist(rank: usize, msg: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Dist {
+            rank,
             msg: msg.into(),
             hint: hint.into(),
         }

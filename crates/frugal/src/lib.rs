@@ -9,6 +9,7 @@ pub mod chat;
 pub mod config;
 pub mod cost;
 pub mod data;
+pub mod dist;
 pub mod engine;
 pub mod error;
 pub mod eval;

@@ -160,8 +160,24 @@ impl Loader {
 
     /// Fills `tokens` and `targets` (each batch × seq_len) with the next windows.
     pub fn next_batch(&mut self, tokens: &mut [u32], targets: &mut [u32]) {
+        self.next_batch_of(tokens, targets, 0, 1);
+    }
+
+    /// Rank `rank`'s part of the next global batch of `world` × batch windows: windows
+    /// rank·batch.. of it. Every rank advances the same cursor past the whole global batch,
+    /// so the ranks' slices are disjoint, together they are what one process with a batch
+    /// `world` times larger would read, and the cursor resumes at any world size.
+    pub fn next_batch_of(
+        &mut self,
+        tokens: &mut [u32],
+        targets: &mut [u32],
+        rank: usize,
+        world: usize,
+    ) {
         let t = self.seq_len;
-        for (x, y) in tokens.chunks_exact_mut(t).zip(targets.chunks_exact_mut(t)) {
+        let b = tokens.len() / t;
+        let mut rows = tokens.chunks_exact_mut(t).zip(targets.chunks_exact_mut(t));
+        for k in 0..world * b {
             if self.cursor.index as usize >= self.order.len() {
                 self.cursor = Cursor {
                     epoch: self.cursor.epoch + 1,
@@ -169,10 +185,13 @@ impl Loader {
                 };
                 self.shuffle();
             }
-            let start = self.starts[self.order[self.cursor.index as usize] as usize] as usize;
-            self.stream.read(start, &mut self.window);
-            x.copy_from_slice(&self.window[..t]);
-            y.copy_from_slice(&self.window[1..]);
+            if k / b == rank {
+                let (x, y) = rows.next().expect("b rows");
+                let start = self.starts[self.order[self.cursor.index as usize] as usize] as usize;
+                self.stream.read(start, &mut self.window);
+                x.copy_from_slice(&self.window[..t]);
+                y.copy_from_slice(&self.window[1..]);
+            }
             self.cursor.index += 1;
         }
     }

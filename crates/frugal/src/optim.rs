@@ -40,37 +40,77 @@ pub struct Optimizer {
     scratch: Vec<f32>,
 }
 
+/// The update rule of every parameter, as contiguous groups over the flat buffer.
+fn groups(cfg: &TrainConfig, params: &Params) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    for s in &params.specs {
+        let hidden = s.is_matrix() && s.name.starts_with("model.layers.");
+        let rule = match cfg.optimizer {
+            _ if !s.trained => Rule::Fixed,
+            OptimizerKind::Muon if hidden => Rule::Muon {
+                rows: s.shape[0],
+                cols: s.len() / s.shape[0],
+            },
+            _ => Rule::AdamW {
+                decay: s.is_matrix(),
+            },
+        };
+        // Merge neighbours with the same AdamW rule: fewer, longer fused sweeps.
+        match groups.last_mut() {
+            Some(g)
+                if g.rule == rule
+                    && matches!(rule, Rule::AdamW { .. })
+                    && g.range.end == s.offset =>
+            {
+                g.range.end = s.range().end
+            }
+            _ => groups.push(Group {
+                range: s.range(),
+                rule,
+            }),
+        }
+    }
+    groups
+}
+
+/// Ranges of the flat buffer an update must see whole (Muon's matrices): a ZeRO shard may not
+/// cut them.
+pub fn unsplittable(cfg: &TrainConfig, params: &Params) -> Vec<std::ops::Range<usize>> {
+    groups(cfg, params)
+        .into_iter()
+        .filter(|g| matches!(g.rule, Rule::Muon { .. }))
+        .map(|g| g.range)
+        .collect()
+}
+
 impl Optimizer {
     pub fn new(cfg: &TrainConfig, params: &Params) -> Self {
-        let mut groups: Vec<Group> = Vec::new();
-        for s in &params.specs {
-            let hidden = s.is_matrix() && s.name.starts_with("model.layers.");
-            let rule = match cfg.optimizer {
-                _ if !s.trained => Rule::Fixed,
-                OptimizerKind::Muon if hidden => Rule::Muon {
-                    rows: s.shape[0],
-                    cols: s.len() / s.shape[0],
-                },
-                _ => Rule::AdamW {
-                    decay: s.is_matrix(),
-                },
-            };
-            // Merge neighbours with the same AdamW rule: fewer, longer fused sweeps.
-            match groups.last_mut() {
-                Some(g)
-                    if g.rule == rule
-                        && matches!(rule, Rule::AdamW { .. })
-                        && g.range.end == s.offset =>
-                {
-                    g.range.end = s.range().end
+        Self::new_shard(cfg, params, 0..params.len())
+    }
+
+    /// The optimizer of the parameters in `shard` only (ZeRO-1): its state, and `update`'s
+    /// slices, cover that range. `shard` must not cut an `unsplittable` range.
+    pub fn new_shard(cfg: &TrainConfig, params: &Params, shard: std::ops::Range<usize>) -> Self {
+        let groups: Vec<Group> = groups(cfg, params)
+            .into_iter()
+            .filter_map(|g| {
+                let (lo, hi) = (g.range.start.max(shard.start), g.range.end.min(shard.end));
+                if lo >= hi {
+                    return None;
                 }
-                _ => groups.push(Group {
-                    range: s.range(),
-                    rule,
-                }),
-            }
-        }
-        let n = params.len();
+                assert!(
+                    !matches!(g.rule, Rule::Muon { .. })
+                        || (lo, hi) == (g.range.start, g.range.end),
+                    "optimizer shard {shard:?} cuts a Muon matrix {:?}",
+                    g.range
+                );
+                Some(Group {
+                    range: lo - shard.start..hi - shard.start,
+                    rule: g.rule,
+                })
+            })
+            .collect();
+        let n = shard.len();
         Optimizer {
             step: 0,
             adamw: AdamWHyper {
@@ -87,6 +127,11 @@ impl Optimizer {
             groups,
             scratch: Vec::new(),
         }
+    }
+
+    /// Bytes of optimizer state this optimizer holds (both moments).
+    pub fn state_bytes(&self) -> usize {
+        (self.m.len() + self.v.len()) * std::mem::size_of::<f32>()
     }
 
     /// One update with every learning rate multiplied by `lr_scale` (the schedule's factor).

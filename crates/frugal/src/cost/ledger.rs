@@ -389,6 +389,8 @@ pub struct Meter {
     cpu0: f64,
     flops0: u64,
     rapl: Option<(Rapl, Vec<u64>)>,
+    /// Ranks billed (see `ranks`).
+    world: usize,
 }
 
 impl Meter {
@@ -436,6 +438,7 @@ impl Meter {
             cpu0: cpu_seconds(),
             flops0: tensor::flops::total(),
             rapl,
+            world: 1,
         };
         // Fail now, not after an hour of work, if the ledger is unreadable or unwritable.
         m.save()?;
@@ -457,6 +460,16 @@ impl Meter {
         Self::start(dir, stage, peak_gflops)
     }
 
+    /// Bills `world` ranks like this one (data parallelism: each holds as many cores and runs
+    /// the same kernels); the rank that meters counts its own CPU time and kernel FLOPs times
+    /// `world`.
+    pub fn ranks(mut self, world: usize) -> Meter {
+        self.world = world.max(1);
+        self.seg.threads *= self.world;
+        self.dollars_per_hour *= self.world as f64;
+        self
+    }
+
     /// Counts `tokens` processed, of which the model FLOPs are `model_flops`.
     pub fn add(&mut self, tokens: u64, model_flops: f64) {
         self.seg.tokens += tokens;
@@ -475,8 +488,8 @@ impl Meter {
     fn measured(&self) -> Segment {
         let mut s = self.seg.clone();
         s.wall_s = self.t0.elapsed().as_secs_f64();
-        s.cpu_s = cpu_seconds() - self.cpu0;
-        s.kernel_flops = (tensor::flops::total() - self.flops0) as f64;
+        s.cpu_s = (cpu_seconds() - self.cpu0) * self.world as f64;
+        s.kernel_flops = (tensor::flops::total() - self.flops0) as f64 * self.world as f64;
         s.energy_j = self
             .rapl
             .as_ref()

@@ -3,11 +3,12 @@
 pub mod checkpoint;
 mod clock;
 mod pretrain;
+mod ranks;
 pub mod sample;
 pub mod schedule;
 
 pub(crate) use clock::{due, write_report, LoopClock};
-pub use pretrain::{evaluate, pretrain, Summary};
+pub use pretrain::{evaluate, pretrain, pretrain_on, Summary};
 pub(crate) use pretrain::{grad_norm, open_metrics, write_atomic};
 
 /// The matrix-product precision `train.precision` asks for, in force while the guard lives

@@ -1,13 +1,20 @@
 //! The pretraining loop, top to bottom: set up the run directory (or check it on --resume),
 //! build the model and data stream, then for each step accumulate gradients over micro-batches,
 //! guard against bad losses, clip, update, log, and periodically evaluate, sample and checkpoint.
+//!
+//! On several ranks (mpirun, srun, torchrun) each computes the gradient of its slice of the
+//! global batch and `dist::Replica` sums them; rank 0 alone logs, evaluates, samples and
+//! writes the run directory. `train.batch_tokens` is the global batch, so a run's arithmetic
+//! is the same at any world size and a checkpoint resumes on any number of ranks.
 
 use super::checkpoint::{self, TrainState};
 use super::clock::{due, LoopClock};
+use super::ranks;
 use super::sample::{generate, SamplingParams};
 use super::schedule::lr_scale;
 use crate::bench::flops_per_token;
 use crate::config::Config;
+use crate::dist::{Collective, Replica, Solo};
 use crate::error::{Error, Result};
 use crate::loader::{open_splits, validation_windows, Cursor, Loader};
 use crate::model::Llama;
@@ -113,12 +120,27 @@ pub(crate) fn open_metrics(path: &Path, step: usize) -> Result<std::fs::File> {
 
 /// Runs (or, with `resume`, continues) pretraining of `cfg` in `run`. `log` receives one line
 /// per step and every event worth a line.
-pub fn pretrain(
+pub fn pretrain(cfg: &Config, run: &Path, resume: bool, log: impl FnMut(&str)) -> Result<Summary> {
+    pretrain_on(&Solo, cfg, run, resume, log)
+}
+
+/// `pretrain` as one rank of `comm`: every rank calls it with the same config; rank 0's `log`
+/// receives the lines, the others' nothing.
+pub fn pretrain_on(
+    comm: &dyn Collective,
     cfg: &Config,
     run: &Path,
     resume: bool,
     mut log: impl FnMut(&str),
 ) -> Result<Summary> {
+    let (rank, world) = (comm.rank(), comm.world());
+    let lead = rank == 0;
+    let mut log = move |line: &str| {
+        if lead {
+            log(line)
+        }
+    };
+    crate::dist::agree(comm, "resolved config", &cfg.to_toml())?;
     let data = cfg.data.as_ref().ok_or_else(|| {
         Error::config(
             "config",
@@ -154,14 +176,16 @@ pub fn pretrain(
         )
     })?;
 
-    // Run directory: a new run must not overwrite one; a resumed run must be the same config.
+    // Run directory (rank 0's): a new run must not overwrite one; a resumed run must be the
+    // same config, but may change [dist].
     let resolved = cfg.to_toml();
     let cfg_path = run.join("config.toml");
-    if resume {
+    if !lead {
+    } else if resume {
         let old = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
         // Resolved again, so that a field added since the run began, at its default, matches.
         let origin = cfg_path.display().to_string();
-        if Config::parse(&old, &origin, &[])?.to_toml() != resolved {
+        if Config::parse(&old, &origin, &[])?.to_toml_for_resume() != cfg.to_toml_for_resume() {
             return Err(Error::config(
                 cfg_path.display().to_string(),
                 "the run was made with a different config",
@@ -175,21 +199,39 @@ pub fn pretrain(
             "pass --resume to continue it, or choose a new --run directory",
         ));
     }
-    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-    write_atomic(&cfg_path, resolved.as_bytes())?;
-    tok.save(&run.join("tokenizer.json")).map_err(|e| {
-        Error::input(
-            run.display().to_string(),
-            e.to_string(),
-            "check the run directory is writable",
-        )
-    })?;
+    if lead {
+        std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+        write_atomic(&cfg_path, resolved.as_bytes())?;
+        tok.save(&run.join("tokenizer.json")).map_err(|e| {
+            Error::input(
+                run.display().to_string(),
+                e.to_string(),
+                "check the run directory is writable",
+            )
+        })?;
+    }
 
     let t = &cfg.train;
     let (b, seq) = (t.batch_size, t.seq_len);
-    let micro = (t.batch_tokens / (b * seq)).max(1);
+    // batch_tokens is the global batch: the ranks share it, each accumulating `micro`
+    // micro-batches of its own.
+    if !t.batch_tokens.is_multiple_of(world * b * seq) {
+        return Err(Error::config(
+            "train.batch_tokens",
+            format!(
+                "{} is not a multiple of ranks × batch_size × seq_len = {world} × {b} × {seq}",
+                t.batch_tokens
+            ),
+            "choose batch_tokens, batch_size and the number of ranks to fit",
+        ));
+    }
+    let micro = (t.batch_tokens / (world * b * seq)).max(1);
+    let step_tokens = micro * world * b * seq;
     let mut model = Llama::init(cfg.model.clone(), t.seed);
-    let mut opt = Optimizer::new(t, &model.params);
+    let unsplittable = crate::optim::unsplittable(t, &model.params);
+    let mut replica = Replica::new(comm, &cfg.dist, model.params.len(), &unsplittable);
+    let own = replica.owned();
+    let mut opt = Optimizer::new_shard(t, &model.params, own.clone());
     let mut state = TrainState {
         step: 0,
         cursor: Cursor::default(),
@@ -199,8 +241,8 @@ pub fn pretrain(
         elapsed_s: 0.0,
     };
     if resume {
-        if let Some((_, dir)) = checkpoint::list(run)?.pop() {
-            state = checkpoint::load(&dir, &mut model, &mut opt)?;
+        if let Some((dir, restored)) = ranks::restore(&replica, run, t, &mut model, &mut opt)? {
+            state = restored;
             log(&format!(
                 "resumed from {} (step {})",
                 dir.display(),
@@ -211,34 +253,55 @@ pub fn pretrain(
     let mut loader = Loader::new(train_stream, bos, seq, t.seed, state.cursor)?;
     let val = validation_windows(&val_stream, seq, t.eval_tokens);
     let metrics_path = run.join("metrics.jsonl");
-    let mut metrics = open_metrics(&metrics_path, state.step)?;
+    let mut metrics = match lead {
+        true => Some(open_metrics(&metrics_path, state.step)?),
+        false => None,
+    };
     let mut emit = |v: serde_json::Value| -> Result<()> {
-        writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
+        match metrics.as_mut() {
+            Some(m) => writeln!(m, "{v}").map_err(|e| Error::io(&metrics_path, e)),
+            None => Ok(()),
+        }
     };
 
     let peak_gflops = crate::bench::bench_gemm(5).peak_gflops;
-    let flops_per_step = flops_per_token(cfg) * (micro * b * seq) as f64;
+    let flops_per_step = flops_per_token(cfg) * step_tokens as f64;
     let arch = crate::cost::Arch::from_model(&cfg.model, seq).params();
     let active = match arch.active < arch.total {
         true => format!(" ({:.2}M active per token)", arch.active / 1e6),
         false => String::new(),
     };
+    let ranks = match world {
+        1 => String::new(),
+        _ => format!(
+            "{world} ranks ({}{}) x ",
+            comm.backend(),
+            if replica.zero().is_some() {
+                ", ZeRO-1"
+            } else {
+                ""
+            }
+        ),
+    };
     log(&format!(
-        "model {:.2}M params{active} | KV cache {} B/token | {micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s ({} products)",
+        "model {:.2}M params{active} | KV cache {} B/token | {ranks}{micro} x {b} x {seq} tokens/step | {} windows/epoch | {} val tokens | gemm peak {peak_gflops:.0} GFLOP/s ({} products)",
         model.params.len() as f64 / 1e6,
         cfg.model.n_layers * cfg.model.kv_floats_per_token() * 4,
         loader.windows_per_epoch(),
         val.len() * seq,
         t.precision.name()
     ));
+    log(&format!(
+        "optimizer state {:.2} MiB per rank (the whole state is {:.2} MiB)",
+        opt.state_bytes() as f64 / (1 << 20) as f64,
+        (2 * model.params.len() * 4) as f64 / (1 << 20) as f64
+    ));
     // The ledger: this invocation's spend, after the data stages' from the shards' ledger.
-    let mut meter = match state.step < t.steps {
-        true => Some(crate::cost::Meter::start_after(
-            run,
-            "pretrain",
-            Some(peak_gflops),
-            &[&data.shards],
-        )?),
+    let mut meter = match lead && state.step < t.steps {
+        true => Some(
+            crate::cost::Meter::start_after(run, "pretrain", Some(peak_gflops), &[&data.shards])?
+                .ranks(world),
+        ),
         false => None,
     };
     let mut ws = model.workspace(b, seq);
@@ -261,24 +324,37 @@ pub fn pretrain(
 
     while state.step < t.steps {
         let step = state.step;
+        if cfg.dist.fault_step == step + 1 && cfg.dist.fault_rank == rank {
+            inject_fault(&cfg.dist.fault, rank, step + 1);
+        }
         let t0 = Instant::now();
         let lr = lr_scale(t, step);
         grads.fill(0.0);
         let (mut sum, mut aux, mut mtp) = (0f64, 0f64, 0f64);
         for _ in 0..micro {
-            loader.next_batch(&mut x, &mut y);
+            loader.next_batch_of(&mut x, &mut y, rank, world);
             sum += model
-                .forward_backward(&x, &y, &mut grads, 1.0 / (micro * b * seq) as f32, &mut ws)
+                .forward_backward(&x, &y, &mut grads, 1.0 / step_tokens as f32, &mut ws)
                 .0;
             aux += ws.balance_loss();
-            mtp += ws.mtp_loss() / micro as f64;
+            mtp += ws.mtp_loss() / (micro * world) as f64;
         }
-        let load = ws.take_expert_load();
+        let mut load = ws.take_expert_load();
+        // The step's loss and expert loads over all ranks: every rank decides alike.
+        let mut totals: Vec<f64> = [sum, aux, mtp]
+            .into_iter()
+            .chain(load.iter().flatten().map(|&c| c as f64))
+            .collect();
+        comm.all_reduce_f64(&mut totals)?;
+        let (sum, aux, mtp) = (totals[0], totals[1], totals[2]);
+        for (c, total) in load.iter_mut().flatten().zip(&totals[3..]) {
+            *c = *total as u64;
+        }
         if let Some(m) = meter.as_mut() {
-            m.add((micro * b * seq) as u64, flops_per_step);
+            m.add(step_tokens as u64, flops_per_step);
             m.save_every(30.0)?;
         }
-        let mut loss = sum / (micro * b * seq) as f64;
+        let mut loss = sum / step_tokens as f64;
         // An injected fault fires once per step number, as a data fault would not recur after
         // a rollback moved past its batch.
         if t.inject_nan_steps.contains(&(step + 1)) && injected.insert(step + 1) {
@@ -304,17 +380,21 @@ pub fn pretrain(
             ));
             emit(serde_json::json!({"step": step + 1, "skipped": why}))?;
             if bad_streak > t.max_bad_steps {
-                if let Some((_, dir)) = checkpoint::list(run)?.pop() {
-                    let cursor = loader.cursor;
+                if rollbacks.iter().filter(|&&s| s == step).count() >= 2 {
+                    return Err(Error::input(
+                        run.display().to_string(),
+                        format!(
+                            "the loss diverged at step {} again after two rollbacks",
+                            step + 1
+                        ),
+                        "lower train.lr, raise train.warmup_steps, or check the data around this point",
+                    ));
+                }
+                let cursor = loader.cursor;
+                if let Some((dir, restored)) =
+                    ranks::restore(&replica, run, t, &mut model, &mut opt)?
+                {
                     rollbacks.push(step);
-                    if rollbacks.iter().filter(|&&s| s == step).count() > 2 {
-                        return Err(Error::input(
-                            run.display().to_string(),
-                            format!("the loss diverged at step {} again after two rollbacks", step + 1),
-                            "lower train.lr, raise train.warmup_steps, or check the data around this point",
-                        ));
-                    }
-                    let restored = checkpoint::load(&dir, &mut model, &mut opt)?;
                     // Keep moving through the data: replaying the same batches would replay the fault.
                     state = TrainState {
                         cursor,
@@ -338,21 +418,25 @@ pub fn pretrain(
             continue;
         }
         bad_streak = 0;
-        let norm = grad_norm(&grads);
+        // Sum the ranks' gradients (of this rank's shard, under ZeRO-1), clip by the global
+        // norm, update what this rank owns, and share the updated shards.
+        replica.sync_grads(&mut grads)?;
+        let norm = replica.grad_norm(&grads)?;
         if t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
             let k = (t.grad_clip as f64 / norm) as f32;
-            grads.par_iter_mut().for_each(|g| *g *= k);
+            grads[own.clone()].par_iter_mut().for_each(|g| *g *= k);
         }
-        opt.update(&mut model.params.data, &grads, lr);
+        opt.update(&mut model.params.data[own.clone()], &grads[own.clone()], lr);
+        replica.all_gather(&mut model.params.data, None)?;
         model.balance_experts(&load);
         state.loss_ema = Some(state.loss_ema.map_or(loss, |e| 0.9 * e + 0.1 * loss));
-        state.tokens_seen += (micro * b * seq) as u64;
+        state.tokens_seen += step_tokens as u64;
         state.step += 1;
         state.cursor = loader.cursor;
         last_loss = loss;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         step_ms.push(ms);
-        let tps = (micro * b * seq) as f64 / (ms / 1e3);
+        let tps = step_tokens as f64 / (ms / 1e3);
         let mfu = flops_per_step / (ms / 1e3) / 1e9 / peak_gflops;
         // Steps are numbered by how many updates are done, as checkpoints are.
         let dollars = meter.as_ref().map_or(0.0, |m| m.dollars());
@@ -363,7 +447,7 @@ pub fn pretrain(
             Some(worst) if aux > 0.0 => {
                 format!(
                     " | load max/mean {worst:.2} | balance loss {:.2e}",
-                    aux / (micro * b) as f64
+                    aux / (micro * world * b) as f64
                 )
             }
             Some(worst) => format!(" | load max/mean {worst:.2}"),
@@ -379,14 +463,14 @@ pub fn pretrain(
             line["expert_imbalance"] = serde_json::json!(imbalance);
             line["expert_load"] =
                 serde_json::json!(load.iter().filter(|c| !c.is_empty()).collect::<Vec<_>>());
-            line["balance_loss"] = serde_json::json!(aux / (micro * b) as f64);
+            line["balance_loss"] = serde_json::json!(aux / (micro * world * b) as f64);
         }
         if cfg.model.mtp.is_some() {
             line["mtp_loss"] = serde_json::json!(mtp);
         }
         emit(line)?;
 
-        if due(state.step, t.steps, t.eval_every) && !val.is_empty() {
+        if lead && due(state.step, t.steps, t.eval_every) && !val.is_empty() {
             let load;
             (last_val, load) = evaluate_with_load(&model, &tok, &val, b);
             let imbalance = crate::model::load_imbalance(&load);
@@ -404,7 +488,7 @@ pub fn pretrain(
             }
             emit(line)?;
         }
-        if due(state.step, t.steps, t.sample_every) {
+        if lead && due(state.step, t.steps, t.sample_every) {
             let ids = generate(
                 &model,
                 &prompt,
@@ -428,13 +512,23 @@ pub fn pretrain(
             if let Some(m) = &meter {
                 m.save()?;
             }
-            let dir = checkpoint::save(run, &model, &opt, &state, t.keep_checkpoints)?;
-            log(&format!(
-                "step {} | checkpoint {}",
-                state.step,
-                dir.display()
-            ));
+            if world > 1 {
+                ranks::check_identical(comm, &model.params.data)?;
+            }
+            if let Some(dir) = ranks::save(&mut replica, run, t, &model, &opt, &state)? {
+                log(&format!(
+                    "step {} | checkpoint {}",
+                    state.step,
+                    dir.display()
+                ));
+            }
         }
+    }
+    if world > 1 {
+        let hash = ranks::check_identical(comm, &model.params.data)?;
+        log(&format!(
+            "parameters identical on all {world} ranks (fnv64 {hash:016x})"
+        ));
     }
     if let Some(mut m) = meter {
         m.detail(format!("{} steps", state.step));
@@ -457,7 +551,7 @@ pub fn pretrain(
         }
     }
     let median_ms = crate::bench::median(&step_ms);
-    let tokens_per_s = (micro * b * seq) as f64 / (median_ms / 1e3);
+    let tokens_per_s = step_tokens as f64 / (median_ms / 1e3);
     Ok(Summary {
         params: model.params.len(),
         steps: state.step,
@@ -474,4 +568,16 @@ pub fn pretrain(
         val_bpb: last_val.1,
         sample: last_sample,
     })
+}
+
+/// Fault injection for the tests of a dying or hanging rank (`dist.fault`).
+fn inject_fault(fault: &str, rank: usize, step: usize) {
+    eprintln!("rank {rank}: injected fault {fault:?} at step {step}");
+    match fault {
+        // Dies the way a crash does: by a signal, without a word to the other ranks.
+        "exit" => std::process::abort(),
+        _ => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+    }
 }
