@@ -38,7 +38,11 @@ pub fn pretrain(a: PretrainArgs, launch: &Launch) -> anyhow::Result<()> {
         // One rank's error ends them all: the others would wait for it in their next
         // collective.
         Err(e) if comm.world() > 1 => {
-            eprintln!("error: rank {} of {}: {e:#}", comm.rank(), comm.world());
+            match e {
+                // Already says which rank.
+                frugal::Error::Dist { .. } => eprintln!("error: {e:#}"),
+                _ => eprintln!("error: rank {} of {}: {e:#}", comm.rank(), comm.world()),
+            }
             use std::io::Write;
             let _ = std::io::stdout().flush();
             comm.abort(1)
