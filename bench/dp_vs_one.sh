@@ -26,7 +26,7 @@ seq=$(sed -n 's/^seq_len *= *\([0-9]*\).*/\1/p' "$CONFIG" | head -1)
 (( batch % NP == 0 )) || { echo "batch_size $batch is not a multiple of NP=$NP" >&2; exit 2; }
 global=$(( batch * seq ))
 common=(--config "$CONFIG" --set "train.steps=$STEPS" --set "train.batch_tokens=$global"
-        --set train.eval_every=0 --set train.eval_tokens=4096 --set train.sample_every=0
+        --set train.warmup_steps=5 --set train.eval_every=0 --set train.eval_tokens=4096 --set train.sample_every=0
         --set train.sample_tokens=8 --set "train.checkpoint_every=$STEPS")
 
 # way -> "step_ms tok_s opt_mib loss" per round

@@ -21,6 +21,9 @@ pub struct Nccl {
     world: usize,
     local_rank: usize,
     watchdog: Watchdog,
+    /// MPI, when it carried the id: finalised when this drops, after NCCL's communicator.
+    #[cfg(feature = "mpi")]
+    _mpi: Option<super::mpi::Mpi>,
 }
 
 impl Nccl {
@@ -47,7 +50,8 @@ impl Nccl {
                 .collect(),
             _ => vec![0u8; 128],
         };
-        share_id(launch, &mut blob, timeout)?;
+        #[allow(clippy::let_unit_value)] // () without the mpi feature
+        let _mpi = share_id(launch, &mut blob, timeout)?;
         let internal: [std::ffi::c_char; 128] =
             std::array::from_fn(|i| blob[i] as std::ffi::c_char);
         let comm = Comm::from_rank(stream.clone(), rank, launch.world, Id::uninit(internal))
@@ -59,6 +63,8 @@ impl Nccl {
             world: launch.world,
             local_rank: launch.local_rank,
             watchdog: Watchdog::start(rank, launch.world, timeout),
+            #[cfg(feature = "mpi")]
+            _mpi,
         })
     }
 
@@ -88,16 +94,29 @@ impl Nccl {
     }
 }
 
-/// Rank 0's 128-byte id to every rank: over MPI when possible, else over TCP.
-fn share_id(launch: &Launch, blob: &mut Vec<u8>, timeout: Duration) -> Result<()> {
-    #[cfg(feature = "mpi")]
+/// Rank 0's 128-byte id to every rank: over MPI when the launcher speaks it (MPI is then
+/// returned, to live as long as NCCL: finalising it early would end it for the process), else
+/// over TCP.
+#[cfg(feature = "mpi")]
+fn share_id(
+    launch: &Launch,
+    blob: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<Option<super::mpi::Mpi>> {
     if launch.launcher.speaks_mpi() {
         let mpi = super::mpi::Mpi::init(launch, timeout.as_secs_f64())?;
-        let out = mpi.broadcast_bytes(blob, 0);
-        // Leaked, not dropped: finalising MPI here would end it for the whole process.
-        std::mem::forget(mpi);
-        return out;
+        mpi.broadcast_bytes(blob, 0)?;
+        return Ok(Some(mpi));
     }
+    share_id_tcp(launch, blob, timeout).map(|_| None)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn share_id(launch: &Launch, blob: &mut Vec<u8>, timeout: Duration) -> Result<()> {
+    share_id_tcp(launch, blob, timeout)
+}
+
+fn share_id_tcp(launch: &Launch, blob: &mut Vec<u8>, timeout: Duration) -> Result<()> {
     let at = super::TcpRendezvous::from_env(launch.rank)?;
     super::tcp_broadcast(&at, launch.rank, launch.world, blob, timeout)
 }
