@@ -209,7 +209,8 @@ fn a_dead_rank_ends_the_job_and_its_checkpoint_resumes_on_one_rank() {
     let (o, took) = mpirun(2, &args(&cfg, &broken, &faults), limit);
     let text = out(&o);
     assert!(!o.status.success(), "{text}");
-    assert!(text.contains("rank 1: injected fault"), "{text}");
+    // The launcher names the rank that died.
+    assert!(text.contains("process rank 1"), "{text}");
     assert!(took < Duration::from_secs(120), "took {took:?}\n{text}");
     let steps: Vec<usize> = frugal::train::checkpoint::list(&broken)
         .unwrap()

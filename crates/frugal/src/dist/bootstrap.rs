@@ -16,8 +16,14 @@ pub struct TcpRendezvous {
 
 impl TcpRendezvous {
     pub fn from_env(rank: usize) -> Result<TcpRendezvous> {
+        Self::from_vars(rank, |k| std::env::var(k).ok())
+    }
+
+    /// From the variables `get` returns. Recent torchrun keeps its own store on MASTER_PORT
+    /// (and says so in TORCHELASTIC_USE_AGENT_STORE); rank 0 then listens on the port after it.
+    pub fn from_vars(rank: usize, get: impl Fn(&str) -> Option<String>) -> Result<TcpRendezvous> {
         let var = |k: &str| {
-            std::env::var(k).map_err(|_| {
+            get(k).ok_or_else(|| {
                 Error::dist(
                     rank,
                     format!("{k} is not set, and the NCCL id has no other way to travel"),
@@ -27,13 +33,18 @@ impl TcpRendezvous {
         };
         let addr = var("MASTER_ADDR")?;
         let port = var("MASTER_PORT")?;
-        let port = port.parse().map_err(|_| {
-            Error::dist(
-                rank,
-                format!("MASTER_PORT={port:?} is not a port number"),
-                "set MASTER_PORT to a free TCP port on the MASTER_ADDR machine",
-            )
-        })?;
+        let agent_store = get("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v == "True");
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .and_then(|p| p.checked_add(agent_store as u16))
+            .ok_or_else(|| {
+                Error::dist(
+                    rank,
+                    format!("MASTER_PORT={port:?} is not a usable port number"),
+                    "set MASTER_PORT to a free TCP port on the MASTER_ADDR machine",
+                )
+            })?;
         Ok(TcpRendezvous { addr, port })
     }
 }
@@ -175,6 +186,26 @@ mod tests {
         for blob in got {
             assert_eq!(blob, (0..200u8).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn the_rendezvous_comes_from_torchruns_variables() {
+        let vars = |agent: bool| {
+            move |k: &str| match k {
+                "MASTER_ADDR" => Some("node0".to_string()),
+                "MASTER_PORT" => Some("29500".to_string()),
+                "TORCHELASTIC_USE_AGENT_STORE" if agent => Some("True".to_string()),
+                _ => None,
+            }
+        };
+        let at = TcpRendezvous::from_vars(1, vars(false)).unwrap();
+        assert_eq!((at.addr.as_str(), at.port), ("node0", 29500));
+        // torchrun's own store holds MASTER_PORT: the next port is ours.
+        assert_eq!(TcpRendezvous::from_vars(1, vars(true)).unwrap().port, 29501);
+        let e = TcpRendezvous::from_vars(3, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rank 3") && e.contains("MASTER_ADDR"), "{e}");
     }
 
     #[test]

@@ -107,8 +107,13 @@ impl Launch {
                 Some(v) => number(local, &v)?,
                 None => rank_n,
             };
-            let local_world_n = match get(local_world) {
-                Some(v) => number(local_world, &v)?,
+            // Slurm sets SLURM_NTASKS_PER_NODE only when asked for; SLURM_TASKS_PER_NODE always.
+            let local_world_var = match launcher {
+                Launcher::Slurm if get(local_world).is_none() => "SLURM_TASKS_PER_NODE",
+                _ => local_world,
+            };
+            let local_world_n = match get(local_world_var) {
+                Some(v) => number(local_world_var, &v)?,
                 None => world_n,
             };
             if world_n == 0 || rank_n >= world_n || local_n >= local_world_n.max(1) {
@@ -193,6 +198,14 @@ mod tests {
             (Launcher::Slurm, 5, 6, 3)
         );
         assert!(slurm.launcher.speaks_mpi() && !torch.launcher.speaks_mpi());
+        let slurm = Launch::from_env(env(&[
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_LOCALID", "1"),
+            ("SLURM_TASKS_PER_NODE", "4(x2)"),
+        ]))
+        .unwrap();
+        assert_eq!(slurm.local_world, 4);
         let pmi = Launch::from_env(env(&[("PMI_RANK", "0"), ("PMI_SIZE", "2")])).unwrap();
         assert_eq!((pmi.launcher, pmi.local_world), (Launcher::Pmi, 2));
     }
