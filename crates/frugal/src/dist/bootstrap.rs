@@ -152,18 +152,22 @@ pub fn tcp_broadcast(
 mod tests {
     use super::*;
 
-    #[test]
-    fn rank_zeros_bytes_reach_every_rank() {
-        // A free port: bind to 0, read it, release it.
+    /// On a free port of this machine: bound to 0, read, released.
+    fn local_rendezvous() -> TcpRendezvous {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let at = TcpRendezvous {
+        TcpRendezvous {
             addr: "127.0.0.1".into(),
             port,
-        };
+        }
+    }
+
+    #[test]
+    fn rank_zeros_bytes_reach_every_rank() {
+        let at = local_rendezvous();
         let world = 4;
         let got: Vec<Vec<u8>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..world)
@@ -210,15 +214,7 @@ mod tests {
 
     #[test]
     fn a_missing_rank_is_named_after_the_timeout() {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let at = TcpRendezvous {
-            addr: "127.0.0.1".into(),
-            port,
-        };
+        let at = local_rendezvous();
         let e = tcp_broadcast(&at, 0, 3, &mut vec![1], Duration::from_millis(300))
             .unwrap_err()
             .to_string();

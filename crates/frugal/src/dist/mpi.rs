@@ -85,6 +85,29 @@ impl Mpi {
     }
 }
 
+impl Mpi {
+    /// All-reduce (sum) of `buf` in place, through a copy of it in `scratch`.
+    fn sum_into<T: Equivalence + Copy>(
+        &self,
+        scratch: &RefCell<Vec<T>>,
+        buf: &mut [T],
+    ) -> Result<()> {
+        let mut send = scratch.borrow_mut();
+        send.clear();
+        send.extend_from_slice(buf);
+        let _t = self.watchdog.time("all_reduce");
+        self.world
+            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        Ok(())
+    }
+
+    fn broadcast_any<T: Equivalence>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        let _t = self.watchdog.time("broadcast");
+        self.world.process_at_rank(root as i32).broadcast_into(buf);
+        Ok(())
+    }
+}
+
 impl Collective for Mpi {
     fn backend(&self) -> &'static str {
         "mpi"
@@ -100,23 +123,11 @@ impl Collective for Mpi {
     }
 
     fn all_reduce(&self, buf: &mut [f32]) -> Result<()> {
-        let mut send = self.scratch.borrow_mut();
-        send.clear();
-        send.extend_from_slice(buf);
-        let _t = self.watchdog.time("all_reduce");
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
-        Ok(())
+        self.sum_into(&self.scratch, buf)
     }
 
     fn all_reduce_f64(&self, buf: &mut [f64]) -> Result<()> {
-        let mut send = self.scratch64.borrow_mut();
-        send.clear();
-        send.extend_from_slice(buf);
-        let _t = self.watchdog.time("all_reduce");
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
-        Ok(())
+        self.sum_into(&self.scratch64, buf)
     }
 
     fn reduce_scatter(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
@@ -151,15 +162,11 @@ impl Collective for Mpi {
     }
 
     fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()> {
-        let _t = self.watchdog.time("broadcast");
-        self.world.process_at_rank(root as i32).broadcast_into(buf);
-        Ok(())
+        self.broadcast_any(buf, root)
     }
 
     fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<()> {
-        let _t = self.watchdog.time("broadcast");
-        self.world.process_at_rank(root as i32).broadcast_into(buf);
-        Ok(())
+        self.broadcast_any(buf, root)
     }
 
     fn barrier(&self) -> Result<()> {

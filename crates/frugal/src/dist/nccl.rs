@@ -9,8 +9,8 @@
 
 use super::{Collective, Launch, Watchdog};
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
-use cudarc::nccl::safe::{Comm, Id, ReduceOp};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr};
+use cudarc::nccl::safe::{Comm, Id, NcclType, ReduceOp};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,13 +76,13 @@ impl Nccl {
         )
     }
 
-    fn upload<T: cudarc::driver::DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+    fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         self.stream
             .clone_htod(host)
             .map_err(|e| self.err("copy in", e))
     }
 
-    fn download<T: cudarc::driver::DeviceRepr>(
+    fn download<T: DeviceRepr>(
         &self,
         dev: &impl cudarc::driver::DevicePtr<T>,
         host: &mut [T],
@@ -91,6 +91,26 @@ impl Nccl {
             .memcpy_dtoh(dev, host)
             .and_then(|_| self.stream.synchronize())
             .map_err(|e| self.err("copy out", e))
+    }
+}
+
+impl Nccl {
+    fn sum_in_place<T: DeviceRepr + NcclType>(&self, buf: &mut [T]) -> Result<()> {
+        let mut dev = self.upload(buf)?;
+        let _t = self.watchdog.time("all_reduce");
+        self.comm
+            .all_reduce_in_place(&mut dev, &ReduceOp::Sum)
+            .map_err(|e| self.err("all_reduce", e))?;
+        self.download(&dev, buf)
+    }
+
+    fn broadcast_any<T: DeviceRepr + NcclType>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        let mut dev = self.upload(buf)?;
+        let _t = self.watchdog.time("broadcast");
+        self.comm
+            .broadcast_in_place(&mut dev, root as i32)
+            .map_err(|e| self.err("broadcast", e))?;
+        self.download(&dev, buf)
     }
 }
 
@@ -136,21 +156,11 @@ impl Collective for Nccl {
     }
 
     fn all_reduce(&self, buf: &mut [f32]) -> Result<()> {
-        let mut dev = self.upload(buf)?;
-        let _t = self.watchdog.time("all_reduce");
-        self.comm
-            .all_reduce_in_place(&mut dev, &ReduceOp::Sum)
-            .map_err(|e| self.err("all_reduce", e))?;
-        self.download(&dev, buf)
+        self.sum_in_place(buf)
     }
 
     fn all_reduce_f64(&self, buf: &mut [f64]) -> Result<()> {
-        let mut dev = self.upload(buf)?;
-        let _t = self.watchdog.time("all_reduce");
-        self.comm
-            .all_reduce_in_place(&mut dev, &ReduceOp::Sum)
-            .map_err(|e| self.err("all_reduce", e))?;
-        self.download(&dev, buf)
+        self.sum_in_place(buf)
     }
 
     fn reduce_scatter(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
@@ -220,21 +230,11 @@ impl Collective for Nccl {
     }
 
     fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()> {
-        let mut dev = self.upload(buf)?;
-        let _t = self.watchdog.time("broadcast");
-        self.comm
-            .broadcast_in_place(&mut dev, root as i32)
-            .map_err(|e| self.err("broadcast", e))?;
-        self.download(&dev, buf)
+        self.broadcast_any(buf, root)
     }
 
     fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<()> {
-        let mut dev = self.upload(buf)?;
-        let _t = self.watchdog.time("broadcast");
-        self.comm
-            .broadcast_in_place(&mut dev, root as i32)
-            .map_err(|e| self.err("broadcast", e))?;
-        self.download(&dev, buf)
+        self.broadcast_any(buf, root)
     }
 
     fn barrier(&self) -> Result<()> {
