@@ -231,3 +231,62 @@ pub fn open_splits(
     let val = TokenStream::open(dir, &m.val, fp)?;
     Ok((m, train, val))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shards::ShardWriter;
+
+    /// A stream of 40 documents of 3 to 12 tokens, each opening with `bos` = 1.
+    fn stream(name: &str) -> TokenStream {
+        let dir = std::env::temp_dir().join(format!("frugal-loader-{name}-{}", std::process::id()));
+        let mut t = bpe::Trainer::new(bpe::TrainerOptions {
+            vocab_size: 300,
+            ..Default::default()
+        })
+        .unwrap();
+        t.count(&["a loader test"]);
+        let tok = t.finish().unwrap();
+        let mut w = ShardWriter::new(&dir, "train", &tok, 64).unwrap();
+        for d in 0..40u32 {
+            let doc: Vec<u32> = std::iter::once(1)
+                .chain((0..2 + d % 11).map(|k| 10 + d * 3 + k))
+                .collect();
+            w.push_doc(&doc).unwrap();
+        }
+        let infos = w.finish().unwrap();
+        let s = TokenStream::open(&dir, &infos, tok.fingerprint()).unwrap();
+        // The maps outlive the files' names.
+        std::fs::remove_dir_all(&dir).ok();
+        s
+    }
+
+    #[test]
+    fn ranks_read_disjoint_slices_that_make_up_one_process_batch() {
+        let (seq, b, world) = (4, 2, 3);
+        let mut one = Loader::new(stream("one"), 1, seq, 7, Cursor::default()).unwrap();
+        let mut ranks: Vec<Loader> = (0..world)
+            .map(|r| Loader::new(stream(&format!("r{r}")), 1, seq, 7, Cursor::default()).unwrap())
+            .collect();
+        let per_epoch = one.windows_per_epoch();
+        // Enough steps to cross two epoch boundaries, with a global batch that does not divide
+        // an epoch.
+        for _ in 0..(2 * per_epoch / (b * world) + 2) {
+            let (mut x, mut y) = (vec![0u32; world * b * seq], vec![0u32; world * b * seq]);
+            one.next_batch(&mut x, &mut y);
+            let (mut xs, mut ys) = (Vec::new(), Vec::new());
+            for (r, l) in ranks.iter_mut().enumerate() {
+                let (mut xr, mut yr) = (vec![0u32; b * seq], vec![0u32; b * seq]);
+                l.next_batch_of(&mut xr, &mut yr, r, world);
+                xs.extend(xr);
+                ys.extend(yr);
+                assert_eq!(
+                    l.cursor, one.cursor,
+                    "every rank's cursor is the global one"
+                );
+            }
+            assert_eq!((xs, ys), (x, y));
+        }
+        assert!(one.cursor.epoch >= 2);
+    }
+}
