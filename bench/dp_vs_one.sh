@@ -7,7 +7,7 @@
 #   STEPS    30 optimizer steps per run; ROUNDS 2 (the three ways alternate, medians reported)
 #   NP=2     ranks
 #
-# Prints per way: median step time, tokens/s, optimizer state per rank, final loss; then the
+# Prints per way: median step time, tokens/s at that median, optimizer state per rank, final loss; then the
 # ranks' step time against one process's. Builds the release binary with the mpi feature.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,7 +29,7 @@ common=(--config "$CONFIG" --set "train.steps=$STEPS" --set "train.batch_tokens=
         --set train.warmup_steps=5 --set train.eval_every=0 --set train.eval_tokens=4096 --set train.sample_every=0
         --set train.sample_tokens=8 --set "train.checkpoint_every=$STEPS")
 
-# way -> "step_ms tok_s opt_mib loss" per round
+# way -> "step_ms opt_mib loss" per round
 run() {
     local way=$1 round=$2 log="$OUT/$1-$2.log"
     case $way in
@@ -45,7 +45,7 @@ run() {
     local mib loss
     mib=$(sed -n 's/^optimizer state \([0-9.]*\) MiB per rank.*/\1/p' "$log")
     loss=$(sed -n 's/^summary .*final loss \([0-9.]*\).*/\1/p' "$log")
-    echo "$way $ms $(awk -v ms="$ms" -v t="$global" 'BEGIN{printf "%.0f", t/(ms/1000)}') $mib $loss" >>"$OUT/results"
+    echo "$way $ms $mib $loss" >>"$OUT/results"
 }
 
 for r in $(seq 1 "$ROUNDS"); do
@@ -56,9 +56,9 @@ median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 printf '\n%-8s %12s %10s %22s %11s\n' way "step ms" "tok/s" "optimizer MiB/rank" "final loss"
 for way in one dp zero1; do
     ms=$(awk -v w=$way '$1==w{print $2}' "$OUT/results" | median)
-    tps=$(awk -v w=$way '$1==w{print $3}' "$OUT/results" | median)
-    mib=$(awk -v w=$way '$1==w{print $4}' "$OUT/results" | head -1)
-    loss=$(awk -v w=$way '$1==w{print $5}' "$OUT/results" | head -1)
+    tps=$(awk -v ms="$ms" -v t="$global" 'BEGIN{printf "%.0f", t/(ms/1000)}')
+    mib=$(awk -v w=$way '$1==w{print $3}' "$OUT/results" | head -1)
+    loss=$(awk -v w=$way '$1==w{print $4}' "$OUT/results" | head -1)
     printf '%-8s %12s %10s %22s %11s\n' "$way" "$ms" "$tps" "$mib" "$loss"
     eval "ms_$way=$ms"
 done

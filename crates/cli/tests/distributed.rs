@@ -17,9 +17,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_frugal");
 /// `mpirun -np N frugal ARGS`, killed (and failed) after `limit`.
 fn mpirun(np: usize, args: &[&str], limit: Duration) -> (Output, Duration) {
     let np = np.to_string();
+    let mut all = vec!["-np", &np, BIN];
+    all.extend(args);
+    mpirun_app(&all, limit)
+}
+
+/// `mpirun OPTIONS APP` for an application context `app` of mpirun's own syntax.
+fn mpirun_app(app: &[&str], limit: Duration) -> (Output, Duration) {
     let mut cmd = Command::new("mpirun");
-    cmd.args(["-np", &np, "--bind-to", "none", "--oversubscribe", BIN])
-        .args(args)
+    cmd.args(["--bind-to", "none", "--oversubscribe"])
+        .args(app)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .stdin(Stdio::null());
@@ -45,15 +52,9 @@ fn run_limited(mut cmd: Command, limit: Duration) -> (Output, Duration) {
 }
 
 fn one(args: &[&str]) -> Output {
-    let (o, _) = run_limited(
-        {
-            let mut c = Command::new(BIN);
-            c.args(args);
-            c
-        },
-        Duration::from_secs(300),
-    );
-    o
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    run_limited(cmd, Duration::from_secs(300)).0
 }
 
 /// `pretrain` arguments: 12 steps of a global batch of 4 sequences (batch_tokens 64).
@@ -269,13 +270,7 @@ fn a_hung_rank_times_out_and_mismatched_configs_are_refused() {
     mpmd.extend([":", "-np", "1", BIN]);
     mpmd.extend(&base);
     mpmd.extend(["--set", "train.lr=0.02"]);
-    let mut cmd = Command::new("mpirun");
-    cmd.args(["--bind-to", "none", "--oversubscribe"])
-        .args(&mpmd)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .stdin(Stdio::null());
-    let (o, _) = run_limited(cmd, limit);
+    let (o, _) = mpirun_app(&mpmd, limit);
     let text = out(&o);
     assert!(!o.status.success(), "{text}");
     assert!(

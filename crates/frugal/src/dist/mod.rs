@@ -153,32 +153,47 @@ pub fn connect(cfg: &DistConfig, launch: &Launch) -> Result<Box<dyn Collective>>
 
 /// FNV-1a, 64-bit: the same on every machine and build, unlike `std`'s hasher.
 pub fn fnv64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    fnv64_extend(0xcbf29ce484222325, bytes)
 }
 
-/// Refuses to start unless every rank holds the same `text` (the resolved config): rank 0's
-/// hash is broadcast, and each rank's verdict summed so that all of them refuse together.
-pub fn agree(comm: &dyn Collective, what: &str, text: &str) -> Result<()> {
-    let mine = fnv64(text.as_bytes());
-    let mut root = mine.to_le_bytes();
-    comm.broadcast_bytes(&mut root, 0)?;
-    let root = u64::from_le_bytes(root);
-    let mut differ = vec![0f64; comm.world()];
-    differ[comm.rank()] = (mine != root) as u8 as f64;
-    comm.all_reduce_f64(&mut differ)?;
-    let ranks: Vec<usize> = (0..differ.len()).filter(|&r| differ[r] > 0.0).collect();
+/// `fnv64` continued from the hash `h` of what came before `bytes`.
+pub fn fnv64_extend(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// Errors unless every rank's `hash` of its `what` equals rank 0's; every rank sees every
+/// hash (summed into its own slot, in two exact halves), so all of them refuse together.
+pub fn agree_hash(comm: &dyn Collective, what: &str, hash: u64, hint: &str) -> Result<()> {
+    let mut halves = vec![0f64; 2 * comm.world()];
+    halves[2 * comm.rank()] = (hash >> 32) as f64;
+    halves[2 * comm.rank() + 1] = (hash & 0xffff_ffff) as f64;
+    comm.all_reduce_f64(&mut halves)?;
+    let ranks: Vec<usize> = (1..comm.world())
+        .filter(|&r| halves[2 * r..2 * r + 2] != halves[..2])
+        .collect();
     if ranks.is_empty() {
         return Ok(());
     }
+    let root = ((halves[0] as u64) << 32) | halves[1] as u64;
     Err(Error::dist(
         comm.rank(),
         format!(
-            "the {what} of rank(s) {ranks:?} differs from rank 0's (hash {mine:016x} here, {root:016x} on rank 0); refusing to start"
+            "the {what} of rank(s) {ranks:?} differs from rank 0's (hash {hash:016x} here, {root:016x} on rank 0)"
         ),
-        "give every rank the same --config, --set overrides and input files",
+        hint,
     ))
+}
+
+/// Refuses to start unless every rank holds the same `text` (the resolved config).
+pub fn agree(comm: &dyn Collective, what: &str, text: &str) -> Result<()> {
+    agree_hash(
+        comm,
+        what,
+        fnv64(text.as_bytes()),
+        "give every rank the same --config, --set overrides and input files",
+    )
 }
 
 /// Sends a byte string of any length from `root` to every rank.

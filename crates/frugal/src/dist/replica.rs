@@ -131,7 +131,7 @@ impl<'c> Replica<'c> {
     /// The global gradient norm after `sync_grads`: every rank gets the same value.
     pub fn grad_norm(&self, grads: &[f32]) -> Result<f64> {
         let own = self.owned();
-        let sum_sq = crate::train::grad_norm(&grads[own]).powi(2);
+        let sum_sq = crate::train::grad_sum_sq(&grads[own]);
         match self.zero {
             None => Ok(sum_sq.sqrt()),
             Some(_) => {

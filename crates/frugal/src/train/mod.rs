@@ -9,7 +9,7 @@ pub mod schedule;
 
 pub(crate) use clock::{due, write_report, LoopClock};
 pub use pretrain::{evaluate, pretrain, pretrain_on, Summary};
-pub(crate) use pretrain::{grad_norm, open_metrics, write_atomic};
+pub(crate) use pretrain::{grad_norm, grad_sum_sq, open_metrics, write_atomic};
 
 /// The matrix-product precision `train.precision` asks for, in force while the guard lives
 /// (None for f32). An error, naming the field, where the CPU cannot run bf16 products.

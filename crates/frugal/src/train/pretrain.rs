@@ -83,12 +83,16 @@ pub fn evaluate_with_load(
 }
 
 pub(crate) fn grad_norm(g: &[f32]) -> f64 {
-    // Fixed chunks summed in order: the same norm for any thread count.
+    grad_sum_sq(g).sqrt()
+}
+
+/// Σ g², in f64. Fixed chunks summed in order: the same value for any thread count.
+pub(crate) fn grad_sum_sq(g: &[f32]) -> f64 {
     let parts: Vec<f64> = g
         .par_chunks(1 << 16)
         .map(|c| c.iter().map(|&x| x as f64 * x as f64).sum())
         .collect();
-    parts.iter().sum::<f64>().sqrt()
+    parts.iter().sum::<f64>()
 }
 
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -176,39 +180,8 @@ pub fn pretrain_on(
         )
     })?;
 
-    // Run directory (rank 0's): a new run must not overwrite one; a resumed run must be the
-    // same config, but may change [dist].
-    let resolved = cfg.to_toml();
-    let cfg_path = run.join("config.toml");
-    if !lead {
-    } else if resume {
-        let old = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        // Resolved again, so that a field added since the run began, at its default, matches.
-        let origin = cfg_path.display().to_string();
-        if Config::parse(&old, &origin, &[])?.to_toml_for_resume() != cfg.to_toml_for_resume() {
-            return Err(Error::config(
-                cfg_path.display().to_string(),
-                "the run was made with a different config",
-                "resume with the same config and --set overrides, or start a new run directory",
-            ));
-        }
-    } else if !checkpoint::list(run)?.is_empty() {
-        return Err(Error::config(
-            run.display().to_string(),
-            "already holds checkpoints",
-            "pass --resume to continue it, or choose a new --run directory",
-        ));
-    }
     if lead {
-        std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-        write_atomic(&cfg_path, resolved.as_bytes())?;
-        tok.save(&run.join("tokenizer.json")).map_err(|e| {
-            Error::input(
-                run.display().to_string(),
-                e.to_string(),
-                "check the run directory is writable",
-            )
-        })?;
+        prepare_run_dir(cfg, run, resume, &tok)?;
     }
 
     let t = &cfg.train;
@@ -264,7 +237,12 @@ pub fn pretrain_on(
         }
     };
 
-    let peak_gflops = crate::bench::bench_gemm(5).peak_gflops;
+    // Rank 0's figure is the one logged and billed; a bench on every rank at once would only
+    // compete for the cores it measures.
+    let peak_gflops = match lead {
+        true => crate::bench::bench_gemm(5).peak_gflops,
+        false => f64::NAN,
+    };
     let flops_per_step = flops_per_token(cfg) * step_tokens as f64;
     let arch = crate::cost::Arch::from_model(&cfg.model, seq).params();
     let active = match arch.active < arch.total {
@@ -567,6 +545,39 @@ pub fn pretrain_on(
         val_loss: last_val.0,
         val_bpb: last_val.1,
         sample: last_sample,
+    })
+}
+
+/// Rank 0's run directory: a new run must not overwrite one; a resumed run must be the same
+/// config, but may change [dist]. Then the resolved config and the tokenizer are written.
+fn prepare_run_dir(cfg: &Config, run: &Path, resume: bool, tok: &Tokenizer) -> Result<()> {
+    let cfg_path = run.join("config.toml");
+    if resume {
+        let old = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        // Resolved again, so that a field added since the run began, at its default, matches.
+        let origin = cfg_path.display().to_string();
+        if Config::parse(&old, &origin, &[])?.to_toml_for_resume() != cfg.to_toml_for_resume() {
+            return Err(Error::config(
+                cfg_path.display().to_string(),
+                "the run was made with a different config",
+                "resume with the same config and --set overrides, or start a new run directory",
+            ));
+        }
+    } else if !checkpoint::list(run)?.is_empty() {
+        return Err(Error::config(
+            run.display().to_string(),
+            "already holds checkpoints",
+            "pass --resume to continue it, or choose a new --run directory",
+        ));
+    }
+    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+    write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
+    tok.save(&run.join("tokenizer.json")).map_err(|e| {
+        Error::input(
+            run.display().to_string(),
+            e.to_string(),
+            "check the run directory is writable",
+        )
     })
 }
 

@@ -6,7 +6,7 @@
 
 use super::checkpoint::{self, TrainState};
 use crate::config::TrainConfig;
-use crate::dist::{broadcast_blob, fnv64, Collective, Replica};
+use crate::dist::{agree_hash, broadcast_blob, fnv64, fnv64_extend, Collective, Replica};
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::optim::Optimizer;
@@ -52,20 +52,15 @@ pub fn restore(
     broadcast(comm, &mut model.params.data)?;
     broadcast(comm, &mut full.m)?;
     broadcast(comm, &mut full.v)?;
-    let json: serde_json::Value = serde_json::from_slice(&blob).map_err(|e| {
+    let garbled = |e: serde_json::Error| {
         Error::dist(
             comm.rank(),
             format!("checkpoint state from rank 0: {e}"),
             "report this: ranks run different frugal builds?",
         )
-    })?;
-    let state: TrainState = serde_json::from_value(json["state"].clone()).map_err(|e| {
-        Error::dist(
-            comm.rank(),
-            format!("checkpoint state from rank 0: {e}"),
-            "report this: ranks run different frugal builds?",
-        )
-    })?;
+    };
+    let json: serde_json::Value = serde_json::from_slice(&blob).map_err(garbled)?;
+    let state: TrainState = serde_json::from_value(json["state"].clone()).map_err(garbled)?;
     let own = replica.owned();
     opt.m.copy_from_slice(&full.m[own.clone()]);
     opt.v.copy_from_slice(&full.v[own]);
@@ -84,45 +79,34 @@ pub fn save(
     opt: &Optimizer,
     state: &TrainState,
 ) -> Result<Option<PathBuf>> {
-    let lead = replica.comm().rank() == 0;
-    if replica.zero().is_none() {
-        return match lead {
-            true => checkpoint::save(run, model, opt, state, t.keep_checkpoints).map(Some),
-            false => Ok(None),
-        };
-    }
-    let mut full = Optimizer::new(t, &model.params);
-    replica.all_gather(&mut full.m, Some(&opt.m))?;
-    replica.all_gather(&mut full.v, Some(&opt.v))?;
-    full.step = opt.step;
-    match lead {
-        true => checkpoint::save(run, model, &full, state, t.keep_checkpoints).map(Some),
-        false => Ok(None),
+    let gathered;
+    let whole = match replica.zero() {
+        None => opt,
+        Some(_) => {
+            let mut full = Optimizer::new(t, &model.params);
+            replica.all_gather(&mut full.m, Some(&opt.m))?;
+            replica.all_gather(&mut full.v, Some(&opt.v))?;
+            full.step = opt.step;
+            gathered = full;
+            &gathered
+        }
+    };
+    match replica.comm().rank() {
+        0 => checkpoint::save(run, model, whole, state, t.keep_checkpoints).map(Some),
+        _ => Ok(None),
     }
 }
 
 /// Checks that every rank holds bit-identical parameters; returns their hash.
 pub fn check_identical(comm: &dyn Collective, params: &[f32]) -> Result<u64> {
-    let hash = params.iter().fold(fnv64(&[]), |h, x| {
-        x.to_le_bytes()
-            .iter()
-            .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-    });
-    // Each rank's hash in two halves (an f64 holds 32-bit integers exactly), summed into
-    // place: every rank then sees all of them.
-    let mut parts = vec![0f64; 2 * comm.world()];
-    parts[2 * comm.rank()] = (hash >> 32) as f64;
-    parts[2 * comm.rank() + 1] = (hash & 0xffff_ffff) as f64;
-    comm.all_reduce_f64(&mut parts)?;
-    let differ: Vec<usize> = (1..comm.world())
-        .filter(|&r| parts[2 * r..2 * r + 2] != parts[..2])
-        .collect();
-    if !differ.is_empty() {
-        return Err(Error::dist(
-            comm.rank(),
-            format!("the parameters of rank(s) {differ:?} differ from rank 0's"),
-            "the ranks diverged: report this, with the config and the launch command",
-        ));
-    }
+    let hash = params
+        .iter()
+        .fold(fnv64(&[]), |h, x| fnv64_extend(h, &x.to_le_bytes()));
+    agree_hash(
+        comm,
+        "parameters",
+        hash,
+        "the ranks diverged: report this, with the config and the launch command",
+    )?;
     Ok(hash)
 }
