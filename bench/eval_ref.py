@@ -204,7 +204,7 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("golden", help="write tiny_eval.safetensors and tiny_eval_golden.json")
     g.add_argument("--config", default="configs/tiny.toml")
-    g.add_argument("--out-dir", default="crates/frugal/tests/golden")
+    g.add_argument("--out-dir", default="crates/eval/tests/golden")
     c = sub.add_parser("check", help="rescore the requests of `frugal eval --dump` in PyTorch")
     c.add_argument("--run", required=True)
     c.add_argument("--dump", required=True)

@@ -465,7 +465,7 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("golden", help="write <config>_init.safetensors and <config>_golden.json")
     g.add_argument("--config", default="configs/tiny.toml")
-    g.add_argument("--out-dir", default="crates/frugal/tests/golden")
+    g.add_argument("--out-dir", default="crates/stages/tests/golden")
     g.add_argument("--steps", type=int, default=10)
     b = sub.add_parser("bench", help="time eager PyTorch training steps on the CPU")
     b.add_argument("--config", default="configs/ref.toml")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README, CI): formatting, lints, every test of the workspace, the
+# The test command (README, CI): formatting, module cycles, lints, every test of the workspace, the
 # distributed tests on Open MPI, and the kernels again on the optional OpenBLAS backend.
 # Installs what the tests need when missing: libopenblas-dev, chromium, Open MPI and libclang
 # (Debian), and tokenizers, tiktoken and openai in .venv.
@@ -42,6 +42,9 @@ fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+step "module cycles (Cargo keeps crates one-way; this keeps each crate's modules one-way)"
+python3 scripts/module-cycles.py --self-test
+python3 scripts/module-cycles.py
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo clippy --features mpi,nccl (the distributed backends; NCCL without CUDA installed)"

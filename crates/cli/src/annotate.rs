@@ -3,14 +3,14 @@
 
 use anyhow::Context;
 use clap::Args;
-use frugal::chat::ChatFormat;
-use frugal::engine::SamplingParams;
-use frugal::train::checkpoint::{list, load_trained, load_weights, Trained};
+use data::chat::ChatFormat;
+use engine::SamplingParams;
 use serve::annotate::Server;
 use serve::sample::{fill, read_prompts, SampleConfig};
-use serve::store::Store;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use store::Store;
+use train::checkpoint::{list, load_trained, load_weights, Trained};
 
 #[derive(Args)]
 pub struct AnnotateArgs {
@@ -46,7 +46,7 @@ pub struct AnnotateArgs {
 /// checkpoint. Returns it with its origin label ("dpo:step-40").
 pub fn chat_model(run: &Path, stage: Option<&str>) -> anyhow::Result<(Trained, String)> {
     let mut trained = load_trained(run, true)?;
-    let stages = frugal::eval::stages(run)?;
+    let stages = eval::stages(run)?;
     let chosen = match stage {
         Some(name) => Some(stages.iter().find(|s| s.name == name).with_context(|| {
             let have: Vec<&str> = stages.iter().map(|s| s.name).collect();

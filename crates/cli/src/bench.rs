@@ -1,10 +1,11 @@
 //! `frugal bench`: GEMM, tokenizer, training step, inference and speculative decoding speed.
 
 use anyhow::Context;
+use app::bench::{bench_infer, bench_speculative, bench_train, peak_rss_mb};
 use clap::Subcommand;
-use frugal::bench::{bench_gemm, bench_infer, bench_speculative, bench_train, peak_rss_mb};
-use frugal::Config;
 use std::path::PathBuf;
+use tensor::peak::bench_gemm;
+use train::Config;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -121,7 +122,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             }
             println!("gemm_gflops_peak: {:.1}", g.peak_gflops);
             if bf16 {
-                let layouts = frugal::bench::bench_gemm_bf16(reps)
+                let layouts = tensor::peak::bench_gemm_bf16(reps)
                     .context("this CPU lacks AVX-512 BF16: no bf16 products to measure")?;
                 for (name, f, b) in &layouts {
                     for ((m, n, k, gf), (.., gb)) in f.shapes.iter().zip(&b.shapes) {
@@ -139,7 +140,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             chunk_bytes,
             reps,
         } => {
-            use frugal::tokenizer::{bench_encode, chunk_documents, list_files, read_text};
+            use base::fs::{list_files, read_text};
+            use data::tokenizer::{bench_encode, chunk_documents};
             let tok = bpe::Tokenizer::load(&tokenizer)?;
             let texts: Vec<String> = list_files(&input)?
                 .iter()
@@ -165,7 +167,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             // MFU is measured against this machine's GEMM throughput at the step's precision,
             // not a datasheet number.
-            let _precision = frugal::train::precision(&cfg.train)?;
+            let _precision = train::precision(&cfg.train)?;
             let peak = bench_gemm(5).peak_gflops;
             println!(
                 "bench train | {} | {} | batch {} x {} tokens | {} products",
@@ -205,7 +207,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 reps >= 1 && batch.iter().all(|&b| b >= 1),
                 "--reps and every --batch must be at least 1"
             );
-            let model = frugal::model::Llama::init(cfg.model.clone(), 0);
+            let model = model::Llama::init(cfg.model.clone(), 0);
             println!(
                 "bench infer | {} | {} | {:.2}M params | prompt {prompt_len} tokens, {decode} decoded",
                 choice.name(),
@@ -246,13 +248,13 @@ fn speculative(
     decode: usize,
     reps: usize,
 ) -> anyhow::Result<()> {
-    let t = frugal::train::checkpoint::load_trained(run, false)?;
+    let t = train::checkpoint::load_trained(run, false)?;
     let data = t
         .cfg
         .data
         .as_ref()
         .context("the run's config.toml has no [data] table to draw prompts from")?;
-    let (_, _, val) = frugal::loader::open_splits(&data.shards, &t.tok)?;
+    let (_, _, val) = data::loader::open_splits(&data.shards, &t.tok)?;
     let ctx = t.model.cfg.context_len;
     anyhow::ensure!(
         prompts >= 1 && prompt_len >= 1 && reps >= 1 && prompt_len + decode <= ctx,
@@ -260,7 +262,7 @@ fn speculative(
          model's context of {ctx} tokens"
     );
     // Windows a context apart, so that the prompts come from different stretches of text.
-    let windows = frugal::loader::validation_windows(&val, ctx, prompts * ctx);
+    let windows = data::loader::validation_windows(&val, ctx, prompts * ctx);
     anyhow::ensure!(
         windows.len() == prompts,
         "{}: the validation split holds {} contexts, not the {prompts} prompts asked for",

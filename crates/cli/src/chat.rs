@@ -3,13 +3,13 @@
 //! prompt it exits). `-p "…"` answers once, for scripts.
 
 use clap::Args;
-use frugal::chat::stream::TextStream;
-use frugal::chat::{ChatFormat, Conversation, Message, Role};
-use frugal::engine::{self, Finish, Request, SamplingParams, TokenEvent, Tools};
-use frugal::train::checkpoint::load_trained;
+use data::chat::stream::TextStream;
+use data::chat::{ChatFormat, Conversation, Message, Role};
+use engine::{self, Finish, Request, SamplingParams, TokenEvent, Tools};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use train::checkpoint::load_trained;
 
 #[derive(Args)]
 pub struct ChatArgs {
@@ -84,7 +84,7 @@ fn clean_line(raw: &[u8]) -> String {
 struct Session<'a> {
     a: &'a ChatArgs,
     f: &'a ChatFormat<'a>,
-    model: &'a frugal::model::Llama,
+    model: &'a model::Llama,
     conv: Conversation,
     sampling: SamplingParams,
     turn: u64,

@@ -1,11 +1,12 @@
 //! `frugal cost estimate` and `frugal report`.
 
+use app::estimate::{estimate, estimate_preset, render, Cluster};
+use app::presets::{self, Basis};
+use app::report::{write_report, ReportOptions};
 use clap::{Args, Subcommand};
-use frugal::cost::estimate::{estimate, estimate_preset, render, Cluster};
-use frugal::cost::presets::{self, Basis};
-use frugal::cost::report::{write_report, ReportOptions};
-use frugal::cost::tables::gpu;
-use frugal::cost::{Arch, CostConfig};
+use ledger::tables::gpu;
+use ledger::CostConfig;
+use model::Arch;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -115,7 +116,7 @@ pub fn run(cmd: CostCommand) -> anyhow::Result<()> {
     let Some(path) = &a.config else {
         anyhow::bail!("give --config FILE.toml or --preset NAME (see --help)");
     };
-    let cfg = frugal::Config::load(path, &a.overrides)?;
+    let cfg = train::Config::load(path, &a.overrides)?;
     let arch = Arch::from_model(&cfg.model, cfg.train.seq_len);
     let g = gpu(&a.gpu)?;
     anyhow::ensure!(a.gpus > 0, "--gpus must be at least 1");
@@ -149,7 +150,7 @@ pub fn run(cmd: CostCommand) -> anyhow::Result<()> {
     let title = format!(
         "{} on {} tokens{}",
         path.display(),
-        frugal::cost::estimate::si(tokens),
+        ledger::si(tokens),
         if a.tokens.is_none() {
             " (20 per parameter)"
         } else {

@@ -1,8 +1,8 @@
 //! `frugal data prepare` and `frugal data tokenize`.
 
 use clap::Subcommand;
-use frugal::data::prepare::{prepare, PrepareConfig};
-use frugal::data::tokenize::tokenize;
+use data::prepare::{prepare, PrepareConfig};
+use data::tokenize::tokenize;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]

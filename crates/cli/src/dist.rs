@@ -1,8 +1,8 @@
 //! `frugal dist check`.
 
 use clap::{Args, Subcommand};
-use frugal::config::{Backend, DistConfig};
-use frugal::dist::Launch;
+use train::config::{Backend, DistConfig};
+use train::dist::Launch;
 
 #[derive(Subcommand)]
 pub enum DistCommand {
@@ -35,8 +35,8 @@ pub fn run(cmd: DistCommand, launch: &Launch) -> anyhow::Result<()> {
         timeout_s: a.timeout_s,
         ..DistConfig::default()
     };
-    let comm = frugal::dist::connect(&cfg, launch)?;
-    match frugal::dist::check(&*comm) {
+    let comm = train::dist::connect(&cfg, launch)?;
+    match train::dist::check(&*comm) {
         Ok(lines) if comm.rank() == 0 => lines.iter().for_each(|l| println!("{l}")),
         Ok(_) => {}
         Err(e) if comm.world() > 1 => {

@@ -1,7 +1,7 @@
 //! `frugal eval`: score a run's stages on the standard benchmarks and update its report card.
 
 use clap::Args;
-use frugal::eval::{evaluate, EvalOptions, TaskSpec};
+use eval::{evaluate, EvalOptions, TaskSpec};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -66,10 +66,10 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
                 .map(move |t| format!("{} {}", s.stage, t.task))
         })
         .collect();
-    if let Some(card) = frugal::eval::card::markdown(&a.run)? {
+    if let Some(card) = eval::card::markdown(&a.run)? {
         println!("\n{card}");
     }
-    let w = frugal::cost::report::write_report(&a.run, &crate::cost::default_report_options()?)?;
+    let w = app::report::write_report(&a.run, &crate::cost::default_report_options()?)?;
     println!(
         "report card in {} and {}",
         w.markdown.display(),

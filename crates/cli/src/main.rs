@@ -97,7 +97,7 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     // Under mpirun, srun or torchrun: this process is one rank of several.
-    let launch = frugal::dist::Launch::detect()?;
+    let launch = train::dist::Launch::detect()?;
     if launch.world > 1 && !matches!(cli.command, Command::Pretrain(_) | Command::Dist(_)) {
         anyhow::bail!(
             "{} started {} ranks, but only `frugal pretrain` and `frugal dist` run on several; start this command as one process",

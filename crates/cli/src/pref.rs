@@ -1,7 +1,7 @@
 //! `frugal pref rm|dpo|grpo`: preference tuning of a run's SFT model.
 
 use clap::{Args, Subcommand};
-use frugal::pref::{dpo, grpo, rm};
+use stages::pref::{dpo, grpo, rm};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]

@@ -3,9 +3,9 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serve::store::{Stats, Store};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use store::{Stats, Store};
 
 #[derive(Subcommand)]
 pub enum PrefsCommand {
@@ -140,7 +140,7 @@ pub fn run(cmd: PrefsCommand) -> anyhow::Result<()> {
 fn import(a: ImportArgs) -> anyhow::Result<()> {
     let mut store = a.db.open(true)?;
     for file in &a.files {
-        let read = frugal::pref::data::read_pairs(file)?;
+        let read = data::pairs::read_pairs(file)?;
         let source = file.display().to_string();
         let r = store.import(&read, &source)?;
         let mut line = format!(
@@ -174,7 +174,7 @@ fn export(a: ExportArgs) -> anyhow::Result<()> {
     let ex = store.export()?;
     let mut text = String::new();
     for p in &ex.pairs {
-        text += &frugal::pref::data::to_json(p).to_string();
+        text += &data::pairs::to_json(p).to_string();
         text.push('\n');
     }
     write_atomic(&a.out, text.as_bytes())?;

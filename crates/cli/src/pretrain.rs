@@ -1,11 +1,11 @@
 //! `frugal pretrain` and `frugal sample`.
 
 use clap::Args;
-use frugal::dist::Launch;
-use frugal::train::checkpoint;
-use frugal::train::sample::{generate, SamplingParams};
-use frugal::Config;
+use stages::sample::{generate, SamplingParams};
 use std::path::PathBuf;
+use train::checkpoint;
+use train::dist::Launch;
+use train::Config;
 
 #[derive(Args)]
 pub struct PretrainArgs {
@@ -31,8 +31,9 @@ pub fn pretrain(a: PretrainArgs, launch: &Launch) -> anyhow::Result<()> {
         (None, false) => anyhow::bail!("--config is required for a new run"),
     };
     let cfg = Config::load(&path, &a.overrides)?;
-    let comm = frugal::dist::connect(&cfg.dist, launch)?;
-    let out = frugal::train::pretrain_on(&*comm, &cfg, &a.run, a.resume, |line| println!("{line}"));
+    let comm = train::dist::connect(&cfg.dist, launch)?;
+    let out =
+        stages::pretrain::pretrain_on(&*comm, &cfg, &a.run, a.resume, |line| println!("{line}"));
     let s = match out {
         Ok(s) => s,
         // One rank's error ends them all: the others would wait for it in their next
@@ -40,7 +41,7 @@ pub fn pretrain(a: PretrainArgs, launch: &Launch) -> anyhow::Result<()> {
         Err(e) if comm.world() > 1 => {
             match e {
                 // Already says which rank.
-                frugal::Error::Dist { .. } => eprintln!("error: {e:#}"),
+                base::Error::Dist { .. } => eprintln!("error: {e:#}"),
                 _ => eprintln!("error: rank {} of {}: {e:#}", comm.rank(), comm.world()),
             }
             use std::io::Write;

@@ -3,7 +3,7 @@
 
 use crate::annotate::chat_model;
 use clap::Args;
-use frugal::chat::ChatTokens;
+use data::chat::ChatTokens;
 use serve::api::{App, Auth, RequestLimits};
 use serve::http::{ConnLimits, Server};
 use serve::metrics::Metrics;
@@ -64,13 +64,13 @@ pub struct ServeArgs {
 }
 
 /// The model to serve, its tokenizer, a label for it, and the default name.
-fn load(a: &ServeArgs) -> anyhow::Result<(frugal::model::Llama, bpe::Tokenizer, String, String)> {
+fn load(a: &ServeArgs) -> anyhow::Result<(model::Llama, bpe::Tokenizer, String, String)> {
     if let Some(cfg) = &a.dummy_weights {
-        let mut cfg = frugal::Config::load(cfg, &[])?;
+        let mut cfg = train::Config::load(cfg, &[])?;
         let tok = bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS)?;
         // The vocabulary is the tokenizer's, so every sampled token has text to stream.
         cfg.model.vocab_size = tok.vocab_size();
-        let model = frugal::model::Llama::init(cfg.model, 0);
+        let model = model::Llama::init(cfg.model, 0);
         return Ok((model, tok, "random weights".into(), "dummy".into()));
     }
     let run = a

@@ -1,7 +1,7 @@
 //! `frugal sft`: instruction-tune a run's pretrained model.
 
 use clap::Args;
-use frugal::sft::SftConfig;
+use stages::sft::SftConfig;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -25,12 +25,12 @@ pub struct SftArgs {
 
 pub fn sft(a: SftArgs) -> anyhow::Result<()> {
     let cfg = SftConfig::load(&a.config, &a.overrides)?;
-    let s = frugal::sft::sft(&cfg, &a.run, a.resume, |line| println!("{line}"))?;
+    let s = stages::sft::sft(&cfg, &a.run, a.resume, |line| println!("{line}"))?;
     print_summary(&s);
     Ok(())
 }
 
-pub fn print_summary(s: &frugal::sft::SftSummary) {
+pub fn print_summary(s: &stages::sft::SftSummary) {
     println!(
         "sft summary | steps {} | wall {:.1}s | {:.0} tok/s | final loss {:.4} | val loss {:.4}",
         s.steps, s.wall_s, s.tokens_per_s, s.final_loss, s.val_loss

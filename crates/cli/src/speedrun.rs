@@ -4,10 +4,10 @@
 
 use anyhow::Context;
 use clap::Args;
-use frugal::data::prepare::{prepare, PrepareConfig};
-use frugal::Config;
+use data::prepare::{prepare, PrepareConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use train::Config;
 
 #[derive(Args)]
 pub struct SpeedrunArgs {
@@ -134,8 +134,8 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
             vocab_size: cfg.model.vocab_size,
             ..Default::default()
         };
-        let mut meter = frugal::tokenizer::meter(&data.tokenizer, Some(&out_dir))?;
-        let (tok, r) = frugal::tokenizer::train_from_prepared(&out_dir, opts)?;
+        let mut meter = data::tokenizer::meter(&data.tokenizer, Some(&out_dir))?;
+        let (tok, r) = data::tokenizer::train_from_prepared(&out_dir, opts)?;
         println!(
             "vocab {} from {:.1} MB in {:.2}s",
             tok.vocab_size(),
@@ -158,7 +158,7 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
     if data.shards.join("manifest.json").exists() {
         println!("present: {}", data.shards.display());
     } else {
-        let m = frugal::data::tokenize::tokenize(&out_dir, &data.tokenizer, &data.shards, 1 << 26)?;
+        let m = data::tokenize::tokenize(&out_dir, &data.tokenizer, &data.shards, 1 << 26)?;
         println!(
             "train {} tokens, val {} tokens",
             m.tokens(&m.train),
@@ -168,10 +168,10 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
 
     stage("pretrain");
     let resume = a.run.join("config.toml").exists();
-    let s = frugal::train::pretrain(&cfg, &a.run, resume, |line| println!("{line}"))?;
+    let s = stages::pretrain::pretrain(&cfg, &a.run, resume, |line| println!("{line}"))?;
 
     stage("sft: instruction tuning on conversations");
-    let mut sft_cfg = frugal::sft::SftConfig::load(&a.sft_config, &a.sft_overrides)?;
+    let mut sft_cfg = stages::sft::SftConfig::load(&a.sft_config, &a.sft_overrides)?;
     let report = a.run.join("sft/report.json");
     if report.exists() {
         println!("present: {}", report.display());
@@ -193,12 +193,12 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
             "no SFT source could be fetched (see the messages above)"
         );
         let resume = a.run.join("sft/config.toml").exists();
-        frugal::sft::sft(&sft_cfg, &a.run, resume, |line| println!("{line}"))?;
+        stages::sft::sft(&sft_cfg, &a.run, resume, |line| println!("{line}"))?;
     }
 
     stage("eval: the report card");
-    let eval_opts = frugal::eval::EvalOptions {
-        tasks: frugal::eval::TaskSpec::parse_list(&a.eval_tasks)?,
+    let eval_opts = eval::EvalOptions {
+        tasks: eval::TaskSpec::parse_list(&a.eval_tasks)?,
         ..Default::default()
     };
     // Benchmarks come with the eval group; GSM8K and BIG-bench with the chat group.
@@ -233,7 +233,7 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         fetch_groups(&a, &groups);
     }
     let t_eval = Instant::now();
-    let results = frugal::eval::evaluate(&a.run, &eval_opts, |line| println!("{line}"))?;
+    let results = eval::evaluate(&a.run, &eval_opts, |line| println!("{line}"))?;
     for s in &results {
         for t in s.tasks.iter().filter(|t| t.error.is_some()) {
             println!(
@@ -310,13 +310,13 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
     );
 
     stage("cost: what each stage spent (ledger.json)");
-    let cost = frugal::cost::CostConfig::load(None)?;
-    if let Some(mut ledger) = frugal::cost::Ledger::read(&a.run)? {
+    let cost = ledger::CostConfig::load(None)?;
+    if let Some(mut ledger) = ledger::Ledger::read(&a.run)? {
         ledger.price(&cost);
         println!("{}", ledger.summary());
     }
-    let w = frugal::cost::report::write_report(&a.run, &crate::cost::default_report_options()?)?;
-    if let Some(card) = frugal::eval::card::markdown(&a.run)? {
+    let w = app::report::write_report(&a.run, &crate::cost::default_report_options()?)?;
+    if let Some(card) = eval::card::markdown(&a.run)? {
         stage("report card");
         print!("{card}");
     }

@@ -63,10 +63,10 @@ pub fn run(cmd: TokenizerCommand) -> anyhow::Result<()> {
                 pattern: pattern(&pat),
                 ..Default::default()
             };
-            let mut meter = frugal::tokenizer::meter(&out, prepared.as_deref())?;
+            let mut meter = data::tokenizer::meter(&out, prepared.as_deref())?;
             let (tok, r) = match &prepared {
-                Some(dir) => frugal::tokenizer::train_from_prepared(dir, opts)?,
-                None => frugal::tokenizer::train_from_files(&input, opts)?,
+                Some(dir) => data::tokenizer::train_from_prepared(dir, opts)?,
+                None => data::tokenizer::train_from_files(&input, opts)?,
             };
             let mb = r.bytes as f64 / 1e6;
             println!(

@@ -4,16 +4,16 @@
 //! report agreement.
 
 mod common;
-#[path = "../../frugal/tests/common/mod.rs"]
+#[path = "../../stages/tests/common/mod.rs"]
 mod lib_common;
 #[path = "../../serve/tests/common/mod.rs"]
 mod serve_common;
 
 use common::{frugal, out};
-use serve::store::{Choice, Store};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use store::{Choice, Store};
 
 /// A server process, killed (SIGKILL) when dropped, so a failing test leaves none behind.
 struct Killed(Child);
@@ -228,7 +228,7 @@ fn prefs_import_once_export_back_and_manage_annotators() {
         log.contains("wrote 3 pairs") && log.contains("0 ties, 0 both harmful"),
         "{log}"
     );
-    let back = frugal::pref::data::read_pairs(&exported).unwrap();
+    let back = data::pairs::read_pairs(&exported).unwrap();
     assert_eq!((back.pairs.len(), back.skipped), (3, 0));
     assert!(back
         .pairs

@@ -143,7 +143,7 @@ fn data_pipeline_end_to_end() {
     let page = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html><body><nav>Home</nav><article><p>{}</p></article></body></html>", (0..12).map(|k| sentence(2000 + k)).collect::<String>());
     std::fs::write(
         raw.join("crawl.warc"),
-        frugal::data::warc::record("response", "http://example.test/", page.as_bytes()),
+        data::warc::record("response", "http://example.test/", page.as_bytes()),
     )
     .unwrap();
     let config = format!(
@@ -214,9 +214,9 @@ fn data_pipeline_end_to_end() {
     let shard = prepared.join("shards/train_00000.bin");
     let fingerprint =
         u64::from_str_radix(manifest["tokenizer_fingerprint"].as_str().unwrap(), 16).unwrap();
-    assert!(frugal::shards::Shard::open(&shard, Some(fingerprint)).is_ok());
+    assert!(data::shards::Shard::open(&shard, Some(fingerprint)).is_ok());
     let other_fp = bpe::Tokenizer::load(&other).unwrap().fingerprint();
-    assert!(frugal::shards::Shard::open(&shard, Some(other_fp))
+    assert!(data::shards::Shard::open(&shard, Some(other_fp))
         .err()
         .unwrap()
         .to_string()

@@ -86,7 +86,7 @@ fn args<'a>(cfg: &'a Path, run: &'a Path, sets: &[&'a str]) -> Vec<&'a str> {
 
 /// The parameters of a run's newest checkpoint, by tensor name.
 fn params(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let dir: PathBuf = frugal::train::checkpoint::list(run)
+    let dir: PathBuf = train::checkpoint::list(run)
         .unwrap()
         .pop()
         .expect("a checkpoint")
@@ -213,7 +213,7 @@ fn a_dead_rank_ends_the_job_and_its_checkpoint_resumes_on_one_rank() {
     // The launcher names the rank that died.
     assert!(text.contains("process rank 1"), "{text}");
     assert!(took < Duration::from_secs(120), "took {took:?}\n{text}");
-    let steps: Vec<usize> = frugal::train::checkpoint::list(&broken)
+    let steps: Vec<usize> = train::checkpoint::list(&broken)
         .unwrap()
         .iter()
         .map(|c| c.0)

@@ -18,7 +18,6 @@
 //! The page sends a Content-Security-Policy that admits only its own inline script and style
 //! (by hash), so even a slip from `textContent` to `innerHTML` could not run injected script.
 
-use crate::store::{Choice, Item, Progress, Store, VoteError, VoteOutcome};
 use crate::{Error, Result};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -29,6 +28,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use store::{Choice, Item, Progress, Store, VoteError, VoteOutcome};
 
 /// The annotation page: HTML, CSS and vanilla JS in one file, no outside resources.
 pub const PAGE: &str = include_str!("page.html");
@@ -54,8 +54,8 @@ impl ApiError {
     }
 }
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
     }
 }
@@ -136,9 +136,7 @@ fn token(headers: &HeaderMap) -> std::result::Result<String, ApiError> {
 async fn as_annotator<T: Send + 'static>(
     app: Arc<App>,
     headers: &HeaderMap,
-    f: impl FnOnce(&mut Store, crate::store::Annotator) -> std::result::Result<T, ApiError>
-        + Send
-        + 'static,
+    f: impl FnOnce(&mut Store, store::Annotator) -> std::result::Result<T, ApiError> + Send + 'static,
 ) -> std::result::Result<T, ApiError> {
     let token = token(headers)?;
     tokio::task::spawn_blocking(move || {

@@ -7,16 +7,16 @@
 //! disconnects, the body is dropped, the channel closes, and the engine thread sees the job's
 //! receiver gone and ends the sequence at its next step.
 
-use crate::api::{unix_now, App};
 use crate::openai::{self, ApiError, ApiResult, Generation, StopMatcher};
 use crate::scheduler::{Job, Out, Submit};
+use crate::state::{unix_now, App};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use frugal::chat::stream::TextStream;
-use frugal::chat::ChatFormat;
-use frugal::engine::{Finish, Request};
+use data::chat::stream::TextStream;
+use data::chat::ChatFormat;
+use engine::{Finish, Request};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::pin::Pin;

@@ -4,7 +4,7 @@
 //! period, then ends the rest (their streams close with an error event) and closes every
 //! connection.
 
-use crate::api::App;
+use crate::state::App;
 use crate::{Error, Result};
 use axum::Router;
 use hyper::server::conn::http1;

@@ -4,12 +4,13 @@
 //! over continuous batching on an engine thread ([`scheduler`]), with Prometheus metrics
 //! ([`metrics`]) and a listener that bounds slow clients and shuts down gracefully ([`http`]).
 //!
-//! The human-preference annotation stage: a SQLite store of prompts, sampled responses,
-//! comparison items and votes ([`store`]), the annotation server and its page ([`annotate`]),
-//! inter-annotator agreement ([`agreement`]), and the model samples that fill the store before
+//! The human-preference annotation stage: the annotation server and its page ([`annotate`])
+//! over the preference store (crate `store`), and the model samples that fill the store before
 //! serving ([`sample`]).
+//!
+//! Uses: `engine` (generation), `store`, `train` (checkpoints), `model`, `data` (the chat
+//! format), `base`. Exposes: the servers' entry points and their building blocks.
 
-pub mod agreement;
 pub mod annotate;
 pub mod api;
 pub mod generate;
@@ -19,30 +20,15 @@ pub mod openai;
 mod page;
 pub mod sample;
 pub mod scheduler;
-pub mod store;
+pub mod state;
 
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Errors of the store and the server; each names the file at fault and ends with what to do.
+/// Errors of the servers; each names the file at fault and ends with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("preference store {path}: {source}\nHINT: {hint}")]
-    Db {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-        hint: &'static str,
-    },
-
-    #[error("preference store {path}: {msg}\nHINT: {hint}")]
-    Schema {
-        path: PathBuf,
-        msg: String,
-        hint: String,
-    },
-
     #[error("{origin}: {msg}\nHINT: {hint}")]
     Input {
         origin: String,
@@ -58,5 +44,8 @@ pub enum Error {
     },
 
     #[error(transparent)]
-    Frugal(#[from] frugal::Error),
+    Store(#[from] store::Error),
+
+    #[error(transparent)]
+    Base(#[from] base::Error),
 }

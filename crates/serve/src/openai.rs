@@ -6,8 +6,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use frugal::chat::{Conversation, Message, Role};
-use frugal::engine::SamplingParams;
+use data::chat::{Conversation, Message, Role};
+use engine::SamplingParams;
 use serde_json::{json, Map, Value};
 
 /// An API failure in OpenAI's error shape.

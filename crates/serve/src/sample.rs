@@ -2,12 +2,12 @@
 //! responses, N replies sampled from the model (each prompt's replies and their item committed
 //! together, so an interrupted fill keeps what it finished and the next one goes on).
 
-use crate::store::{check_prompt, Store};
 use crate::{Error, Result};
-use frugal::chat::import::conversation_from_json;
-use frugal::chat::{ChatFormat, Conversation, Message, Role};
-use frugal::engine::{self, LanguageModel, Request, SamplingParams, Tools};
+use data::chat::import::conversation_from_json;
+use data::chat::{ChatFormat, Conversation, Message, Role};
+use engine::{self, LanguageModel, Request, SamplingParams, Tools};
 use std::path::Path;
+use store::{check_prompt, Store};
 
 /// Prompts read from a file, and the lines that could not be used.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,7 +25,7 @@ fn is_jsonl(path: &Path) -> bool {
 }
 
 /// One JSON line: `{"prompt": "text"}`, `{"messages": [...]}` or any conversation shape
-/// `frugal::chat::import` reads; trailing assistant replies are dropped, so the prompt ends
+/// `data::chat::import` reads; trailing assistant replies are dropped, so the prompt ends
 /// with the user's turn.
 fn prompt_from_json(v: &serde_json::Value) -> std::result::Result<Conversation, String> {
     let mut conv = match v.get("prompt").and_then(|p| p.as_str()) {
@@ -53,7 +53,7 @@ fn prompt_from_json(v: &serde_json::Value) -> std::result::Result<Conversation, 
 pub fn read_prompts(path: &Path) -> Result<Prompts> {
     let mut out = Prompts::default();
     let json = is_jsonl(path);
-    frugal::data::jsonl::for_each_line(path, |line, text| {
+    data::jsonl::for_each_line(path, |line, text| {
         let text = text.trim();
         if text.is_empty() {
             return Ok(());

@@ -1,5 +1,5 @@
 //! The engine thread: one OS thread owns the model and runs continuous batching
-//! ([`frugal::engine::Batcher`]) while the async handlers submit jobs and read tokens back.
+//! ([`engine::Batcher`]) while the async handlers submit jobs and read tokens back.
 //!
 //! Between forward passes the thread admits waiting jobs up to `max_batch`, drops the
 //! sequences whose client went away (its receiver is closed), runs one step, and sends every
@@ -9,9 +9,9 @@
 //! finish; [`Scheduler::stop`] ends what is left, each job told it was cut by the shutdown.
 
 use crate::metrics::Metrics;
-use frugal::chat::ChatTokens;
-use frugal::engine::{Batcher, Completion, Finish, Request, TokenEvent, Tools};
-use frugal::model::Llama;
+use data::chat::ChatTokens;
+use engine::{Batcher, Completion, Finish, Request, TokenEvent, Tools};
+use model::Llama;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};

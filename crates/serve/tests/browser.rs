@@ -11,9 +11,9 @@ use cdp::{launch, Cdp};
 use common::{store_with_items, temp, SCRIPT};
 use serde_json::json;
 use serve::annotate::Server;
-use serve::store::{Choice, Store};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use store::{Choice, Store};
 
 /// Waits for a just-closed port to bind again.
 fn restart(path: &std::path::Path, addr: SocketAddr) -> Server {

@@ -5,9 +5,9 @@ mod common;
 
 use common::{get, post, store_with_items, temp, SCRIPT};
 use serve::annotate::Server;
-use serve::store::{Choice, Store};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
+use store::{Choice, Store};
 
 #[test]
 fn every_api_call_needs_a_valid_token() {

@@ -1,13 +1,13 @@
 //! Filling the store from a tiny model: N replies per prompt, one item each, reproducible
 //! with a seed, prompts too long for the context left out and reported.
 
-#[path = "../../frugal/tests/common/mod.rs"]
+#[path = "../../stages/tests/common/mod.rs"]
 mod frugal_common;
 
-use frugal::chat::{ChatFormat, Conversation, Message, Role};
-use frugal::train::checkpoint::load_trained;
+use data::chat::{ChatFormat, Conversation, Message, Role};
 use serve::sample::{fill, SampleConfig};
-use serve::store::Store;
+use store::Store;
+use train::checkpoint::load_trained;
 
 fn user(text: &str) -> Conversation {
     Conversation {

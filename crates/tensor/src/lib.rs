@@ -13,15 +13,16 @@
 
 #![allow(clippy::too_many_arguments)] // kernels take buffers + dimensions, as in llm.c
 
-pub mod bf16;
 pub mod check;
 mod device;
 pub mod flops;
 pub mod matmul;
 pub mod ops;
+pub mod peak;
 pub mod rng;
 
 pub use device::Device;
+pub use matmul::bf16;
 pub use matmul::{sgemm, sgemm_serial, Gemm};
 pub use rng::Rng;
 

@@ -64,10 +64,9 @@ pub fn fixture(name: &str) -> (PathBuf, PathBuf) {
     };
     for (split, range) in [("train", 0..60), ("val", 60..64)] {
         let mut w =
-            frugal::data::jsonl::JsonlWriter::create(&prepared.join(format!("{split}.jsonl.zst")))
-                .unwrap();
+            data::jsonl::JsonlWriter::create(&prepared.join(format!("{split}.jsonl.zst"))).unwrap();
         for i in range {
-            w.write(&frugal::data::Doc {
+            w.write(&data::Doc {
                 id: format!("d{i}"),
                 source: "s".into(),
                 text: doc(i),

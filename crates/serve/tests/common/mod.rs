@@ -2,12 +2,12 @@
 //! minimal HTTP/1.1 client over `std::net::TcpStream` (one request per connection).
 #![allow(dead_code)] // each test binary uses a subset
 
-use frugal::chat::{Conversation, Message, Role};
-use serve::store::Store;
+use data::chat::{Conversation, Message, Role};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use store::Store;
 
 /// What a response to show as text, never run, looks like.
 pub const SCRIPT: &str =

@@ -1,7 +1,7 @@
 //! A server over the tiny config's model (random weights, byte-level tokenizer), in-process on
 //! a free port, for the API's and the chat page's tests (included by path next to `common`).
 
-use frugal::chat::ChatTokens;
+use data::chat::ChatTokens;
 use serve::api::{App, Auth, RequestLimits};
 use serve::http::{ConnLimits, Server};
 use serve::metrics::Metrics;
@@ -37,7 +37,7 @@ impl Default for Setup {
 
 pub fn start(s: Setup) -> Server {
     let tok = Arc::new(bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap());
-    let cfg = frugal::Config::preset(
+    let cfg = train::Config::preset(
         "tiny",
         &[
             format!("model.vocab_size={}", tok.vocab_size()),
@@ -46,7 +46,7 @@ pub fn start(s: Setup) -> Server {
         ],
     )
     .unwrap();
-    let model = frugal::model::Llama::init(cfg.model, 1);
+    let model = model::Llama::init(cfg.model, 1);
     let t = ChatTokens::from_tokenizer(&tok).unwrap();
     let metrics = Arc::new(Metrics::default());
     let scheduler = Scheduler::start(

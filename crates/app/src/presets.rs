@@ -1,0 +1,239 @@
+//! Published training runs, described from their own stated assumptions, so that `frugal cost
+//! estimate --preset NAME` can be checked against the figures their authors published.
+
+use model::arch::{Arch, AttnArch, FfnArch, NormArch};
+
+/// What the authors state about how long the run took.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Basis {
+    /// A stated utilisation (model FLOPs / peak): time follows from the FLOPs.
+    Mfu(f64),
+    /// Stated GPU-hours: the utilisation follows from the FLOPs.
+    GpuHours(f64),
+}
+
+/// Figures the authors published, to print beside the estimate.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Published {
+    pub params: Option<f64>,
+    pub active_params: Option<f64>,
+    pub flops: Option<f64>,
+    pub gpu_hours: Option<f64>,
+    pub wall_hours: Option<f64>,
+    pub dollars: Option<f64>,
+    pub tonnes_co2: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub arch: Arch,
+    pub tokens: f64,
+    pub gpu: &'static str,
+    pub gpus: usize,
+    /// Dollars per GPU-hour the authors priced at.
+    pub price: f64,
+    pub basis: Basis,
+    pub published: Published,
+    /// Where the figures come from, and what the estimate leaves out.
+    pub source: &'static str,
+}
+
+pub const NAMES: &[&str] = &["deepseek-v3", "llama3-70b", "gpt2", "nanochat-d20"];
+
+pub fn preset(name: &str) -> Option<Preset> {
+    Some(match name {
+        // DeepSeek-V3 Technical Report (arXiv 2412.19437), table 1 and section 1: 671B total,
+        // 37B activated parameters, 14.8T tokens, 2.664M H800 GPU-hours of pre-training ("each
+        // trillion tokens takes 180K H800 GPU hours, 3.7 days on our cluster with 2048 H800
+        // GPUs") plus 119K for context extension and 5K for post-training: 2.788M GPU-hours,
+        // $5.576M at $2 per GPU-hour. Architecture from the released config.json.
+        "deepseek-v3" => Preset {
+            name: "deepseek-v3",
+            title: "DeepSeek-V3 (MLA, 1 shared + 8 of 256 routed experts, 1 MTP module)",
+            arch: Arch {
+                vocab: 129_280,
+                d_model: 7168,
+                n_layers: 61,
+                seq_len: 4096,
+                attention: AttnArch::Mla {
+                    n_heads: 128,
+                    q_lora_rank: 1536,
+                    kv_lora_rank: 512,
+                    qk_nope_dim: 128,
+                    qk_rope_dim: 64,
+                    v_head_dim: 128,
+                },
+                ffn: vec![
+                    (
+                        3,
+                        FfnArch::Dense {
+                            hidden: 18_432,
+                            gated: true,
+                        },
+                    ),
+                    (
+                        58,
+                        FfnArch::Moe {
+                            routed: 256,
+                            top_k: 8,
+                            shared: 1,
+                            expert_hidden: 2048,
+                            gated: true,
+                        },
+                    ),
+                ],
+                norm: NormArch::Rms,
+                biases: false,
+                tied_embeddings: false,
+                learned_positions: 0,
+                mtp_depth: 1,
+            },
+            tokens: 14.8e12,
+            gpu: "h800",
+            gpus: 2048,
+            price: 2.0,
+            basis: Basis::GpuHours(2.788e6),
+            published: Published {
+                params: Some(671e9),
+                active_params: Some(37e9),
+                gpu_hours: Some(2.788e6),
+                dollars: Some(5.576e6),
+                ..Published::default()
+            },
+            source: "DeepSeek-V3 Technical Report (2024), sections 1 and 3; the GPU-hours include context extension and post-training; most matrix products ran in FP8, so utilisation against the BF16 peak can look high",
+        },
+        // Llama 3 model card (Meta, April 2024): 70B trained on over 15T tokens, 6.4M GPU-hours
+        // of H100-80GB at 700 W TDP, 1,900 tCO2eq location-based. Architecture: 80 layers,
+        // width 8192, 64 query heads and 8 KV heads of 128, SwiGLU 28672, vocabulary 128256,
+        // context 8192 (the Llama 3 paper, table 3).
+        "llama3-70b" => Preset {
+            name: "llama3-70b",
+            title: "Llama 3 70B (GQA 64/8, SwiGLU)",
+            arch: Arch {
+                vocab: 128_256,
+                d_model: 8192,
+                n_layers: 80,
+                seq_len: 8192,
+                attention: AttnArch::Gqa {
+                    n_heads: 64,
+                    n_kv_heads: 8,
+                    head_dim: 128,
+                },
+                ffn: vec![(
+                    80,
+                    FfnArch::Dense {
+                        hidden: 28_672,
+                        gated: true,
+                    },
+                )],
+                norm: NormArch::Rms,
+                biases: false,
+                tied_embeddings: false,
+                learned_positions: 0,
+                mtp_depth: 0,
+            },
+            tokens: 15e12,
+            gpu: "h100",
+            gpus: 16_384,
+            price: 3.0,
+            basis: Basis::GpuHours(6.4e6),
+            published: Published {
+                params: Some(70.6e9),
+                gpu_hours: Some(6.4e6),
+                tonnes_co2: Some(1900.0),
+                ..Published::default()
+            },
+            source: "Llama 3 model card (2024): GPU-hours at 700 W TDP and tCO2eq; Meta published no dollar figure (the price here is the rental assumption); 16,384 GPUs is the largest cluster of the Llama 3 paper",
+        },
+        // "Reproducing GPT-2 (124M) in llm.c in 90 minutes for $20", llm.c discussion #481
+        // (May 2024): 12 layers, 12 heads, width 768, 10B tokens of FineWeb at length 1024, on
+        // one 8xA100 80GB SXM node (~$14/h) "at up to ~60% model flops utilization", ~90 min.
+        "gpt2" => Preset {
+            name: "gpt2",
+            title: "GPT-2 124M as llm.c trains it",
+            arch: Arch {
+                vocab: 50_257,
+                d_model: 768,
+                n_layers: 12,
+                seq_len: 1024,
+                attention: AttnArch::Gqa {
+                    n_heads: 12,
+                    n_kv_heads: 12,
+                    head_dim: 64,
+                },
+                ffn: vec![(
+                    12,
+                    FfnArch::Dense {
+                        hidden: 3072,
+                        gated: false,
+                    },
+                )],
+                norm: NormArch::Layer,
+                biases: true,
+                tied_embeddings: true,
+                learned_positions: 1024,
+                mtp_depth: 0,
+            },
+            tokens: 10e9,
+            gpu: "a100",
+            gpus: 8,
+            price: 14.0 / 8.0,
+            basis: Basis::Mfu(0.60),
+            published: Published {
+                params: Some(124e6),
+                wall_hours: Some(1.5),
+                dollars: Some(20.0),
+                ..Published::default()
+            },
+            source: "llm.c discussion #481 (2024): the MFU is the post's \"up to ~60%\", so time and dollars are estimates from it",
+        },
+        // nanochat README and speedrun.sh (October 2025): depth 20, width 1280, 10 heads of
+        // 128, ReLU² MLP of 4x, untied embeddings, parameter-free RMSNorm, vocabulary 65536,
+        // length 2048; 561M parameters on 11.2B tokens (20 per parameter): "a 4e19 FLOPs
+        // capability model", about 4 hours on an 8xH100 node at $24/h, about $100, for the
+        // whole pipeline (tokenizer, base, mid, SFT, evaluation).
+        "nanochat-d20" => Preset {
+            name: "nanochat-d20",
+            title: "nanochat d20 ($100 speedrun)",
+            arch: Arch {
+                vocab: 65_536,
+                d_model: 1280,
+                n_layers: 20,
+                seq_len: 2048,
+                attention: AttnArch::Gqa {
+                    n_heads: 10,
+                    n_kv_heads: 10,
+                    head_dim: 128,
+                },
+                ffn: vec![(
+                    20,
+                    FfnArch::Dense {
+                        hidden: 5120,
+                        gated: false,
+                    },
+                )],
+                norm: NormArch::RmsNoWeight,
+                biases: false,
+                tied_embeddings: false,
+                learned_positions: 0,
+                mtp_depth: 0,
+            },
+            tokens: 11.2e9,
+            gpu: "h100",
+            gpus: 8,
+            price: 3.0,
+            basis: Basis::GpuHours(4.0 * 8.0),
+            published: Published {
+                params: Some(561e6),
+                flops: Some(4e19),
+                wall_hours: Some(4.0),
+                dollars: Some(100.0),
+                ..Published::default()
+            },
+            source: "nanochat README (2025): the 4 hours cover the whole pipeline, so the implied MFU is that of the pipeline, not of pretraining alone",
+        },
+        _ => return None,
+    })
+}

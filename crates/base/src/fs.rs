@@ -1,0 +1,59 @@
+//! Files as every stage touches them: written atomically (a temporary file renamed into place,
+//! so a killed process never leaves half a file), listed reproducibly, read as checked UTF-8.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` through `path.tmp` and a rename: readers see the old file or the
+/// new one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Regular files under `paths` (directories are walked, hidden entries skipped), sorted so that
+/// runs are reproducible.
+pub fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out)?;
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(Error::input(
+            "inputs",
+            format!("no files under {paths:?}"),
+            "pass text files or directories holding them",
+        ));
+    }
+    Ok(out)
+}
+
+fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+    if meta.is_file() {
+        out.push(p.to_path_buf());
+    } else if meta.is_dir() {
+        for entry in std::fs::read_dir(p).map_err(|e| Error::io(p, e))? {
+            let entry = entry.map_err(|e| Error::io(p, e))?;
+            if !entry.file_name().to_string_lossy().starts_with('.') {
+                walk(&entry.path(), out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a UTF-8 text file; invalid UTF-8 is an error naming the byte offset.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        Error::input(
+            path.display().to_string(),
+            format!("invalid UTF-8 at byte {at}"),
+            "convert the file to UTF-8 or clean it with `frugal data prepare`",
+        )
+    })
+}

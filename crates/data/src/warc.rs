@@ -1,0 +1,232 @@
+//! WARC (ISO 28500) web-crawl files, as Common Crawl distributes them: `.warc(.gz)` holds HTTP
+//! `response` records (HTML is reduced to its main text), `.wet(.gz)` holds `conversion` records
+//! with text already extracted. Other record types (request, metadata, warcinfo) are skipped.
+
+use crate::html::html_to_text;
+use crate::jsonl::open_maybe_compressed;
+use base::{Error, Result};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// One text-bearing record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WarcText {
+    /// `WARC-Target-URI`, or the record id when absent.
+    pub uri: String,
+    pub text: String,
+}
+
+/// What happened to the records of a file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WarcStats {
+    pub records: usize,
+    pub texts: usize,
+    /// Records of other types, or responses that are not HTML/text.
+    pub skipped: usize,
+}
+
+/// Reads every record of `path`, calling `f` for each text-bearing one. A truncated or malformed
+/// record is an error naming the file and the record's byte offset in the (decompressed) stream.
+pub fn read_warc(path: &Path, mut f: impl FnMut(WarcText)) -> Result<WarcStats> {
+    let mut r = BufReader::with_capacity(1 << 20, open_maybe_compressed(path)?);
+    let mut stats = WarcStats::default();
+    let mut offset: u64 = 0;
+    let bad = |offset: u64, msg: &str| {
+        Error::input(
+            format!("{}, record at byte {offset}", path.display()),
+            msg.to_string(),
+            "the WARC file is truncated or corrupt; re-fetch it",
+        )
+    };
+    loop {
+        // Skip blank lines between records.
+        let mut line = String::new();
+        let start = offset;
+        loop {
+            line.clear();
+            let n = r
+                .read_line(&mut line)
+                .map_err(|e| bad(offset, &e.to_string()))?;
+            offset += n as u64;
+            if n == 0 {
+                return Ok(stats);
+            }
+            if !line.trim().is_empty() {
+                break;
+            }
+        }
+        if !line.starts_with("WARC/") {
+            return Err(bad(
+                start,
+                &format!("expected a WARC version line, found {:?}", line.trim_end()),
+            ));
+        }
+        let mut headers: Vec<(String, String)> = Vec::new();
+        loop {
+            line.clear();
+            let n = r
+                .read_line(&mut line)
+                .map_err(|e| bad(start, &e.to_string()))?;
+            offset += n as u64;
+            if n == 0 {
+                return Err(bad(start, "end of file inside the record headers"));
+            }
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let header = |k: &str| {
+            headers
+                .iter()
+                .find(|(h, _)| h == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let len: u64 = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(start, "missing or invalid Content-Length"))?;
+        let mut body = Vec::with_capacity(len.min(1 << 26) as usize);
+        let got = (&mut r)
+            .take(len)
+            .read_to_end(&mut body)
+            .map_err(|e| bad(start, &e.to_string()))?;
+        offset += got as u64;
+        if (got as u64) < len {
+            return Err(bad(
+                start,
+                &format!("content is {got} bytes, Content-Length says {len}"),
+            ));
+        }
+        stats.records += 1;
+        let uri = header("warc-target-uri")
+            .or(header("warc-record-id"))
+            .unwrap_or("")
+            .to_string();
+        let text = match header("warc-type") {
+            Some("conversion") => Some(String::from_utf8_lossy(&body).into_owned()),
+            Some("response") => http_body_text(&body),
+            _ => None,
+        };
+        match text {
+            Some(text) if !text.trim().is_empty() => {
+                stats.texts += 1;
+                f(WarcText { uri, text });
+            }
+            _ => stats.skipped += 1,
+        }
+    }
+}
+
+/// The text of an HTTP response: HTML reduced to its main text, plain text as is, else None.
+fn http_body_text(resp: &[u8]) -> Option<String> {
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, p + 4))
+        .or_else(|| {
+            resp.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|p| (p, p + 2))
+        })?;
+    let head = String::from_utf8_lossy(&resp[..split.0]).to_ascii_lowercase();
+    let body = String::from_utf8_lossy(&resp[split.1..]);
+    let ctype = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type:"))
+        .unwrap_or("text/html")
+        .trim()
+        .to_string();
+    if ctype.starts_with("text/html") || ctype.starts_with("application/xhtml") {
+        Some(html_to_text(&body))
+    } else if ctype.starts_with("text/plain") {
+        Some(body.into_owned())
+    } else {
+        None
+    }
+}
+
+/// Builds a WARC record (used by tests and fixtures).
+pub fn record(kind: &str, uri: &str, content: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "WARC/1.0\r\nWARC-Type: {kind}\r\nWARC-Target-URI: {uri}\r\nContent-Length: {}\r\n\r\n",
+        content.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(content);
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn reads_responses_and_conversions_from_a_gzipped_fixture() {
+        let dir = std::env::temp_dir().join(format!("frugal-warc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><nav>menu</nav><p>Hello from the web.</p></body></html>";
+        let records = [
+            record("warcinfo", "", b"software: test"),
+            record("request", "http://example.test/", b"GET / HTTP/1.1\r\n\r\n"),
+            record("response", "http://example.test/", html),
+            record(
+                "response",
+                "http://example.test/img.png",
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n\x89PNG",
+            ),
+            record(
+                "conversion",
+                "http://example.test/wet",
+                b"Already extracted text.",
+            ),
+        ];
+        // One gzip member per record, as crawlers write them.
+        let mut gz = Vec::new();
+        for rec in &records {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(rec).unwrap();
+            gz.extend(e.finish().unwrap());
+        }
+        let raw = records.concat();
+        let path = dir.join("crawl.warc.gz");
+        std::fs::write(&path, &gz).unwrap();
+        let mut texts = vec![];
+        let stats = read_warc(&path, |t| texts.push(t)).unwrap();
+        assert_eq!(
+            stats,
+            WarcStats {
+                records: 5,
+                texts: 2,
+                skipped: 3
+            }
+        );
+        assert_eq!(
+            texts[0],
+            WarcText {
+                uri: "http://example.test/".into(),
+                text: "Hello from the web.\n".into()
+            }
+        );
+        assert_eq!(texts[1].text, "Already extracted text.");
+
+        let cut = &raw[..raw.len() - 10];
+        std::fs::write(dir.join("cut.warc"), cut).unwrap();
+        let e = read_warc(&dir.join("cut.warc"), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cut.warc, record at byte") && e.contains("Content-Length"),
+            "{e}"
+        );
+        std::fs::write(dir.join("junk.warc"), b"not a warc\n").unwrap();
+        assert!(read_warc(&dir.join("junk.warc"), |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("WARC version"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,184 @@
+//! The server's state: the model's scheduler, its chat tokens, request limits, the API keys
+//! (kept as SHA-256 digests, compared in full) and the metrics; what every handler reads.
+
+use crate::metrics::Metrics;
+use crate::openai::{ApiError, ApiResult};
+use crate::scheduler::Scheduler;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use data::chat::{ChatFormat, ChatTokens};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The chat page: HTML, CSS and vanilla JS in one file, no outside resources.
+pub const PAGE: &str = include_str!("chat.html");
+
+/// How requests are bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// Largest request body accepted (413 beyond).
+    pub max_body: usize,
+    /// Time allowed for the body to arrive once the headers have (408 beyond).
+    pub body_timeout: Duration,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_body: 1 << 20,
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Who may call the API.
+#[derive(Clone)]
+pub enum Auth {
+    /// SHA-256 digests of the accepted keys.
+    Keys(Vec<[u8; 32]>),
+    /// No key needed: chosen explicitly (`--no-auth`).
+    Open,
+}
+
+impl Auth {
+    pub fn keys<S: AsRef<str>>(keys: &[S]) -> Auth {
+        Auth::Keys(
+            keys.iter()
+                .map(|k| Sha256::digest(k.as_ref().as_bytes()).into())
+                .collect(),
+        )
+    }
+
+    /// Reads keys from a file: one per line; blank lines and `#` comments are skipped.
+    pub fn from_file(path: &std::path::Path) -> crate::Result<Auth> {
+        let text = std::fs::read_to_string(path).map_err(|source| crate::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let keys: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if keys.is_empty() {
+            return Err(crate::Error::Input {
+                origin: path.display().to_string(),
+                msg: "holds no API key".into(),
+                hint: "write one key per line (for example the output of `openssl rand -hex 24`)"
+                    .into(),
+            });
+        }
+        if let Some(k) = keys.iter().find(|k| k.len() < 16) {
+            return Err(crate::Error::Input {
+                origin: path.display().to_string(),
+                msg: format!("a key is {} characters; keys need at least 16", k.len()),
+                hint: "use long random keys (for example `openssl rand -hex 24`)".into(),
+            });
+        }
+        Ok(Auth::keys(&keys))
+    }
+
+    /// Whether `presented` is one of the keys, in time that depends only on the number of keys.
+    pub(crate) fn accepts(&self, presented: &str) -> bool {
+        match self {
+            Auth::Open => true,
+            Auth::Keys(keys) => {
+                let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+                keys.iter().fold(false, |found, k| {
+                    let diff = k.iter().zip(&d).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+                    found | (diff == 0)
+                })
+            }
+        }
+    }
+}
+
+pub struct App {
+    pub scheduler: Scheduler,
+    pub tok: Arc<bpe::Tokenizer>,
+    /// The tokenizer's chat tokens, looked up once.
+    pub chat: ChatTokens,
+    pub model_name: String,
+    pub context_len: usize,
+    pub auth: Auth,
+    pub allow_origin: Option<HeaderValue>,
+    pub limits: RequestLimits,
+    pub metrics: Arc<Metrics>,
+    /// Unix time the server started: the model's `created`.
+    pub created: u64,
+    /// Numbers response ids and seeds requests that bring none.
+    pub counter: AtomicU64,
+    pub(crate) csp: String,
+}
+
+impl App {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scheduler: Scheduler,
+        tok: Arc<bpe::Tokenizer>,
+        model_name: String,
+        context_len: usize,
+        auth: Auth,
+        allow_origin: Option<HeaderValue>,
+        limits: RequestLimits,
+        metrics: Arc<Metrics>,
+    ) -> crate::Result<App> {
+        let chat = ChatTokens::from_tokenizer(&tok)?;
+        let created = unix_now();
+        Ok(App {
+            scheduler,
+            chat,
+            tok,
+            model_name,
+            context_len,
+            auth,
+            allow_origin,
+            limits,
+            metrics,
+            created,
+            counter: AtomicU64::new(created << 16),
+            csp: crate::page::content_security_policy(PAGE),
+        })
+    }
+
+    /// The chat format over the served tokenizer.
+    pub fn format(&self) -> ChatFormat<'_> {
+        ChatFormat {
+            tok: &self.tok,
+            t: self.chat,
+        }
+    }
+
+    /// Checks the bearer key.
+    pub fn authorize(&self, headers: &HeaderMap) -> ApiResult<()> {
+        if matches!(self.auth, Auth::Open) {
+            return Ok(());
+        }
+        let unauthorized = |msg: &str| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", msg)
+                .code("invalid_api_key")
+        };
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                unauthorized("no API key: send the header Authorization: Bearer YOUR_KEY")
+            })?;
+        let key = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer YOUR_KEY`"))?;
+        if self.auth.accepts(key.trim()) {
+            Ok(())
+        } else {
+            Err(unauthorized("the API key is not valid"))
+        }
+    }
+}
+
+/// Seconds since the Unix epoch: OpenAI's `created`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

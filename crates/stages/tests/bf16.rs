@@ -1,0 +1,79 @@
+//! bf16 matrix products in training (train.precision = "bf16"). A test binary of its own:
+//! the precision is process-wide while a run holds it, and other tests' products must stay f32.
+
+use model::Llama;
+use train::optim::Optimizer;
+use train::Config;
+
+/// tiny widened until its projections reach the size that `sgemm` sends to bf16 (256 rows of
+/// width 128), trained on one batch: (loss per step, FLOPs counted).
+fn train(precision: &str, steps: usize) -> base::Result<(Vec<f64>, u64)> {
+    let set: Vec<String> = [
+        "model.d_model=128",
+        "model.ffn_hidden=256",
+        "train.batch_size=8",
+        "train.seq_len=32",
+        &format!("train.precision={precision}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cfg = Config::preset("tiny", &set).unwrap();
+    let (b, t, v) = (
+        cfg.train.batch_size,
+        cfg.train.seq_len,
+        cfg.model.vocab_size,
+    );
+    let mut rng = tensor::Rng::new(1);
+    let seq: Vec<u32> = (0..b * (t + 1))
+        .map(|_| rng.below(v as u64) as u32)
+        .collect();
+    let x: Vec<u32> = seq.chunks(t + 1).flat_map(|s| s[..t].to_vec()).collect();
+    let y: Vec<u32> = seq.chunks(t + 1).flat_map(|s| s[1..].to_vec()).collect();
+    let mut model = Llama::init(cfg.model.clone(), 0);
+    let mut opt = Optimizer::new(&cfg.train, &model.params);
+    let (mut ws, mut grads) = (model.workspace(b, t), vec![0f32; model.params.len()]);
+    let _precision = train::precision(&cfg.train)?;
+    let flops0 = tensor::flops::total();
+    let losses = (0..steps)
+        .map(|_| {
+            grads.fill(0.0);
+            let (sum, n) =
+                model.forward_backward(&x, &y, &mut grads, 1.0 / (b * t) as f32, &mut ws);
+            opt.update(&mut model.params.data, &grads, 1.0);
+            sum / n as f64
+        })
+        .collect();
+    Ok((losses, tensor::flops::total() - flops0))
+}
+
+/// bf16 products train as f32 ones do, to bf16's precision: every step's loss within 1% of
+/// the f32 run's as both fit the batch, yet not equal (the bf16 path ran), and the same FLOPs
+/// counted. Without AVX-512 BF16 the config is refused, naming the field.
+#[test]
+fn bf16_products_train_like_f32() {
+    if !tensor::bf16::available() {
+        let err = train("bf16", 1).unwrap_err().to_string();
+        assert!(err.contains("train.precision"), "{err}");
+        return;
+    }
+    let (f32_losses, f32_flops) = train("f32", 30).unwrap();
+    let (bf16_losses, bf16_flops) = train("bf16", 30).unwrap();
+    assert_eq!(f32_flops, bf16_flops);
+    assert!(
+        f32_losses.last().unwrap() < &(f32_losses[0] * 0.5),
+        "the batch was not fitted: {f32_losses:?}"
+    );
+    let mut differs = false;
+    for (i, (a, b)) in f32_losses.iter().zip(&bf16_losses).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-2 * a,
+            "step {i}: f32 {a} vs bf16 {b}\nf32 {f32_losses:?}\nbf16 {bf16_losses:?}"
+        );
+        differs |= a != b;
+    }
+    assert!(
+        differs,
+        "bf16 training gave f32's losses exactly: no bf16 product ran"
+    );
+}

@@ -1,0 +1,581 @@
+//! Matrix products: C (m×n) = op(A) (m×k) · op(B) (k×n) [+ C], all row-major.
+//!
+//! The backend was chosen by measurement on the 2-core reference machine (f32, 2 threads, shapes
+//! of the reference preset): the `gemm` crate reaches 130–204 GFLOP/s, Debian's OpenBLAS 0.3.21
+//! 175–203 GFLOP/s, one core ~100. `gemm` is the default (pure Rust, nothing to install);
+//! the `openblas` feature routes the large, thread-parallel products through the system library.
+//! Small products inside already-parallel kernels (attention blocks) always use `gemm` on one
+//! thread: they must not spawn threads of their own. Products with a few rows against a large
+//! weight (inference decode) have their own kernel, `sgemm_nt_few_rows`.
+
+pub mod bf16;
+
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Shape and layout of one product. Operands are row-major with leading dimensions `lda`, `ldb`,
+/// `ldc` (the distance between rows as stored); `ta`/`tb` use the stored matrix transposed.
+#[derive(Clone, Copy, Debug)]
+pub struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub ta: bool,
+    pub tb: bool,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    /// C += product (true) or C = product (false).
+    pub accumulate: bool,
+}
+
+impl Gemm {
+    fn new(m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Self {
+        let lda = if ta { m } else { k };
+        let ldb = if tb { k } else { n };
+        Gemm {
+            m,
+            n,
+            k,
+            ta,
+            tb,
+            lda,
+            ldb,
+            ldc: n,
+            accumulate: false,
+        }
+    }
+    /// C = A·B with A (m×k), B (k×n).
+    pub fn nn(m: usize, n: usize, k: usize) -> Self {
+        Self::new(m, n, k, false, false)
+    }
+    /// C = A·Bᵀ with A (m×k), B stored (n×k): a linear layer's forward, y = x·Wᵀ.
+    pub fn nt(m: usize, n: usize, k: usize) -> Self {
+        Self::new(m, n, k, false, true)
+    }
+    /// C = Aᵀ·B with A stored (k×m), B (k×n): a weight gradient, dW = dYᵀ·X.
+    pub fn tn(m: usize, n: usize, k: usize) -> Self {
+        Self::new(m, n, k, true, false)
+    }
+    pub fn accumulate(mut self, yes: bool) -> Self {
+        self.accumulate = yes;
+        self
+    }
+    pub fn ld(mut self, lda: usize, ldb: usize, ldc: usize) -> Self {
+        self.lda = lda;
+        self.ldb = ldb;
+        self.ldc = ldc;
+        self
+    }
+
+    pub(crate) fn flops(&self) -> usize {
+        2 * self.m * self.n * self.k
+    }
+
+    /// (row stride, column stride) of op(A) and op(B) as stored.
+    pub(crate) fn strides(&self) -> ((isize, isize), (isize, isize)) {
+        let a = if self.ta {
+            (1, self.lda as isize)
+        } else {
+            (self.lda as isize, 1)
+        };
+        let b = if self.tb {
+            (1, self.ldb as isize)
+        } else {
+            (self.ldb as isize, 1)
+        };
+        (a, b)
+    }
+
+    /// Panics unless the slices hold every element the product touches: callers compute
+    /// shapes, so a violation is a bug in frugal, and this keeps the unsafe call sound.
+    pub(crate) fn check(&self, a: &[f32], b: &[f32], c: &[f32]) {
+        let need = |rows: usize, cols: usize, ld: usize| {
+            if rows == 0 || cols == 0 {
+                0
+            } else {
+                (rows - 1) * ld + cols
+            }
+        };
+        let (ar, ac) = if self.ta {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        };
+        let (br, bc) = if self.tb {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        };
+        assert!(
+            ac <= self.lda && bc <= self.ldb && self.n <= self.ldc,
+            "gemm: leading dimension too small: {self:?}"
+        );
+        assert!(
+            a.len() >= need(ar, ac, self.lda),
+            "gemm: A has {} values, {self:?} needs more",
+            a.len()
+        );
+        assert!(
+            b.len() >= need(br, bc, self.ldb),
+            "gemm: B has {} values, {self:?} needs more",
+            b.len()
+        );
+        assert!(
+            c.len() >= need(self.m, self.n, self.ldc),
+            "gemm: C has {} values, {self:?} needs more",
+            c.len()
+        );
+    }
+}
+
+/// Products below this many FLOPs run on one thread: splitting them costs more than it saves.
+const PARALLEL_MIN_FLOPS: usize = 1 << 21;
+
+/// Whether `sgemm` computes its large products in bf16 (see `bf16_products`).
+static BF16: AtomicBool = AtomicBool::new(false);
+
+/// While the returned guard lives, `sgemm`'s products of at least PARALLEL_MIN_FLOPS (the
+/// projections, the head, the weight gradients of a training step) round their operands to
+/// bf16 and accumulate in f32 (`crate::bf16`); small products, `sgemm_serial` (attention's
+/// blocks, the experts') and the decode kernel stay f32. Process-wide, like an autocast
+/// region: the trainer holds it for a run. Fails if the CPU lacks AVX-512 BF16.
+pub fn bf16_products() -> Result<Bf16Products, &'static str> {
+    if !bf16::available() {
+        return Err("this CPU lacks AVX-512 BF16");
+    }
+    Ok(Bf16Products {
+        was: BF16.swap(true, Ordering::SeqCst),
+    })
+}
+
+/// Restores f32 products (or what was in force before) when dropped.
+pub struct Bf16Products {
+    was: bool,
+}
+
+impl Drop for Bf16Products {
+    fn drop(&mut self) {
+        BF16.store(self.was, Ordering::SeqCst);
+    }
+}
+
+/// C = op(A)·op(B) [+ C] using every thread of the current rayon pool.
+pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    g.check(a, b, c);
+    crate::flops::add(g.flops() as u64);
+    if g.m == 0 || g.n == 0 {
+        return;
+    }
+    if g.flops() >= PARALLEL_MIN_FLOPS && BF16.load(Ordering::Relaxed) {
+        return bf16::run(g, a, b, c);
+    }
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || g.flops() < PARALLEL_MIN_FLOPS {
+        return run_gemm_crate(g, a, b, c, gemm::Parallelism::None);
+    }
+    #[cfg(feature = "openblas")]
+    {
+        openblas::sgemm(g, a, b, c, threads);
+    }
+    #[cfg(not(feature = "openblas"))]
+    run_gemm_crate(g, a, b, c, gemm::Parallelism::Rayon(threads));
+}
+
+/// Rows of A up to which `sgemm_nt_few_rows` is the better kernel. Measured on the speedrun
+/// model's decode step (2 cores, `frugal bench infer`): with AVX-512 registers it takes 3.2 ms
+/// at 16 rows against 5.5 ms packed, and ties at 32; the portable loop takes 3.7 ms at 8 rows
+/// against 4.8 ms packed, but 6.5 ms at 16 against 5.5.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+pub const FEW_ROWS: usize = 16;
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+pub const FEW_ROWS: usize = 8;
+
+/// C (m, n) = A (m, k) · B (n, k)ᵀ for a few rows of A: the decode step of inference, where m
+/// is the batch and B a weight matrix too large for the caches. A packed GEMM copies B before
+/// using it, tripling its memory traffic; here every row of B is read from memory once. With
+/// AVX-512 a register tile of 4 rows of A by 4 rows of B is accumulated at a time (the
+/// `avx512` module); elsewhere four rows of A at a time, each into its own vector accumulators.
+/// Measured against the gemm crate on the reference model's shapes with weights out of cache:
+/// 1.3–2.5x at m = 4..8, equal at m = 1 (portable loop); see [`FEW_ROWS`] for the tile.
+pub fn sgemm_nt_few_rows(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(
+        a.len() == m * k && b.len() >= n * k && c.len() == m * n,
+        "sgemm_nt_few_rows: shapes"
+    );
+    crate::flops::add(2 * (m * n * k) as u64);
+    const COLS: usize = 32;
+    // Cᵀ (n, m), so that each task owns whole rows of its output.
+    let mut ct = vec![0f32; n * m];
+    ct.par_chunks_mut(COLS * m)
+        .enumerate()
+        .for_each(|(chunk, out)| columns(m, k, a, &b[chunk * COLS * k..], out));
+    for (j, col) in ct.chunks_exact(m).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            c[i * n + j] = v;
+        }
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+use avx512::columns;
+
+/// out (cols, m) = rows of B (cols of them, each k long) · Aᵀ (m rows of k): four rows of A
+/// at a time against one row of B.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+fn columns(m: usize, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+    for (j, col) in out.chunks_exact_mut(m).enumerate() {
+        let w = &b[j * k..(j + 1) * k];
+        let mut i = 0;
+        while i + 4 <= m {
+            col[i..i + 4].copy_from_slice(&dots::<4>(&a[i * k..(i + 4) * k], k, w));
+            i += 4;
+        }
+        for (r, o) in col.iter_mut().enumerate().skip(i) {
+            *o = dots::<1>(&a[r * k..(r + 1) * k], k, w)[0];
+        }
+    }
+}
+
+/// The dot products of M consecutive rows of x (each k long) with w, in one pass over w.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+#[inline]
+fn dots<const M: usize>(x: &[f32], k: usize, w: &[f32]) -> [f32; M] {
+    const L: usize = 16;
+    let mut acc = [[0f32; L]; M];
+    let full = k / L * L;
+    for c in (0..full).step_by(L) {
+        // Fixed-size views: no bounds checks inside, so the lane loop becomes one vector op.
+        let wc: &[f32; L] = w[c..c + L].try_into().expect("L elements");
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let xc: &[f32; L] = x[r * k + c..r * k + c + L].try_into().expect("L elements");
+            for l in 0..L {
+                acc[l] += xc[l] * wc[l];
+            }
+        }
+    }
+    let mut out = [0f32; M];
+    for (r, o) in out.iter_mut().enumerate() {
+        let tail: f32 = (full..k).map(|i| x[r * k + i] * w[i]).sum();
+        *o = acc[r].iter().sum::<f32>() + tail;
+    }
+    out
+}
+
+/// The few-rows product with AVX-512 registers: a tile of up to four rows of A by four rows
+/// of B is accumulated in 16 vector registers, so each vector loaded feeds up to four fused
+/// multiply-adds (the portable loop reloads a row of A for every row of B, and its loads, not
+/// its arithmetic, set the pace).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// out (cols, m) = rows of B (cols of them, each k long) · Aᵀ (m rows of k).
+    pub fn columns(m: usize, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+        let cols = out.len() / m;
+        assert!(a.len() >= m * k && b.len() >= cols * k);
+        let mut j = 0;
+        while j < cols {
+            let nj = (cols - j).min(4);
+            let mut i = 0;
+            while i < m {
+                let mi = (m - i).min(4);
+                let mut t = [[0f32; 4]; 4];
+                // SAFETY: rows i..i+mi of A and j..j+nj of B lie inside the slices (asserted
+                // above); AVX-512F is enabled at compile time (the cfg on this module).
+                unsafe {
+                    let (x, w) = (a.as_ptr().add(i * k), b.as_ptr().add(j * k));
+                    match (mi, nj) {
+                        (4, 4) => tile::<4, 4>(x, w, k, &mut t),
+                        (3, 4) => tile::<3, 4>(x, w, k, &mut t),
+                        (2, 4) => tile::<2, 4>(x, w, k, &mut t),
+                        (1, 4) => tile::<1, 4>(x, w, k, &mut t),
+                        _ => {
+                            for (r, row) in t.iter_mut().enumerate().take(mi) {
+                                for (q, v) in row.iter_mut().enumerate().take(nj) {
+                                    let mut one = [[0f32; 4]; 4];
+                                    tile::<1, 1>(x.add(r * k), w.add(q * k), k, &mut one);
+                                    *v = one[0][0];
+                                }
+                            }
+                        }
+                    }
+                }
+                for (r, row) in t.iter().enumerate().take(mi) {
+                    for (q, &v) in row.iter().enumerate().take(nj) {
+                        out[(j + q) * m + i + r] = v;
+                    }
+                }
+                i += mi;
+            }
+            j += nj;
+        }
+    }
+
+    /// t[r][q] = x_r · w_q for M rows x_r and N rows w_q (each k long, consecutive).
+    #[inline(always)]
+    unsafe fn tile<const M: usize, const N: usize>(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        t: &mut [[f32; 4]; 4],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); N]; M];
+        let full = k / 16 * 16;
+        let mut c = 0;
+        while c < full {
+            let wv: [__m512; N] = std::array::from_fn(|q| _mm512_loadu_ps(w.add(q * k + c)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xv = _mm512_loadu_ps(x.add(r * k + c));
+                for (a, &wq) in acc.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xv, wq, *a);
+                }
+            }
+            c += 16;
+        }
+        if full < k {
+            // The tail, with masked loads that read nothing past the row.
+            let mask: __mmask16 = (1u32 << (k - full)) as u16 - 1;
+            let wv: [__m512; N] =
+                std::array::from_fn(|q| _mm512_maskz_loadu_ps(mask, w.add(q * k + full)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xv = _mm512_maskz_loadu_ps(mask, x.add(r * k + full));
+                for (a, &wq) in acc.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xv, wq, *a);
+                }
+            }
+        }
+        for r in 0..M {
+            for q in 0..N {
+                t[r][q] = _mm512_reduce_add_ps(acc[r][q]);
+            }
+        }
+    }
+}
+
+/// C = op(A)·op(B) [+ C] on the calling thread only: for use inside parallel kernels.
+pub fn sgemm_serial(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    g.check(a, b, c);
+    if g.m == 0 || g.n == 0 {
+        return;
+    }
+    run_gemm_crate(g, a, b, c, gemm::Parallelism::None);
+}
+
+/// Name of the backend large products use, for benchmark reports.
+pub fn backend() -> &'static str {
+    if cfg!(feature = "openblas") {
+        "openblas"
+    } else {
+        "gemm-crate"
+    }
+}
+
+fn run_gemm_crate(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], par: gemm::Parallelism) {
+    // SAFETY: `check` proved every index in bounds; `c` is exclusively borrowed.
+    unsafe { gemm_crate_raw(g, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), par) }
+}
+
+/// `sgemm_serial` on raw pointers, for kernels whose parallel tasks write disjoint columns of
+/// shared rows (attention heads), which `&mut` slices cannot express.
+///
+/// # Safety
+/// Every element the product reads or writes must lie inside its allocation, and no other
+/// thread may access the elements of C that this product writes.
+pub(crate) unsafe fn sgemm_serial_raw(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32) {
+    gemm_crate_raw(g, a, b, c, gemm::Parallelism::None)
+}
+
+unsafe fn gemm_crate_raw(
+    g: &Gemm,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    par: gemm::Parallelism,
+) {
+    if g.m == 0 || g.n == 0 {
+        return;
+    }
+    if g.k == 0 {
+        if !g.accumulate {
+            for i in 0..g.m {
+                std::ptr::write_bytes(c.add(i * g.ldc), 0, g.n);
+            }
+        }
+        return;
+    }
+    let ((ars, acs), (brs, bcs)) = g.strides();
+    gemm::gemm(
+        g.m,
+        g.n,
+        g.k,
+        c,
+        1,
+        g.ldc as isize,
+        g.accumulate,
+        a,
+        acs,
+        ars,
+        b,
+        bcs,
+        brs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        par,
+    );
+}
+
+#[cfg(feature = "openblas")]
+mod openblas {
+    use super::Gemm;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[link(name = "openblas")]
+    extern "C" {
+        fn cblas_sgemm(
+            order: i32,
+            ta: i32,
+            tb: i32,
+            m: i32,
+            n: i32,
+            k: i32,
+            alpha: f32,
+            a: *const f32,
+            lda: i32,
+            b: *const f32,
+            ldb: i32,
+            beta: f32,
+            c: *mut f32,
+            ldc: i32,
+        );
+        fn openblas_set_num_threads(n: i32);
+    }
+
+    static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) {
+        if THREADS.swap(threads, Ordering::Relaxed) != threads {
+            // SAFETY: plain setter of the library's thread count.
+            unsafe { openblas_set_num_threads(threads as i32) };
+        }
+        const ROW_MAJOR: i32 = 101;
+        let t = |yes: bool| if yes { 112 } else { 111 };
+        let beta = if g.accumulate { 1.0 } else { 0.0 };
+        // SAFETY: bounds were checked by the caller (`Gemm::check`).
+        unsafe {
+            cblas_sgemm(
+                ROW_MAJOR,
+                t(g.ta),
+                t(g.tb),
+                g.m as i32,
+                g.n as i32,
+                g.k as i32,
+                1.0,
+                a.as_ptr(),
+                g.lda as i32,
+                b.as_ptr(),
+                g.ldb as i32,
+                beta,
+                c.as_mut_ptr(),
+                g.ldc as i32,
+            )
+        };
+    }
+}
+
+pub mod reference {
+    use super::Gemm;
+
+    /// The specification: a triple loop accumulating in f64.
+    pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+        for i in 0..g.m {
+            for j in 0..g.n {
+                let mut acc = 0f64;
+                for p in 0..g.k {
+                    let x = if g.ta {
+                        a[p * g.lda + i]
+                    } else {
+                        a[i * g.lda + p]
+                    };
+                    let y = if g.tb {
+                        b[j * g.ldb + p]
+                    } else {
+                        b[p * g.ldb + j]
+                    };
+                    acc += x as f64 * y as f64;
+                }
+                let out = &mut c[i * g.ldc + j];
+                *out = if g.accumulate {
+                    *out + acc as f32
+                } else {
+                    acc as f32
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::assert_close;
+    use crate::Rng;
+
+    fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn all_layouts_match_reference() {
+        let mut rng = Rng::new(1);
+        // Small and large enough to take the parallel path; odd sizes catch edge handling.
+        for &(m, n, k) in &[(3, 5, 7), (37, 29, 64), (130, 257, 96)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                for acc in [false, true] {
+                    let mut g = Gemm::new(m, n, k, ta, tb).accumulate(acc);
+                    g.ldc = n + 3; // a strided output, as attention writes into wide rows
+                    let a = random(m * k, &mut rng);
+                    let b = random(k * n, &mut rng);
+                    let c0 = random(m * g.ldc, &mut rng);
+                    let (mut fast, mut slow, mut serial) = (c0.clone(), c0.clone(), c0.clone());
+                    sgemm(&g, &a, &b, &mut fast);
+                    sgemm_serial(&g, &a, &b, &mut serial);
+                    reference::sgemm(&g, &a, &b, &mut slow);
+                    assert_close(&fast, &slow, 1e-4, &format!("sgemm {g:?}"));
+                    assert_close(&serial, &slow, 1e-4, &format!("sgemm_serial {g:?}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn few_rows_matches_reference() {
+        let mut rng = Rng::new(2);
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 300, 96),
+            (3, 129, 17),
+            (5, 40, 33),
+            (8, 1000, 384),
+            (16, 70, 64),
+        ] {
+            let g = Gemm::nt(m, n, k);
+            let a = random(m * k, &mut rng);
+            let b = random(n * k, &mut rng);
+            let (mut fast, mut slow) = (vec![1.0; m * n], vec![0.0; m * n]);
+            sgemm_nt_few_rows(m, n, k, &a, &b, &mut fast);
+            reference::sgemm(&g, &a, &b, &mut slow);
+            assert_close(&fast, &slow, 1e-4, &format!("few rows {m}x{n}x{k}"));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "gemm: B has")]
+    fn short_operand_is_caught() {
+        let g = Gemm::nn(2, 2, 2);
+        sgemm(&g, &[0.0; 4], &[0.0; 3], &mut [0.0; 4]);
+    }
+}

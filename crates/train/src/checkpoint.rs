@@ -1,0 +1,254 @@
+//! Checkpoints: `checkpoints/step-N/` holding model.safetensors (HF names), optim.safetensors
+//! (AdamW/Muon moments) and state.json (step, data cursor, RNG, loss guard). A checkpoint is
+//! written into a hidden temporary directory, every file fsynced, then renamed into place, so a
+//! crash or a full disk leaves either the whole new checkpoint or none of it — and the previous
+//! one untouched.
+
+use crate::optim::Optimizer;
+use base::{Error, Result};
+use data::loader::Cursor;
+use model::{load_flat, load_safetensors, save_flat, save_safetensors, Llama};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    pub cursor: Cursor,
+    /// Running average of the training loss (loss guard).
+    pub loss_ema: Option<f64>,
+    pub sample_rng: [u64; 4],
+    pub tokens_seen: u64,
+    /// Training wall time so far, across resumptions.
+    pub elapsed_s: f64,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, e)
+}
+
+fn fsync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
+/// Writes `checkpoints/step-{state.step}` and deletes all but the newest `keep`.
+pub fn save(
+    run: &Path,
+    model: &Llama,
+    opt: &Optimizer,
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf> {
+    save_with(run, model, opt, state, keep, &[])
+}
+
+/// `save` with more named tensors (a reward model's head and its moments) in
+/// `extra.safetensors`, written and renamed into place with the rest.
+pub fn save_with(
+    run: &Path,
+    model: &Llama,
+    opt: &Optimizer,
+    state: &TrainState,
+    keep: usize,
+    extra: &[(&str, &[f32])],
+) -> Result<PathBuf> {
+    let root = run.join("checkpoints");
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    let dir = root.join(format!("step-{}", state.step));
+    let tmp = root.join(format!(".step-{}.tmp", state.step));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    save_safetensors(&model.params, &tmp.join("model.safetensors"))?;
+    save_flat(
+        &tmp.join("optim.safetensors"),
+        &[("m", &opt.m), ("v", &opt.v)],
+    )?;
+    let json = serde_json::json!({"state": state, "optimizer_step": opt.step});
+    std::fs::write(
+        tmp.join("state.json"),
+        serde_json::to_vec_pretty(&json).unwrap_or_default(),
+    )
+    .map_err(io(&tmp))?;
+    for f in ["model.safetensors", "optim.safetensors", "state.json"] {
+        fsync(&tmp.join(f))?;
+    }
+    if !extra.is_empty() {
+        save_flat(&tmp.join("extra.safetensors"), extra)?;
+        fsync(&tmp.join("extra.safetensors"))?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    fsync(&root)?;
+    let mut all = list(run)?;
+    while all.len() > keep.max(1) {
+        let (_, old) = all.remove(0);
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(dir)
+}
+
+/// Complete checkpoints, oldest first.
+pub fn list(run: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let root = run.join("checkpoints");
+    if !root.exists() {
+        return Ok(vec![]);
+    }
+    let mut out: Vec<(usize, PathBuf)> = std::fs::read_dir(&root)
+        .map_err(io(&root))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            Some((
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("step-")?
+                    .parse()
+                    .ok()?,
+                e.path(),
+            ))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Loads a checkpoint into `model` and `opt`; returns its training state.
+pub fn load(dir: &Path, model: &mut Llama, opt: &mut Optimizer) -> Result<TrainState> {
+    let extra = load_safetensors(&mut model.params, &dir.join("model.safetensors"))?;
+    if !extra.is_empty() {
+        return Err(Error::weights(
+            dir.join("model.safetensors"),
+            format!("unexpected tensors {extra:?}"),
+            "the checkpoint belongs to another config",
+        ));
+    }
+    let n = model.params.len();
+    opt.m = load_flat(&dir.join("optim.safetensors"), "m", n)?;
+    opt.v = load_flat(&dir.join("optim.safetensors"), "v", n)?;
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::input(
+            path.display().to_string(),
+            e.to_string(),
+            "the checkpoint is damaged; resume from an older one",
+        )
+    })?;
+    opt.step = json["optimizer_step"].as_u64().unwrap_or(0);
+    serde_json::from_value(json["state"].clone()).map_err(|e| {
+        Error::input(
+            path.display().to_string(),
+            e.to_string(),
+            "the checkpoint is damaged; resume from an older one",
+        )
+    })
+}
+
+/// A tensor of `len` values from a checkpoint's `extra.safetensors` (see `save_with`).
+pub fn load_extra(dir: &Path, name: &str, len: usize) -> Result<Vec<f32>> {
+    load_flat(&dir.join("extra.safetensors"), name, len)
+}
+
+/// A model ready for inference or fine-tuning: the run's config and tokenizer with the
+/// weights of one checkpoint.
+pub struct Trained {
+    pub cfg: crate::Config,
+    pub tok: bpe::Tokenizer,
+    pub model: Llama,
+    pub checkpoint: PathBuf,
+    /// "sft" or "pretrain": which stage the checkpoint comes from.
+    pub stage: &'static str,
+}
+
+/// The weights of the checkpoint in `dir`, for a model of `cfg`.
+pub fn load_weights(dir: &Path, cfg: &model::config::ModelConfig) -> Result<Llama> {
+    let path = dir.join("model.safetensors");
+    let mut params = model::Params::zeros(cfg);
+    let extra = load_safetensors(&mut params, &path)?;
+    if !extra.is_empty() {
+        return Err(Error::weights(
+            path,
+            format!("unexpected tensors {extra:?}"),
+            "the checkpoint belongs to another config",
+        ));
+    }
+    Ok(Llama::new(cfg.clone(), params))
+}
+
+/// Loads a run directory's newest model: the SFT stage's (`run/sft/`) when there is one and
+/// `prefer_sft`, else pretraining's.
+pub fn load_trained(run: &Path, prefer_sft: bool) -> Result<Trained> {
+    let cfg_path = run.join("config.toml");
+    if !cfg_path.exists() {
+        return Err(Error::input(
+            run.display().to_string(),
+            "is not a run directory (no config.toml)",
+            "pass the --run directory of `frugal pretrain` or `frugal speedrun` (runs/speedrun)",
+        ));
+    }
+    let cfg = crate::Config::load(&cfg_path, &[])?;
+    let tok_path = run.join("tokenizer.json");
+    let tok = bpe::Tokenizer::load(&tok_path).map_err(|e| {
+        Error::input(
+            tok_path.display().to_string(),
+            e.to_string(),
+            "the run directory is incomplete; rerun pretraining",
+        )
+    })?;
+    let sft = run.join("sft");
+    let (stage, ckpt) = match list(&sft)?.pop() {
+        Some((_, dir)) if prefer_sft => ("sft", dir),
+        _ => match list(run)?.pop() {
+            Some((_, dir)) => ("pretrain", dir),
+            None => {
+                return Err(Error::input(
+                    run.display().to_string(),
+                    "has no checkpoint yet",
+                    "let `frugal pretrain` run until its first checkpoint",
+                ))
+            }
+        },
+    };
+    let model = load_weights(&ckpt, &cfg.model)?;
+    Ok(Trained {
+        cfg,
+        tok,
+        model,
+        checkpoint: ckpt,
+        stage,
+    })
+}
+
+/// Prepares the directory of a tuning stage (`RUN/sft`, `RUN/dpo`, ...): on `resume` its saved
+/// config must equal `resolved`; otherwise it must hold no checkpoints. Then `resolved` is
+/// written as its config.toml. `what` names the stage in messages ("SFT", "DPO").
+pub fn open_stage_dir(dir: &Path, resolved: &str, resume: bool, what: &str) -> Result<()> {
+    let cfg_path = dir.join("config.toml");
+    let sub = dir
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    if resume && cfg_path.exists() {
+        let old = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
+        if old != resolved {
+            return Err(Error::config(
+                cfg_path.display().to_string(),
+                format!("the {what} run was made with a different config"),
+                format!("resume with the same config and --set overrides, or remove RUN/{sub} to start over"),
+            ));
+        }
+    } else if !list(dir)?.is_empty() {
+        return Err(Error::config(
+            dir.display().to_string(),
+            format!("already holds {what} checkpoints"),
+            "pass --resume to continue, or remove that directory to start over",
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    base::fs::write_atomic(&cfg_path, resolved.as_bytes())
+}
