@@ -103,13 +103,69 @@ pub struct Cursor {
     pub index: u64,
 }
 
+/// The items 0..n in a fresh order each epoch, a fixed function of (seed, epoch), read at a
+/// cursor: the one shuffle of every trainer (pretraining's windows, SFT's packed rows, the
+/// preference stages' pairs and prompts), so a checkpoint's cursor resumes any of them exactly.
+pub struct Shuffled {
+    order: Vec<u32>,
+    seed: u64,
+    cursor: Cursor,
+}
+
+impl Shuffled {
+    /// `n` items (at least one) from `cursor` on.
+    pub fn new(n: usize, seed: u64, cursor: Cursor) -> Self {
+        assert!(n > 0, "nothing to shuffle");
+        let mut s = Shuffled {
+            order: (0..n as u32).collect(),
+            seed,
+            cursor,
+        };
+        s.shuffle();
+        s
+    }
+
+    fn shuffle(&mut self) {
+        let mut rng = Rng::new(self.seed ^ self.cursor.epoch.wrapping_mul(0x9E3779B97F4A7C15));
+        self.order.sort_unstable();
+        for i in (1..self.order.len()).rev() {
+            self.order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Where the next item comes from.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
+    /// The next item, moving to a new epoch (and order) when this one is done.
+    pub fn next_index(&mut self) -> usize {
+        if self.cursor.index as usize >= self.order.len() {
+            self.cursor = Cursor {
+                epoch: self.cursor.epoch + 1,
+                index: 0,
+            };
+            self.shuffle();
+        }
+        let i = self.order[self.cursor.index as usize] as usize;
+        self.cursor.index += 1;
+        i
+    }
+}
+
 pub struct Loader {
     stream: TokenStream,
     starts: Vec<u64>,
-    order: Vec<u32>,
+    windows: Shuffled,
     seq_len: usize,
-    seed: u64,
-    pub cursor: Cursor,
     window: Vec<u32>,
 }
 
@@ -133,29 +189,22 @@ impl Loader {
                 "prepare more data or shorten train.seq_len",
             ));
         }
-        let mut l = Loader {
+        Ok(Loader {
+            windows: Shuffled::new(starts.len(), seed, cursor),
             stream,
             starts,
-            order: Vec::new(),
             seq_len,
-            seed,
-            cursor,
             window: vec![0; seq_len + 1],
-        };
-        l.shuffle();
-        Ok(l)
+        })
     }
 
     pub fn windows_per_epoch(&self) -> usize {
         self.starts.len()
     }
 
-    fn shuffle(&mut self) {
-        let mut rng = Rng::new(self.seed ^ self.cursor.epoch.wrapping_mul(0x9E3779B97F4A7C15));
-        self.order = (0..self.starts.len() as u32).collect();
-        for i in (1..self.order.len()).rev() {
-            self.order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+    /// Where the next window comes from.
+    pub fn cursor(&self) -> Cursor {
+        self.windows.cursor()
     }
 
     /// Fills `tokens` and `targets` (each batch × seq_len) with the next windows.
@@ -178,21 +227,13 @@ impl Loader {
         let b = tokens.len() / t;
         let mut rows = tokens.chunks_exact_mut(t).zip(targets.chunks_exact_mut(t));
         for k in 0..world * b {
-            if self.cursor.index as usize >= self.order.len() {
-                self.cursor = Cursor {
-                    epoch: self.cursor.epoch + 1,
-                    index: 0,
-                };
-                self.shuffle();
-            }
+            let w = self.windows.next_index();
             if k / b == rank {
                 let (x, y) = rows.next().expect("b rows");
-                let start = self.starts[self.order[self.cursor.index as usize] as usize] as usize;
-                self.stream.read(start, &mut self.window);
+                self.stream.read(self.starts[w] as usize, &mut self.window);
                 x.copy_from_slice(&self.window[..t]);
                 y.copy_from_slice(&self.window[1..]);
             }
-            self.cursor.index += 1;
         }
     }
 }
@@ -281,12 +322,12 @@ mod tests {
                 xs.extend(xr);
                 ys.extend(yr);
                 assert_eq!(
-                    l.cursor, one.cursor,
+                    l.cursor(), one.cursor(),
                     "every rank's cursor is the global one"
                 );
             }
             assert_eq!((xs, ys), (x, y));
         }
-        assert!(one.cursor.epoch >= 2);
+        assert!(one.cursor().epoch >= 2);
     }
 }

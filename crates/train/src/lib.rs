@@ -3,7 +3,7 @@
 //! Owns: the run configuration (`config`: `[model]`, `[train]`, `[data]`, `[dist]`), the
 //! optimizers over the flat parameter buffer (`optim`), learning-rate schedules (`schedule`),
 //! the step's shared pieces (`step`: gradient norm, metrics file), the loop's clock and cadence
-//! (`clock`), validation loss (`validation`), checkpoints (`checkpoint`, and `ranks` across
+//! (`clock`), the one training loop every stage runs (`trainer`), validation loss (`validation`), checkpoints (`checkpoint`, and `ranks` across
 //! data-parallel ranks) and the collectives of distributed training (`dist`).
 //!
 //! Uses: `model`, `data` (the loader's cursor lives in a checkpoint), `ledger`, `base`,
@@ -17,11 +17,13 @@ pub mod optim;
 pub mod ranks;
 pub mod schedule;
 pub mod step;
+pub mod trainer;
 pub mod validation;
 
 pub use clock::{due, write_report, LoopClock};
 pub use config::Config;
 pub use step::{grad_norm, grad_sum_sq, open_metrics};
+pub use trainer::{At, Objective, Outcome, Report, Setup, Step, Trainer, Update};
 
 /// The matrix-product precision `train.precision` asks for, in force while the guard lives
 /// (None for f32). An error, naming the field, where the CPU cannot run bf16 products.

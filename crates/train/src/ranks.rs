@@ -69,8 +69,9 @@ pub fn restore(
     Ok(Some((dir, state)))
 }
 
-/// Writes a checkpoint of the ranks' common state; rank 0 returns its directory. Under
-/// ZeRO-1 the moments' shards are gathered first, so the file holds them whole.
+/// Writes a checkpoint of the ranks' common state, with `extra` tensors (rank 0's); rank 0
+/// returns its directory. Under ZeRO-1 the moments' shards are gathered first, so the file
+/// holds them whole.
 pub fn save(
     replica: &mut Replica,
     run: &Path,
@@ -78,6 +79,7 @@ pub fn save(
     model: &Llama,
     opt: &Optimizer,
     state: &TrainState,
+    extra: &[(&str, &[f32])],
 ) -> Result<Option<PathBuf>> {
     let gathered;
     let whole = match replica.zero() {
@@ -92,7 +94,7 @@ pub fn save(
         }
     };
     match replica.comm().rank() {
-        0 => checkpoint::save(run, model, whole, state, t.keep_checkpoints).map(Some),
+        0 => checkpoint::save_with(run, model, whole, state, t.keep_checkpoints, extra).map(Some),
         _ => Ok(None),
     }
 }
