@@ -47,9 +47,9 @@ fn last(metrics: &Path, key: &str) -> f64 {
     std::fs::read_to_string(metrics)
         .unwrap()
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v[key].as_f64())
-        .last()
+        .find_map(|v| v[key].as_f64())
         .unwrap_or_else(|| panic!("{} has no {key}", metrics.display()))
 }
 

@@ -322,7 +322,8 @@ mod tests {
                 xs.extend(xr);
                 ys.extend(yr);
                 assert_eq!(
-                    l.cursor(), one.cursor(),
+                    l.cursor(),
+                    one.cursor(),
                     "every rank's cursor is the global one"
                 );
             }

@@ -157,8 +157,8 @@ fn micro_batches(t: &TrainConfig, world: usize) -> Result<usize> {
 fn logged_val(records: &[serde_json::Value]) -> Option<(f64, f64)> {
     records
         .iter()
-        .filter_map(|v| Some((v["val_loss"].as_f64()?, v["val_bpb"].as_f64()?)))
-        .last()
+        .rev()
+        .find_map(|v| Some((v["val_loss"].as_f64()?, v["val_bpb"].as_f64()?)))
 }
 
 /// Next-token prediction on the token stream: this rank's micro-batches of the global batch,
@@ -225,7 +225,11 @@ impl<'a> Pretraining<'a> {
             true => format!(" ({:.2}M active per token)", arch.active / 1e6),
             false => String::new(),
         };
-        let zero = if tr.replica.zero().is_some() { ", ZeRO-1" } else { "" };
+        let zero = if tr.replica.zero().is_some() {
+            ", ZeRO-1"
+        } else {
+            ""
+        };
         let ranks = match world {
             1 => String::new(),
             _ => format!("{world} ranks ({}{zero}) x ", self.comm.backend()),
@@ -268,8 +272,11 @@ impl<'a> Pretraining<'a> {
         if !imbalance.is_empty() {
             // Per MoE layer: max/mean load, and tokens per expert.
             fields["expert_imbalance"] = serde_json::json!(imbalance);
-            fields["expert_load"] =
-                serde_json::json!(self.load.iter().filter(|c| !c.is_empty()).collect::<Vec<_>>());
+            fields["expert_load"] = serde_json::json!(self
+                .load
+                .iter()
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>());
             fields["balance_loss"] = serde_json::json!(aux / sequences);
         }
         if self.cfg.model.mtp.is_some() {
@@ -332,7 +339,8 @@ impl Objective for Pretraining<'_> {
             return Ok(None);
         }
         let load;
-        (self.last_val, load) = evaluate_with_load(model, &self.tok, &self.val, self.cfg.train.batch_size);
+        (self.last_val, load) =
+            evaluate_with_load(model, &self.tok, &self.val, self.cfg.train.batch_size);
         let imbalance = model::load_imbalance(&load);
         let experts = match imbalance.iter().copied().reduce(f64::max) {
             Some(worst) => format!(" | val load max/mean {worst:.2}"),
@@ -358,7 +366,14 @@ impl Objective for Pretraining<'_> {
             top_p: 0.95,
             ..Default::default()
         };
-        let ids = generate(model, &self.prompt, t.sample_tokens, params, Some(self.bos), rng);
+        let ids = generate(
+            model,
+            &self.prompt,
+            t.sample_tokens,
+            params,
+            Some(self.bos),
+            rng,
+        );
         let text = self.tok.decode_lossy(&ids).unwrap_or_default();
         self.last_sample = format!("{}{text}", t.sample_prompt);
         Some(self.last_sample.clone())

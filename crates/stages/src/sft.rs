@@ -10,22 +10,19 @@
 use base::config::parse_toml;
 use base::{Error, Result};
 use data::chat::{ChatFormat, Conversation};
-use data::loader::Cursor;
-use data::sft_mix::{ChatSource, MixSpec, Packed};
+use data::loader::{Cursor, Shuffled};
+use data::sft_mix::{ChatSource, MixSpec, Mixture, Packed};
 use engine::{self, Finish, Request, SamplingParams, Tools};
-use model::Llama;
-use rayon::prelude::*;
+use model::{Llama, Workspace};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 use tensor::ops::cross_entropy::IGNORE;
-use tensor::Rng;
-use train::checkpoint::{self, TrainState};
-use train::config::TrainConfig;
-use train::optim::Optimizer;
-use train::schedule::lr_scale;
-use train::{due, grad_norm, open_metrics, write_report, LoopClock};
+use train::checkpoint;
+use train::config::{DistConfig, TrainConfig};
+use train::dist::Solo;
+use train::trainer::Log;
+use train::{write_report, At, Objective, Report, Setup, Step, Trainer, Update};
 
 /// An SFT config: `[train]` as in pretraining (the model comes from the run), and `[sft]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -250,10 +247,46 @@ pub fn sft(
         ));
     }
     let dir = run.join("sft");
-    let resolved = cfg.to_toml();
-    checkpoint::open_stage_dir(&dir, &resolved, resume, "SFT")?;
+    checkpoint::open_stage_dir(&dir, &cfg.to_toml(), resume, "SFT")?;
+    let mix = mixture(cfg, &f, &mut log)?;
+    let setup = Setup {
+        comm: &Solo,
+        train: t,
+        dist: DistConfig::default(),
+        run,
+        dir: &dir,
+        stage: "sft",
+        after: Vec::new(),
+        prefix: "sft ",
+        resume,
+    };
+    let mut tr = Trainer::open(setup, base.model, log)?;
+    tr.log(&format!("fine-tuning {}", base.checkpoint.display()));
+    let mut obj = Sft::new(&mix, t, &tr);
+    let out = tr.run(&mut obj)?;
+    let val_loss = match obj.val_loss.is_nan() && mix.val.rows() > 0 {
+        true => eval_loss(&tr.model, &mix.val, t.batch_size),
+        false => obj.val_loss,
+    };
+    let format = held_out_replies(cfg, &f, &mix.held_out, &mut tr)?;
+    let summary = SftSummary {
+        steps: out.steps,
+        mixture: mix.report,
+        wall_s: out.wall_s,
+        tokens_per_s: out.tokens_per_s,
+        final_loss: out.final_loss,
+        val_loss,
+        format,
+    };
+    tr.finish(format!("{} steps", summary.steps))?;
+    write_report(&dir, &summary)?;
+    Ok(summary)
+}
 
+/// The mixture of the config's sources, packed into rows, with a line per source.
+fn mixture(cfg: &SftConfig, f: &ChatFormat, log: &mut impl FnMut(&str)) -> Result<Mixture> {
     let t0 = Instant::now();
+    let t = &cfg.train;
     let spec = MixSpec {
         sources: &cfg.sft.sources,
         seq_len: t.seq_len,
@@ -261,7 +294,7 @@ pub fn sft(
         val_fraction: cfg.sft.val_fraction,
         max_val_per_source: cfg.sft.max_val_per_source,
     };
-    let mix = data::sft_mix::build(&spec, &f)?;
+    let mix = data::sft_mix::build(&spec, f)?;
     for s in &mix.report.sources {
         log(&format!(
             "source {}: {} conversations, {} train, {} val, {} shortened to fit, {} too long for {} tokens",
@@ -276,202 +309,165 @@ pub fn sft(
         mix.report.val_rows,
         t0.elapsed().as_secs_f64()
     ));
-
-    let mut model = base.model;
-    let mut opt = Optimizer::new(t, &model.params);
-    let mut state = TrainState {
-        step: 0,
-        cursor: Cursor::default(),
-        loss_ema: None,
-        sample_rng: Rng::new(t.seed).state(),
-        tokens_seen: 0,
-        elapsed_s: 0.0,
-    };
-    if resume {
-        if let Some((_, ck)) = checkpoint::list(&dir)?.pop() {
-            state = checkpoint::load(&ck, &mut model, &mut opt)?;
-            log(&format!(
-                "resumed from {} (step {})",
-                ck.display(),
-                state.step
-            ));
-        }
-    }
-    log(&format!("fine-tuning {}", base.checkpoint.display()));
-    let metrics_path = dir.join("metrics.jsonl");
-    let mut metrics = open_metrics(&metrics_path, state.step)?;
-    let mut emit = |v: serde_json::Value| -> Result<()> {
-        writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
-    };
-
-    let (b, seq) = (t.batch_size, t.seq_len);
-    let micro = (t.batch_tokens / (b * seq)).max(1);
-    let rows = mix.train.rows();
-    // Packed rows are charged whole: padding costs the same FLOPs as text.
-    let flops_per_step = model::Arch::from_model(&base.cfg.model, seq)
-        .train_flops_per_token(model::AttnConvention::Palm)
-        * (micro * b * seq) as f64;
-    let peak_gflops = tensor::peak::bench_gemm(5).peak_gflops;
-    let mut meter = ledger::Meter::start(run, "sft", Some(peak_gflops))?;
-    let mut ws = model.workspace(b, seq);
-    let mut grads = vec![0f32; model.params.len()];
-    let (mut x, mut y) = (vec![0u32; b * seq], vec![0u32; b * seq]);
-    let epoch_order = |epoch: u64| {
-        let mut order: Vec<u32> = (0..rows as u32).collect();
-        let mut rng = Rng::new(t.seed ^ (epoch + 1).wrapping_mul(0x9E3779B97F4A7C15));
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
-        order
-    };
-    let mut order = epoch_order(state.cursor.epoch);
-    let (mut last_loss, mut val_loss) = (f64::NAN, f64::NAN);
-    let mut step_ms = Vec::new();
-    let clock = LoopClock::start(&state);
-    while state.step < t.steps {
-        let t_step = Instant::now();
-        // Gather the step's rows first: the loss is the mean over all its assistant tokens.
-        let mut batch_rows = Vec::with_capacity(micro * b);
-        for _ in 0..micro * b {
-            if state.cursor.index as usize >= rows {
-                state.cursor = Cursor {
-                    epoch: state.cursor.epoch + 1,
-                    index: 0,
-                };
-                order = epoch_order(state.cursor.epoch);
-            }
-            batch_rows.push(order[state.cursor.index as usize] as usize);
-            state.cursor.index += 1;
-        }
-        let count: usize = batch_rows
-            .iter()
-            .map(|&r| mix.train.row(r).1.iter().filter(|&&t| t != IGNORE).count())
-            .sum();
-        grads.fill(0.0);
-        let mut sum = 0f64;
-        for mb in batch_rows.chunks(b) {
-            let mut starts = ws.doc_starts.take().unwrap_or_default();
-            starts.resize(b * seq, 0);
-            for (k, &r) in mb.iter().enumerate() {
-                let (xi, yi, si) = mix.train.row(r);
-                x[k * seq..(k + 1) * seq].copy_from_slice(xi);
-                y[k * seq..(k + 1) * seq].copy_from_slice(yi);
-                starts[k * seq..(k + 1) * seq].copy_from_slice(si);
-            }
-            ws.doc_starts = Some(starts);
-            sum += model
-                .forward_backward(&x, &y, &mut grads, 1.0 / count.max(1) as f32, &mut ws)
-                .0;
-        }
-        let loss = sum / count.max(1) as f64;
-        if !loss.is_finite() {
-            return Err(Error::input(
-                dir.display().to_string(),
-                format!("the loss is {loss} at step {}", state.step + 1),
-                "lower train.lr or raise train.warmup_steps",
-            ));
-        }
-        let norm = grad_norm(&grads);
-        if t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
-            let k = (t.grad_clip as f64 / norm) as f32;
-            grads.par_iter_mut().for_each(|g| *g *= k);
-        }
-        let lr = lr_scale(t, state.step);
-        opt.update(&mut model.params.data, &grads, lr);
-        // Routed experts keep balancing through fine-tuning, as through pretraining.
-        model.balance_experts(&ws.take_expert_load());
-        state.step += 1;
-        state.tokens_seen += (micro * b * seq) as u64;
-        meter.add((micro * b * seq) as u64, flops_per_step);
-        meter.save_every(30.0)?;
-        last_loss = loss;
-        let ms = t_step.elapsed().as_secs_f64() * 1e3;
-        step_ms.push(ms);
-        log(&format!(
-            "sft step {} | loss {loss:.4} | lr {:.2e} | {ms:.0} ms | {count} targets | epoch {} | grad norm {norm:.3} | ${:.4}",
-            state.step,
-            t.lr * lr,
-            state.cursor.epoch,
-            meter.dollars()
+    if mix.train.rows() == 0 {
+        return Err(Error::input(
+            "sft.sources",
+            "hold no conversation that fits train.seq_len",
+            "add conversations, or raise train.seq_len",
         ));
-        emit(
-            serde_json::json!({"step": state.step, "loss": loss, "lr": t.lr * lr, "ms": ms, "targets": count, "grad_norm": norm}),
-        )?;
-        if due(state.step, t.steps, t.eval_every) && mix.val.rows() > 0 {
-            val_loss = eval_loss(&model, &mix.val, b);
-            log(&format!("sft step {} | val loss {val_loss:.4}", state.step));
-            emit(serde_json::json!({"step": state.step, "val_loss": val_loss}))?;
-        }
-        if due(state.step, t.steps, t.checkpoint_every) {
-            state.elapsed_s = clock.wall_s();
-            meter.save()?; // before the checkpoint, as in pretraining
-            let ck = checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
-            log(&format!(
-                "sft step {} | checkpoint {}",
-                state.step,
-                ck.display()
-            ));
-        }
     }
-    if val_loss.is_nan() && mix.val.rows() > 0 {
-        val_loss = eval_loss(&model, &mix.val, b);
-    }
+    Ok(mix)
+}
+
+/// The format check on held-out prompts that leave room for a whole reply, logged.
+fn held_out_replies(
+    cfg: &SftConfig,
+    f: &ChatFormat,
+    held_out: &[Conversation],
+    tr: &mut Trainer,
+) -> Result<Option<FormatCheck>> {
     let s = &cfg.sft;
-    // Held-out prompts that leave room for a whole reply.
+    let ctx = tr.model.cfg.context_len;
     let room = ctx.saturating_sub(s.reply_tokens).max(ctx / 2);
-    let prompts: Vec<Conversation> = mix
-        .held_out
+    let prompts: Vec<Conversation> = held_out
         .iter()
         .filter(|c| f.render_prompt(c, room).is_ok())
         .take(s.format_check)
         .cloned()
         .collect();
-    let format = if !prompts.is_empty() {
-        let fc = format_check(
-            &model,
-            &f,
-            &prompts,
-            s.reply_tokens,
-            s.check_sampling,
-            8,
-            t.seed,
-        )?;
-        log(&format!(
-            "format check: {} of {} replies to held-out prompts well-formed ({:.0}%; {} cut at {} tokens, {} ended by another turn's token) | {:.0} tok/s decode at batch {}",
-            fc.well_formed,
-            fc.prompts,
-            100.0 * fc.well_formed as f64 / fc.prompts.max(1) as f64,
-            fc.cut,
-            fc.reply_tokens,
-            fc.bad_end,
-            fc.decode_tok_s,
-            fc.batch
-        ));
-        for (u, a) in &fc.examples {
-            log(&format!("  user: {u:?}\n  assistant: {a:?}"));
+    if prompts.is_empty() {
+        return Ok(None);
+    }
+    let fc = format_check(
+        &tr.model,
+        f,
+        &prompts,
+        s.reply_tokens,
+        s.check_sampling,
+        8,
+        cfg.train.seed,
+    )?;
+    tr.log(&format!(
+        "format check: {} of {} replies to held-out prompts well-formed ({:.0}%; {} cut at {} tokens, {} ended by another turn's token) | {:.0} tok/s decode at batch {}",
+        fc.well_formed,
+        fc.prompts,
+        100.0 * fc.well_formed as f64 / fc.prompts.max(1) as f64,
+        fc.cut,
+        fc.reply_tokens,
+        fc.bad_end,
+        fc.decode_tok_s,
+        fc.batch
+    ));
+    for (u, a) in &fc.examples {
+        tr.log(&format!("  user: {u:?}\n  assistant: {a:?}"));
+    }
+    Ok(Some(fc))
+}
+
+/// Next-token prediction on the assistant's tokens of packed conversations: a step is
+/// `micro × batch_size` rows in the one shuffle's order, its loss the mean over all their
+/// assistant tokens.
+struct Sft<'a> {
+    train: &'a Packed,
+    val: &'a Packed,
+    rows: Shuffled,
+    micro: usize,
+    batch: usize,
+    seq: usize,
+    flops_per_step: f64,
+    ws: Workspace,
+    x: Vec<u32>,
+    y: Vec<u32>,
+    load: Vec<Vec<u64>>,
+    val_loss: f64,
+}
+
+impl<'a> Sft<'a> {
+    fn new(mix: &'a Mixture, t: &TrainConfig, tr: &Trainer) -> Self {
+        let (b, seq) = (t.batch_size, t.seq_len);
+        let micro = (t.batch_tokens / (b * seq)).max(1);
+        // Packed rows are charged whole: padding costs the same FLOPs as text. The count is
+        // pretraining's, multi-token prediction modules included.
+        let per_token = model::arch::flops_per_token(&tr.model.cfg, seq);
+        Sft {
+            train: &mix.train,
+            val: &mix.val,
+            rows: Shuffled::new(mix.train.rows(), t.seed, tr.state.cursor),
+            micro,
+            batch: b,
+            seq,
+            flops_per_step: per_token * (micro * b * seq) as f64,
+            ws: tr.model.workspace(b, seq),
+            x: vec![0u32; b * seq],
+            y: vec![0u32; b * seq],
+            load: Vec::new(),
+            val_loss: f64::NAN,
         }
-        Some(fc)
-    } else {
-        None
-    };
-    let median_ms = base::stats::median(&step_ms);
-    let summary = SftSummary {
-        steps: state.step,
-        mixture: mix.report,
-        wall_s: clock.wall_s(),
-        tokens_per_s: if step_ms.is_empty() {
-            0.0
-        } else {
-            (micro * b * seq) as f64 / (median_ms / 1e3)
-        },
-        final_loss: last_loss,
-        val_loss,
-        format,
-    };
-    meter.detail(format!("{} steps", summary.steps));
-    meter.finish()?;
-    write_report(&dir, &summary)?;
-    Ok(summary)
+    }
+
+    /// Copies `rows` into the micro-batch's inputs, targets and document starts.
+    fn fill(&mut self, rows: &[usize]) {
+        let seq = self.seq;
+        let mut starts = self.ws.doc_starts.take().unwrap_or_default();
+        starts.resize(self.batch * seq, 0);
+        for (k, &r) in rows.iter().enumerate() {
+            let (xi, yi, si) = self.train.row(r);
+            self.x[k * seq..(k + 1) * seq].copy_from_slice(xi);
+            self.y[k * seq..(k + 1) * seq].copy_from_slice(yi);
+            starts[k * seq..(k + 1) * seq].copy_from_slice(si);
+        }
+        self.ws.doc_starts = Some(starts);
+    }
+}
+
+impl Objective for Sft<'_> {
+    fn gradient(&mut self, model: &Llama, grads: &mut [f32], _: At) -> Result<Step> {
+        let picked: Vec<usize> = (0..self.micro * self.batch)
+            .map(|_| self.rows.next_index())
+            .collect();
+        let count: usize = picked
+            .iter()
+            .map(|&r| self.train.row(r).1.iter().filter(|&&t| t != IGNORE).count())
+            .sum();
+        let scale = 1.0 / count.max(1) as f32;
+        let mut sum = 0f64;
+        for mb in picked.chunks(self.batch) {
+            self.fill(mb);
+            sum += model
+                .forward_backward(&self.x, &self.y, grads, scale, &mut self.ws)
+                .0;
+        }
+        // Routed experts keep balancing through fine-tuning, as through pretraining.
+        self.load = self.ws.take_expert_load();
+        Ok(Step {
+            loss: sum / count.max(1) as f64,
+            tokens: (self.micro * self.batch * self.seq) as u64,
+            flops: self.flops_per_step,
+            line: format!(" | {count} targets | epoch {}", self.rows.cursor().epoch),
+            fields: serde_json::json!({"targets": count}),
+            ..Step::default()
+        })
+    }
+
+    fn after_update(&mut self, model: &mut Llama, _: Update) {
+        model.balance_experts(&self.load);
+    }
+
+    fn cursor(&self) -> Cursor {
+        self.rows.cursor()
+    }
+
+    fn evaluate(&mut self, model: &Llama, _: &mut Log) -> Result<Option<Report>> {
+        if self.val.rows() == 0 {
+            return Ok(None);
+        }
+        self.val_loss = eval_loss(model, self.val, self.batch);
+        Ok(Some(Report {
+            line: format!("val loss {:.4}", self.val_loss),
+            fields: serde_json::json!({"val_loss": self.val_loss}),
+            ..Report::default()
+        }))
+    }
 }
 
 #[cfg(test)]

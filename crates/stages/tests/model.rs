@@ -479,7 +479,7 @@ fn hidden_state_gradient_check() {
 /// temperature, checked by finite differences with some ratios inside the clip and some beyond.
 #[test]
 fn grpo_objective_gradient_check() {
-    use stages::pref::grpo::Objective;
+    use stages::pref::grpo::Surrogate;
     let cfg = Config::preset(
         "tiny",
         &["model.init_std=0.3".into(), "train.seq_len=8".into()],
@@ -535,7 +535,7 @@ fn grpo_objective_gradient_check() {
     let reference: Vec<f64> = lp.iter().map(|l| l - 0.3).collect();
     let adv = [1.2, -0.7, 0.4];
     let actions = [t - 2; 3];
-    let obj = Objective {
+    let obj = Surrogate {
         clip: 0.2,
         beta: 0.1,
     };

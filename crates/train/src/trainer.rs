@@ -176,9 +176,16 @@ struct LossGuard {
 
 impl LossGuard {
     /// Why this step's `loss` must not update the model, if it must not.
-    fn check(&mut self, t: &TrainConfig, state: &TrainState, loss: f64, spikes: bool) -> Option<String> {
+    fn check(
+        &mut self,
+        t: &TrainConfig,
+        state: &TrainState,
+        loss: f64,
+        spikes: bool,
+    ) -> Option<String> {
         let step = state.step;
-        let loss = match t.inject_nan_steps.contains(&(step + 1)) && self.injected.insert(step + 1) {
+        let loss = match t.inject_nan_steps.contains(&(step + 1)) && self.injected.insert(step + 1)
+        {
             true => f64::NAN,
             false => loss,
         };
@@ -186,9 +193,14 @@ impl LossGuard {
             return Some(format!("loss is {loss}"));
         }
         let ema = state.loss_ema?;
-        (spikes && step >= t.warmup_steps.max(10) && loss > t.spike_factor as f64 * ema).then(|| {
-            format!("loss {loss:.4} > {} x running mean {ema:.4}", t.spike_factor)
-        })
+        (spikes && step >= t.warmup_steps.max(10) && loss > t.spike_factor as f64 * ema).then(
+            || {
+                format!(
+                    "loss {loss:.4} > {} x running mean {ema:.4}",
+                    t.spike_factor
+                )
+            },
+        )
     }
 }
 
@@ -219,7 +231,11 @@ impl<'a> Trainer<'a> {
     /// Sets up training of `model`: its optimizer (this rank's shard under ZeRO-1), the newest
     /// checkpoint of `setup.dir` when resuming, metrics.jsonl, the GEMM peak and the meter.
     /// `log` receives rank 0's lines.
-    pub fn open(setup: Setup<'a>, mut model: Llama, mut log: impl FnMut(&str) + 'a) -> Result<Self> {
+    pub fn open(
+        setup: Setup<'a>,
+        mut model: Llama,
+        mut log: impl FnMut(&str) + 'a,
+    ) -> Result<Self> {
         let (t, comm) = (setup.train, setup.comm);
         let lead = comm.rank() == 0;
         let mut log: Box<Log<'a>> = Box::new(move |line: &str| {
@@ -233,8 +249,14 @@ impl<'a> Trainer<'a> {
         let mut state = fresh_state(t);
         let mut resumed_from = None;
         if setup.resume {
-            if let Some((dir, restored)) = ranks::restore(&replica, setup.dir, t, &mut model, &mut opt)? {
-                log(&format!("resumed from {} (step {})", dir.display(), restored.step));
+            if let Some((dir, restored)) =
+                ranks::restore(&replica, setup.dir, t, &mut model, &mut opt)?
+            {
+                log(&format!(
+                    "resumed from {} (step {})",
+                    dir.display(),
+                    restored.step
+                ));
                 state = restored;
                 resumed_from = Some(dir);
             }
@@ -320,7 +342,9 @@ impl<'a> Trainer<'a> {
         if self.setup.comm.world() > 1 {
             let world = self.setup.comm.world();
             let hash = ranks::check_identical(self.setup.comm, &self.model.params.data)?;
-            self.log(&format!("parameters identical on all {world} ranks (fnv64 {hash:016x})"));
+            self.log(&format!(
+                "parameters identical on all {world} ranks (fnv64 {hash:016x})"
+            ));
         }
         Ok(self.outcome(self.step_ms.len() - ran_before))
     }
@@ -335,7 +359,14 @@ impl<'a> Trainer<'a> {
         let mut norm = 0.0;
         for round in 0..obj.updates_per_step() {
             self.grads.fill(0.0);
-            let s = obj.gradient(&self.model, &mut self.grads, At { step: at_step, round })?;
+            let s = obj.gradient(
+                &self.model,
+                &mut self.grads,
+                At {
+                    step: at_step,
+                    round,
+                },
+            )?;
             self.bill(s.tokens + s.sampled, s.flops)?;
             if let Some(why) = self.guard.check(t, &self.state, s.loss, obj.watch_spikes()) {
                 self.state.cursor = obj.cursor();
@@ -370,12 +401,25 @@ impl<'a> Trainer<'a> {
             false => 1.0,
         };
         if clip < 1.0 {
-            self.grads[own.clone()].par_iter_mut().for_each(|g| *g *= clip);
+            self.grads[own.clone()]
+                .par_iter_mut()
+                .for_each(|g| *g *= clip);
         }
-        self.opt.update(&mut self.model.params.data[own.clone()], &self.grads[own], lr);
+        self.opt.update(
+            &mut self.model.params.data[own.clone()],
+            &self.grads[own],
+            lr,
+        );
         self.replica.all_gather(&mut self.model.params.data, None)?;
         let step = self.state.step;
-        obj.after_update(&mut self.model, Update { step, lr_scale: lr, clip });
+        obj.after_update(
+            &mut self.model,
+            Update {
+                step,
+                lr_scale: lr,
+                clip,
+            },
+        );
         Ok(norm)
     }
 
@@ -410,11 +454,20 @@ impl<'a> Trainer<'a> {
         if self.guard.rollbacks.iter().filter(|&&s| s == step).count() >= 2 {
             return Err(Error::input(
                 self.setup.dir.display().to_string(),
-                format!("the loss diverged at step {} again after two rollbacks", step + 1),
+                format!(
+                    "the loss diverged at step {} again after two rollbacks",
+                    step + 1
+                ),
                 "lower train.lr, raise train.warmup_steps, or check the data around this point",
             ));
         }
-        let restored = ranks::restore(&self.replica, self.setup.dir, t, &mut self.model, &mut self.opt)?;
+        let restored = ranks::restore(
+            &self.replica,
+            self.setup.dir,
+            t,
+            &mut self.model,
+            &mut self.opt,
+        )?;
         let Some((dir, restored)) = restored else {
             self.log("loss guard: no checkpoint to roll back to yet; continuing");
             return Ok(());
@@ -499,10 +552,21 @@ impl<'a> Trainer<'a> {
         }
         let (t, dir) = (self.setup.train, self.setup.dir);
         let extra = obj.extra_tensors();
-        let saved = ranks::save(&mut self.replica, dir, t, &self.model, &self.opt, &self.state, &extra)?;
+        let saved = ranks::save(
+            &mut self.replica,
+            dir,
+            t,
+            &self.model,
+            &self.opt,
+            &self.state,
+            &extra,
+        )?;
         if let Some(dir) = saved {
             let (prefix, step) = (self.setup.prefix, self.state.step);
-            self.log(&format!("{prefix}step {step} | checkpoint {}", dir.display()));
+            self.log(&format!(
+                "{prefix}step {step} | checkpoint {}",
+                dir.display()
+            ));
         }
         Ok(())
     }
@@ -532,7 +596,8 @@ impl<'a> Trainer<'a> {
     /// The run's figures. A run resumed after its last step did no work now: they come from
     /// its metrics instead.
     fn outcome(&self, ran: usize) -> Outcome {
-        let (mut ms, mut tokens, mut mfus) = (self.step_ms.clone(), self.step_tokens.clone(), Vec::new());
+        let (mut ms, mut tokens, mut mfus) =
+            (self.step_ms.clone(), self.step_tokens.clone(), Vec::new());
         let mut final_loss = self.last_loss;
         if ms.is_empty() {
             for v in self.logged() {
@@ -547,7 +612,9 @@ impl<'a> Trainer<'a> {
         let median_ms = base::stats::median(&ms);
         let step_tokens = base::stats::median(&tokens);
         let mfu = match mfus.is_empty() {
-            true => base::stats::median(&self.step_flops) / (median_ms / 1e3) / 1e9 / self.peak_gflops,
+            true => {
+                base::stats::median(&self.step_flops) / (median_ms / 1e3) / 1e9 / self.peak_gflops
+            }
             false => base::stats::median(&mfus),
         };
         Outcome {
@@ -555,7 +622,11 @@ impl<'a> Trainer<'a> {
             ran,
             tokens: self.state.tokens_seen,
             wall_s: self.clock.wall_s(),
-            tokens_per_s: if ms.is_empty() { 0.0 } else { step_tokens / (median_ms / 1e3) },
+            tokens_per_s: if ms.is_empty() {
+                0.0
+            } else {
+                step_tokens / (median_ms / 1e3)
+            },
             mfu,
             final_loss,
         }

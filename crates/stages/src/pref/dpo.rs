@@ -9,21 +9,17 @@ use super::loss::dpo;
 use super::stage;
 use base::{Error, Result};
 use data::chat::ChatFormat;
+use data::loader::{Cursor, Shuffled};
 use data::pairs::{read_sources, shuffle, Pair};
-use ledger::Meter;
 use model::{Llama, Workspace};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tensor::ops::cross_entropy::IGNORE;
-use tensor::Rng;
-use train::checkpoint;
+use train::checkpoint::Trained;
 use train::config::TrainConfig;
-use train::optim::Optimizer;
-use train::schedule::lr_scale;
-use train::{due, grad_norm, open_metrics, write_report, LoopClock};
+use train::trainer::Log;
+use train::{write_report, At, Objective, Report, Step, Trainer};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,138 +241,154 @@ pub fn train(
         train_rows.len(),
         val_rows.len()
     ));
-
-    // The bill starts here: the reference's pass is part of the method's cost.
-    let peak = tensor::peak::bench_gemm(5).peak_gflops;
-    let mut meter = Meter::start(run, "preference", Some(peak))?;
-    // The reference's log-probabilities, once.
-    let reference = &sft.model;
-    let b = t.batch_size;
-    let t0 = Instant::now();
-    let mut ws = reference.workspace(2 * b, seq);
-    let ref_train = pair_logps(reference, train_rows, &mut ws);
-    let ref_val = pair_logps(reference, val_rows, &mut ws);
-    log(&format!(
-        "reference log-probabilities of {} pairs in {:.1}s",
-        rows.len(),
-        t0.elapsed().as_secs_f64()
-    ));
-    let ref_tokens = (2 * rows.len() * seq) as u64;
-    meter.add(
-        ref_tokens,
-        ref_tokens as f64 * model::arch::flops_per_token(&sft.cfg.model, sft.cfg.train.seq_len)
-            / 3.0,
-    );
-
-    let mut model = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
-    let mut opt = Optimizer::new(t, &model.params);
-    let (mut state, _) = stage::start_state(&dir, resume, t.seed, &mut model, &mut opt, &mut log)?;
-    let before = evaluate(reference, val_rows, &ref_val, cfg.dpo.beta, &mut ws);
-    let metrics_path = dir.join("metrics.jsonl");
-    let mut metrics = open_metrics(&metrics_path, state.step)?;
-    let mut emit = |v: serde_json::Value| -> Result<()> {
-        writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
+    let policy = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
+    let mut tr = Trainer::open(stage::setup(t, run, &dir, "dpo ", resume), policy, log)?;
+    let mut obj = Dpo::new(cfg, &sft, train_rows, val_rows, &mut tr)?;
+    tr.run(&mut obj)?;
+    let summary = DpoSummary {
+        steps: tr.state.step,
+        wall_s: tr.wall_s(),
+        train_pairs: train_rows.len(),
+        beta: cfg.dpo.beta,
+        before: obj.before,
+        after: obj.after,
+        prompts_cut,
+        skipped_rows,
     };
-    // Model FLOPs of a step: two rows per pair, a forward for the log-probabilities and a
-    // forward + backward for the gradient (8 = 2 + 6 per parameter and token).
-    let flops_per_token =
-        model::arch::flops_per_token(&sft.cfg.model, sft.cfg.train.seq_len) * 8.0 / 6.0;
-    let mut grads = vec![0f32; model.params.len()];
-    let (mut x, mut y, mut w) = (
-        vec![0u32; 2 * b * seq],
-        vec![0u32; 2 * b * seq],
-        vec![0f32; 2 * b * seq],
+    let detail = format!(
+        "DPO, {} steps, held-out accuracy {:.3}",
+        summary.steps, summary.after.accuracy
     );
-    let clock = LoopClock::start(&state);
-    let mut after = before;
-    while state.step < t.steps {
-        // The step's pairs: a fixed function of the seed and the step, so a resumed run
-        // sees what an uninterrupted one would.
-        let mut step_rng = Rng::new(stage::step_seed(t.seed, state.step));
-        let batch: Vec<usize> = (0..b)
-            .map(|_| step_rng.below(train_rows.len() as u64) as usize)
-            .collect();
+    tr.finish(detail)?;
+    write_report(&dir, &summary)?;
+    Ok(summary)
+}
+
+/// The DPO loss of a batch of pairs against the frozen reference's log-probabilities.
+struct Dpo<'a> {
+    beta: f64,
+    train: &'a [Rows],
+    val: &'a [Rows],
+    ref_train: Vec<(f64, f64)>,
+    ref_val: Vec<(f64, f64)>,
+    pairs: Shuffled,
+    batch: usize,
+    seq: usize,
+    /// Model FLOPs per token of a step: a forward for the log-probabilities and a forward +
+    /// backward for the gradient (8 = 2 + 6 per parameter and token).
+    flops_per_token: f64,
+    ws: Workspace,
+    x: Vec<u32>,
+    y: Vec<u32>,
+    w: Vec<f32>,
+    before: DpoEval,
+    after: DpoEval,
+}
+
+impl<'a> Dpo<'a> {
+    /// Scores every pair with the reference (billed: its pass is part of the method's cost)
+    /// and measures the starting point.
+    fn new(
+        cfg: &DpoConfig,
+        sft: &Trained,
+        train: &'a [Rows],
+        val: &'a [Rows],
+        tr: &mut Trainer,
+    ) -> Result<Self> {
+        let t = &cfg.train;
+        let (b, seq) = (t.batch_size, t.seq_len);
+        let reference = &sft.model;
+        let per_token = model::arch::flops_per_token(&sft.cfg.model, sft.cfg.train.seq_len);
+        let t0 = Instant::now();
+        let mut ws = reference.workspace(2 * b, seq);
+        let ref_train = pair_logps(reference, train, &mut ws);
+        let ref_val = pair_logps(reference, val, &mut ws);
+        tr.log(&format!(
+            "reference log-probabilities of {} pairs in {:.1}s",
+            train.len() + val.len(),
+            t0.elapsed().as_secs_f64()
+        ));
+        let ref_tokens = (2 * (train.len() + val.len()) * seq) as u64;
+        tr.bill(ref_tokens, ref_tokens as f64 * per_token / 3.0)?;
+        let before = evaluate(reference, val, &ref_val, cfg.dpo.beta, &mut ws);
+        Ok(Dpo {
+            beta: cfg.dpo.beta,
+            train,
+            val,
+            ref_train,
+            ref_val,
+            pairs: Shuffled::new(train.len(), t.seed, tr.state.cursor),
+            batch: b,
+            seq,
+            flops_per_token: per_token * 8.0 / 6.0,
+            ws,
+            x: vec![0u32; 2 * b * seq],
+            y: vec![0u32; 2 * b * seq],
+            w: vec![0f32; 2 * b * seq],
+            before,
+            after: before,
+        })
+    }
+}
+
+impl Objective for Dpo<'_> {
+    fn gradient(&mut self, model: &Llama, grads: &mut [f32], _: At) -> Result<Step> {
+        let (b, seq) = (self.batch, self.seq);
+        let batch: Vec<usize> = (0..b).map(|_| self.pairs.next_index()).collect();
         for (k, &i) in batch.iter().enumerate() {
-            x[2 * k * seq..2 * (k + 1) * seq].copy_from_slice(&train_rows[i].x);
-            y[2 * k * seq..2 * (k + 1) * seq].copy_from_slice(&train_rows[i].y);
+            self.x[2 * k * seq..2 * (k + 1) * seq].copy_from_slice(&self.train[i].x);
+            self.y[2 * k * seq..2 * (k + 1) * seq].copy_from_slice(&self.train[i].y);
         }
         let lp: Vec<f64> = model
-            .token_logprobs(&x, &y, &mut ws)
+            .token_logprobs(&self.x, &self.y, &mut self.ws)
             .chunks(seq)
             .map(|r| r.iter().sum())
             .collect();
         let (mut loss, mut acc, mut margin) = (0f64, 0f64, 0f64);
         for (k, &i) in batch.iter().enumerate() {
-            let (rc, rr) = ref_train[i];
-            let d = dpo(lp[2 * k], lp[2 * k + 1], rc, rr, cfg.dpo.beta);
+            let (rc, rr) = self.ref_train[i];
+            let d = dpo(lp[2 * k], lp[2 * k + 1], rc, rr, self.beta);
             loss += d.loss;
             margin += d.chosen_reward - d.rejected_reward;
             acc += f64::from(u8::from(d.chosen_reward > d.rejected_reward));
             // d loss / d ln p(token) = d loss / d π for every reply token; the cross-entropy
             // is −ln p, hence the sign.
             for (row, g) in [(2 * k, d.d_chosen), (2 * k + 1, d.d_rejected)] {
-                for j in 0..seq {
-                    w[row * seq + j] = if y[row * seq + j] == IGNORE {
-                        0.0
-                    } else {
-                        -g as f32
-                    };
+                for j in row * seq..(row + 1) * seq {
+                    self.w[j] = if self.y[j] == IGNORE { 0.0 } else { -g as f32 };
                 }
             }
         }
-        let bf = b as f64;
-        grads.fill(0.0);
-        model.forward_backward_weighted(&x, &y, Some(&w), &mut grads, 1.0 / b as f32, &mut ws);
-        let norm = grad_norm(&grads);
-        if t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
-            let k = (t.grad_clip as f64 / norm) as f32;
-            grads.par_iter_mut().for_each(|g| *g *= k);
-        }
-        let lr = lr_scale(t, state.step);
-        opt.update(&mut model.params.data, &grads, lr);
-        state.step += 1;
-        let tokens = (2 * b * seq) as u64;
-        state.tokens_seen += tokens;
-        meter.add(tokens, tokens as f64 * flops_per_token);
-        meter.save_every(30.0)?;
-        log(&format!(
-            "dpo step {} | loss {:.4} | margin {:.3} | acc {:.2} | lr {:.2e} | grad norm {norm:.3} | ${:.4}",
-            state.step, loss / bf, margin / bf, acc / bf, t.lr * lr, meter.dollars()
-        ));
-        emit(
-            serde_json::json!({"step": state.step, "loss": loss / bf, "margin": margin / bf, "accuracy": acc / bf, "grad_norm": norm}),
-        )?;
-        if due(state.step, t.steps, t.eval_every) && !val_rows.is_empty() {
-            after = evaluate(&model, val_rows, &ref_val, cfg.dpo.beta, &mut ws);
-            log(&format!(
-                "dpo step {} | held-out implicit-reward accuracy {:.3} ± {:.3} | margin {:.3} | loss {:.4}",
-                state.step, after.accuracy, after.ci95, after.margin, after.loss
-            ));
-            emit(
-                serde_json::json!({"step": state.step, "val_accuracy": after.accuracy, "val_margin": after.margin, "val_loss": after.loss}),
-            )?;
-        }
-        if due(state.step, t.steps, t.checkpoint_every) {
-            state.elapsed_s = clock.wall_s();
-            meter.save()?;
-            checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
-        }
+        let (x, y, w) = (&self.x, &self.y, &self.w);
+        model.forward_backward_weighted(x, y, Some(w), grads, 1.0 / b as f32, &mut self.ws);
+        let (bf, tokens) = (b as f64, (2 * b * seq) as u64);
+        Ok(Step {
+            loss: loss / bf,
+            tokens,
+            flops: tokens as f64 * self.flops_per_token,
+            line: format!(" | margin {:.3} | acc {:.2}", margin / bf, acc / bf),
+            fields: serde_json::json!({"margin": margin / bf, "accuracy": acc / bf}),
+            ..Step::default()
+        })
     }
-    let summary = DpoSummary {
-        steps: state.step,
-        wall_s: clock.wall_s(),
-        train_pairs: train_rows.len(),
-        beta: cfg.dpo.beta,
-        before,
-        after,
-        prompts_cut,
-        skipped_rows,
-    };
-    meter.detail(format!(
-        "DPO, {} steps, held-out accuracy {:.3}",
-        state.step, after.accuracy
-    ));
-    meter.finish()?;
-    write_report(&dir, &summary)?;
-    Ok(summary)
+
+    fn cursor(&self) -> Cursor {
+        self.pairs.cursor()
+    }
+
+    fn evaluate(&mut self, model: &Llama, _: &mut Log) -> Result<Option<Report>> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        let e = evaluate(model, self.val, &self.ref_val, self.beta, &mut self.ws);
+        self.after = e;
+        Ok(Some(Report {
+            line: format!(
+                "held-out implicit-reward accuracy {:.3} ± {:.3} | margin {:.3} | loss {:.4}",
+                e.accuracy, e.ci95, e.margin, e.loss
+            ),
+            fields: serde_json::json!({"val_accuracy": e.accuracy, "val_margin": e.margin, "val_loss": e.loss}),
+            ..Report::default()
+        }))
+    }
 }

@@ -12,21 +12,17 @@ use super::rm::RewardModel;
 use super::stage;
 use base::{Error, Result};
 use data::chat::ChatFormat;
+use data::loader::{Cursor, Shuffled};
 use engine::{self, Finish, Request, SamplingParams, Tools};
-use ledger::Meter;
 use model::{Llama, Workspace};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tensor::ops::cross_entropy::IGNORE;
-use tensor::Rng;
-use train::checkpoint;
+use train::checkpoint::Trained;
 use train::config::TrainConfig;
-use train::optim::Optimizer;
-use train::schedule::lr_scale;
-use train::{due, grad_norm, open_metrics, write_report, LoopClock};
+use train::trainer::Log;
+use train::{write_report, At, Objective, Report, Step, Trainer};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,12 +313,12 @@ fn rollouts(
 
 /// GRPO's loss with DeepSeekMath's averaging: each reply's tokens averaged, replies averaged.
 #[derive(Clone, Copy, Debug)]
-pub struct Objective {
+pub struct Surrogate {
     pub clip: f64,
     pub beta: f64,
 }
 
-impl Objective {
+impl Surrogate {
     /// Fills `w` (rows of `seq`) with the per-token weights of the cross-entropy gradient that
     /// make `forward_backward_weighted` accumulate this loss's gradient: w = −d loss / d ln p.
     /// `lp`, `old` and `reference` are each token's log-probability under the policy, the
@@ -544,7 +540,6 @@ pub fn train(
     mut log: impl FnMut(&str),
 ) -> Result<GrpoSummary> {
     let (t, g) = (&cfg.train, &cfg.grpo);
-    let seq = t.seq_len;
     let judge = match g.reward {
         RewardKind::RewardModel => Judge::Model(Box::new(RewardModel::load(run)?)),
         _ => Judge::Rules(rewards::Shaping {
@@ -554,7 +549,7 @@ pub fn train(
         }),
     };
     let resolved = toml::to_string(cfg).expect("a GrpoConfig serialises");
-    let (sft, dir) = stage::open(run, "grpo", "GRPO", &resolved, seq, resume)?;
+    let (sft, dir) = stage::open(run, "grpo", "GRPO", &resolved, t.seq_len, resume)?;
     let fmt = ChatFormat::new(&sft.tok)?;
     let (train_set, val, skipped_rows) = problems(cfg)?;
     log(&format!(
@@ -564,176 +559,15 @@ pub fn train(
         val.len(),
         g.group_size
     ));
-
-    let peak = tensor::peak::bench_gemm(5).peak_gflops;
-    let mut meter = Meter::start(run, "preference", Some(peak))?;
-    let fwd_flops = model::arch::flops_per_token(&sft.cfg.model, sft.cfg.train.seq_len) / 3.0;
-    let reference = &sft.model;
-    let mut model = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
-    let mut opt = Optimizer::new(t, &model.params);
-    let (mut state, _) = stage::start_state(&dir, resume, t.seed, &mut model, &mut opt, &mut log)?;
-    let (before, fed) = evaluate(
-        reference,
-        &fmt,
-        &judge,
-        &val,
-        g.max_reply_tokens,
-        seq,
-        &mut log,
-    )?;
-    meter.add(fed, fed as f64 * fwd_flops);
-    log(&format!(
-        "SFT model on {} held-out prompts: accuracy {:.3} ± {:.3} ({} right), well-formed {:.2}, mean reward {:.3}",
-        before.n, before.accuracy, before.ci95, before.correct, before.well_formed, before.mean_reward
-    ));
-    let metrics_path = dir.join("metrics.jsonl");
-    let mut metrics = open_metrics(&metrics_path, state.step)?;
-    let mut emit = |v: serde_json::Value| -> Result<()> {
-        writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
-    };
-    let sampling = SamplingParams {
-        temperature: g.temperature,
-        ..SamplingParams::default()
-    };
-    let rows = t.batch_size * g.group_size;
-    let mut ws: Workspace = model.workspace(rows, seq);
-    let mut grads = vec![0f32; model.params.len()];
-    let (mut x, mut y, mut w) = (
-        vec![0u32; rows * seq],
-        vec![0u32; rows * seq],
-        vec![0f32; rows * seq],
-    );
-    let clock = LoopClock::start(&state);
-    let mut after = before.clone();
-    while state.step < t.steps {
-        // The step's prompts and samples: a fixed function of the seed and the step, so a
-        // resumed run sees what an uninterrupted one would.
-        let step_seed = stage::step_seed(t.seed, state.step);
-        let mut step_rng = Rng::new(step_seed);
-        let batch: Vec<&Problem> = (0..t.batch_size)
-            .map(|_| &train_set[step_rng.below(train_set.len() as u64) as usize])
-            .collect();
-        let t_roll = Instant::now();
-        let (rs, fed) = rollouts(
-            &model,
-            &fmt,
-            &judge,
-            &batch,
-            g.group_size,
-            sampling,
-            g.max_reply_tokens,
-            seq,
-            step_seed,
-        )?;
-        let roll_s = t_roll.elapsed().as_secs_f64();
-        meter.add(fed, fed as f64 * fwd_flops);
-        let adv: Vec<f64> = rs
-            .chunks(g.group_size)
-            .flat_map(|grp| {
-                let r: Vec<f64> = grp.iter().map(|r| r.scored.reward).collect();
-                group_advantages(&r, g.scale_rewards, 1e-4)
-            })
-            .collect();
-        for (k, r) in rs.iter().enumerate() {
-            x[k * seq..(k + 1) * seq].copy_from_slice(&r.x);
-            y[k * seq..(k + 1) * seq].copy_from_slice(&r.y);
-        }
-        // Every log-probability is the sampler's, softmax(logits / T), as TRL computes them:
-        // the ratio and the policy gradient then refer to the distribution that drew the
-        // replies, and the KL compares the policy and the reference at the same temperature.
-        let temp = g.temperature;
-        let ref_lp = reference.token_logprobs_at(&x, &y, temp, &mut ws);
-        let old_lp = model.token_logprobs_at(&x, &y, temp, &mut ws);
-        let (mut loss, mut kl, mut clipped, mut actions) = (0f64, 0f64, 0usize, 0usize);
-        let mut norm = 0.0;
-        let lens: Vec<usize> = rs.iter().map(|r| r.actions).collect();
-        let obj = Objective {
-            clip: g.clip,
-            beta: g.beta,
-        };
-        for u in 0..g.updates_per_batch {
-            // The first update is on the sampling policy itself: its log-probabilities are old_lp.
-            let later;
-            let lp = if u == 0 {
-                &old_lp
-            } else {
-                later = model.token_logprobs_at(&x, &y, temp, &mut ws);
-                &later
-            };
-            (loss, kl, clipped, actions) =
-                obj.token_weights(lp, &old_lp, &ref_lp, &y, &adv, &lens, seq, &mut w);
-            grads.fill(0.0);
-            // `ws` holds the policy's forward of these rows, from the log-probabilities above.
-            model.backward_weighted_at(&x, &y, Some(&w), temp, &mut grads, 1.0, &mut ws);
-            norm = grad_norm(&grads);
-            if t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
-                let k = (t.grad_clip as f64 / norm) as f32;
-                grads.par_iter_mut().for_each(|g| *g *= k);
-            }
-            opt.update(&mut model.params.data, &grads, lr_scale(t, state.step));
-        }
-        let trained = (rows * seq) as u64;
-        // Two forwards (reference, old policy), a backward per update (two passes' worth), and a
-        // forward for every update after the first.
-        let passes = 1.0 + 3.0 * g.updates_per_batch as f64;
-        meter.add(trained, trained as f64 * fwd_flops * passes);
-        state.step += 1;
-        state.tokens_seen += trained;
-        meter.save_every(30.0)?;
-        let n = rs.len() as f64;
-        let mean = |f: &dyn Fn(&Rollout) -> f64| rs.iter().map(f).sum::<f64>() / n;
-        let reward = mean(&|r| r.scored.reward);
-        let acc = mean(&|r| f64::from(u8::from(r.scored.correct)));
-        let formed = mean(&|r| f64::from(u8::from(r.scored.well_formed)));
-        let len = mean(&|r| r.reply.len() as f64);
-        let tool = mean(&|r| f64::from(u8::from(r.reply.contains(&fmt.t.python_start))));
-        let tool_right = mean(&|r| f64::from(u8::from(r.scored.tool_right)));
-        let flat = rs
-            .chunks(g.group_size)
-            .filter(|grp| grp.iter().all(|r| r.scored.reward == grp[0].scored.reward))
-            .count();
-        let kl = kl / actions.max(1) as f64;
-        log(&format!(
-            "grpo step {} | reward {reward:.3} | correct {acc:.3} | well-formed {formed:.2} | tool {tool:.2} ({tool_right:.3} right) | kl {kl:.4} | len {len:.1} | flat groups {flat}/{} | loss {loss:.4} | grad norm {norm:.3} | sample {roll_s:.1}s | ${:.4}",
-            state.step, t.batch_size, meter.dollars()
-        ));
-        emit(serde_json::json!({
-            "step": state.step, "reward": reward, "correct": acc, "well_formed": formed,
-            "kl": kl, "reply_len": len, "tool_calls": tool, "tool_right": tool_right, "flat_groups": flat, "loss": loss, "grad_norm": norm,
-            "clip_frac": clipped as f64 / actions.max(1) as f64,
-        }))?;
-        if due(state.step, t.steps, t.eval_every) && !val.is_empty() {
-            let (e, fed) = evaluate(
-                &model,
-                &fmt,
-                &judge,
-                &val,
-                g.max_reply_tokens,
-                seq,
-                &mut log,
-            )?;
-            meter.add(fed, fed as f64 * fwd_flops);
-            let (change, ci) = paired_change(&before.per_prompt, &e.per_prompt);
-            log(&format!(
-                "grpo step {} | held-out accuracy {:.3} ± {:.3} ({} of {}) | well-formed {:.2} | mean reward {:.3} | change {change:+.3} ± {ci:.3} (paired 95%)",
-                state.step, e.accuracy, e.ci95, e.correct, e.n, e.well_formed, e.mean_reward
-            ));
-            emit(serde_json::json!({
-                "step": state.step, "val_accuracy": e.accuracy, "val_well_formed": e.well_formed,
-                "val_reward": e.mean_reward, "val_change": change, "val_change_ci95": ci,
-            }))?;
-            after = e;
-        }
-        if due(state.step, t.steps, t.checkpoint_every) {
-            state.elapsed_s = clock.wall_s();
-            meter.save()?;
-            checkpoint::save(&dir, &model, &opt, &state, t.keep_checkpoints)?;
-        }
-    }
+    let policy = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
+    let mut tr = Trainer::open(stage::setup(t, run, &dir, "grpo ", resume), policy, log)?;
+    let mut obj = Grpo::new(cfg, &sft, &fmt, &judge, &train_set, &val, &mut tr)?;
+    tr.run(&mut obj)?;
+    let (before, after) = (obj.before, obj.after);
     let (change, change_ci95) = paired_change(&before.per_prompt, &after.per_prompt);
     let summary = GrpoSummary {
-        steps: state.step,
-        wall_s: clock.wall_s(),
+        steps: tr.state.step,
+        wall_s: tr.wall_s(),
         reward: g.reward,
         train_prompts: train_set.len(),
         group_size: g.group_size,
@@ -743,13 +577,267 @@ pub fn train(
         after,
         skipped_rows,
     };
-    meter.detail(format!(
+    let detail = format!(
         "GRPO ({:?}), {} steps, held-out accuracy {:.3} -> {:.3}",
-        g.reward, state.step, summary.before.accuracy, summary.after.accuracy
-    ));
-    meter.finish()?;
+        g.reward, summary.steps, summary.before.accuracy, summary.after.accuracy
+    );
+    tr.finish(detail)?;
     write_report(&dir, &summary)?;
     Ok(summary)
+}
+
+/// GRPO's clipped surrogate with a KL penalty, on groups of replies the policy samples each
+/// step; `updates_per_batch` updates per sampled batch.
+struct Grpo<'a> {
+    g: &'a GrpoSection,
+    fmt: &'a ChatFormat<'a>,
+    judge: &'a Judge,
+    train: &'a [Problem],
+    val: &'a [Problem],
+    reference: &'a Llama,
+    prompts: Shuffled,
+    seed: u64,
+    batch: usize,
+    seq: usize,
+    sampling: SamplingParams,
+    /// Model FLOPs of a forward pass per token.
+    fwd_flops: f64,
+    ws: Workspace,
+    x: Vec<u32>,
+    y: Vec<u32>,
+    w: Vec<f32>,
+    /// The step's rollouts, advantages, and the old policy's and reference's log-probabilities.
+    rs: Vec<Rollout>,
+    adv: Vec<f64>,
+    old_lp: Vec<f64>,
+    ref_lp: Vec<f64>,
+    sample_s: f64,
+    before: GrpoEval,
+    after: GrpoEval,
+}
+
+impl<'a> Grpo<'a> {
+    /// Measures the SFT model on the held-out prompts (billed) before any update.
+    fn new(
+        cfg: &'a GrpoConfig,
+        sft: &'a Trained,
+        fmt: &'a ChatFormat<'a>,
+        judge: &'a Judge,
+        train: &'a [Problem],
+        val: &'a [Problem],
+        tr: &mut Trainer,
+    ) -> Result<Self> {
+        let (t, g) = (&cfg.train, &cfg.grpo);
+        let (seq, rows) = (t.seq_len, t.batch_size * g.group_size);
+        let fwd_flops = model::arch::flops_per_token(&sft.cfg.model, sft.cfg.train.seq_len) / 3.0;
+        let reference = &sft.model;
+        let mut log = |line: &str| tr.log(line);
+        let (before, fed) = evaluate(
+            reference,
+            fmt,
+            judge,
+            val,
+            g.max_reply_tokens,
+            seq,
+            &mut log,
+        )?;
+        tr.bill(fed, fed as f64 * fwd_flops)?;
+        tr.log(&format!(
+            "SFT model on {} held-out prompts: accuracy {:.3} ± {:.3} ({} right), well-formed {:.2}, mean reward {:.3}",
+            before.n, before.accuracy, before.ci95, before.correct, before.well_formed, before.mean_reward
+        ));
+        Ok(Grpo {
+            g,
+            fmt,
+            judge,
+            train,
+            val,
+            reference,
+            prompts: Shuffled::new(train.len(), t.seed, tr.state.cursor),
+            seed: t.seed,
+            batch: t.batch_size,
+            seq,
+            sampling: SamplingParams {
+                temperature: g.temperature,
+                ..SamplingParams::default()
+            },
+            fwd_flops,
+            ws: tr.model.workspace(rows, seq),
+            x: vec![0u32; rows * seq],
+            y: vec![0u32; rows * seq],
+            w: vec![0f32; rows * seq],
+            rs: Vec::new(),
+            adv: Vec::new(),
+            old_lp: Vec::new(),
+            ref_lp: Vec::new(),
+            sample_s: 0.0,
+            after: before.clone(),
+            before,
+        })
+    }
+
+    /// Samples the step's groups and scores them. Returns the tokens the engine fed.
+    fn sample_groups(&mut self, model: &Llama, step: usize) -> Result<u64> {
+        let g = self.g;
+        let batch: Vec<&Problem> = (0..self.batch)
+            .map(|_| &self.train[self.prompts.next_index()])
+            .collect();
+        let t0 = Instant::now();
+        // The samples: a fixed function of the seed and the step, so a resumed run sees what
+        // an uninterrupted one would.
+        let seed = stage::step_seed(self.seed, step);
+        let max_reply = g.max_reply_tokens;
+        let (rs, fed) = rollouts(
+            model,
+            self.fmt,
+            self.judge,
+            &batch,
+            g.group_size,
+            self.sampling,
+            max_reply,
+            self.seq,
+            seed,
+        )?;
+        self.sample_s = t0.elapsed().as_secs_f64();
+        self.adv = rs
+            .chunks(g.group_size)
+            .flat_map(|grp| {
+                let r: Vec<f64> = grp.iter().map(|r| r.scored.reward).collect();
+                group_advantages(&r, g.scale_rewards, 1e-4)
+            })
+            .collect();
+        let seq = self.seq;
+        for (k, r) in rs.iter().enumerate() {
+            self.x[k * seq..(k + 1) * seq].copy_from_slice(&r.x);
+            self.y[k * seq..(k + 1) * seq].copy_from_slice(&r.y);
+        }
+        self.rs = rs;
+        // Every log-probability is the sampler's, softmax(logits / T), as TRL computes them:
+        // the ratio and the policy gradient then refer to the distribution that drew the
+        // replies, and the KL compares the policy and the reference at the same temperature.
+        let temp = g.temperature;
+        self.ref_lp = self
+            .reference
+            .token_logprobs_at(&self.x, &self.y, temp, &mut self.ws);
+        self.old_lp = model.token_logprobs_at(&self.x, &self.y, temp, &mut self.ws);
+        Ok(fed)
+    }
+
+    /// The step line's and record's figures of the step's rollouts and the last update.
+    fn figures(&self, kl: f64, clipped: usize, actions: usize) -> (String, serde_json::Value) {
+        let (rs, t) = (&self.rs, self.fmt.t);
+        let n = rs.len() as f64;
+        let mean = |f: &dyn Fn(&Rollout) -> f64| rs.iter().map(f).sum::<f64>() / n;
+        let reward = mean(&|r| r.scored.reward);
+        let acc = mean(&|r| f64::from(u8::from(r.scored.correct)));
+        let formed = mean(&|r| f64::from(u8::from(r.scored.well_formed)));
+        let len = mean(&|r| r.reply.len() as f64);
+        let tool = mean(&|r| f64::from(u8::from(r.reply.contains(&t.python_start))));
+        let tool_right = mean(&|r| f64::from(u8::from(r.scored.tool_right)));
+        let flat = rs
+            .chunks(self.g.group_size)
+            .filter(|grp| grp.iter().all(|r| r.scored.reward == grp[0].scored.reward))
+            .count();
+        let kl = kl / actions.max(1) as f64;
+        let line = format!(
+            " | reward {reward:.3} | correct {acc:.3} | well-formed {formed:.2} | tool {tool:.2} ({tool_right:.3} right) | kl {kl:.4} | len {len:.1} | flat groups {flat}/{} | sample {:.1}s",
+            self.batch, self.sample_s
+        );
+        let fields = serde_json::json!({
+            "reward": reward, "correct": acc, "well_formed": formed, "kl": kl, "reply_len": len,
+            "tool_calls": tool, "tool_right": tool_right, "flat_groups": flat,
+            "clip_frac": clipped as f64 / actions.max(1) as f64,
+        });
+        (line, fields)
+    }
+}
+
+impl Objective for Grpo<'_> {
+    fn gradient(&mut self, model: &Llama, grads: &mut [f32], at: At) -> Result<Step> {
+        let trained = (self.x.len()) as u64;
+        // Round 0 samples, and scores with the reference and the sampling policy; it is the
+        // update on the sampling policy itself, whose log-probabilities are old_lp. Later
+        // rounds score the updated policy.
+        let (fed, passes, lp) = match at.round {
+            0 => {
+                let fed = self.sample_groups(model, at.step)?;
+                (fed, 4.0, self.old_lp.clone())
+            }
+            _ => {
+                let (x, y) = (&self.x, &self.y);
+                let lp = model.token_logprobs_at(x, y, self.g.temperature, &mut self.ws);
+                (0, 3.0, lp)
+            }
+        };
+        let lens: Vec<usize> = self.rs.iter().map(|r| r.actions).collect();
+        let obj = Surrogate {
+            clip: self.g.clip,
+            beta: self.g.beta,
+        };
+        let (y, seq) = (&self.y, self.seq);
+        let (loss, kl, clipped, actions) = obj.token_weights(
+            &lp,
+            &self.old_lp,
+            &self.ref_lp,
+            y,
+            &self.adv,
+            &lens,
+            seq,
+            &mut self.w,
+        );
+        // `ws` holds the policy's forward of these rows, from the log-probabilities above.
+        let (x, w, temp) = (&self.x, &self.w, self.g.temperature);
+        model.backward_weighted_at(x, y, Some(w), temp, grads, 1.0, &mut self.ws);
+        let (line, fields) = self.figures(kl, clipped, actions);
+        Ok(Step {
+            loss,
+            tokens: if at.round == 0 { trained } else { 0 },
+            flops: (fed as f64 + trained as f64 * passes) * self.fwd_flops,
+            sampled: fed,
+            line,
+            fields,
+            ..Step::default()
+        })
+    }
+
+    fn updates_per_step(&self) -> usize {
+        self.g.updates_per_batch
+    }
+
+    /// The surrogate has no scale to compare against: near 0, of either sign.
+    fn watch_spikes(&self) -> bool {
+        false
+    }
+
+    fn cursor(&self) -> Cursor {
+        self.prompts.cursor()
+    }
+
+    fn evaluate(&mut self, model: &Llama, log: &mut Log) -> Result<Option<Report>> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        let mut log = |line: &str| log(line);
+        let max_reply = self.g.max_reply_tokens;
+        let (e, fed) = evaluate(
+            model, self.fmt, self.judge, self.val, max_reply, self.seq, &mut log,
+        )?;
+        let (change, ci) = paired_change(&self.before.per_prompt, &e.per_prompt);
+        let report = Report {
+            line: format!(
+                "held-out accuracy {:.3} ± {:.3} ({} of {}) | well-formed {:.2} | mean reward {:.3} | change {change:+.3} ± {ci:.3} (paired 95%)",
+                e.accuracy, e.ci95, e.correct, e.n, e.well_formed, e.mean_reward
+            ),
+            fields: serde_json::json!({
+                "val_accuracy": e.accuracy, "val_well_formed": e.well_formed,
+                "val_reward": e.mean_reward, "val_change": change, "val_change_ci95": ci,
+            }),
+            tokens: fed,
+            flops: fed as f64 * self.fwd_flops,
+        };
+        self.after = e;
+        Ok(Some(report))
+    }
 }
 
 #[cfg(test)]

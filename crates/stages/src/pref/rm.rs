@@ -10,19 +10,16 @@ use super::loss::bradley_terry;
 use super::stage;
 use base::{Error, Result};
 use data::chat::ChatFormat;
+use data::loader::{Cursor, Shuffled};
 use data::pairs::{read_sources, shuffle, Pair};
-use ledger::Meter;
 use model::{Llama, Workspace};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tensor::Rng;
-use train::checkpoint;
+use train::checkpoint::{self, Trained};
 use train::config::TrainConfig;
-use train::optim::Optimizer;
-use train::schedule::lr_scale;
-use train::{due, grad_norm, open_metrics, write_report, LoopClock};
+use train::trainer::Log;
+use train::{write_report, At, Objective, Report, Step, Trainer, Update};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,19 +112,7 @@ impl RewardModel {
 
     /// Rewards of whole sequences packed by `pack`, `ws` sized for them.
     fn rewards(&self, x: &[u32], last: &[usize], ws: &mut Workspace) -> Vec<f64> {
-        let d = self.trunk.cfg.d_model;
-        let h = self.trunk.hidden_states(x, ws);
-        last.iter()
-            .map(|&i| {
-                let row = &h[i * d..(i + 1) * d];
-                let dot: f64 = row
-                    .iter()
-                    .zip(&self.head[..d])
-                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                    .sum();
-                dot + f64::from(self.head[d])
-            })
-            .collect()
+        rewards(&self.trunk, &self.head, x, last, ws)
     }
 
     /// Scores replies: each (prompt tokens ending in `<|assistant_start|>`, reply tokens without
@@ -158,6 +143,23 @@ impl RewardModel {
     }
 }
 
+/// Rewards of whole sequences packed by `pack` under `trunk` and `head`, `ws` sized for them.
+fn rewards(trunk: &Llama, head: &[f32], x: &[u32], last: &[usize], ws: &mut Workspace) -> Vec<f64> {
+    let d = trunk.cfg.d_model;
+    let h = trunk.hidden_states(x, ws);
+    last.iter()
+        .map(|&i| {
+            let row = &h[i * d..(i + 1) * d];
+            let dot: f64 = row
+                .iter()
+                .zip(&head[..d])
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            dot + f64::from(head[d])
+        })
+        .collect()
+}
+
 /// A pair's two sequences packed as rows `2k` (chosen) and `2k + 1` (rejected).
 struct Encoded {
     seqs: [Vec<u32>; 2],
@@ -176,7 +178,12 @@ pub struct RmEval {
 }
 
 /// Rewards of pairs, in batches of the workspace's rows / 2.
-fn pair_rewards(rm: &RewardModel, pairs: &[Encoded], ws: &mut Workspace) -> Vec<(f64, f64)> {
+fn pair_rewards(
+    trunk: &Llama,
+    head: &[f32],
+    pairs: &[Encoded],
+    ws: &mut Workspace,
+) -> Vec<(f64, f64)> {
     let (rows, seq) = (ws.batch, ws.seq_len);
     let mut out = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(rows / 2) {
@@ -189,15 +196,15 @@ fn pair_rewards(rm: &RewardModel, pairs: &[Encoded], ws: &mut Workspace) -> Vec<
             refs.push(refs[0]);
         }
         let (x, last) = pack(&refs, seq);
-        let r = rm.rewards(&x, &last, ws);
+        let r = rewards(trunk, head, &x, &last, ws);
         out.extend(r.chunks(2).take(chunk.len()).map(|c| (c[0], c[1])));
     }
     out
 }
 
-fn evaluate(rm: &RewardModel, val: &[Encoded], ws: &mut Workspace) -> RmEval {
+fn evaluate(trunk: &Llama, head: &[f32], val: &[Encoded], ws: &mut Workspace) -> RmEval {
     let mut e = RmEval::default();
-    for (c, r) in pair_rewards(rm, val, ws) {
+    for (c, r) in pair_rewards(trunk, head, val, ws) {
         e.accuracy += f64::from(u8::from(c > r));
         e.margin += c - r;
         e.loss += bradley_terry(c, r).0;
@@ -273,59 +280,106 @@ pub fn train(
         train_set.len(),
         val.len()
     ));
-
-    let peak = tensor::peak::bench_gemm(5).peak_gflops;
-    let mut meter = Meter::start(run, "preference", Some(peak))?;
-    let d = sft.cfg.model.d_model;
-    // The head starts small and random (the trunk is SFT's): rewards start near 0.
-    let mut head = vec![0f32; d + 1];
-    Rng::new(t.seed ^ 0x4EAD).fill_normal(&mut head[..d], 1.0 / ((d + 1) as f32).sqrt());
-    let mut rm = RewardModel {
-        trunk: Llama::new(sft.cfg.model.clone(), sft.model.params.clone()),
-        head,
-    };
-    let mut opt = Optimizer::new(t, &rm.trunk.params);
-    let (mut hm, mut hv) = (vec![0f32; d + 1], vec![0f32; d + 1]);
-    let b = t.batch_size;
-    let mut ws = rm.trunk.workspace(2 * b, seq);
-    let before = evaluate(&rm, val, &mut ws);
-    let (mut state, ck) =
-        stage::start_state(&dir, resume, t.seed, &mut rm.trunk, &mut opt, &mut log)?;
-    if let Some(ck) = ck {
-        rm.head = checkpoint::load_extra(&ck, "reward_head", d + 1)?;
-        hm = checkpoint::load_extra(&ck, "reward_head.m", d + 1)?;
-        hv = checkpoint::load_extra(&ck, "reward_head.v", d + 1)?;
-    }
-    log(&format!(
+    let trunk = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
+    let mut tr = Trainer::open(stage::setup(t, run, &dir, "rm ", resume), trunk, log)?;
+    let mut obj = Rm::new(cfg, &sft, train_set, val, &tr);
+    let before = obj.after;
+    tr.log(&format!(
         "held-out pairwise accuracy before training {:.3} ± {:.3} ({} pairs)",
         before.accuracy, before.ci95, before.pairs
     ));
-    let metrics_path = dir.join("metrics.jsonl");
-    let mut metrics = open_metrics(&metrics_path, state.step)?;
-    let mut emit = |v: serde_json::Value| -> Result<()> {
-        writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
+    tr.run(&mut obj)?;
+    let summary = RmSummary {
+        steps: tr.state.step,
+        wall_s: tr.wall_s(),
+        train_pairs: train_set.len(),
+        before,
+        after: obj.after,
+        prompts_cut,
+        skipped_rows,
     };
-    let flops_per_token = model::arch::flops_per_token(&sft.cfg.model, sft.cfg.train.seq_len);
-    let mut grads = vec![0f32; rm.trunk.params.len()];
-    let mut dxf = vec![0f32; 2 * b * seq * d];
-    let clock = LoopClock::start(&state);
-    let mut after = before;
-    while state.step < t.steps {
-        let mut step_rng = Rng::new(stage::step_seed(t.seed, state.step));
+    let detail = format!(
+        "reward model, {} steps, held-out accuracy {:.3}",
+        summary.steps, summary.after.accuracy
+    );
+    tr.finish(detail)?;
+    write_report(&dir, &summary)?;
+    Ok(summary)
+}
+
+/// The Bradley–Terry loss of the reward head on the trunk's last hidden state; the head is
+/// the objective's own parameters, with its own Adam.
+struct Rm<'a> {
+    train: &'a [Encoded],
+    val: &'a [Encoded],
+    pairs: Shuffled,
+    batch: usize,
+    seq: usize,
+    head: Vec<f32>,
+    head_m: Vec<f32>,
+    head_v: Vec<f32>,
+    head_grad: Vec<f32>,
+    head_lr: f32,
+    flops_per_token: f64,
+    ws: Workspace,
+    /// d loss / d final hidden state, nonzero only at each sequence's last token.
+    dxf: Vec<f32>,
+    after: RmEval,
+}
+
+impl<'a> Rm<'a> {
+    /// A fresh head, small and random, so that rewards start near 0 (the trunk is SFT's);
+    /// measured on the held-out pairs with the SFT trunk.
+    fn new(
+        cfg: &RmConfig,
+        sft: &Trained,
+        train: &'a [Encoded],
+        val: &'a [Encoded],
+        tr: &Trainer,
+    ) -> Self {
+        let t = &cfg.train;
+        let (b, seq, d) = (t.batch_size, t.seq_len, sft.cfg.model.d_model);
+        let mut head = vec![0f32; d + 1];
+        Rng::new(t.seed ^ 0x4EAD).fill_normal(&mut head[..d], 1.0 / ((d + 1) as f32).sqrt());
+        let mut ws = sft.model.workspace(2 * b, seq);
+        let before = evaluate(&sft.model, &head, val, &mut ws);
+        Rm {
+            train,
+            val,
+            pairs: Shuffled::new(train.len(), t.seed, tr.state.cursor),
+            batch: b,
+            seq,
+            head,
+            head_m: vec![0f32; d + 1],
+            head_v: vec![0f32; d + 1],
+            head_grad: vec![0f32; d + 1],
+            head_lr: cfg.rm.head_lr,
+            flops_per_token: model::arch::flops_per_token(&sft.cfg.model, sft.cfg.train.seq_len),
+            ws,
+            dxf: vec![0f32; 2 * b * seq * d],
+            after: before,
+        }
+    }
+}
+
+impl Objective for Rm<'_> {
+    fn gradient(&mut self, model: &Llama, grads: &mut [f32], _: At) -> Result<Step> {
+        let (b, d) = (self.batch, model.cfg.d_model);
         let batch: Vec<&Encoded> = (0..b)
-            .map(|_| &train_set[step_rng.below(train_set.len() as u64) as usize])
+            .map(|_| &self.train[self.pairs.next_index()])
             .collect();
         let refs: Vec<&[u32]> = batch
             .iter()
             .flat_map(|p| [p.seqs[0].as_slice(), p.seqs[1].as_slice()])
             .collect();
-        let (x, last) = pack(&refs, seq);
-        let r = rm.rewards(&x, &last, &mut ws);
+        let (x, last) = pack(&refs, self.seq);
+        let r = rewards(model, &self.head, &x, &last, &mut self.ws);
         // Bradley–Terry per pair, averaged over the batch; its gradient flows into the head
         // and, through the last token's hidden state, into the trunk.
-        let h = ws.final_normed();
-        let mut gh = vec![0f32; d + 1];
-        dxf.fill(0.0);
+        let h = self.ws.final_normed();
+        let gh = &mut self.head_grad;
+        gh.fill(0.0);
+        self.dxf.fill(0.0);
         let (mut loss, mut acc, mut margin) = (0f64, 0f64, 0f64);
         for k in 0..b {
             let (l, gc, gr) = bradley_terry(r[2 * k], r[2 * k + 1]);
@@ -337,89 +391,65 @@ pub fn train(
                 let i = last[row];
                 for j in 0..d {
                     gh[j] += g * h[i * d + j];
-                    dxf[i * d + j] = g * rm.head[j];
+                    self.dxf[i * d + j] = g * self.head[j];
                 }
                 gh[d] += g;
             }
         }
-        grads.fill(0.0);
-        rm.trunk.backward_from_hidden(&x, &dxf, &mut grads, &mut ws);
-        let norm = (grad_norm(&grads).powi(2)
-            + gh.iter().map(|g| f64::from(*g).powi(2)).sum::<f64>())
-        .sqrt();
-        let clip = if t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
-            (t.grad_clip as f64 / norm) as f32
-        } else {
-            1.0
-        };
-        if clip < 1.0 {
-            grads.par_iter_mut().for_each(|g| *g *= clip);
-            gh.iter_mut().for_each(|g| *g *= clip);
-        }
-        let lr = lr_scale(t, state.step);
-        opt.update(&mut rm.trunk.params.data, &grads, lr);
-        adam_head(
-            &mut rm.head,
-            &gh,
-            &mut hm,
-            &mut hv,
-            state.step as u64 + 1,
-            cfg.rm.head_lr * lr,
-        );
-        state.step += 1;
-        let tokens = (2 * b * seq) as u64;
-        state.tokens_seen += tokens;
-        meter.add(tokens, tokens as f64 * flops_per_token);
-        meter.save_every(30.0)?;
-        let bf = b as f64;
-        log(&format!(
-            "rm step {} | loss {:.4} | margin {:.3} | acc {:.2} | lr {:.2e} | grad norm {norm:.3} | ${:.4}",
-            state.step, loss / bf, margin / bf, acc / bf, t.lr * lr, meter.dollars()
-        ));
-        emit(
-            serde_json::json!({"step": state.step, "loss": loss / bf, "margin": margin / bf, "accuracy": acc / bf, "grad_norm": norm}),
-        )?;
-        if due(state.step, t.steps, t.eval_every) && !val.is_empty() {
-            after = evaluate(&rm, val, &mut ws);
-            log(&format!(
-                "rm step {} | held-out pairwise accuracy {:.3} ± {:.3} | margin {:.3} | loss {:.4}",
-                state.step, after.accuracy, after.ci95, after.margin, after.loss
-            ));
-            emit(
-                serde_json::json!({"step": state.step, "val_accuracy": after.accuracy, "val_margin": after.margin, "val_loss": after.loss}),
-            )?;
-        }
-        if due(state.step, t.steps, t.checkpoint_every) {
-            state.elapsed_s = clock.wall_s();
-            meter.save()?;
-            checkpoint::save_with(
-                &dir,
-                &rm.trunk,
-                &opt,
-                &state,
-                t.keep_checkpoints,
-                &[
-                    ("reward_head", &rm.head),
-                    ("reward_head.m", &hm),
-                    ("reward_head.v", &hv),
-                ],
-            )?;
-        }
+        model.backward_from_hidden(&x, &self.dxf, grads, &mut self.ws);
+        let (bf, tokens) = (b as f64, (2 * b * self.seq) as u64);
+        Ok(Step {
+            loss: loss / bf,
+            tokens,
+            flops: tokens as f64 * self.flops_per_token,
+            outside_sum_sq: gh.iter().map(|g| f64::from(*g).powi(2)).sum(),
+            line: format!(" | margin {:.3} | acc {:.2}", margin / bf, acc / bf),
+            fields: serde_json::json!({"margin": margin / bf, "accuracy": acc / bf}),
+            ..Step::default()
+        })
     }
-    let summary = RmSummary {
-        steps: state.step,
-        wall_s: clock.wall_s(),
-        train_pairs: train_set.len(),
-        before,
-        after,
-        prompts_cut,
-        skipped_rows,
-    };
-    meter.detail(format!(
-        "reward model, {} steps, held-out accuracy {:.3}",
-        state.step, after.accuracy
-    ));
-    meter.finish()?;
-    write_report(&dir, &summary)?;
-    Ok(summary)
+
+    /// The head follows the trunk: clipped alike, at `head_lr` on the same schedule.
+    fn after_update(&mut self, _: &mut Llama, u: Update) {
+        self.head_grad.iter_mut().for_each(|g| *g *= u.clip);
+        let lr = self.head_lr * u.lr_scale;
+        let (m, v) = (&mut self.head_m, &mut self.head_v);
+        adam_head(&mut self.head, &self.head_grad, m, v, u.step as u64 + 1, lr);
+    }
+
+    fn cursor(&self) -> Cursor {
+        self.pairs.cursor()
+    }
+
+    fn evaluate(&mut self, model: &Llama, _: &mut Log) -> Result<Option<Report>> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        let e = evaluate(model, &self.head, self.val, &mut self.ws);
+        self.after = e;
+        Ok(Some(Report {
+            line: format!(
+                "held-out pairwise accuracy {:.3} ± {:.3} | margin {:.3} | loss {:.4}",
+                e.accuracy, e.ci95, e.margin, e.loss
+            ),
+            fields: serde_json::json!({"val_accuracy": e.accuracy, "val_margin": e.margin, "val_loss": e.loss}),
+            ..Report::default()
+        }))
+    }
+
+    fn extra_tensors(&self) -> Vec<(&'static str, &[f32])> {
+        vec![
+            ("reward_head", &self.head),
+            ("reward_head.m", &self.head_m),
+            ("reward_head.v", &self.head_v),
+        ]
+    }
+
+    fn restore_extra(&mut self, ck: &Path) -> Result<()> {
+        let n = self.head.len();
+        self.head = checkpoint::load_extra(ck, "reward_head", n)?;
+        self.head_m = checkpoint::load_extra(ck, "reward_head.m", n)?;
+        self.head_v = checkpoint::load_extra(ck, "reward_head.v", n)?;
+        Ok(())
+    }
 }

@@ -4,13 +4,11 @@
 
 use base::config::parse_toml;
 use base::{Error, Result};
-use data::loader::Cursor;
-use model::Llama;
 use std::path::{Path, PathBuf};
-use tensor::Rng;
-use train::checkpoint::{self, TrainState, Trained};
-use train::config::TrainConfig;
-use train::optim::Optimizer;
+use train::checkpoint::{self, Trained};
+use train::config::{DistConfig, TrainConfig};
+use train::dist::Solo;
+use train::Setup;
 
 /// Loads the SFT model of `run`, checks that rows of `seq` tokens fit its context, and
 /// prepares `RUN/<sub>` for `resolved` (see `checkpoint::open_stage_dir`). `what` names the
@@ -43,36 +41,26 @@ pub(crate) fn open(
     Ok((sft, dir))
 }
 
-/// The state to train from: a fresh one, or with `resume` the newest checkpoint of `dir`
-/// loaded into `model` and `opt` (its path returned, for stage-specific tensors).
-pub(crate) fn start_state(
-    dir: &Path,
+/// Where a preference stage trains: one process, checkpoints and metrics in `dir`, billed as
+/// the run's "preference" stage.
+pub(crate) fn setup<'a>(
+    t: &'a TrainConfig,
+    run: &'a Path,
+    dir: &'a Path,
+    prefix: &'a str,
     resume: bool,
-    seed: u64,
-    model: &mut Llama,
-    opt: &mut Optimizer,
-    log: &mut impl FnMut(&str),
-) -> Result<(TrainState, Option<PathBuf>)> {
-    if resume {
-        if let Some((_, ck)) = checkpoint::list(dir)?.pop() {
-            let state = checkpoint::load(&ck, model, opt)?;
-            log(&format!(
-                "resumed from {} (step {})",
-                ck.display(),
-                state.step
-            ));
-            return Ok((state, Some(ck)));
-        }
+) -> Setup<'a> {
+    Setup {
+        comm: &Solo,
+        train: t,
+        dist: DistConfig::default(),
+        run,
+        dir,
+        stage: "preference",
+        after: Vec::new(),
+        prefix,
+        resume,
     }
-    let fresh = TrainState {
-        step: 0,
-        cursor: Cursor::default(),
-        loss_ema: None,
-        sample_rng: Rng::new(seed).state(),
-        tokens_seen: 0,
-        elapsed_s: 0.0,
-    };
-    Ok((fresh, None))
 }
 
 /// The seed of step `step`'s draws: a fixed function of the run's seed and the step, so a

@@ -16,6 +16,11 @@ pub fn temp(name: &str) -> PathBuf {
 /// A run directory with a byte-level tokenizer, a 64-token context, and a checkpoint for the
 /// base and the SFT stage (different weights).
 pub fn tiny_run(dir: &Path) -> PathBuf {
+    tiny_run_with(dir, "")
+}
+
+/// `tiny_run` with `more` TOML appended to its config (a `[model.mtp]` table, say).
+pub fn tiny_run_with(dir: &Path, more: &str) -> PathBuf {
     let tok = bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap();
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
@@ -26,7 +31,8 @@ pub fn tiny_run(dir: &Path) -> PathBuf {
             &format!("vocab_size = {}", tok.vocab_size()),
         )
         .replace("context_len = 32", "context_len = 64")
-        .replace("init_std = 0.02", "init_std = 0.2");
+        .replace("init_std = 0.02", "init_std = 0.2")
+        + more;
     std::fs::write(run.join("config.toml"), &cfg).unwrap();
     let model_cfg = Config::parse(&cfg, "tiny", &[]).unwrap().model;
     for (sub, seed) in [("", 1), ("sft", 2)] {
