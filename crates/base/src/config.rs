@@ -5,6 +5,35 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
+/// A config file's type: what `load` and `parse` check after reading it. The error names the
+/// offending field (`train.lr`) and what is wrong with it.
+pub trait Validate {
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)>;
+}
+
+/// Reads, overrides, deserialises and validates the config at `path`: the one way every
+/// stage's config is loaded.
+pub fn load<T: serde::de::DeserializeOwned + Validate>(
+    path: &Path,
+    overrides: &[String],
+) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse(&text, &path.display().to_string(), overrides)
+}
+
+/// `load` of config text from `origin` (a path or a preset's name, for messages).
+pub fn parse<T: serde::de::DeserializeOwned + Validate>(
+    text: &str,
+    origin: &str,
+    overrides: &[String],
+) -> Result<T> {
+    let cfg: T = parse_toml(text, origin, overrides)?;
+    cfg.validate().map_err(|(field, msg)| {
+        Error::config(origin, format!("{field}: {msg}"), "adjust that field")
+    })?;
+    Ok(cfg)
+}
+
 /// Reads the TOML file at `path` and parses it with [`parse_toml`].
 pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

@@ -22,15 +22,34 @@ fn mpirun(np: usize, args: &[&str], limit: Duration) -> (Output, Duration) {
     mpirun_app(&all, limit)
 }
 
+/// `mpirun` with test faults (see `train::faults`) exported to every rank.
+fn mpirun_with_faults(
+    np: usize,
+    args: &[&str],
+    faults: &str,
+    limit: Duration,
+) -> (Output, Duration) {
+    let np = np.to_string();
+    let mut all = vec!["-x", train::faults::VAR, "-np", &np, BIN];
+    all.extend(args);
+    let mut cmd = mpirun_command(&all);
+    cmd.env(train::faults::VAR, faults);
+    run_limited(cmd, limit)
+}
+
 /// `mpirun OPTIONS APP` for an application context `app` of mpirun's own syntax.
 fn mpirun_app(app: &[&str], limit: Duration) -> (Output, Duration) {
+    run_limited(mpirun_command(app), limit)
+}
+
+fn mpirun_command(app: &[&str]) -> Command {
     let mut cmd = Command::new("mpirun");
     cmd.args(["--bind-to", "none", "--oversubscribe"])
         .args(app)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .stdin(Stdio::null());
-    run_limited(cmd, limit)
+    cmd
 }
 
 fn run_limited(mut cmd: Command, limit: Duration) -> (Output, Duration) {
@@ -206,8 +225,8 @@ fn a_dead_rank_ends_the_job_and_its_checkpoint_resumes_on_one_rank() {
     // Rank 1 crashes at step 7, after the checkpoint of step 4: the job must end, non-zero,
     // and say which rank.
     let broken = dir.join("broken");
-    let faults = ["dist.fault=exit", "dist.fault_rank=1", "dist.fault_step=7"];
-    let (o, took) = mpirun(2, &args(&cfg, &broken, &faults), limit);
+    let dies = "rank = 1; step = 7; kill = \"exit\"";
+    let (o, took) = mpirun_with_faults(2, &args(&cfg, &broken, &[]), dies, limit);
     let text = out(&o);
     assert!(!o.status.success(), "{text}");
     // The launcher names the rank that died.
@@ -228,8 +247,6 @@ fn a_dead_rank_ends_the_job_and_its_checkpoint_resumes_on_one_rank() {
         "--resume",
         "--threads",
         "1",
-        "--set",
-        "dist.fault_step=0",
     ]);
     let text = out(&o);
     assert!(o.status.success(), "{text}");
@@ -247,13 +264,9 @@ fn a_hung_rank_times_out_and_mismatched_configs_are_refused() {
     let (dir, cfg) = fixture("dist-faults");
     let limit = Duration::from_secs(120);
     let run = dir.join("hang");
-    let faults = [
-        "dist.fault=hang",
-        "dist.fault_rank=1",
-        "dist.fault_step=3",
-        "dist.timeout_s=3",
-    ];
-    let (o, took) = mpirun(2, &args(&cfg, &run, &faults), limit);
+    let hangs = "rank = 1; step = 3; kill = \"hang\"";
+    let sets = ["dist.timeout_s=3"];
+    let (o, took) = mpirun_with_faults(2, &args(&cfg, &run, &sets), hangs, limit);
     let text = out(&o);
     assert!(!o.status.success(), "{text}");
     assert!(

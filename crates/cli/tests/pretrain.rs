@@ -157,7 +157,7 @@ fn trains_samples_and_refuses_mismatched_runs() {
 fn loss_guard_skips_nan_steps_and_rolls_back() {
     let (dir, cfg) = fixture("guard");
     let run = dir.join("run");
-    let o = frugal(&[
+    let args = [
         "pretrain",
         "--config",
         cfg.to_str().unwrap(),
@@ -171,9 +171,8 @@ fn loss_guard_skips_nan_steps_and_rolls_back() {
         "train.checkpoint_every=4",
         "--set",
         "train.max_bad_steps=1",
-        "--set",
-        "train.inject_nan_steps=[6, 7, 10]",
-    ]);
+    ];
+    let o = common::frugal_with_faults("nan_steps = [6, 7, 10]", &args);
     let text = out(&o);
     assert!(o.status.success(), "{text}");
     assert!(

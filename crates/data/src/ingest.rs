@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    #[default]
     Auto,
     Text,
     Jsonl,
@@ -30,10 +31,11 @@ pub enum Format {
     Email,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// Count the damaged item in the report and go on.
+    #[default]
     Skip,
     /// Stop with an error naming the file and position.
     Fail,
@@ -41,36 +43,35 @@ pub enum OnError {
 
 /// One `[[source]]` of a prepare config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// Short name, used in document ids and the report.
     pub name: String,
     /// Files or directories (walked recursively; hidden entries skipped).
     pub paths: Vec<PathBuf>,
-    #[serde(default = "default_format")]
     pub format: Format,
     /// JSONL field holding the text.
-    #[serde(default = "default_field")]
     pub field: String,
     /// Decode text files that are not UTF-8 as Latin-1 (older e-texts) instead of skipping them.
-    #[serde(default)]
     pub latin1_fallback: bool,
     /// Only files with these extensions (without the dot; empty = every file).
-    #[serde(default)]
     pub extensions: Vec<String>,
     /// Relative sampling weight when mixing (1.0 = every document once; 2.0 = twice; 0.5 = half).
-    #[serde(default = "default_weight")]
     pub weight: f64,
 }
 
-fn default_format() -> Format {
-    Format::Auto
-}
-fn default_field() -> String {
-    "text".into()
-}
-fn default_weight() -> f64 {
-    1.0
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            name: String::new(),
+            paths: Vec::new(),
+            format: Format::Auto,
+            field: "text".into(),
+            latin1_fallback: Default::default(),
+            extensions: Default::default(),
+            weight: 1.0,
+        }
+    }
 }
 
 /// Counts of what reading skipped, by reason.

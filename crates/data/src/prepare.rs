@@ -12,6 +12,7 @@ use crate::filters::{check_quality, QualityConfig, Toxicity};
 use crate::ingest::{read_source, OnError, Skips, SourceConfig};
 use crate::jsonl::JsonlWriter;
 use crate::Doc;
+use base::config::Validate;
 use base::progress::bar;
 use base::{Error, Result};
 use rayon::prelude::*;
@@ -20,26 +21,35 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PrepareConfig {
     /// Output directory.
     pub out_dir: PathBuf,
     /// Fraction of documents held out for validation.
-    #[serde(default = "default_val_fraction")]
     pub val_fraction: f64,
     /// Seed of the validation split and of the mixing order.
-    #[serde(default)]
     pub seed: u64,
-    #[serde(default = "default_on_error")]
     pub on_error: OnError,
-    #[serde(default)]
     pub quality: QualityConfig,
-    #[serde(default)]
     pub toxicity: ToxicityConfig,
-    #[serde(default)]
     pub near_dup: NearDupConfig,
     #[serde(rename = "source")]
     pub sources: Vec<SourceConfig>,
+}
+
+impl Default for PrepareConfig {
+    fn default() -> Self {
+        PrepareConfig {
+            out_dir: PathBuf::new(),
+            val_fraction: 0.01,
+            seed: Default::default(),
+            on_error: OnError::Skip,
+            quality: Default::default(),
+            toxicity: Default::default(),
+            near_dup: Default::default(),
+            sources: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,46 +69,35 @@ impl Default for ToxicityConfig {
     }
 }
 
-fn default_val_fraction() -> f64 {
-    0.01
-}
-fn default_on_error() -> OnError {
-    OnError::Skip
-}
-
 impl PrepareConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: PrepareConfig = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map_or(0, |s| {
-                1 + text[..s.start.min(text.len())].matches('\n').count()
-            });
-            Error::config(
-                format!("{}, line {line}", path.display()),
-                e.message(),
-                "see configs/data-pretrain.toml for the fields",
-            )
-        })?;
-        if !(0.0..1.0).contains(&cfg.val_fraction) {
-            return Err(Error::config(
-                path.display().to_string(),
-                "val_fraction must be in [0, 1)",
-                "use e.g. 0.01",
-            ));
+        base::config::load(path, &[])
+    }
+}
+
+impl Validate for PrepareConfig {
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.out_dir.as_os_str().is_empty() {
+            return Err(("out_dir", "is not set: name the output directory".into()));
         }
-        if cfg.sources.is_empty()
-            || cfg
-                .sources
-                .iter()
-                .any(|s| !(s.weight >= 0.0 && s.weight.is_finite()))
-        {
-            return Err(Error::config(
-                path.display().to_string(),
-                "needs [[source]] tables with non-negative weights",
-                "add a source",
-            ));
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(("val_fraction", "must be in [0, 1), e.g. 0.01".into()));
         }
-        Ok(cfg)
+        if self.sources.is_empty() {
+            return Err(("source", "needs [[source]] tables".into()));
+        }
+        for s in &self.sources {
+            if s.name.is_empty() || s.paths.is_empty() {
+                return Err(("source", format!("{:?} lacks its name or paths", s.name)));
+            }
+            if !(s.weight >= 0.0 && s.weight.is_finite()) {
+                return Err((
+                    "source.weight",
+                    format!("{} of {:?} is negative", s.weight, s.name),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -17,20 +17,25 @@ use tensor::Rng;
 
 /// One source of conversations.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ChatSource {
     pub name: String,
     /// A file, or a directory searched for .jsonl/.json files.
     pub path: PathBuf,
-    #[serde(default = "default_format")]
     pub format: ChatFormatKind,
     /// Training conversations taken from this source at most (0: all).
-    #[serde(default)]
     pub max_conversations: usize,
 }
 
-fn default_format() -> ChatFormatKind {
-    ChatFormatKind::Auto
+impl Default for ChatSource {
+    fn default() -> Self {
+        ChatSource {
+            name: String::new(),
+            path: PathBuf::new(),
+            format: ChatFormatKind::Auto,
+            max_conversations: Default::default(),
+        }
+    }
 }
 
 /// What the mixture is made of and how it is split: the `[sft]` table's sources and held-out

@@ -71,30 +71,40 @@ pub enum Mlp {
 /// The mixture-of-experts MLP (DeepSeek-V2/V3's DeepSeekMoE). HF DeepSeek-V3 config names in
 /// brackets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MoeConfig {
     /// Routed experts per MoE layer [n_routed_experts].
     pub routed_experts: usize,
     /// Routed experts each token uses [num_experts_per_tok].
     pub top_k: usize,
     /// Always-on shared experts [n_shared_experts]; 0 for none.
-    #[serde(default = "default_shared_experts")]
     pub shared_experts: usize,
     /// Hidden width of each expert's SwiGLU [moe_intermediate_size].
     pub expert_hidden: usize,
     /// The first this many layers keep the dense MLP of ffn_hidden [first_k_dense_replace].
-    #[serde(default)]
     pub dense_layers: usize,
     /// Gates are scaled by this [routed_scaling_factor].
-    #[serde(default = "default_route_scale")]
     pub route_scale: f32,
     /// γ of auxiliary-loss-free balancing: after each optimizer step, each expert's selection
     /// bias moves by γ toward balance (up if it got fewer tokens than the mean). 0 disables.
-    #[serde(default = "default_bias_update")]
     pub bias_update: f32,
     /// α of the sequence-wise balance loss; 0 (the default) trains without any auxiliary loss.
-    #[serde(default)]
     pub balance_loss: f32,
+}
+
+impl Default for MoeConfig {
+    fn default() -> Self {
+        MoeConfig {
+            routed_experts: 0,
+            top_k: 0,
+            shared_experts: 1,
+            expert_hidden: 0,
+            dense_layers: Default::default(),
+            route_scale: 1.0,
+            bias_update: 1e-3,
+            balance_loss: Default::default(),
+        }
+    }
 }
 
 impl MoeConfig {
@@ -105,7 +115,7 @@ impl MoeConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// Number of token ids, including special tokens.
     pub vocab_size: usize,
@@ -120,26 +130,43 @@ pub struct ModelConfig {
     pub n_kv_heads: usize,
     /// Hidden width of the SwiGLU MLP.
     pub ffn_hidden: usize,
-    #[serde(default = "default_rope_theta")]
     pub rope_theta: f32,
-    #[serde(default = "default_norm_eps")]
     pub norm_eps: f32,
     /// Standard deviation of the normal initialisation of matrices.
-    #[serde(default = "default_init_std")]
     pub init_std: f32,
-    #[serde(default = "default_attention")]
     pub attention: Attention,
-    #[serde(default = "default_mlp")]
     pub mlp: Mlp,
     /// Required when attention = "mla".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mla: Option<MlaConfig>,
     /// Required when mlp = "moe".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub moe: Option<MoeConfig>,
     /// Multi-token prediction modules (DeepSeek-V3), trained beside the model; none if absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mtp: Option<MtpConfig>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            vocab_size: 0,
+            context_len: 0,
+            d_model: 0,
+            n_layers: 0,
+            n_heads: 0,
+            n_kv_heads: 0,
+            ffn_hidden: 0,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            init_std: 0.02,
+            attention: Attention::Gqa,
+            mlp: Mlp::Swiglu,
+            mla: Default::default(),
+            moe: Default::default(),
+            mtp: Default::default(),
+        }
+    }
 }
 
 /// Multi-token prediction (DeepSeek-V3 §2.2): `depth` sequential modules, the k-th predicting
@@ -147,41 +174,21 @@ pub struct ModelConfig {
 /// token k places ahead. Each is one more decoder layer (with the last layer's MLP kind) and a
 /// 2d → d projection; the embedding and the output head are the model's own.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MtpConfig {
     /// Number of modules D [num_nextn_predict_layers].
     pub depth: usize,
     /// λ: the training loss adds λ/D · Σ_k (module k's cross-entropy).
-    #[serde(default = "default_mtp_weight")]
     pub weight: f32,
 }
 
-fn default_rope_theta() -> f32 {
-    10000.0
-}
-fn default_norm_eps() -> f32 {
-    1e-5
-}
-fn default_init_std() -> f32 {
-    0.02
-}
-fn default_attention() -> Attention {
-    Attention::Gqa
-}
-fn default_mlp() -> Mlp {
-    Mlp::Swiglu
-}
-fn default_mtp_weight() -> f32 {
-    0.3
-}
-fn default_shared_experts() -> usize {
-    1
-}
-fn default_route_scale() -> f32 {
-    1.0
-}
-fn default_bias_update() -> f32 {
-    1e-3
+impl Default for MtpConfig {
+    fn default() -> Self {
+        MtpConfig {
+            depth: 0,
+            weight: 0.3,
+        }
+    }
 }
 
 impl ModelConfig {

@@ -288,12 +288,8 @@ impl<'a> Pretraining<'a> {
 }
 
 impl Objective for Pretraining<'_> {
-    fn gradient(&mut self, model: &Llama, grads: &mut [f32], at: At) -> Result<Step> {
+    fn gradient(&mut self, model: &Llama, grads: &mut [f32], _: At) -> Result<Step> {
         let (rank, world) = (self.comm.rank(), self.comm.world());
-        let dist = &self.cfg.dist;
-        if dist.fault_step == at.step + 1 && dist.fault_rank == rank {
-            inject_fault(&dist.fault, rank, at.step + 1);
-        }
         let (mut sum, mut aux, mut mtp) = (0f64, 0f64, 0f64);
         let scale = 1.0 / self.step_tokens as f32;
         for _ in 0..self.micro {
@@ -411,16 +407,4 @@ fn prepare_run_dir(cfg: &Config, run: &Path, resume: bool, tok: &Tokenizer) -> R
             "check the run directory is writable",
         )
     })
-}
-
-/// Fault injection for the tests of a dying or hanging rank (`dist.fault`).
-fn inject_fault(fault: &str, rank: usize, step: usize) {
-    eprintln!("rank {rank}: injected fault {fault:?} at step {step}");
-    match fault {
-        // Dies the way a crash does: by a signal, without a word to the other ranks.
-        "exit" => std::process::abort(),
-        _ => loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        },
-    }
 }

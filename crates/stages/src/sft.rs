@@ -7,7 +7,7 @@
 //! Conversations are packed into rows, and attention is masked at their boundaries, so a
 //! conversation is trained exactly as if it were alone in its row (RoPE is relative).
 
-use base::config::parse_toml;
+use base::config::Validate;
 use base::{Error, Result};
 use data::chat::{ChatFormat, Conversation};
 use data::loader::{Cursor, Shuffled};
@@ -33,65 +33,68 @@ pub struct SftConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SftSection {
     pub sources: Vec<ChatSource>,
     /// Fraction of each source held out for validation and the format check ...
-    #[serde(default = "default_val_fraction")]
     pub val_fraction: f32,
     /// ... but at most this many conversations per source.
-    #[serde(default = "default_max_val")]
     pub max_val_per_source: usize,
     /// Held-out prompts answered at the end to check replies are well-formed (0: skip).
-    #[serde(default = "default_format_check")]
     pub format_check: usize,
     /// Token limit of each of those replies.
-    #[serde(default = "default_reply_tokens")]
     pub reply_tokens: usize,
-    #[serde(default = "default_check_sampling")]
     pub check_sampling: SamplingParams,
 }
 
-fn default_val_fraction() -> f32 {
-    0.02
-}
-fn default_max_val() -> usize {
-    200
-}
-fn default_format_check() -> usize {
-    100
-}
-fn default_reply_tokens() -> usize {
-    128
-}
-fn default_check_sampling() -> SamplingParams {
-    SamplingParams {
-        temperature: 0.7,
-        top_k: 50,
-        top_p: 0.95,
-        repetition_penalty: 1.0,
+impl Default for SftSection {
+    fn default() -> Self {
+        SftSection {
+            sources: Vec::new(),
+            val_fraction: 0.02,
+            max_val_per_source: 200,
+            format_check: 100,
+            reply_tokens: 128,
+            check_sampling: SamplingParams {
+                temperature: 0.7,
+                top_k: 50,
+                top_p: 0.95,
+                repetition_penalty: 1.0,
+            },
+        }
     }
 }
 
 impl SftConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, &path.display().to_string(), overrides)
+        base::config::load(path, overrides)
     }
 
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let cfg: SftConfig = parse_toml(text, origin, overrides)?;
-        cfg.validate().map_err(|(field, msg)| {
-            Error::config(origin, format!("{field}: {msg}"), "adjust that field")
-        })?;
-        Ok(cfg)
+        base::config::parse(text, origin, overrides)
     }
 
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("an SftConfig always serialises")
+    }
+}
+
+impl Validate for SftConfig {
     fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
         self.train.validate()?;
         let s = &self.sft;
         if s.sources.is_empty() {
             return Err(("sft.sources", "lists no sources".into()));
+        }
+        if let Some(src) = s
+            .sources
+            .iter()
+            .find(|s| s.name.is_empty() || s.path.as_os_str().is_empty())
+        {
+            return Err((
+                "sft.sources",
+                format!("{:?} lacks its name or path", src.name),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         if let Some(dup) = s.sources.iter().find(|src| !names.insert(&src.name)) {
@@ -109,10 +112,6 @@ impl SftConfig {
         s.check_sampling
             .validate()
             .map_err(|e| ("sft.check_sampling", e))
-    }
-
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("an SftConfig always serialises")
     }
 }
 

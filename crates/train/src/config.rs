@@ -2,8 +2,8 @@
 //! keys refused, validated into the structs below. `--set section.key=value` overrides apply
 //! before validation (`base::config`). The model's own table is `model::config`.
 
-use base::config::parse_toml;
-use base::{Error, Result};
+use base::config::Validate;
+use base::Result;
 use model::config::ModelConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -36,38 +36,16 @@ pub enum Backend {
 /// `[dist]`: data parallelism across the ranks a launcher starts. None of it changes the
 /// arithmetic of a step, so a run may resume with other values (and another world size).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DistConfig {
-    #[serde(default)]
     pub backend: Backend,
     /// ZeRO stage: 0 replicates the optimizer state on every rank; 1 shards it (reduce-scatter
     /// the gradients, update a 1/world slice, all-gather the parameters).
-    #[serde(default)]
     pub zero: u8,
     /// Gradients travel in buckets of this many MiB, in a fixed order.
-    #[serde(default = "default_bucket_mb")]
     pub bucket_mb: f64,
     /// A collective that waits longer than this (a rank died or hung) ends the run.
-    #[serde(default = "default_timeout_s")]
     pub timeout_s: f64,
-    /// Fault injection for tests: rank `fault_rank` exits ("exit") or hangs ("hang") at step
-    /// `fault_step` (numbered from 1); 0 disables.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub fault_step: usize,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub fault_rank: usize,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub fault: String,
-}
-
-fn default_bucket_mb() -> f64 {
-    25.0
-}
-fn default_timeout_s() -> f64 {
-    300.0
-}
-fn is_zero(x: &usize) -> bool {
-    *x == 0
 }
 
 impl Default for DistConfig {
@@ -75,11 +53,8 @@ impl Default for DistConfig {
         DistConfig {
             backend: Backend::Auto,
             zero: 0,
-            bucket_mb: default_bucket_mb(),
-            timeout_s: default_timeout_s(),
-            fault_step: 0,
-            fault_rank: 0,
-            fault: String::new(),
+            bucket_mb: 25.0,
+            timeout_s: 300.0,
         }
     }
 }
@@ -98,12 +73,6 @@ impl DistConfig {
         }
         if !(self.timeout_s > 0.0 && self.timeout_s.is_finite()) {
             return Err(("dist.timeout_s", "must be a positive number".into()));
-        }
-        if self.fault_step > 0 && !matches!(self.fault.as_str(), "exit" | "hang") {
-            return Err((
-                "dist.fault",
-                format!("{:?} is not \"exit\" or \"hang\"", self.fault),
-            ));
         }
         Ok(())
     }
@@ -159,142 +128,90 @@ pub enum OptimizerKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     /// Sequences per optimizer step.
     pub batch_size: usize,
     /// Tokens per sequence (≤ model.context_len).
     pub seq_len: usize,
-    #[serde(default = "default_optimizer")]
     pub optimizer: OptimizerKind,
     /// "f32", or "bf16": the projections', head's and weight gradients' products in bf16.
-    #[serde(default = "default_precision")]
     pub precision: Precision,
     /// Peak AdamW learning rate.
     pub lr: f32,
-    #[serde(default = "default_beta1")]
     pub beta1: f32,
-    #[serde(default = "default_beta2")]
     pub beta2: f32,
-    #[serde(default = "default_eps")]
     pub eps: f32,
     /// Decoupled weight decay of matrices (never of norm weights).
-    #[serde(default)]
     pub weight_decay: f32,
     /// Learning rate of Muon's matrices (optimizer = "muon").
-    #[serde(default = "default_muon_lr")]
     pub muon_lr: f32,
-    #[serde(default = "default_muon_momentum")]
     pub muon_momentum: f32,
-    #[serde(default)]
     pub seed: u64,
     /// Optimizer steps of `frugal pretrain`.
-    #[serde(default = "default_steps")]
     pub steps: usize,
     /// Tokens per optimizer step; a multiple of batch_size · seq_len (the rest is gradient
     /// accumulation). 0 means one micro-batch per step.
-    #[serde(default)]
     pub batch_tokens: usize,
-    #[serde(default = "default_schedule")]
     pub schedule: Schedule,
-    #[serde(default)]
     pub warmup_steps: usize,
     /// Final learning rate as a fraction of the peak.
-    #[serde(default = "default_min_lr_frac")]
     pub min_lr_frac: f32,
     /// Fraction of steps in the decay phase of the WSD schedule.
-    #[serde(default = "default_decay_frac")]
     pub decay_frac: f32,
     /// Clip the global gradient norm to this value (0 disables clipping).
-    #[serde(default = "default_grad_clip")]
     pub grad_clip: f32,
     /// Validation every this many steps (0: only at the end), on this many tokens.
-    #[serde(default = "default_eval_every")]
     pub eval_every: usize,
-    #[serde(default = "default_eval_tokens")]
     pub eval_tokens: usize,
     /// A sample from `sample_prompt` every this many steps (0: only at the end).
-    #[serde(default)]
     pub sample_every: usize,
-    #[serde(default = "default_sample_prompt")]
     pub sample_prompt: String,
-    #[serde(default = "default_sample_tokens")]
     pub sample_tokens: usize,
     /// A checkpoint every this many steps (and at the end); the last `keep_checkpoints` are kept.
-    #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
-    #[serde(default = "default_keep_checkpoints")]
     pub keep_checkpoints: usize,
     /// Loss guard: a loss above spike_factor × its running average (or not finite) skips the
     /// update; more than max_bad_steps such steps in a row roll back to the last checkpoint.
-    #[serde(default = "default_spike_factor")]
     pub spike_factor: f32,
-    #[serde(default = "default_max_bad_steps")]
     pub max_bad_steps: usize,
-    /// Fault injection for tests of the loss guard: the loss of these steps (numbered as in the
-    /// log, from 1) is replaced by NaN.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inject_nan_steps: Vec<usize>,
 }
-fn default_precision() -> Precision {
-    Precision::F32
-}
-fn default_optimizer() -> OptimizerKind {
-    OptimizerKind::Adamw
-}
-fn default_beta1() -> f32 {
-    0.9
-}
-fn default_beta2() -> f32 {
-    0.95
-}
-fn default_eps() -> f32 {
-    1e-8
-}
-fn default_muon_lr() -> f32 {
-    0.02
-}
-fn default_muon_momentum() -> f32 {
-    0.95
-}
-fn default_steps() -> usize {
-    1000
-}
-fn default_schedule() -> Schedule {
-    Schedule::Cosine
-}
-fn default_min_lr_frac() -> f32 {
-    0.1
-}
-fn default_decay_frac() -> f32 {
-    0.2
-}
-fn default_grad_clip() -> f32 {
-    1.0
-}
-fn default_eval_every() -> usize {
-    250
-}
-fn default_eval_tokens() -> usize {
-    1 << 16
-}
-fn default_sample_prompt() -> String {
-    "The".into()
-}
-fn default_sample_tokens() -> usize {
-    48
-}
-fn default_checkpoint_every() -> usize {
-    500
-}
-fn default_keep_checkpoints() -> usize {
-    2
-}
-fn default_spike_factor() -> f32 {
-    4.0
-}
-fn default_max_bad_steps() -> usize {
-    3
+
+/// What a config leaves out. `batch_size`, `seq_len` and `lr` have no sensible default: left
+/// at 0 they fail validation, which names them.
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: 0,
+            seq_len: 0,
+            optimizer: OptimizerKind::Adamw,
+            precision: Precision::F32,
+            lr: 0.0,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            muon_lr: 0.02,
+            muon_momentum: 0.95,
+            seed: 0,
+            steps: 1000,
+            batch_tokens: 0,
+            schedule: Schedule::Cosine,
+            warmup_steps: 0,
+            min_lr_frac: 0.1,
+            decay_frac: 0.2,
+            grad_clip: 1.0,
+            eval_every: 250,
+            eval_tokens: 1 << 16,
+            sample_every: 0,
+            sample_prompt: "The".into(),
+            sample_tokens: 48,
+            checkpoint_every: 500,
+            keep_checkpoints: 2,
+            spike_factor: 4.0,
+            max_bad_steps: 3,
+        }
+    }
 }
 
 impl TrainConfig {
@@ -305,7 +222,7 @@ impl TrainConfig {
             ("train.seq_len", t.seq_len),
         ] {
             if v == 0 {
-                return Err((field, "must be at least 1".into()));
+                return Err((field, "must be set, to at least 1".into()));
             }
         }
         let positive = |x: f32| x > 0.0 && x.is_finite();
@@ -315,7 +232,7 @@ impl TrainConfig {
             ("train.eps", positive(t.eps)),
         ] {
             if !ok {
-                return Err((field, "must be a positive finite number".into()));
+                return Err((field, "must be set, to a positive finite number".into()));
             }
         }
         if !t.batch_tokens.is_multiple_of(t.batch_size * t.seq_len) {
@@ -365,31 +282,7 @@ impl TrainConfig {
     }
 }
 
-impl Config {
-    /// Reads `path`, applies `overrides` ("section.key=value", value in TOML syntax; bare words
-    /// are taken as strings), and validates.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, &path.display().to_string(), overrides)
-    }
-
-    /// A config built into the binary: "tiny" (tests) or "ref" (benchmark).
-    pub fn preset(name: &str, overrides: &[String]) -> Result<Self> {
-        Self::parse(
-            model::config::preset_text(name)?,
-            &format!("preset {name}"),
-            overrides,
-        )
-    }
-
-    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let cfg: Config = parse_toml(text, origin, overrides)?;
-        cfg.validate().map_err(|(field, msg)| {
-            Error::config(origin, format!("{field}: {msg}"), "adjust that field")
-        })?;
-        Ok(cfg)
-    }
-
+impl Validate for Config {
     fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
         let (m, t) = (&self.model, &self.train);
         m.validate()?;
@@ -402,6 +295,24 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `overrides` ("section.key=value", value in TOML syntax; bare words
+    /// are taken as strings), and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        base::config::load(path, overrides)
+    }
+
+    /// A config built into the binary: "tiny" (tests) or "ref" (benchmark).
+    pub fn preset(name: &str, overrides: &[String]) -> Result<Self> {
+        let text = model::config::preset_text(name)?;
+        Self::parse(text, &format!("preset {name}"), overrides)
+    }
+
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        base::config::parse(text, origin, overrides)
     }
 
     /// The resolved config without `[dist]`: what a resumed run must match (the ranks and how

@@ -3,7 +3,8 @@
 //! Owns: the run configuration (`config`: `[model]`, `[train]`, `[data]`, `[dist]`), the
 //! optimizers over the flat parameter buffer (`optim`), learning-rate schedules (`schedule`),
 //! the step's shared pieces (`step`: gradient norm, metrics file), the loop's clock and cadence
-//! (`clock`), the one training loop every stage runs (`trainer`), validation loss (`validation`), checkpoints (`checkpoint`, and `ranks` across
+//! (`clock`), the one training loop every stage runs (`trainer`) and the faults tests inject
+//! into it (`faults`), validation loss (`validation`), checkpoints (`checkpoint`, and `ranks` across
 //! data-parallel ranks) and the collectives of distributed training (`dist`).
 //!
 //! Uses: `model`, `data` (the loader's cursor lives in a checkpoint), `ledger`, `base`,
@@ -13,6 +14,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod dist;
+pub mod faults;
 pub mod optim;
 pub mod ranks;
 pub mod schedule;

@@ -17,6 +17,7 @@ use crate::checkpoint::TrainState;
 use crate::clock::{due, LoopClock};
 use crate::config::{DistConfig, TrainConfig};
 use crate::dist::{Collective, Replica};
+use crate::faults::Faults;
 use crate::optim::Optimizer;
 use crate::ranks;
 use crate::schedule::lr_scale;
@@ -169,8 +170,9 @@ pub struct Outcome {
 struct LossGuard {
     bad_streak: usize,
     rollbacks: Vec<usize>,
-    /// Test faults already fired (`train.inject_nan_steps`): once per step number, as a
+    /// NaN losses the tests inject (see `faults`), each fired once per step number, as a
     /// data fault would not recur after a rollback moved past its batch.
+    nan_steps: Vec<usize>,
     injected: std::collections::HashSet<usize>,
 }
 
@@ -184,8 +186,7 @@ impl LossGuard {
         spikes: bool,
     ) -> Option<String> {
         let step = state.step;
-        let loss = match t.inject_nan_steps.contains(&(step + 1)) && self.injected.insert(step + 1)
-        {
+        let loss = match self.nan_steps.contains(&(step + 1)) && self.injected.insert(step + 1) {
             true => f64::NAN,
             false => loss,
         };
@@ -218,6 +219,7 @@ pub struct Trainer<'a> {
     metrics: Option<(PathBuf, std::fs::File)>,
     clock: LoopClock,
     guard: LossGuard,
+    faults: Faults,
     grads: Vec<f32>,
     resumed_from: Option<PathBuf>,
     /// This invocation's steps: milliseconds and tokens.
@@ -237,6 +239,7 @@ impl<'a> Trainer<'a> {
         mut log: impl FnMut(&str) + 'a,
     ) -> Result<Self> {
         let (t, comm) = (setup.train, setup.comm);
+        let faults = Faults::from_env()?;
         let lead = comm.rank() == 0;
         let mut log: Box<Log<'a>> = Box::new(move |line: &str| {
             if lead {
@@ -293,7 +296,11 @@ impl<'a> Trainer<'a> {
             log,
             meter,
             metrics,
-            guard: LossGuard::default(),
+            guard: LossGuard {
+                nan_steps: faults.nan_steps.clone(),
+                ..LossGuard::default()
+            },
+            faults,
             resumed_from,
             step_ms: Vec::new(),
             step_tokens: Vec::new(),
@@ -354,6 +361,7 @@ impl<'a> Trainer<'a> {
     fn step(&mut self, obj: &mut impl Objective) -> Result<Option<(Step, f64, f32)>> {
         let t = self.setup.train;
         let at_step = self.state.step;
+        self.faults.before_step(self.setup.comm.rank(), at_step);
         let lr = lr_scale(t, at_step);
         let mut total = Step::default();
         let mut norm = 0.0;

@@ -11,6 +11,15 @@ pub fn frugal(args: &[&str]) -> Output {
         .expect("the frugal binary runs")
 }
 
+/// `frugal ARGS` with test faults injected (see `train::faults`).
+pub fn frugal_with_faults(faults: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args)
+        .env(train::faults::VAR, faults)
+        .output()
+        .expect("the frugal binary runs")
+}
+
 /// (stdout, stderr).
 pub fn text(o: &Output) -> (String, String) {
     (

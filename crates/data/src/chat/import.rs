@@ -16,10 +16,11 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// How a source's files are read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChatFormatKind {
     /// By extension and content: `.jsonl` one conversation per line; `.json` chitchat or BIG-bench.
+    #[default]
     Auto,
     Jsonl,
     Chitchat,

@@ -7,6 +7,7 @@
 
 use super::loss::dpo;
 use super::stage;
+use base::config::Validate;
 use base::{Error, Result};
 use data::chat::ChatFormat;
 use data::loader::{Cursor, Shuffled};
@@ -30,49 +31,50 @@ pub struct DpoConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DpoSection {
     /// Preference files: JSONL ({prompt, chosen, rejected} or HH-RLHF) or hhh_alignment JSON.
     pub sources: Vec<PathBuf>,
     /// How far the policy may move from the reference: the β of the implicit reward.
-    #[serde(default = "default_beta")]
     pub beta: f64,
     /// Pairs held out to measure the implicit reward's accuracy.
-    #[serde(default = "default_val_pairs")]
     pub val_pairs: usize,
     /// Replies are cut to this many tokens (the prompt is cut from the left to fit the rest).
-    #[serde(default = "default_max_reply")]
     pub max_reply_tokens: usize,
 }
 
-fn default_beta() -> f64 {
-    0.1
-}
-fn default_val_pairs() -> usize {
-    200
-}
-fn default_max_reply() -> usize {
-    96
+impl Default for DpoSection {
+    fn default() -> Self {
+        DpoSection {
+            sources: Vec::new(),
+            beta: 0.1,
+            val_pairs: 200,
+            max_reply_tokens: 96,
+        }
+    }
 }
 
 impl DpoConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        stage::load_config(
-            path,
-            overrides,
-            |c: &Self| &c.train,
-            |cfg| match &cfg.dpo {
-                d if d.sources.is_empty() => Err(("dpo.sources", "lists no files".into())),
-                d if !(d.beta > 0.0 && d.beta.is_finite()) => {
-                    Err(("dpo.beta", format!("{} is not a positive number", d.beta)))
-                }
-                d if d.max_reply_tokens == 0 || d.max_reply_tokens >= cfg.train.seq_len => Err((
-                    "dpo.max_reply_tokens",
-                    format!("must be in 1..{}", cfg.train.seq_len),
-                )),
-                _ => Ok(()),
-            },
-        )
+        base::config::load(path, overrides)
+    }
+}
+
+impl Validate for DpoConfig {
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        self.train.validate()?;
+        let cfg = self;
+        match &cfg.dpo {
+            d if d.sources.is_empty() => Err(("dpo.sources", "lists no files".into())),
+            d if !(d.beta > 0.0 && d.beta.is_finite()) => {
+                Err(("dpo.beta", format!("{} is not a positive number", d.beta)))
+            }
+            d if d.max_reply_tokens == 0 || d.max_reply_tokens >= cfg.train.seq_len => Err((
+                "dpo.max_reply_tokens",
+                format!("must be in 1..{}", cfg.train.seq_len),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

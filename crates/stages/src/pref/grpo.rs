@@ -10,6 +10,7 @@ use super::loss::{group_advantages, grpo_token};
 use super::rewards::{self, Problem, Scored};
 use super::rm::RewardModel;
 use super::stage;
+use base::config::Validate;
 use base::{Error, Result};
 use data::chat::ChatFormat;
 use data::loader::{Cursor, Shuffled};
@@ -44,145 +45,126 @@ pub enum RewardKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct GrpoSection {
     pub reward: RewardKind,
     /// G: replies sampled per prompt.
-    #[serde(default = "default_group")]
     pub group_size: usize,
     /// ε of the clipped ratio.
-    #[serde(default = "default_clip")]
     pub clip: f64,
     /// β of the KL penalty to the reference.
-    #[serde(default = "default_beta")]
     pub beta: f64,
     /// Policy updates per sampled batch (μ); with 1 the ratio is 1 and the clip never binds.
-    #[serde(default = "default_updates")]
     pub updates_per_batch: usize,
-    #[serde(default = "default_temperature")]
     pub temperature: f32,
-    #[serde(default = "default_max_reply")]
     pub max_reply_tokens: usize,
     /// Added for a reply that ends its turn with a `#### <number>` line (verifiable rewards).
-    #[serde(default = "default_format_reward")]
     pub format_reward: f64,
     /// Added when a calculator call in the reply returned the answer (verifiable rewards).
-    #[serde(default)]
     pub tool_reward: f64,
     /// Scales the graded reward of a wrong number: 1 − |given − answer| / |answer|, not below 0.
-    #[serde(default)]
     pub closeness_reward: f64,
     /// Divide each group's advantages by its reward's standard deviation (GRPO as published
     /// and TRL's default). False is Dr. GRPO's choice: shaping terms stay small beside the answer.
-    #[serde(default = "default_scale_rewards")]
     pub scale_rewards: bool,
     /// Prompts held out for the before/after measurement.
-    #[serde(default = "default_val_prompts")]
     pub val_prompts: usize,
     /// Arithmetic: operands run from 0 to this.
-    #[serde(default = "default_max_operand")]
     pub max_operand: u32,
     /// Arithmetic: the operations, of `+-*` and `>` (the larger of two numbers).
-    #[serde(default = "default_ops")]
     pub ops: String,
     /// GSM8K: the training split's JSONL; reward model: preference files whose prompts are used.
-    #[serde(default)]
     pub sources: Vec<PathBuf>,
 }
 
-fn default_group() -> usize {
-    8
-}
-fn default_clip() -> f64 {
-    0.2
-}
-fn default_beta() -> f64 {
-    0.04
-}
-fn default_updates() -> usize {
-    1
-}
-fn default_temperature() -> f32 {
-    1.0
-}
-fn default_max_reply() -> usize {
-    48
-}
-fn default_format_reward() -> f64 {
-    0.1
-}
-fn default_scale_rewards() -> bool {
-    true
-}
-fn default_val_prompts() -> usize {
-    200
-}
-fn default_max_operand() -> u32 {
-    20
-}
-fn default_ops() -> String {
-    "+-".into()
+impl Default for GrpoSection {
+    fn default() -> Self {
+        GrpoSection {
+            reward: RewardKind::Arithmetic,
+            group_size: 8,
+            clip: 0.2,
+            beta: 0.04,
+            updates_per_batch: 1,
+            temperature: 1.0,
+            max_reply_tokens: 48,
+            format_reward: 0.1,
+            tool_reward: Default::default(),
+            closeness_reward: Default::default(),
+            scale_rewards: true,
+            val_prompts: 200,
+            max_operand: 20,
+            ops: "+-".into(),
+            sources: Default::default(),
+        }
+    }
 }
 
 impl GrpoConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        stage::load_config(
-            path,
-            overrides,
-            |c: &Self| &c.train,
-            |cfg| {
-                let (g, seq) = (&cfg.grpo, cfg.train.seq_len);
-                let bad = |f: &'static str, m: String| Err((f, m));
-                if g.group_size < 2 {
-                    return bad(
-                        "grpo.group_size",
-                        "must be at least 2: advantages compare replies within a group".into(),
-                    );
+        base::config::load(path, overrides)
+    }
+}
+
+impl Validate for GrpoConfig {
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        self.train.validate()?;
+        let cfg = self;
+        {
+            let (g, seq) = (&cfg.grpo, cfg.train.seq_len);
+            let bad = |f: &'static str, m: String| Err((f, m));
+            if g.group_size < 2 {
+                return bad(
+                    "grpo.group_size",
+                    "must be at least 2: advantages compare replies within a group".into(),
+                );
+            }
+            if !(g.clip > 0.0 && g.clip < 1.0) {
+                return bad("grpo.clip", format!("{} is not in (0, 1)", g.clip));
+            }
+            if !(g.beta >= 0.0 && g.beta.is_finite()) {
+                return bad("grpo.beta", format!("{} is not a number ≥ 0", g.beta));
+            }
+            if !(g.format_reward >= 0.0 && g.format_reward.is_finite()) {
+                return bad(
+                    "grpo.format_reward",
+                    format!("{} is not a number ≥ 0", g.format_reward),
+                );
+            }
+            for (f, v) in [
+                ("grpo.tool_reward", g.tool_reward),
+                ("grpo.closeness_reward", g.closeness_reward),
+            ] {
+                if !(v >= 0.0 && v.is_finite()) {
+                    return bad(f, format!("{v} is not a number ≥ 0"));
                 }
-                if !(g.clip > 0.0 && g.clip < 1.0) {
-                    return bad("grpo.clip", format!("{} is not in (0, 1)", g.clip));
-                }
-                if !(g.beta >= 0.0 && g.beta.is_finite()) {
-                    return bad("grpo.beta", format!("{} is not a number ≥ 0", g.beta));
-                }
-                if !(g.format_reward >= 0.0 && g.format_reward.is_finite()) {
-                    return bad(
-                        "grpo.format_reward",
-                        format!("{} is not a number ≥ 0", g.format_reward),
-                    );
-                }
-                for (f, v) in [
-                    ("grpo.tool_reward", g.tool_reward),
-                    ("grpo.closeness_reward", g.closeness_reward),
-                ] {
-                    if !(v >= 0.0 && v.is_finite()) {
-                        return bad(f, format!("{v} is not a number ≥ 0"));
-                    }
-                }
-                if g.updates_per_batch == 0 {
-                    return bad("grpo.updates_per_batch", "must be at least 1".into());
-                }
-                if !(g.temperature > 0.0 && g.temperature.is_finite()) {
-                    return bad(
-                        "grpo.temperature",
-                        "must be positive: GRPO needs varied samples".into(),
-                    );
-                }
-                if g.max_reply_tokens == 0 || g.max_reply_tokens >= seq {
-                    return bad("grpo.max_reply_tokens", format!("must be in 1..{seq}"));
-                }
-                if let Some(c) = g.ops.chars().find(|c| !"+-*>".contains(*c)) {
-                    return bad("grpo.ops", format!("'{c}' is not one of + - * >"));
-                }
-                if g.reward == RewardKind::Arithmetic && g.ops.is_empty() {
-                    return bad("grpo.ops", "is empty".into());
-                }
-                if g.reward != RewardKind::Arithmetic && g.sources.is_empty() {
-                    return bad("grpo.sources", "lists no files (GSM8K train JSONL, or preference files for the reward model)".into());
-                }
-                Ok(())
-            },
-        )
+            }
+            if g.updates_per_batch == 0 {
+                return bad("grpo.updates_per_batch", "must be at least 1".into());
+            }
+            if !(g.temperature > 0.0 && g.temperature.is_finite()) {
+                return bad(
+                    "grpo.temperature",
+                    "must be positive: GRPO needs varied samples".into(),
+                );
+            }
+            if g.max_reply_tokens == 0 || g.max_reply_tokens >= seq {
+                return bad("grpo.max_reply_tokens", format!("must be in 1..{seq}"));
+            }
+            if let Some(c) = g.ops.chars().find(|c| !"+-*>".contains(*c)) {
+                return bad("grpo.ops", format!("'{c}' is not one of + - * >"));
+            }
+            if g.reward == RewardKind::Arithmetic && g.ops.is_empty() {
+                return bad("grpo.ops", "is empty".into());
+            }
+            if g.reward != RewardKind::Arithmetic && g.sources.is_empty() {
+                return bad(
+                    "grpo.sources",
+                    "lists no files (GSM8K train JSONL, or preference files for the reward model)"
+                        .into(),
+                );
+            }
+            Ok(())
+        }
     }
 }
 

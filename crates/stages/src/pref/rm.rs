@@ -8,6 +8,7 @@
 use super::dpo::pair_tokens;
 use super::loss::bradley_terry;
 use super::stage;
+use base::config::Validate;
 use base::{Error, Result};
 use data::chat::ChatFormat;
 use data::loader::{Cursor, Shuffled};
@@ -30,49 +31,50 @@ pub struct RmConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RmSection {
     /// Preference files: JSONL ({prompt, chosen, rejected} or HH-RLHF) or hhh_alignment JSON.
     pub sources: Vec<PathBuf>,
     /// Pairs held out to measure pairwise accuracy.
-    #[serde(default = "default_val_pairs")]
     pub val_pairs: usize,
-    #[serde(default = "default_max_reply")]
     pub max_reply_tokens: usize,
     /// The scalar head's learning rate (it starts from scratch; the trunk from SFT).
-    #[serde(default = "default_head_lr")]
     pub head_lr: f32,
 }
 
-fn default_val_pairs() -> usize {
-    400
-}
-fn default_max_reply() -> usize {
-    96
-}
-fn default_head_lr() -> f32 {
-    1e-3
+impl Default for RmSection {
+    fn default() -> Self {
+        RmSection {
+            sources: Vec::new(),
+            val_pairs: 400,
+            max_reply_tokens: 96,
+            head_lr: 1e-3,
+        }
+    }
 }
 
 impl RmConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        stage::load_config(
-            path,
-            overrides,
-            |c: &Self| &c.train,
-            |cfg| match &cfg.rm {
-                r if r.sources.is_empty() => Err(("rm.sources", "lists no files".into())),
-                r if !(r.head_lr > 0.0 && r.head_lr.is_finite()) => Err((
-                    "rm.head_lr",
-                    format!("{} is not a positive number", r.head_lr),
-                )),
-                r if r.max_reply_tokens == 0 || r.max_reply_tokens >= cfg.train.seq_len => Err((
-                    "rm.max_reply_tokens",
-                    format!("must be in 1..{}", cfg.train.seq_len),
-                )),
-                _ => Ok(()),
-            },
-        )
+        base::config::load(path, overrides)
+    }
+}
+
+impl Validate for RmConfig {
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        self.train.validate()?;
+        let cfg = self;
+        match &cfg.rm {
+            r if r.sources.is_empty() => Err(("rm.sources", "lists no files".into())),
+            r if !(r.head_lr > 0.0 && r.head_lr.is_finite()) => Err((
+                "rm.head_lr",
+                format!("{} is not a positive number", r.head_lr),
+            )),
+            r if r.max_reply_tokens == 0 || r.max_reply_tokens >= cfg.train.seq_len => Err((
+                "rm.max_reply_tokens",
+                format!("must be in 1..{}", cfg.train.seq_len),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -2,7 +2,6 @@
 //! model, keeps its own directory (`RUN/rm`, `RUN/dpo`, `RUN/grpo`) guarded against mixing
 //! configs, and resumes from its newest checkpoint.
 
-use base::config::parse_toml;
 use base::{Error, Result};
 use std::path::{Path, PathBuf};
 use train::checkpoint::{self, Trained};
@@ -67,27 +66,4 @@ pub(crate) fn setup<'a>(
 /// resumed run sees what an uninterrupted one would.
 pub(crate) fn step_seed(seed: u64, step: usize) -> u64 {
     seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// A stage's config from `path` with `overrides`: parsed, its `[train]` validated, then the
-/// stage's own section by `check`, which names the offending field.
-pub(crate) fn load_config<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    overrides: &[String],
-    train: impl Fn(&T) -> &TrainConfig,
-    check: impl FnOnce(&T) -> std::result::Result<(), (&'static str, String)>,
-) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let cfg: T = parse_toml(&text, &path.display().to_string(), overrides)?;
-    train(&cfg)
-        .validate()
-        .and_then(|_| check(&cfg))
-        .map_err(|(field, msg)| {
-            Error::config(
-                path.display().to_string(),
-                format!("{field}: {msg}"),
-                "adjust that field",
-            )
-        })?;
-    Ok(cfg)
 }
