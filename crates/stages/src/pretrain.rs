@@ -1,10 +1,12 @@
-//! The pretraining loop, top to bottom: set up the run directory (or check it on --resume),
-//! build the model and data stream, then for each step accumulate gradients over micro-batches,
-//! guard against bad losses, clip, update, log, and periodically evaluate, sample and checkpoint.
+//! Pretraining: set up the run directory (or check it on --resume), build the model and the
+//! token stream, and train on the one loop (`train::Trainer`) with next-token prediction as the
+//! objective: a step accumulates the gradient over this rank's micro-batches, with the MoE
+//! balance and multi-token prediction losses beside it; validation bits per byte and text
+//! samples are its periodic measures.
 //!
 //! On several ranks (mpirun, srun, torchrun) each computes the gradient of its slice of the
-//! global batch and `dist::Replica` sums them; rank 0 alone logs, evaluates, samples and
-//! writes the run directory. `train.batch_tokens` is the global batch, so a run's arithmetic
+//! global batch and the loop sums them; rank 0 alone logs, evaluates, samples and writes the
+//! run directory. `train.batch_tokens` is the global batch, so a run's arithmetic
 //! is the same at any world size and a checkpoint resumes on any number of ranks.
 
 use crate::sample::{generate, SamplingParams};

@@ -6,7 +6,7 @@
 //! the report go to `RUN/dpo/`, where `frugal eval` finds the dpo stage.
 
 use super::loss::dpo;
-use super::stage;
+use super::stage::{self, PairEval};
 use base::config::Validate;
 use base::{Error, Result};
 use data::chat::ChatFormat;
@@ -154,42 +154,18 @@ fn pair_logps(model: &Llama, pairs: &[Rows], ws: &mut Workspace) -> Vec<(f64, f6
     out
 }
 
-/// Held-out measures of the implicit reward β·(π − π_ref).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct DpoEval {
-    /// Pairs whose chosen reply gets the higher implicit reward.
-    pub accuracy: f64,
-    /// Half-width of the accuracy's 95% confidence interval (normal approximation).
-    pub ci95: f64,
-    pub margin: f64,
-    pub loss: f64,
-    pub pairs: usize,
-}
-
 fn evaluate(
     model: &Llama,
     val: &[Rows],
     refs: &[(f64, f64)],
     beta: f64,
     ws: &mut Workspace,
-) -> DpoEval {
-    let mut e = DpoEval::default();
-    for (&(pc, pr), &(rc, rr)) in pair_logps(model, val, ws).iter().zip(refs) {
+) -> PairEval {
+    let logps = pair_logps(model, val, ws);
+    PairEval::of(logps.iter().zip(refs).map(|(&(pc, pr), &(rc, rr))| {
         let d = dpo(pc, pr, rc, rr, beta);
-        let m = d.chosen_reward - d.rejected_reward;
-        e.accuracy += f64::from(u8::from(m > 0.0));
-        e.margin += m;
-        e.loss += d.loss;
-    }
-    let n = val.len().max(1) as f64;
-    let acc = e.accuracy / n;
-    DpoEval {
-        accuracy: acc,
-        ci95: 1.96 * (acc * (1.0 - acc) / n).sqrt(),
-        margin: e.margin / n,
-        loss: e.loss / n,
-        pairs: val.len(),
-    }
+        (d.chosen_reward - d.rejected_reward, d.loss)
+    }))
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -200,8 +176,8 @@ pub struct DpoSummary {
     pub beta: f64,
     /// Held-out implicit-reward accuracy at the start (the policy is the reference: every
     /// margin is 0, so none counts as right) and at the end.
-    pub before: DpoEval,
-    pub after: DpoEval,
+    pub before: PairEval,
+    pub after: PairEval,
     pub prompts_cut: usize,
     pub skipped_rows: usize,
 }
@@ -283,8 +259,8 @@ struct Dpo<'a> {
     x: Vec<u32>,
     y: Vec<u32>,
     w: Vec<f32>,
-    before: DpoEval,
-    after: DpoEval,
+    before: PairEval,
+    after: PairEval,
 }
 
 impl<'a> Dpo<'a> {
@@ -382,15 +358,7 @@ impl Objective for Dpo<'_> {
         if self.val.is_empty() {
             return Ok(None);
         }
-        let e = evaluate(model, self.val, &self.ref_val, self.beta, &mut self.ws);
-        self.after = e;
-        Ok(Some(Report {
-            line: format!(
-                "held-out implicit-reward accuracy {:.3} ± {:.3} | margin {:.3} | loss {:.4}",
-                e.accuracy, e.ci95, e.margin, e.loss
-            ),
-            fields: serde_json::json!({"val_accuracy": e.accuracy, "val_margin": e.margin, "val_loss": e.loss}),
-            ..Report::default()
-        }))
+        self.after = evaluate(model, self.val, &self.ref_val, self.beta, &mut self.ws);
+        Ok(Some(self.after.report("implicit-reward")))
     }
 }

@@ -6,3 +6,5 @@ pub mod loss;
 pub mod rewards;
 pub mod rm;
 mod stage;
+
+pub use stage::PairEval;

@@ -7,7 +7,7 @@
 
 use super::dpo::pair_tokens;
 use super::loss::bradley_terry;
-use super::stage;
+use super::stage::{self, PairEval};
 use base::config::Validate;
 use base::{Error, Result};
 use data::chat::ChatFormat;
@@ -167,18 +167,6 @@ struct Encoded {
     seqs: [Vec<u32>; 2],
 }
 
-/// Held-out pairwise accuracy of the reward model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct RmEval {
-    /// Pairs whose chosen reply gets the higher reward.
-    pub accuracy: f64,
-    /// Half-width of the accuracy's 95% confidence interval (normal approximation).
-    pub ci95: f64,
-    pub margin: f64,
-    pub loss: f64,
-    pub pairs: usize,
-}
-
 /// Rewards of pairs, in batches of the workspace's rows / 2.
 fn pair_rewards(
     trunk: &Llama,
@@ -204,22 +192,13 @@ fn pair_rewards(
     out
 }
 
-fn evaluate(trunk: &Llama, head: &[f32], val: &[Encoded], ws: &mut Workspace) -> RmEval {
-    let mut e = RmEval::default();
-    for (c, r) in pair_rewards(trunk, head, val, ws) {
-        e.accuracy += f64::from(u8::from(c > r));
-        e.margin += c - r;
-        e.loss += bradley_terry(c, r).0;
-    }
-    let n = val.len().max(1) as f64;
-    let acc = e.accuracy / n;
-    RmEval {
-        accuracy: acc,
-        ci95: 1.96 * (acc * (1.0 - acc) / n).sqrt(),
-        margin: e.margin / n,
-        loss: e.loss / n,
-        pairs: val.len(),
-    }
+fn evaluate(trunk: &Llama, head: &[f32], val: &[Encoded], ws: &mut Workspace) -> PairEval {
+    let rewards = pair_rewards(trunk, head, val, ws);
+    PairEval::of(
+        rewards
+            .into_iter()
+            .map(|(c, r)| (c - r, bradley_terry(c, r).0)),
+    )
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -227,8 +206,8 @@ pub struct RmSummary {
     pub steps: usize,
     pub wall_s: f64,
     pub train_pairs: usize,
-    pub before: RmEval,
-    pub after: RmEval,
+    pub before: PairEval,
+    pub after: PairEval,
     pub prompts_cut: usize,
     pub skipped_rows: usize,
 }
@@ -326,7 +305,7 @@ struct Rm<'a> {
     ws: Workspace,
     /// d loss / d final hidden state, nonzero only at each sequence's last token.
     dxf: Vec<f32>,
-    after: RmEval,
+    after: PairEval,
 }
 
 impl<'a> Rm<'a> {
@@ -427,16 +406,8 @@ impl Objective for Rm<'_> {
         if self.val.is_empty() {
             return Ok(None);
         }
-        let e = evaluate(model, &self.head, self.val, &mut self.ws);
-        self.after = e;
-        Ok(Some(Report {
-            line: format!(
-                "held-out pairwise accuracy {:.3} ± {:.3} | margin {:.3} | loss {:.4}",
-                e.accuracy, e.ci95, e.margin, e.loss
-            ),
-            fields: serde_json::json!({"val_accuracy": e.accuracy, "val_margin": e.margin, "val_loss": e.loss}),
-            ..Report::default()
-        }))
+        self.after = evaluate(model, &self.head, self.val, &mut self.ws);
+        Ok(Some(self.after.report("pairwise")))
     }
 
     fn extra_tensors(&self) -> Vec<(&'static str, &[f32])> {

@@ -3,11 +3,12 @@
 //! configs, and resumes from its newest checkpoint.
 
 use base::{Error, Result};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use train::checkpoint::{self, Trained};
 use train::config::{DistConfig, TrainConfig};
 use train::dist::Solo;
-use train::Setup;
+use train::{Report, Setup};
 
 /// Loads the SFT model of `run`, checks that rows of `seq` tokens fit its context, and
 /// prepares `RUN/<sub>` for `resolved` (see `checkpoint::open_stage_dir`). `what` names the
@@ -66,4 +67,51 @@ pub(crate) fn setup<'a>(
 /// resumed run sees what an uninterrupted one would.
 pub(crate) fn step_seed(seed: u64, step: usize) -> u64 {
     seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Held-out measures of a pairwise preference (the reward model's rewards, DPO's implicit
+/// reward β·(π − π_ref)): how often, and by how much, the chosen reply scores higher.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PairEval {
+    /// Pairs whose chosen reply gets the higher score.
+    pub accuracy: f64,
+    /// Half-width of the accuracy's 95% confidence interval (normal approximation).
+    pub ci95: f64,
+    pub margin: f64,
+    pub loss: f64,
+    pub pairs: usize,
+}
+
+impl PairEval {
+    /// From each held-out pair's (score margin chosen − rejected, loss).
+    pub(crate) fn of(pairs: impl ExactSizeIterator<Item = (f64, f64)>) -> Self {
+        let count = pairs.len();
+        let (mut right, mut margin, mut loss) = (0f64, 0f64, 0f64);
+        for (m, l) in pairs {
+            right += f64::from(u8::from(m > 0.0));
+            margin += m;
+            loss += l;
+        }
+        let n = count.max(1) as f64;
+        let acc = right / n;
+        PairEval {
+            accuracy: acc,
+            ci95: 1.96 * (acc * (1.0 - acc) / n).sqrt(),
+            margin: margin / n,
+            loss: loss / n,
+            pairs: count,
+        }
+    }
+
+    /// The loop's periodic report of it; `what` names the accuracy ("pairwise", ...).
+    pub(crate) fn report(&self, what: &str) -> Report {
+        Report {
+            line: format!(
+                "held-out {what} accuracy {:.3} ± {:.3} | margin {:.3} | loss {:.4}",
+                self.accuracy, self.ci95, self.margin, self.loss
+            ),
+            fields: serde_json::json!({"val_accuracy": self.accuracy, "val_margin": self.margin, "val_loss": self.loss}),
+            ..Report::default()
+        }
+    }
 }
