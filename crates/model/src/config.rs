@@ -395,11 +395,13 @@ impl ModelConfig {
         struct ModelTable {
             model: ModelConfig,
         }
+        impl base::config::Validate for ModelTable {
+            fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+                self.model.validate()
+            }
+        }
         let origin = format!("preset {name}");
-        let t: ModelTable = base::config::parse_toml(preset_text(name)?, &origin, overrides)?;
-        t.model.validate().map_err(|(field, msg)| {
-            Error::config(&origin, format!("{field}: {msg}"), "adjust that field")
-        })?;
+        let t: ModelTable = base::config::parse(preset_text(name)?, &origin, overrides)?;
         Ok(t.model)
     }
 }

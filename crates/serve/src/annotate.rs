@@ -236,10 +236,7 @@ pub struct Server {
 impl Server {
     /// Binds `addr` ("127.0.0.1:0" picks a free port) and starts serving `store`.
     pub fn start(store: Store, addr: &str) -> Result<Server> {
-        let io = |source| Error::Io {
-            path: addr.into(),
-            source,
-        };
+        let io = |source| Error::from(base::Error::io(addr, source));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_io()
@@ -276,14 +273,11 @@ impl Server {
         rt.shutdown_background();
         match r {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(Error::Io {
-                path: self.addr.to_string().into(),
-                source,
-            }),
-            Err(e) => Err(Error::Io {
-                path: self.addr.to_string().into(),
-                source: std::io::Error::other(e.to_string()),
-            }),
+            Ok(Err(source)) => Err(Error::from(base::Error::io(self.addr.to_string(), source))),
+            Err(e) => Err(Error::from(base::Error::io(
+                self.addr.to_string(),
+                std::io::Error::other(e.to_string()),
+            ))),
         }
     }
 }

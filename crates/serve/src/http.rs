@@ -48,10 +48,7 @@ pub struct Server {
 impl Server {
     /// Binds `addr` ("127.0.0.1:8000"; port 0 picks a free one) and serves `app`.
     pub fn start(app: Arc<App>, addr: &str, limits: ConnLimits) -> Result<Server> {
-        let io = |source| Error::Io {
-            path: addr.into(),
-            source,
-        };
+        let io = |source| Error::from(base::Error::io(addr, source));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -22,27 +22,11 @@ pub mod sample;
 pub mod scheduler;
 pub mod state;
 
-use std::path::PathBuf;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors of the servers; each names the file at fault and ends with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{origin}: {msg}\nHINT: {hint}")]
-    Input {
-        origin: String,
-        msg: String,
-        hint: String,
-    },
-
-    #[error("cannot access {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
     #[error(transparent)]
     Store(#[from] store::Error),
 

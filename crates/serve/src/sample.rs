@@ -78,16 +78,12 @@ pub fn read_prompts(path: &Path) -> Result<Prompts> {
         Ok(())
     })?;
     if out.prompts.is_empty() {
-        return Err(Error::Input {
-            origin: path.display().to_string(),
-            msg: format!(
+        return Err(Error::from(base::Error::input(path.display().to_string(), format!(
                 "holds no usable prompt{}",
                 out.first_skip
                     .as_deref()
                     .map_or(String::new(), |m| format!(" (first problem: {m})"))
-            ),
-            hint: "pass JSONL rows {\"prompt\": \"...\"} or {\"messages\": [...]}, or a text file with one prompt per line".into(),
-        });
+            ), "pass JSONL rows {\"prompt\": \"...\"} or {\"messages\": [...]}, or a text file with one prompt per line")));
     }
     Ok(out)
 }
@@ -139,16 +135,18 @@ pub fn fill<M: LanguageModel>(
     mut on_item: impl FnMut(usize, usize),
 ) -> Result<Filled> {
     if cfg.responses < 2 {
-        return Err(Error::Input {
-            origin: "--responses".into(),
-            msg: format!("{} replies cannot be compared", cfg.responses),
-            hint: "sample at least 2 replies per prompt".into(),
-        });
+        return Err(Error::from(base::Error::input(
+            "--responses",
+            format!("{} replies cannot be compared", cfg.responses),
+            "sample at least 2 replies per prompt",
+        )));
     }
-    cfg.sampling.validate().map_err(|e| Error::Input {
-        origin: "sampling".into(),
-        msg: e,
-        hint: "fix the sampling options".into(),
+    cfg.sampling.validate().map_err(|e| {
+        Error::from(base::Error::input(
+            "sampling",
+            e,
+            "fix the sampling options",
+        ))
     })?;
     let ctx = model.context_len();
     let todo = store.prompts_without_responses()?;

@@ -52,29 +52,26 @@ impl Auth {
 
     /// Reads keys from a file: one per line; blank lines and `#` comments are skipped.
     pub fn from_file(path: &std::path::Path) -> crate::Result<Auth> {
-        let text = std::fs::read_to_string(path).map_err(|source| crate::Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| crate::Error::from(base::Error::io(path.to_path_buf(), source)))?;
         let keys: Vec<&str> = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .collect();
         if keys.is_empty() {
-            return Err(crate::Error::Input {
-                origin: path.display().to_string(),
-                msg: "holds no API key".into(),
-                hint: "write one key per line (for example the output of `openssl rand -hex 24`)"
-                    .into(),
-            });
+            return Err(crate::Error::from(base::Error::input(
+                path.display().to_string(),
+                "holds no API key",
+                "write one key per line (for example the output of `openssl rand -hex 24`)",
+            )));
         }
         if let Some(k) = keys.iter().find(|k| k.len() < 16) {
-            return Err(crate::Error::Input {
-                origin: path.display().to_string(),
-                msg: format!("a key is {} characters; keys need at least 16", k.len()),
-                hint: "use long random keys (for example `openssl rand -hex 24`)".into(),
-            });
+            return Err(crate::Error::from(base::Error::input(
+                path.display().to_string(),
+                format!("a key is {} characters; keys need at least 16", k.len()),
+                "use long random keys (for example `openssl rand -hex 24`)",
+            )));
         }
         Ok(Auth::keys(&keys))
     }

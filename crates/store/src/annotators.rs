@@ -30,10 +30,7 @@ fn new_token() -> Result<String> {
     let mut bytes = [0u8; 16];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
+        .map_err(|source| Error::from(base::Error::io(path, source)))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -46,11 +43,11 @@ pub(super) fn check_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Input {
-            origin: format!("annotator name {name:?}"),
-            msg: "is empty, longer than 64 characters, padded or holds control characters".into(),
-            hint: "pick a short printable name, e.g. alice".into(),
-        })
+        Err(Error::from(base::Error::input(
+            format!("annotator name {name:?}"),
+            "is empty, longer than 64 characters, padded or holds control characters",
+            "pick a short printable name, e.g. alice",
+        )))
     }
 }
 
@@ -68,11 +65,11 @@ impl Store {
             )
             .map_err(self.db())?;
         if added == 0 {
-            return Err(Error::Input {
-                origin: format!("annotator {name:?}"),
-                msg: "already exists".into(),
-                hint: "pick another name, or pass --rotate to give them a new token".into(),
-            });
+            return Err(Error::from(base::Error::input(
+                format!("annotator {name:?}"),
+                "already exists",
+                "pick another name, or pass --rotate to give them a new token",
+            )));
         }
         Ok(token)
     }
@@ -88,11 +85,11 @@ impl Store {
             )
             .map_err(self.db())?;
         if n == 0 {
-            return Err(Error::Input {
-                origin: format!("annotator {name:?}"),
-                msg: "does not exist".into(),
-                hint: "add them with `frugal prefs annotator add NAME`".into(),
-            });
+            return Err(Error::from(base::Error::input(
+                format!("annotator {name:?}"),
+                "does not exist",
+                "add them with `frugal prefs annotator add NAME`",
+            )));
         }
         Ok(token)
     }

@@ -54,11 +54,11 @@ impl Store {
                 continue;
             }
             if let Err(e) = check_prompt(&p.prompt) {
-                return Err(Error::Input {
-                    origin: source.into(),
-                    msg: format!("a pair's prompt is not valid: {e}"),
-                    hint: "read_pairs should have refused it; report this".into(),
-                });
+                return Err(Error::from(base::Error::input(
+                    source,
+                    format!("a pair's prompt is not valid: {e}"),
+                    "read_pairs should have refused it; report this",
+                )));
             }
             check_name(&p.annotator)?;
             let (prompt, _) = insert_prompt(&tx, &p.prompt, source).map_err(&db)?;

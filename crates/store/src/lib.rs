@@ -51,20 +51,7 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("{origin}: {msg}\nHINT: {hint}")]
-    Input {
-        origin: String,
-        msg: String,
-        hint: String,
-    },
-
-    #[error("cannot access {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
+    /// Bad input and file access, as every layer reports them.
     #[error(transparent)]
     Base(#[from] base::Error),
 }
@@ -214,10 +201,8 @@ impl Store {
     /// written by a newer schema or one that is not a preference store.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                path: dir.into(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| Error::from(base::Error::io(dir, source)))?;
         }
         let db = |source| Error::Db {
             path: path.into(),
