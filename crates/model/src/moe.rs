@@ -1,38 +1,16 @@
 //! The mixture-of-experts MLP's routed part, forward and backward: router GEMM, top-k routing,
-//! dispatch of each expert's tokens into one block, one SwiGLU per expert over its block (the
-//! experts run in parallel, each GEMM on one thread), and the gated combine. The shared experts
+//! dispatch of each expert's tokens into one block, the experts' SwiGLUs over their blocks as one
+//! grouped kernel (`tensor::ops::experts`), and the gated combine. The shared experts
 //! are the layer's dense SwiGLU and run in `llama.rs` like any dense MLP.
 
 use crate::config::MoeConfig;
 use crate::workspace::{MoeActs, MoeGrads};
 use crate::{Llama, MoeOffsets};
-use rayon::prelude::*;
+use tensor::ops::experts::{experts_backward, experts_forward, Experts};
 use tensor::ops::moe::{
     balance_loss, combine, combine_backward, dispatch, dispatch_backward, route, route_backward,
 };
-use tensor::ops::swiglu::{swiglu_backward, swiglu_forward};
-use tensor::{sgemm, sgemm_serial, Gemm};
-
-/// `buf` cut into consecutive blocks of (offsets[i + 1] − offsets[i]) rows of `width`.
-fn blocks<'a>(buf: &'a mut [f32], offsets: &[usize], width: usize) -> Vec<&'a mut [f32]> {
-    let mut rest = &mut buf[offsets[0] * width..];
-    offsets
-        .windows(2)
-        .map(|w| {
-            let (this, after) = std::mem::take(&mut rest).split_at_mut((w[1] - w[0]) * width);
-            rest = after;
-            this
-        })
-        .collect()
-}
-
-/// Immutable twin of `blocks`.
-fn views<'a>(buf: &'a [f32], offsets: &[usize], width: usize) -> Vec<&'a [f32]> {
-    offsets
-        .windows(2)
-        .map(|w| &buf[w[0] * width..w[1] * width])
-        .collect()
-}
+use tensor::{sgemm, Gemm};
 
 impl Llama {
     /// out += Σ_k gate · expert_k(x) over the rows of x (n, d), keeping what the backward
@@ -58,28 +36,20 @@ impl Llama {
         let r = &mut acts.routing;
         route(&acts.logits, &p[off.bias..][..e], k, m.route_scale, r);
         dispatch(&mut acts.xd, x, r, d);
-        let o = &r.offsets;
-        let (xd, expert) = (views(&acts.xd, o, d), 3 * eh * d);
-        blocks(&mut acts.gud, o, 2 * eh)
-            .into_par_iter()
-            .zip(blocks(&mut acts.hd, o, eh))
-            .zip(blocks(&mut acts.yd, o, d))
-            .zip(xd)
-            .enumerate()
-            .for_each(|(ex, (((gu, h), y), xd))| {
-                let n_e = xd.len() / d;
-                if n_e == 0 {
-                    return;
-                }
-                let w = &p[off.experts + ex * expert..][..expert];
-                let (w_gu, w_down) = w.split_at(2 * eh * d);
-                sgemm_serial(&Gemm::nt(n_e, 2 * eh, d), xd, w_gu, gu);
-                swiglu_forward(h, gu, eh);
-                sgemm_serial(&Gemm::nt(n_e, d, eh), h, w_down, y);
-            });
-        // The experts' GEMMs run serially inside the pool and count here: 2 FLOPs per weight
-        // (3·eh·d of them) per dispatched row.
-        tensor::flops::add((6 * rows * eh * d) as u64);
+        let group = Experts {
+            offsets: &r.offsets,
+            d,
+            eh,
+        };
+        let weights = &p[off.experts..][..e * group.expert_len()];
+        experts_forward(
+            group,
+            weights,
+            &acts.xd,
+            &mut acts.gud,
+            &mut acts.hd,
+            &mut acts.yd,
+        );
         combine(out, &acts.yd, r, d);
         r.load()
     }
@@ -113,37 +83,22 @@ impl Llama {
         s.dgates.resize(r.gates.len(), 0.0);
         s.dlogits.resize(n * e, 0.0);
         combine_backward(&mut s.dyd, &mut s.dgates, dout, &acts.yd, r, d);
-        let o = &r.offsets;
-        let expert = 3 * eh * d;
-        let g_experts = g[off.experts..][..e * expert].par_chunks_mut(expert);
-        let inputs = views(&acts.xd, o, d)
-            .into_iter()
-            .zip(views(&acts.gud, o, 2 * eh))
-            .zip(views(&acts.hd, o, eh))
-            .zip(views(&s.dyd, o, d))
-            .collect::<Vec<_>>();
-        blocks(&mut s.dhd, o, eh)
-            .into_par_iter()
-            .zip(blocks(&mut s.dgud, o, 2 * eh))
-            .zip(blocks(&mut s.dxd, o, d))
-            .zip(g_experts)
-            .zip(inputs)
-            .enumerate()
-            .for_each(|(ex, ((((dh, dgu), dxd), gw), (((xd, gu), h), dy)))| {
-                let n_e = xd.len() / d;
-                if n_e == 0 {
-                    return;
-                }
-                let w = &p[off.experts + ex * expert..][..expert];
-                let (w_gu, w_down) = w.split_at(2 * eh * d);
-                let (g_gu, g_down) = gw.split_at_mut(2 * eh * d);
-                sgemm_serial(&Gemm::nn(n_e, eh, d), dy, w_down, dh);
-                sgemm_serial(&Gemm::tn(d, eh, n_e).accumulate(true), dy, h, g_down);
-                swiglu_backward(dgu, dh, gu, eh);
-                sgemm_serial(&Gemm::tn(2 * eh, d, n_e).accumulate(true), dgu, xd, g_gu);
-                sgemm_serial(&Gemm::nn(n_e, d, 2 * eh), dgu, w_gu, dxd);
-            });
-        tensor::flops::add((12 * rows * eh * d) as u64); // input and weight gradients
+        let group = Experts {
+            offsets: &r.offsets,
+            d,
+            eh,
+        };
+        let per = group.expert_len();
+        experts_backward(
+            group,
+            &p[off.experts..][..e * per],
+            &mut g[off.experts..][..e * per],
+            (&acts.xd, &acts.gud, &acts.hd),
+            &s.dyd,
+            &mut s.dgud,
+            &mut s.dhd,
+            &mut s.dxd,
+        );
         dispatch_backward(dx, &s.dxd, r, d);
         route_backward(&mut s.dlogits, &s.dgates, r, m.route_scale);
         if m.balance_loss > 0.0 {

@@ -7,6 +7,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod experts;
 pub mod math;
 pub mod moe;
 pub mod muon;

@@ -6,7 +6,7 @@
 //! gᵢ = scale · sᵢ / Σ_{j chosen} sⱼ.
 //!
 //! Tokens are then grouped by expert: `dispatch` gathers each expert's tokens into one
-//! contiguous block of rows, so each expert runs as one GEMM over its block; `combine` sums the
+//! contiguous block of rows, so each expert runs as one GEMM over its block (`experts`); `combine` sums the
 //! experts' outputs back per token, weighted by the gates. Both walk tokens in a fixed order, so
 //! the results do not depend on the thread count.
 
