@@ -420,6 +420,16 @@ pub struct MlaDims {
 }
 
 impl MlaDims {
+    /// The shapes of the per-head keys' and values' expansion from the latent.
+    pub fn expand(&self) -> tensor::ops::rows::KvExpand {
+        tensor::ops::rows::KvExpand {
+            heads: self.heads,
+            head_dim: self.head_dim,
+            nope: self.nope,
+            rope: self.rope,
+        }
+    }
+
     pub fn new(cfg: &ModelConfig, m: &MlaConfig) -> Self {
         let (heads, head_dim) = (cfg.n_heads, cfg.head_dim());
         let nope = head_dim - m.rope_dim;

@@ -16,6 +16,7 @@ use crate::workspace::{LayerActs, MlaActs, MlaGrads};
 use crate::{Llama, MlaOffsets};
 use tensor::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use tensor::ops::rope::{rope_backward, rope_forward, RopeLayout};
+use tensor::ops::rows::{expand_kv, expand_kv_backward};
 use tensor::{sgemm, Gemm};
 
 impl MlaDims {
@@ -97,22 +98,7 @@ impl Llama {
                 &self.rope,
             );
         }
-        let (nope, hd) = (md.nope, md.head_dim);
-        for ((row, kv), kpe) in a
-            .qkv
-            .chunks_exact_mut(stride)
-            .zip(acts.kv.chunks_exact(md.kv))
-            .zip(acts.kpe.chunks_exact(md.rope))
-        {
-            let (k, v) = row[att..].split_at_mut(att);
-            for h in 0..md.heads {
-                let src = &kv[h * (nope + hd)..][..nope + hd];
-                let k = &mut k[h * hd..][..hd];
-                k[..nope].copy_from_slice(&src[..nope]);
-                k[nope..].copy_from_slice(kpe);
-                v[h * hd..][..hd].copy_from_slice(&src[nope..]);
-            }
-        }
+        expand_kv(&mut a.qkv, &acts.kv, &acts.kpe, md.expand());
     }
 
     /// The backward of `mla_qkv_forward`: from dL/d(qkv) in `dqkv` (which it consumes),
@@ -141,24 +127,7 @@ impl Llama {
         }
         // The keys' and values' gradients back into kv_b_proj's layout; the heads' RoPE key
         // gradients sum into the one shared key's.
-        let (nope, hd) = (md.nope, md.head_dim);
-        for ((row, dkv), dkpe) in dqkv
-            .chunks_exact(stride)
-            .zip(mg.dkv.chunks_exact_mut(md.kv))
-            .zip(mg.dkpe.chunks_exact_mut(md.rope))
-        {
-            let (k, v) = row[att..].split_at(att);
-            dkpe.fill(0.0);
-            for h in 0..md.heads {
-                let dst = &mut dkv[h * (nope + hd)..][..nope + hd];
-                let k = &k[h * hd..][..hd];
-                dst[..nope].copy_from_slice(&k[..nope]);
-                dst[nope..].copy_from_slice(&v[h * hd..][..hd]);
-                for (a, &b) in dkpe.iter_mut().zip(&k[nope..]) {
-                    *a += b;
-                }
-            }
-        }
+        expand_kv_backward(&mut mg.dkv, &mut mg.dkpe, dqkv, md.expand());
         let whole = RopeLayout {
             stride: md.rope,
             col: 0,

@@ -14,6 +14,7 @@ use tensor::ops::add_inplace;
 use tensor::ops::cross_entropy::{lm_head_cross_entropy, LossGrads, IGNORE};
 use tensor::ops::embedding::{embedding_backward, embedding_forward};
 use tensor::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
+use tensor::ops::rows::{concat_cols, split_cols};
 use tensor::{sgemm, Gemm};
 
 impl Llama {
@@ -71,15 +72,7 @@ impl Llama {
                 d,
                 eps,
             );
-            for ((c, e), h) in mt
-                .cat
-                .chunks_exact_mut(2 * d)
-                .zip(mt.en.chunks_exact(d))
-                .zip(mt.hn.chunks_exact(d))
-            {
-                c[..d].copy_from_slice(e);
-                c[d..].copy_from_slice(h);
-            }
+            concat_cols(&mut mt.cat, &mt.en, &mt.hn, d, d);
             sgemm(
                 &Gemm::nt(n, d, 2 * d),
                 &mt.cat,
@@ -157,15 +150,7 @@ impl Llama {
                 &p[off.eh_proj..],
                 &mut mt.cat,
             ); // dcat (N, 2d), over cat: its forward values are spent
-            for ((c, e), h) in mt
-                .cat
-                .chunks_exact(2 * d)
-                .zip(mt.en.chunks_exact_mut(d))
-                .zip(mt.hn.chunks_exact_mut(d))
-            {
-                e.copy_from_slice(&c[..d]);
-                h.copy_from_slice(&c[d..]);
-            }
+            split_cols(&mut mt.en, &mut mt.hn, &mt.cat, d, d);
             // Embeddings of the shifted tokens.
             ws.g.dresid.fill(0.0);
             rmsnorm_backward(

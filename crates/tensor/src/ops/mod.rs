@@ -13,6 +13,7 @@ pub mod moe;
 pub mod muon;
 pub mod rmsnorm;
 pub mod rope;
+pub mod rows;
 pub mod swiglu;
 
 use rayon::prelude::*;
