@@ -7,7 +7,8 @@
 # Env:   THREADS (default 2), STEPS (default 20, timed steps after 3 warm-up steps per run),
 #        ROUNDS (default 2), FRUGAL_FEATURES (optional cargo features for frugal-cli),
 #        PRECISION (f32 by default; bf16: frugal's train.precision = "bf16" against PyTorch's
-#        CPU autocast to bfloat16).
+#        CPU autocast to bfloat16), BASELINE (optional path to another frugal binary, e.g. a
+#        release build of an older commit, measured in the same rounds: a before/after ratio).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -40,8 +41,15 @@ field() { grep "^$1:" "$2" | tail -n 1 | awk '{print $2}'; }
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-f_tps=(); f_rss=(); p_tps=(); p_rss=()
+f_tps=(); f_rss=(); p_tps=(); p_rss=(); b_tps=()
 for ((r = 1; r <= ROUNDS; r++)); do
+    if [[ -n "${BASELINE:-}" ]]; then
+        echo "== round $r/$ROUNDS: baseline $BASELINE"
+        "$BASELINE" bench train --preset ref --threads "$THREADS" --steps "$STEPS" \
+            --set "train.precision=$PRECISION" | tee "$log"
+        b_tps+=("$(field tokens_per_s "$log")")
+        echo "-- baseline round $r: tokens_per_s ${b_tps[-1]}"
+    fi
     echo "== round $r/$ROUNDS: frugal (threads $THREADS, steps $STEPS)"
     "$FRUGAL" bench train --preset ref --threads "$THREADS" --steps "$STEPS" \
         --set "train.precision=$PRECISION" | tee "$log"
@@ -56,9 +64,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # --- summary -----------------------------------------------------------------------------------
-"$PY" - "${f_tps[*]}" "${p_tps[*]}" "${f_rss[*]}" "${p_rss[*]}" <<'EOF'
+"$PY" - "${f_tps[*]}" "${p_tps[*]}" "${f_rss[*]}" "${p_rss[*]}" "${b_tps[*]}" <<'EOF'
 import statistics, sys
-f_tps, p_tps, f_rss, p_rss = ([float(x) for x in a.split()] for a in sys.argv[1:5])
+f_tps, p_tps, f_rss, p_rss, b_tps = ([float(x) for x in a.split()] for a in sys.argv[1:6])
 print()
 print(f"{'round':>6} {'frugal tok/s':>14} {'pytorch tok/s':>14}")
 for i, (f, p) in enumerate(zip(f_tps, p_tps), 1):
@@ -67,4 +75,8 @@ fm, pm = statistics.median(f_tps), statistics.median(p_tps)
 print(f"{'median':>6} {fm:>14.1f} {pm:>14.1f}")
 print(f"ratio_tokens_per_s: {fm / pm:.3f}")
 print(f"peak_rss_mb: frugal {max(f_rss):.1f} pytorch {max(p_rss):.1f}")
+if b_tps:
+    bm = statistics.median(b_tps)
+    print(f"baseline median tokens_per_s: {bm:.1f} (ratio to pytorch {bm / pm:.3f})")
+    print(f"ratio_to_baseline: {fm / bm:.3f}")
 EOF

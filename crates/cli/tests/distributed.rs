@@ -265,7 +265,9 @@ fn a_hung_rank_times_out_and_mismatched_configs_are_refused() {
     let limit = Duration::from_secs(120);
     let run = dir.join("hang");
     let hangs = "rank = 1; step = 3; kill = \"hang\"";
-    let sets = ["dist.timeout_s=3"];
+    // Long enough for rank 0's GEMM peak measurement before the first step, which the other
+    // rank waits out in its first collective (3 s was not, on a loaded 2-core machine).
+    let sets = ["dist.timeout_s=10"];
     let (o, took) = mpirun_with_faults(2, &args(&cfg, &run, &sets), hangs, limit);
     let text = out(&o);
     assert!(!o.status.success(), "{text}");

@@ -8,10 +8,10 @@
 use super::loss::dpo;
 use super::stage::{self, PairEval};
 use base::config::Validate;
-use base::{Error, Result};
+use base::Result;
 use data::chat::ChatFormat;
 use data::loader::{Cursor, Shuffled};
-use data::pairs::{read_sources, shuffle, Pair};
+use data::pairs::Pair;
 use model::{Llama, Workspace};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -195,30 +195,15 @@ pub fn train(
     let (sft, dir) = stage::open(run, "dpo", "DPO", &resolved, seq, resume)?;
     let f = ChatFormat::new(&sft.tok)?;
 
-    // Pairs: every source, shuffled with the seed, the last val_pairs held out.
-    let (mut pairs, skipped_rows) = read_sources(&cfg.dpo.sources, &mut log)?;
-    shuffle(&mut pairs, t.seed);
-    let n_val = cfg.dpo.val_pairs.min(pairs.len() / 5);
-    let mut prompts_cut = 0;
-    let mut rows = Vec::with_capacity(pairs.len());
-    for p in &pairs {
-        let (r, cut) = encode_pair(&f, p, seq, cfg.dpo.max_reply_tokens)?;
-        prompts_cut += usize::from(cut);
-        rows.push(r);
-    }
-    let (train_rows, val_rows) = rows.split_at(rows.len() - n_val);
-    if train_rows.is_empty() {
-        return Err(Error::input(
-            "dpo.sources",
-            "hold no pairs to train on",
-            "add preference files",
-        ));
-    }
-    log(&format!(
-        "{} train pairs, {} held out, {prompts_cut} prompts cut from the left to fit {seq} tokens",
-        train_rows.len(),
-        val_rows.len()
-    ));
+    let d = &cfg.dpo;
+    let split = stage::split_pairs(
+        &d.sources,
+        "dpo.sources",
+        (t.seed, d.val_pairs, seq),
+        &mut log,
+        |p| encode_pair(&f, p, seq, d.max_reply_tokens),
+    )?;
+    let (train_rows, val_rows) = (&split.train[..], &split.val[..]);
     let policy = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
     let mut tr = Trainer::open(stage::setup(t, run, &dir, "dpo ", resume), policy, log)?;
     let mut obj = Dpo::new(cfg, &sft, train_rows, val_rows, &mut tr)?;
@@ -230,8 +215,8 @@ pub fn train(
         beta: cfg.dpo.beta,
         before: obj.before,
         after: obj.after,
-        prompts_cut,
-        skipped_rows,
+        prompts_cut: split.prompts_cut,
+        skipped_rows: split.skipped_rows,
     };
     let detail = format!(
         "DPO, {} steps, held-out accuracy {:.3}",

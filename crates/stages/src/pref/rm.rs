@@ -12,7 +12,6 @@ use base::config::Validate;
 use base::{Error, Result};
 use data::chat::ChatFormat;
 use data::loader::{Cursor, Shuffled};
-use data::pairs::{read_sources, shuffle, Pair};
 use model::{Llama, Workspace};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -236,31 +235,18 @@ pub fn train(
     let (sft, dir) = stage::open(run, "rm", "the reward model", &resolved, seq, resume)?;
     let f = ChatFormat::new(&sft.tok)?;
 
-    let (mut pairs, skipped_rows) = read_sources(&cfg.rm.sources, &mut log)?;
-    shuffle(&mut pairs, t.seed);
-    let n_val = cfg.rm.val_pairs.min(pairs.len() / 5);
-    let mut prompts_cut = 0;
-    let encoded: Vec<Encoded> = pairs
-        .iter()
-        .map(|p: &Pair| {
-            let (seqs, _, cut) = pair_tokens(&f, p, seq - 1, cfg.rm.max_reply_tokens)?;
-            prompts_cut += usize::from(cut);
-            Ok(Encoded { seqs })
-        })
-        .collect::<Result<_>>()?;
-    let (train_set, val) = encoded.split_at(encoded.len() - n_val);
-    if train_set.is_empty() {
-        return Err(Error::input(
-            "rm.sources",
-            "hold no pairs to train on",
-            "add preference files",
-        ));
-    }
-    log(&format!(
-        "{} train pairs, {} held out, {prompts_cut} prompts cut from the left to fit {seq} tokens",
-        train_set.len(),
-        val.len()
-    ));
+    let r = &cfg.rm;
+    let split = stage::split_pairs(
+        &r.sources,
+        "rm.sources",
+        (t.seed, r.val_pairs, seq),
+        &mut log,
+        |p| {
+            let (seqs, _, cut) = pair_tokens(&f, p, seq - 1, r.max_reply_tokens)?;
+            Ok((Encoded { seqs }, cut))
+        },
+    )?;
+    let (train_set, val) = (&split.train[..], &split.val[..]);
     let trunk = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
     let mut tr = Trainer::open(stage::setup(t, run, &dir, "rm ", resume), trunk, log)?;
     let mut obj = Rm::new(cfg, &sft, train_set, val, &tr);
@@ -276,8 +262,8 @@ pub fn train(
         train_pairs: train_set.len(),
         before,
         after: obj.after,
-        prompts_cut,
-        skipped_rows,
+        prompts_cut: split.prompts_cut,
+        skipped_rows: split.skipped_rows,
     };
     let detail = format!(
         "reward model, {} steps, held-out accuracy {:.3}",

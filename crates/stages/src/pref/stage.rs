@@ -3,6 +3,7 @@
 //! configs, and resumes from its newest checkpoint.
 
 use base::{Error, Result};
+use data::pairs::{read_sources, shuffle, Pair};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use train::checkpoint::{self, Trained};
@@ -67,6 +68,55 @@ pub(crate) fn setup<'a>(
 /// resumed run sees what an uninterrupted one would.
 pub(crate) fn step_seed(seed: u64, step: usize) -> u64 {
     seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// A stage's preference pairs, encoded: training and held-out parts, and what encoding did.
+pub(crate) struct PairSplit<T> {
+    pub train: Vec<T>,
+    pub val: Vec<T>,
+    pub prompts_cut: usize,
+    pub skipped_rows: usize,
+}
+
+/// The pairs of `sources` (named by `field` in messages), shuffled with `seed`, each encoded by
+/// `encode` (which says whether it cut the prompt to fit `seq` tokens); the last `val_pairs` (at
+/// most a fifth) held out. Logs the split.
+pub(crate) fn split_pairs<T>(
+    sources: &[PathBuf],
+    field: &str,
+    (seed, val_pairs, seq): (u64, usize, usize),
+    log: &mut impl FnMut(&str),
+    mut encode: impl FnMut(&Pair) -> Result<(T, bool)>,
+) -> Result<PairSplit<T>> {
+    let (mut pairs, skipped_rows) = read_sources(sources, log)?;
+    shuffle(&mut pairs, seed);
+    let n_val = val_pairs.min(pairs.len() / 5);
+    let mut prompts_cut = 0;
+    let mut train = Vec::with_capacity(pairs.len());
+    for p in &pairs {
+        let (item, cut) = encode(p)?;
+        prompts_cut += usize::from(cut);
+        train.push(item);
+    }
+    let val = train.split_off(train.len() - n_val);
+    if train.is_empty() {
+        return Err(Error::input(
+            field,
+            "hold no pairs to train on",
+            "add preference files",
+        ));
+    }
+    log(&format!(
+        "{} train pairs, {} held out, {prompts_cut} prompts cut from the left to fit {seq} tokens",
+        train.len(),
+        val.len()
+    ));
+    Ok(PairSplit {
+        train,
+        val,
+        prompts_cut,
+        skipped_rows,
+    })
 }
 
 /// Held-out measures of a pairwise preference (the reward model's rewards, DPO's implicit
