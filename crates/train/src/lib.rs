@@ -1,30 +1,31 @@
 //! The machinery every training stage shares, below the stages themselves.
 //!
-//! Owns: the run configuration (`config`: `[model]`, `[train]`, `[data]`, `[dist]`), the
-//! optimizers over the flat parameter buffer (`optim`), learning-rate schedules (`schedule`),
-//! the step's shared pieces (`step`: gradient norm, metrics file), the loop's clock and cadence
-//! (`clock`), the one training loop every stage runs (`trainer`) and the faults tests inject
-//! into it (`faults`), validation loss (`validation`), checkpoints (`checkpoint`, and `ranks` across
-//! data-parallel ranks) and the collectives of distributed training (`dist`).
+//! Owns: the run configuration (`config`: `[model]`, `[train]`, `[data]`, `[dist]`), the one
+//! training loop every stage runs (`trainer`, with its clock and cadence, learning-rate
+//! schedules, metrics file and cross-rank checkpoints inside) and the faults tests inject into
+//! it (`faults`), the optimizers over the flat parameter buffer (`optim`), validation loss
+//! (`validation`), checkpoints (`checkpoint`) and the collectives of distributed training
+//! (`dist`).
 //!
 //! Uses: `model`, `data` (the loader's cursor lives in a checkpoint), `ledger`, `base`,
-//! `tensor`. Exposes: those modules; the stages (`stages`) build their loops from them.
+//! `tensor`. Exposes: the loop (`Trainer`, `Objective` and what they exchange), the config, the
+//! optimizers, checkpoints, validation and the collectives; the stages (`stages`) are
+//! objectives on the loop.
 
 pub mod checkpoint;
-pub mod clock;
+mod clock;
 pub mod config;
 pub mod dist;
 pub mod faults;
 pub mod optim;
-pub mod ranks;
-pub mod schedule;
-pub mod step;
+mod ranks;
+mod schedule;
+mod step;
 pub mod trainer;
 pub mod validation;
 
-pub use clock::{due, write_report, LoopClock};
+pub use clock::write_report;
 pub use config::Config;
-pub use step::{grad_norm, grad_sum_sq, open_metrics};
 pub use trainer::{At, Objective, Outcome, Report, Setup, Step, Trainer, Update};
 
 /// The matrix-product precision `train.precision` asks for, in force while the guard lives

@@ -1,15 +1,10 @@
-//! Pieces of a training step every stage's loop shares: the global gradient norm (for
-//! clipping and the log), and the metrics file a resumed run appends to.
+//! Pieces of the training step: the gradient's sum of squares (for the global norm that clips
+//! and is logged), and the metrics file a resumed run appends to.
 
 use base::fs::write_atomic;
 use base::{Error, Result};
 use rayon::prelude::*;
 use std::path::Path;
-
-/// The global L2 norm of a gradient.
-pub fn grad_norm(g: &[f32]) -> f64 {
-    grad_sum_sq(g).sqrt()
-}
 
 /// Σ g², in f64. Fixed chunks summed in order: the same value for any thread count.
 pub fn grad_sum_sq(g: &[f32]) -> f64 {
