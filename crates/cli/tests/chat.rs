@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{conversations, frugal, out, sft_config};
+use common::{conversations, copy_dir, frugal, out, sft_config};
 
 /// A tiny pretrained run with room for short chats (context 96).
 fn pretrained(name: &str) -> PathBuf {
@@ -311,20 +311,6 @@ fn interactive_chat_through_a_terminal() {
     p.send(b"\x03");
     let status = p.wait();
     assert_eq!(status.code(), Some(130));
-}
-
-/// Copies a directory tree.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::out;
+use common::{copy_dir, out};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,18 +16,6 @@ fn fixture_copy(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&to);
     copy_dir(&from, &to);
     to
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        match e.file_type().unwrap().is_dir() {
-            true => copy_dir(&e.path(), &target),
-            false => drop(std::fs::copy(e.path(), &target).unwrap()),
-        }
-    }
 }
 
 /// `frugal ARGS` with the fixture as the working directory (its configs use relative paths).
