@@ -143,8 +143,9 @@ fn the_page_streams_keeps_history_and_stops() {
     );
     cdp.eval("(() => { const t = document.getElementById('temperature'); t.value = '1.5'; t.dispatchEvent(new Event('input')); })()");
     cdp.eval("document.getElementById('max-tokens').value = ''");
-    // A sampled reply may end on its own before the click lands; then ask again.
-    let mut stopped = false;
+    // A sampled reply may end on its own before the click lands, or just after the page stopped
+    // it but before the server saw the closed stream; then ask again.
+    let (mut stopped, mut ended) = (false, false);
     for attempt in 0..6 {
         send(&mut cdp, "tell me everything");
         cdp.wait_for(
@@ -162,20 +163,21 @@ fn the_page_streams_keeps_history_and_stops() {
         cdp.wait_for("document.body.classList.contains('busy')", json!(false));
         let finish =
             cdp.eval("[...document.querySelectorAll('.msg.assistant')].pop().dataset.finish");
-        if finish == json!("stopped") {
-            stopped = true;
+        if finish != json!("stopped") {
+            continue;
+        }
+        stopped = true;
+        let t0 = std::time::Instant::now();
+        while !ended && t0.elapsed() < Duration::from_secs(10) {
+            ended = metric(addr, "frugal_requests_cancelled_total") > cancelled;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if ended {
             break;
         }
     }
     assert!(stopped, "no reply was still running when stop was clicked");
-    let t0 = std::time::Instant::now();
-    while metric(addr, "frugal_requests_cancelled_total") <= cancelled {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the server never ended the stopped generation"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(ended, "the server never ended a stopped generation");
     assert_eq!(
         cdp.eval("[...document.querySelectorAll('.meta')].pop().textContent.startsWith('stopped')"),
         json!(true)
