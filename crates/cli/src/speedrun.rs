@@ -30,7 +30,7 @@ pub struct SpeedrunArgs {
     #[arg(long = "sft-set", value_name = "KEY=VALUE")]
     sft_overrides: Vec<String>,
     /// Where data that is in no package registry (GSM8K) is copied from [default: the
-    /// FRUGAL_DATA_MIRROR variable, else ../shared/data].
+    /// FRUGAL_DATA_MIRROR variable; without either, such data is skipped with a warning].
     #[arg(long)]
     mirror: Option<PathBuf>,
     /// Benchmarks for the report card, as `frugal eval --tasks` takes them (name or name:N
@@ -44,26 +44,25 @@ const DEFAULT_EVAL_TASKS: &str = "bpb,hellaswag,arc_easy,arc_challenge,piqa,wino
     openbookqa,copa,commonsense_qa:500,lambada:500,mmlu:500,gsm8k:100,bbh_navigate:250,\
     bbh_sports:250,bbh_causal_judgment,bbh_date_understanding";
 
-/// The directory GSM8K is copied from: --mirror, FRUGAL_DATA_MIRROR, or ../shared/data.
-fn mirror_dir(a: &SpeedrunArgs) -> PathBuf {
-    a.mirror.clone().unwrap_or_else(|| {
-        std::env::var_os("FRUGAL_DATA_MIRROR")
-            .map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
-    })
+/// The directory GSM8K is copied from, if the user named one: --mirror or FRUGAL_DATA_MIRROR.
+fn mirror_dir(a: &SpeedrunArgs) -> Option<PathBuf> {
+    a.mirror
+        .clone()
+        .or_else(|| std::env::var_os("FRUGAL_DATA_MIRROR").map(PathBuf::from))
 }
 
 /// Fetches `groups` (with the mirror when it exists); a failure is a warning, since what
 /// could not be fetched is named again where it is missed.
 fn fetch_groups(a: &SpeedrunArgs, groups: &[&str]) {
-    let mirror = mirror_dir(a);
-    let is_dir = mirror.is_dir();
-    let mirror = mirror.to_string_lossy().to_string();
+    let mirror = mirror_dir(a)
+        .filter(|m| m.is_dir())
+        .map(|m| m.to_string_lossy().to_string());
     let mut args = Vec::new();
     for g in groups {
         args.extend(["--group", g]);
     }
-    if is_dir {
-        args.extend(["--mirror", mirror.as_str()]);
+    if let Some(m) = &mirror {
+        args.extend(["--mirror", m.as_str()]);
     }
     if let Err(e) = fetch(&args) {
         println!("warning: {e:#}");

@@ -7,7 +7,7 @@
 //! - `{"question", "answer"}` (GSM8K: `<<48/2=24>>` calculator annotations become tool calls),
 //! - `{"prompt", "completion"}`,
 //!
-//! and from two raw files of ../shared/DATA.md: the chitchat dataset (one JSON object of
+//! and from two raw formats: the chitchat dataset (one JSON object of
 //! human–human conversations) and BIG-bench `task.json` files (natural_instructions).
 
 use super::{Conversation, Message, Part, PartKind, Role};
