@@ -127,7 +127,9 @@ impl Shuffled {
 
     fn shuffle(&mut self) {
         let mut rng = Rng::new(self.seed ^ self.cursor.epoch.wrapping_mul(0x9E3779B97F4A7C15));
-        self.order.sort_unstable();
+        for (i, o) in self.order.iter_mut().enumerate() {
+            *o = i as u32;
+        }
         for i in (1..self.order.len()).rev() {
             self.order.swap(i, rng.below(i as u64 + 1) as usize);
         }

@@ -23,7 +23,8 @@ pub enum Kill {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Faults {
-    /// Steps (numbered as in the log, from 1) whose loss becomes NaN, once each.
+    /// Steps (numbered as in the log, from 1) whose loss becomes NaN, once each: a data fault
+    /// would not recur after a rollback moved past its batch.
     pub nan_steps: Vec<usize>,
     /// Rank `rank` dies or hangs as step `step` (from 1) begins.
     pub kill: Option<Kill>,
@@ -48,6 +49,17 @@ impl Faults {
                 "write e.g. nan_steps = [3] or rank = 1; step = 7; kill = \"exit\"",
             )
         })
+    }
+
+    /// Whether step `step` (from 1) gets a NaN loss: the first time it is reached only.
+    pub fn nan_loss(&mut self, step: usize) -> bool {
+        match self.nan_steps.iter().position(|&s| s == step) {
+            Some(i) => {
+                self.nan_steps.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Fires the rank fault if it falls on `rank` as step `step` (from 0) begins.
@@ -79,5 +91,11 @@ mod tests {
         let e = Faults::parse("nan_step = [1]").unwrap_err().to_string();
         assert!(e.contains(VAR) && e.contains("nan_step"), "{e}");
         assert_eq!(Faults::parse("").unwrap(), Faults::default());
+        // Each NaN fires once: a rollback that returns to the step trains it.
+        let mut f = Faults::parse("nan_steps = [3]").unwrap();
+        assert_eq!(
+            (f.nan_loss(2), f.nan_loss(3), f.nan_loss(3)),
+            (false, true, false)
+        );
     }
 }

@@ -170,26 +170,18 @@ pub struct Outcome {
 struct LossGuard {
     bad_streak: usize,
     rollbacks: Vec<usize>,
-    /// NaN losses the tests inject (see `faults`), each fired once per step number, as a
-    /// data fault would not recur after a rollback moved past its batch.
-    nan_steps: Vec<usize>,
-    injected: std::collections::HashSet<usize>,
 }
 
 impl LossGuard {
     /// Why this step's `loss` must not update the model, if it must not.
     fn check(
-        &mut self,
+        &self,
         t: &TrainConfig,
         state: &TrainState,
         loss: f64,
         spikes: bool,
     ) -> Option<String> {
         let step = state.step;
-        let loss = match self.nan_steps.contains(&(step + 1)) && self.injected.insert(step + 1) {
-            true => f64::NAN,
-            false => loss,
-        };
         if !loss.is_finite() {
             return Some(format!("loss is {loss}"));
         }
@@ -296,10 +288,7 @@ impl<'a> Trainer<'a> {
             log,
             meter,
             metrics,
-            guard: LossGuard {
-                nan_steps: faults.nan_steps.clone(),
-                ..LossGuard::default()
-            },
+            guard: LossGuard::default(),
             faults,
             resumed_from,
             step_ms: Vec::new(),
@@ -326,18 +315,12 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// The checkpoint the run resumed from, if it did.
-    pub fn resumed_from(&self) -> Option<&Path> {
-        self.resumed_from.as_deref()
-    }
-
     /// Trains to `train.steps`.
     pub fn run(&mut self, obj: &mut impl Objective) -> Result<Outcome> {
         if let Some(dir) = &self.resumed_from {
             obj.restore_extra(dir)?;
         }
         let mut sample_rng = Rng::from_state(self.state.sample_rng);
-        let ran_before = self.step_ms.len();
         while self.state.step < self.setup.train.steps {
             let t0 = Instant::now();
             let Some((step, norm, lr)) = self.step(obj)? else {
@@ -353,7 +336,7 @@ impl<'a> Trainer<'a> {
                 "parameters identical on all {world} ranks (fnv64 {hash:016x})"
             ));
         }
-        Ok(self.outcome(self.step_ms.len() - ran_before))
+        Ok(self.outcome())
     }
 
     /// One step: the objective's gradient, the guard, then clip and update, as many rounds as
@@ -376,8 +359,11 @@ impl<'a> Trainer<'a> {
                 },
             )?;
             self.bill(s.tokens + s.sampled, s.flops)?;
-            if let Some(why) = self.guard.check(t, &self.state, s.loss, obj.watch_spikes()) {
-                self.state.cursor = obj.cursor();
+            let loss = match self.faults.nan_loss(at_step + 1) {
+                true => f64::NAN,
+                false => s.loss,
+            };
+            if let Some(why) = self.guard.check(t, &self.state, loss, obj.watch_spikes()) {
                 self.bad_step(obj, &why)?;
                 return Ok(None);
             }
@@ -597,13 +583,10 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    pub fn wall_s(&self) -> f64 {
-        self.clock.wall_s()
-    }
-
     /// The run's figures. A run resumed after its last step did no work now: they come from
     /// its metrics instead.
-    fn outcome(&self, ran: usize) -> Outcome {
+    fn outcome(&self) -> Outcome {
+        let ran = self.step_ms.len();
         let (mut ms, mut tokens, mut mfus) =
             (self.step_ms.clone(), self.step_tokens.clone(), Vec::new());
         let mut final_loss = self.last_loss;

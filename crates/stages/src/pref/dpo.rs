@@ -207,10 +207,10 @@ pub fn train(
     let policy = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
     let mut tr = Trainer::open(stage::setup(t, run, &dir, "dpo ", resume), policy, log)?;
     let mut obj = Dpo::new(cfg, &sft, train_rows, val_rows, &mut tr)?;
-    tr.run(&mut obj)?;
+    let out = tr.run(&mut obj)?;
     let summary = DpoSummary {
-        steps: tr.state.step,
-        wall_s: tr.wall_s(),
+        steps: out.steps,
+        wall_s: out.wall_s,
         train_pairs: train_rows.len(),
         beta: cfg.dpo.beta,
         before: obj.before,

@@ -544,12 +544,12 @@ pub fn train(
     let policy = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
     let mut tr = Trainer::open(stage::setup(t, run, &dir, "grpo ", resume), policy, log)?;
     let mut obj = Grpo::new(cfg, &sft, &fmt, &judge, &train_set, &val, &mut tr)?;
-    tr.run(&mut obj)?;
+    let out = tr.run(&mut obj)?;
     let (before, after) = (obj.before, obj.after);
     let (change, change_ci95) = paired_change(&before.per_prompt, &after.per_prompt);
     let summary = GrpoSummary {
-        steps: tr.state.step,
-        wall_s: tr.wall_s(),
+        steps: out.steps,
+        wall_s: out.wall_s,
         reward: g.reward,
         train_prompts: train_set.len(),
         group_size: g.group_size,
@@ -740,15 +740,16 @@ impl Objective for Grpo<'_> {
         // Round 0 samples, and scores with the reference and the sampling policy; it is the
         // update on the sampling policy itself, whose log-probabilities are old_lp. Later
         // rounds score the updated policy.
+        let later;
         let (fed, passes, lp) = match at.round {
             0 => {
                 let fed = self.sample_groups(model, at.step)?;
-                (fed, 4.0, self.old_lp.clone())
+                (fed, 4.0, &self.old_lp)
             }
             _ => {
                 let (x, y) = (&self.x, &self.y);
-                let lp = model.token_logprobs_at(x, y, self.g.temperature, &mut self.ws);
-                (0, 3.0, lp)
+                later = model.token_logprobs_at(x, y, self.g.temperature, &mut self.ws);
+                (0, 3.0, &later)
             }
         };
         let lens: Vec<usize> = self.rs.iter().map(|r| r.actions).collect();
@@ -758,7 +759,7 @@ impl Objective for Grpo<'_> {
         };
         let (y, seq) = (&self.y, self.seq);
         let (loss, kl, clipped, actions) = obj.token_weights(
-            &lp,
+            lp,
             &self.old_lp,
             &self.ref_lp,
             y,

@@ -255,10 +255,10 @@ pub fn train(
         "held-out pairwise accuracy before training {:.3} ± {:.3} ({} pairs)",
         before.accuracy, before.ci95, before.pairs
     ));
-    tr.run(&mut obj)?;
+    let out = tr.run(&mut obj)?;
     let summary = RmSummary {
-        steps: tr.state.step,
-        wall_s: tr.wall_s(),
+        steps: out.steps,
+        wall_s: out.wall_s,
         train_pairs: train_set.len(),
         before,
         after: obj.after,
