@@ -4,7 +4,7 @@
 //! (`columnar`), WARC/WET crawls (`warc`, `html`)) to clean (`clean`, `filters`), deduplicated
 //! (`dedup`), mixed documents in JSONL (`jsonl`), split into train and validation sets
 //! (`prepare`), then token shards (`tokenize`, `shards`) read by the pretraining loader
-//! (`loader`); tokenizer training on files (`tokenizer`); the chat format every later stage
+//! (`loader`, whose epoch shuffle `Shuffled` orders every trainer's data); tokenizer training on files (`tokenizer`); the chat format every later stage
 //! renders conversations with (`chat`); the SFT mixture packed into rows (`sft_mix`);
 //! preference pairs (`pairs`); and GSM8K's answer format (`gsm8k`).
 //!

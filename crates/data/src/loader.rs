@@ -3,7 +3,8 @@
 //! Training windows of seq_len + 1 tokens start at a document's `<|bos|>` or a whole number of
 //! seq_len past it, so every window begins at a document boundary or a clean cut inside a long
 //! document (books), never at an arbitrary offset. Their order is a permutation drawn from
-//! (seed, epoch); the cursor (epoch, index) is all a checkpoint needs to resume the exact stream.
+//! (seed, epoch) (`Shuffled`, which SFT's rows and the preference stages' pairs follow too); the
+//! cursor (epoch, index) is all a checkpoint needs to resume the exact stream.
 
 use crate::shards::{Shard, ShardInfo};
 use crate::tokenize::Manifest;
