@@ -116,7 +116,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Gemm { reps, bf16 } => {
             let g = bench_gemm(reps);
-            println!("{}", tensor::Device::Cpu.describe());
+            println!("{}", tensor::Device::describe(&tensor::Cpu));
             for (m, n, k, gf) in &g.shapes {
                 println!("{m}x{n}x{k}: {gf:.1} GFLOP/s");
             }
@@ -150,7 +150,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let docs = chunk_documents(&texts, chunk_bytes);
             let bytes: usize = docs.iter().map(|d| d.len()).sum();
             let (rate, tokens) = bench_encode(&tok, &docs, reps);
-            println!("{}", tensor::Device::Cpu.describe());
+            println!("{}", tensor::Device::describe(&tensor::Cpu));
             println!(
                 "documents: {} | {:.1} MB | {tokens} tokens | {:.3} bytes/token",
                 docs.len(),
@@ -172,7 +172,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             println!(
                 "bench train | {} | {} | batch {} x {} tokens | {} products",
                 model.name(),
-                tensor::Device::Cpu.describe(),
+                tensor::Device::describe(&tensor::Cpu),
                 cfg.train.batch_size,
                 cfg.train.seq_len,
                 cfg.train.precision.name(),
@@ -211,7 +211,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             println!(
                 "bench infer | {} | {} | {:.2}M params | prompt {prompt_len} tokens, {decode} decoded",
                 choice.name(),
-                tensor::Device::Cpu.describe(),
+                tensor::Device::describe(&tensor::Cpu),
                 model.params.len() as f64 / 1e6
             );
             for &b in &batch {
@@ -275,7 +275,7 @@ fn speculative(
         run.display(),
         t.stage,
         t.checkpoint.display(),
-        tensor::Device::Cpu.describe(),
+        tensor::Device::describe(&tensor::Cpu),
         prompts.len()
     );
     let r = bench_speculative(&t.model, &prompts, decode, reps)?;

@@ -6,13 +6,9 @@
 
 use crate::workspace::{BlockGrads, LayerActs};
 use crate::{LayerOffsets, Llama};
-use tensor::ops::add_inplace;
-use tensor::ops::attention::{attention_backward_docs, attention_forward_docs, AttnShape};
-use tensor::ops::moe::balance_loss;
-use tensor::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
-use tensor::ops::rope::{rope_backward, rope_forward, RopeLayout};
-use tensor::ops::swiglu::{swiglu_backward, swiglu_forward};
-use tensor::{sgemm, Gemm};
+use tensor::ops::attention::AttnShape;
+use tensor::ops::rope::RopeLayout;
+use tensor::{Device, Gemm, Memory, Mut, Ref};
 
 /// The shapes of one pass over a workspace's batch.
 #[derive(Clone, Copy)]
@@ -27,7 +23,7 @@ pub(crate) struct BlockCtx<'w> {
     seq_len: usize,
 }
 
-impl Llama {
+impl<D: Device> Llama<D> {
     /// The shapes of a pass over a batch; callers pass a workspace's fields, so that the pass
     /// can write the rest of it while this borrows its document starts.
     pub(crate) fn block_ctx<'w>(
@@ -71,64 +67,64 @@ impl Llama {
         &self,
         l: usize,
         off: &LayerOffsets,
-        x_in: &[f32],
-        x_out: &mut [f32],
-        a: &mut LayerActs,
+        x_in: Ref<D>,
+        mut x_out: Mut<D>,
+        a: &mut LayerActs<D>,
         cx: BlockCtx,
         load: &mut [u64],
     ) -> f64 {
         let (n, d, eps) = (cx.n, self.cfg.d_model, self.cfg.norm_eps);
-        let p = &self.params.data;
-        rmsnorm_forward(
-            &mut a.xn1,
-            &mut a.rstd1,
-            x_in,
-            &p[off.attn_norm..][..d],
-            d,
-            eps,
-        );
+        let (dev, p) = (&self.dev, &self.params.data);
+        let norm1 = p.at(off.attn_norm..off.attn_norm + d);
+        dev.rmsnorm_forward(a.xn1.all_mut(), a.rstd1.all_mut(), x_in, norm1, d, eps);
         match (self.cfg.mla(), &off.mla) {
             (Some(m), Some(mla)) => self.mla_qkv_forward(m, mla, off.qkv, a, n, cx.seq_len),
             _ => {
-                sgemm(&Gemm::nt(n, cx.qkv, d), &a.xn1, &p[off.qkv..], &mut a.qkv); // (N, qkv)
-                rope_forward(&mut a.qkv, cx.rope, &self.rope);
+                let w_qkv = p.at(off.qkv..);
+                dev.gemm(&Gemm::nt(n, cx.qkv, d), a.xn1.all(), w_qkv, a.qkv.all_mut()); // (N, qkv)
+                dev.rope_forward(a.qkv.all_mut(), cx.rope, &self.rope);
             }
         }
-        attention_forward_docs(&mut a.att, &mut a.lse, &a.qkv, cx.attn, cx.starts); // (N, att)
-        sgemm(&Gemm::nt(n, d, cx.att), &a.att, &p[off.o..], &mut a.x_mid); // (N, d)
-        add_inplace(&mut a.x_mid, x_in);
-        rmsnorm_forward(
-            &mut a.xn2,
-            &mut a.rstd2,
-            &a.x_mid,
-            &p[off.mlp_norm..][..d],
+        let (att, lse) = (a.att.all_mut(), a.lse.all_mut());
+        dev.attention_forward(att, lse, a.qkv.all(), cx.attn, cx.starts); // (N, att)
+        let o = Gemm::nt(n, d, cx.att);
+        dev.gemm(&o, a.att.all(), p.at(off.o..), a.x_mid.all_mut()); // (N, d)
+        dev.add(a.x_mid.all_mut(), x_in);
+        let norm2 = p.at(off.mlp_norm..off.mlp_norm + d);
+        dev.rmsnorm_forward(
+            a.xn2.all_mut(),
+            a.rstd2.all_mut(),
+            a.x_mid.all(),
+            norm2,
             d,
             eps,
         );
         let hid = self.cfg.dense_hidden(l);
         if hid > 0 {
-            sgemm(
-                &Gemm::nt(n, 2 * hid, d),
-                &a.xn2,
-                &p[off.gate_up..],
-                &mut a.gu,
-            ); // (N, 2·hid)
-            swiglu_forward(&mut a.h, &a.gu, hid);
-            sgemm(&Gemm::nt(n, d, hid), &a.h, &p[off.down..], x_out); // (N, d)
+            let gate_up = Gemm::nt(n, 2 * hid, d);
+            dev.gemm(&gate_up, a.xn2.all(), p.at(off.gate_up..), a.gu.all_mut()); // (N, 2·hid)
+            dev.swiglu_forward(a.h.all_mut(), a.gu.all(), hid);
+            dev.gemm(
+                &Gemm::nt(n, d, hid),
+                a.h.all(),
+                p.at(off.down..),
+                x_out.rb(),
+            ); // (N, d)
         } else {
-            x_out.fill(0.0);
+            dev.fill(x_out.rb(), 0.0);
         }
         let mut balance = 0.0;
         if let (Some(m), Some(moe), Some(acts)) = (self.cfg.moe_at(l), &off.moe, &mut a.moe) {
-            let counts = self.moe_forward(m, moe, &a.xn2, x_out, acts);
+            let counts = self.moe_forward(m, moe, a.xn2.all(), x_out.rb(), acts);
             for (total, c) in load.iter_mut().zip(counts) {
                 *total += c as u64;
             }
             if m.balance_loss > 0.0 {
-                balance = balance_loss(None, &acts.routing, cx.seq_len, m.balance_loss, 0.0);
+                let r = &acts.routing;
+                balance = dev.moe_balance_loss(None, r, cx.seq_len, m.balance_loss, 0.0);
             }
         }
-        add_inplace(x_out, &a.x_mid);
+        dev.add(x_out, a.x_mid.all());
         balance
     }
 
@@ -140,112 +136,83 @@ impl Llama {
         &self,
         l: usize,
         off: &LayerOffsets,
-        x_in: &[f32],
-        a: &LayerActs,
-        g: &mut [f32],
-        bg: &mut BlockGrads,
+        x_in: Ref<D>,
+        a: &LayerActs<D>,
+        mut g: Mut<D>,
+        bg: &mut BlockGrads<D>,
         cx: BlockCtx,
         aux_weight: f32,
     ) {
         let (n, d) = (cx.n, self.cfg.d_model);
-        let p = &self.params.data;
+        let (dev, p) = (&self.dev, &self.params.data);
         // MLP. bg.dresid holds dL/dx_out.
         let hid = self.cfg.dense_hidden(l);
         if hid > 0 {
-            let (dh, dgu) = (&mut bg.dh[..n * hid], &mut bg.dgu[..n * 2 * hid]);
-            sgemm(&Gemm::nn(n, hid, d), &bg.dresid, &p[off.down..], dh); // dh (N, hid)
-            sgemm(
-                &Gemm::tn(d, hid, n).accumulate(true),
-                &bg.dresid,
-                &a.h,
-                &mut g[off.down..],
-            ); // dW_down (d, hid)
-            swiglu_backward(dgu, dh, &a.gu, hid);
-            sgemm(
-                &Gemm::tn(2 * hid, d, n).accumulate(true),
-                dgu,
-                &a.xn2,
-                &mut g[off.gate_up..],
-            ); // (2·hid, d)
-            sgemm(
-                &Gemm::nn(n, d, 2 * hid),
-                dgu,
-                &p[off.gate_up..],
-                &mut bg.dxn,
-            ); // dxn2 (N, d)
+            let (dh, dgu) = (&mut bg.dh, &mut bg.dgu);
+            let dresid = bg.dresid.all();
+            dev.gemm(
+                &Gemm::nn(n, hid, d),
+                dresid,
+                p.at(off.down..),
+                dh.at_mut(..n * hid),
+            ); // dh (N, hid)
+            let dw_down = Gemm::tn(d, hid, n).accumulate(true);
+            dev.gemm(&dw_down, dresid, a.h.all(), g.at(off.down..)); // dW_down (d, hid)
+            let (dh, gu) = (dh.at(..n * hid), a.gu.all());
+            dev.swiglu_backward(dgu.at_mut(..n * 2 * hid), dh, gu, hid);
+            let dgu = dgu.at(..n * 2 * hid);
+            let dw_gate_up = Gemm::tn(2 * hid, d, n).accumulate(true);
+            dev.gemm(&dw_gate_up, dgu, a.xn2.all(), g.at(off.gate_up..)); // (2·hid, d)
+            let w_gate_up = p.at(off.gate_up..);
+            dev.gemm(&Gemm::nn(n, d, 2 * hid), dgu, w_gate_up, bg.dxn.all_mut());
+        // dxn2 (N, d)
         } else {
-            bg.dxn.fill(0.0);
+            dev.fill(bg.dxn.all_mut(), 0.0);
         }
         if let (Some(m), Some(moe), Some(acts)) = (self.cfg.moe_at(l), &off.moe, &a.moe) {
-            self.moe_backward(
-                m,
-                moe,
-                &a.xn2,
-                &bg.dresid,
-                &mut bg.dxn,
-                g,
-                acts,
-                &mut bg.moe,
-                (cx.seq_len, aux_weight),
-            );
+            let (dout, dx) = (bg.dresid.all(), bg.dxn.all_mut());
+            let scratch = &mut bg.moe;
+            let aux = (cx.seq_len, aux_weight);
+            self.moe_backward(m, moe, a.xn2.all(), dout, dx, g.rb(), acts, scratch, aux);
         }
-        rmsnorm_backward(
-            &mut bg.dresid,
-            &mut g[off.mlp_norm..][..d],
-            &bg.dxn,
-            &a.x_mid,
-            &p[off.mlp_norm..][..d],
-            &a.rstd2,
-            d,
+        let (w2, g2) = (
+            p.at(off.mlp_norm..off.mlp_norm + d),
+            g.at(off.mlp_norm..off.mlp_norm + d),
         );
+        let (dxn, x_mid, rstd2) = (bg.dxn.all(), a.x_mid.all(), a.rstd2.all());
+        dev.rmsnorm_backward(bg.dresid.all_mut(), g2, dxn, x_mid, w2, rstd2, d);
         // Attention. bg.dresid now holds dL/dx_mid.
-        sgemm(
+        let dresid = bg.dresid.all();
+        dev.gemm(
             &Gemm::nn(n, cx.att, d),
-            &bg.dresid,
-            &p[off.o..],
-            &mut bg.datt,
+            dresid,
+            p.at(off.o..),
+            bg.datt.all_mut(),
         ); // datt (N, att)
-        sgemm(
-            &Gemm::tn(d, cx.att, n).accumulate(true),
-            &bg.dresid,
-            &a.att,
-            &mut g[off.o..],
-        ); // dW_o (d, att)
-        attention_backward_docs(
-            &mut bg.dqkv,
-            &bg.datt,
-            &a.qkv,
-            &a.att,
-            &a.lse,
-            cx.attn,
-            cx.starts,
-        );
+        let dw_o = Gemm::tn(d, cx.att, n).accumulate(true);
+        dev.gemm(&dw_o, dresid, a.att.all(), g.at(off.o..)); // dW_o (d, att)
+        let (datt, qkv, att, lse) = (bg.datt.all(), a.qkv.all(), a.att.all(), a.lse.all());
+        dev.attention_backward(bg.dqkv.all_mut(), datt, qkv, att, lse, cx.attn, cx.starts);
         if let (Some(m), Some(mla)) = (self.cfg.mla(), &off.mla) {
             let (dqkv, dxn, mg) = (&mut bg.dqkv, &mut bg.dxn, &mut bg.mla);
-            self.mla_qkv_backward(m, mla, off.qkv, a, dqkv, dxn, g, mg, n, cx.seq_len);
+            self.mla_qkv_backward(m, mla, off.qkv, a, dqkv, dxn, g.rb(), mg, n, cx.seq_len);
         } else {
-            rope_backward(&mut bg.dqkv, cx.rope, &self.rope);
-            sgemm(
-                &Gemm::tn(cx.qkv, d, n).accumulate(true),
-                &bg.dqkv,
-                &a.xn1,
-                &mut g[off.qkv..],
-            ); // (qkv, d)
-            sgemm(
+            dev.rope_backward(bg.dqkv.all_mut(), cx.rope, &self.rope);
+            let dw_qkv = Gemm::tn(cx.qkv, d, n).accumulate(true);
+            dev.gemm(&dw_qkv, bg.dqkv.all(), a.xn1.all(), g.at(off.qkv..)); // (qkv, d)
+            let w_qkv = p.at(off.qkv..);
+            dev.gemm(
                 &Gemm::nn(n, d, cx.qkv),
-                &bg.dqkv,
-                &p[off.qkv..],
-                &mut bg.dxn,
+                bg.dqkv.all(),
+                w_qkv,
+                bg.dxn.all_mut(),
             ); // dxn1 (N, d)
         }
-        rmsnorm_backward(
-            &mut bg.dresid,
-            &mut g[off.attn_norm..][..d],
-            &bg.dxn,
-            x_in,
-            &p[off.attn_norm..][..d],
-            &a.rstd1,
-            d,
+        let (w1, g1) = (
+            p.at(off.attn_norm..off.attn_norm + d),
+            g.at(off.attn_norm..off.attn_norm + d),
         );
+        let (dxn, rstd1) = (bg.dxn.all(), a.rstd1.all());
+        dev.rmsnorm_backward(bg.dresid.all_mut(), g1, dxn, x_in, w1, rstd1, d);
     }
 }

@@ -142,7 +142,7 @@ pub(crate) struct Scratch {
     o: Vec<f32>,
     gu: Vec<f32>,
     h: Vec<f32>,
-    moe: MoeActs,
+    moe: MoeActs<tensor::Cpu>,
     lse: Vec<f32>,
     /// Latent attention's new cache rows [latent | RoPE key], the latent apart, and its norm.
     pub(crate) lat: Vec<f32>,
@@ -339,7 +339,7 @@ impl Llama {
             o.fill(0.0);
         }
         if let (Some(m), Some(offsets)) = (c.moe_at(l), &off.moe) {
-            self.moe_forward(m, offsets, &*xn, o, moe);
+            self.moe_forward(m, offsets, (&*xn).into(), o.into(), moe);
         }
         add_inplace(x, &*o);
     }

@@ -9,7 +9,12 @@
 //! [`LanguageModel`] trait (`language_model`); weights in safetensors (`weights`); and the
 //! parameter and FLOP counts of any transformer shape (`arch`).
 //!
-//! Uses: `tensor` (kernels), `base` (errors, config parsing). Exposes: the modules above that
+//! The training forward and backward (`llama`, `block`, `mla`, `moe`, `mtp`) are generic over
+//! the device they run on (`Llama<D>`, `Params<D>`, `Workspace<D>`, the CPU by default) and
+//! reach every kernel and buffer through `tensor::Device`: they never index an element, so a
+//! new backend needs no edit here. The KV-cache forward runs on the CPU (`Llama<Cpu>`).
+//!
+//! Uses: `tensor` (kernels and the device seam), `base` (errors, config parsing). Exposes: the modules above that
 //! callers name (`config`, `arch`, `language_model`) and the model's types at the root.
 
 pub mod arch;

@@ -4,21 +4,34 @@
 
 use crate::config::ModelConfig;
 use crate::{Params, Workspace};
-use tensor::ops::add_inplace;
-use tensor::ops::cross_entropy::{lm_head_cross_entropy, LossGrads};
-use tensor::ops::embedding::{embedding_backward, embedding_forward};
-use tensor::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
-use tensor::ops::rope::RopeTable;
-use tensor::{sgemm, Gemm};
+use tensor::device::HeadGrads;
+use tensor::{Cpu, Device, Gemm, Memory, Mut, Ref};
 
-pub struct Llama {
+/// A model on a device `D` (the CPU unless named): its config, its parameters in `D`'s memory,
+/// and the device handle its kernels run on.
+pub struct Llama<D: Device = Cpu> {
     pub cfg: ModelConfig,
-    pub params: Params,
-    pub(crate) rope: RopeTable,
+    pub params: Params<D>,
+    pub(crate) rope: D::Rope,
+    pub(crate) dev: D,
 }
 
 impl Llama {
+    /// A model on the CPU.
     pub fn new(cfg: ModelConfig, params: Params) -> Self {
+        Self::on(Cpu, cfg, params)
+    }
+
+    /// A freshly initialised model on the CPU (see `Params::init`).
+    pub fn init(cfg: ModelConfig, seed: u64) -> Self {
+        let params = Params::init(&cfg, seed);
+        Self::new(cfg, params)
+    }
+}
+
+impl<D: Device> Llama<D> {
+    /// A model whose parameters are already in `dev`'s memory (see `Params::to_device`).
+    pub fn on(dev: D, cfg: ModelConfig, params: Params<D>) -> Self {
         assert_eq!(
             params.len(),
             Params::zeros(&cfg).len(),
@@ -26,18 +39,22 @@ impl Llama {
         );
         // Latent attention rotates only each head's last rope_dim channels.
         let rotated = cfg.mla().map_or(cfg.head_dim(), |m| m.rope_dim);
-        let rope = RopeTable::new(cfg.context_len, rotated, cfg.rope_theta);
-        Llama { cfg, params, rope }
+        let rope = dev.rope_table(cfg.context_len, rotated, cfg.rope_theta);
+        Llama {
+            cfg,
+            params,
+            rope,
+            dev,
+        }
     }
 
-    /// A freshly initialised model (see `Params::init`).
-    pub fn init(cfg: ModelConfig, seed: u64) -> Self {
-        let params = Params::init(&cfg, seed);
-        Self::new(cfg, params)
+    /// The device this model computes on.
+    pub fn device(&self) -> &D {
+        &self.dev
     }
 
-    pub fn workspace(&self, batch: usize, seq_len: usize) -> Workspace {
-        Workspace::new(&self.cfg, batch, seq_len)
+    pub fn workspace(&self, batch: usize, seq_len: usize) -> Workspace<D> {
+        Workspace::on(&self.dev, &self.cfg, batch, seq_len)
     }
 
     /// Embedding, all layers and the final norm, leaving activations in `ws` and the normalised
@@ -45,79 +62,61 @@ impl Llama {
     ///
     /// # Shapes
     /// tokens: (B·T) row-major, ids < vocab_size (checked where data enters frugal).
-    fn forward_trunk(&self, tokens: &[u32], ws: &mut Workspace) {
+    fn forward_trunk(&self, tokens: &[u32], ws: &mut Workspace<D>) {
         assert!(
             tokens.len() == ws.tokens() && ws.seq_len <= self.cfg.context_len,
             "forward: tokens do not fit the workspace"
         );
         let (n, d) = (ws.tokens(), self.cfg.d_model);
-        let p = &self.params.data;
+        let (dev, p, pr) = (&self.dev, &self.params.data, &self.params);
         let eps = self.cfg.norm_eps;
-        embedding_forward(&mut ws.resid[..n * d], tokens, &p[self.params.embed..], d);
+        dev.embedding_forward(ws.resid.at_mut(..n * d), tokens, p.at(pr.embed..), d);
         let cx = self.block_ctx(ws.batch, ws.seq_len, ws.doc_starts.as_deref());
         let mut balance = 0f64;
-        for (l, (off, a)) in self
-            .params
-            .layers
-            .iter()
-            .zip(ws.layers.iter_mut())
-            .enumerate()
-        {
-            let (before, after) = ws.resid.split_at_mut((l + 1) * n * d);
-            let (x_in, x_out) = (&before[l * n * d..], &mut after[..n * d]);
-            balance += self.block_forward(l, off, x_in, x_out, a, cx, &mut ws.expert_load[l]);
+        for (l, (off, a)) in pr.layers.iter().zip(ws.layers.iter_mut()).enumerate() {
+            let (before, after) = ws.resid.at_mut(..).split_at((l + 1) * n * d);
+            let (x_in, x_out) = (before.view().at(l * n * d..), after.into_at(..n * d));
+            let load = &mut ws.expert_load[l];
+            balance += self.block_forward(l, off, x_in, x_out, a, cx, load);
         }
         ws.balance_loss = balance;
-        let last = &ws.resid[self.cfg.n_layers * n * d..];
-        rmsnorm_forward(
-            &mut ws.xf,
-            &mut ws.rstd_f,
-            last,
-            &p[self.params.final_norm..][..d],
-            d,
-            eps,
-        );
+        let last = ws.resid.at(self.cfg.n_layers * n * d..);
+        let w = p.at(pr.final_norm..pr.final_norm + d);
+        dev.rmsnorm_forward(ws.xf.all_mut(), ws.rstd_f.all_mut(), last, w, d, eps);
     }
 
     /// Summed cross-entropy over targets that are not `IGNORE`, and their count.
-    pub fn loss(&self, tokens: &[u32], targets: &[u32], ws: &mut Workspace) -> (f64, usize) {
+    pub fn loss(&self, tokens: &[u32], targets: &[u32], ws: &mut Workspace<D>) -> (f64, usize) {
         self.forward_trunk(tokens, ws);
-        let d = self.cfg.d_model;
-        lm_head_cross_entropy(
-            &ws.xf,
-            &self.params.data[self.params.lm_head..],
-            targets,
-            d,
-            None,
-            &mut ws.logits_scratch,
-        )
+        let (d, head) = (self.cfg.d_model, self.params.data.at(self.params.lm_head..));
+        let scratch = &mut ws.logits_scratch;
+        self.dev
+            .lm_head_loss(ws.xf.all(), head, targets, d, None, scratch)
     }
 
-    /// Logits of every position: (B·T, vocab).
-    pub fn logits(&self, tokens: &[u32], ws: &mut Workspace) -> Vec<f32> {
+    /// Logits of every position: (B·T, vocab), on the host.
+    pub fn logits(&self, tokens: &[u32], ws: &mut Workspace<D>) -> Vec<f32> {
         self.forward_trunk(tokens, ws);
         let (n, d, v) = (ws.tokens(), self.cfg.d_model, self.cfg.vocab_size);
-        let mut out = vec![0f32; n * v];
-        sgemm(
-            &Gemm::nt(n, v, d),
-            &ws.xf,
-            &self.params.data[self.params.lm_head..],
-            &mut out,
-        );
-        out
+        let mut out = self.dev.zeros(n * v);
+        let head = self.params.data.at(self.params.lm_head..);
+        self.dev
+            .gemm(&Gemm::nt(n, v, d), ws.xf.all(), head, out.all_mut());
+        self.dev.into_host(out)
     }
 
     /// Forward and backward: accumulates into `grads` (laid out like `params.data`) the gradient
     /// of `grad_scale` · Σ losses, and returns (Σ losses, count). For a mean loss over one batch
     /// pass grad_scale = 1 / count; over accumulated micro-batches, 1 / (total count).
-    pub fn forward_backward(
+    pub fn forward_backward<'g>(
         &self,
         tokens: &[u32],
         targets: &[u32],
-        grads: &mut [f32],
+        grads: impl Into<Mut<'g, D>>,
         grad_scale: f32,
-        ws: &mut Workspace,
+        ws: &mut Workspace<D>,
     ) -> (f64, usize) {
+        let mut grads = grads.into();
         if self.params.mtp.is_empty() {
             return self.forward_backward_weighted(tokens, targets, None, grads, grad_scale, ws);
         }
@@ -125,12 +124,17 @@ impl Llama {
         // joins the main one at the last layer's output), and `ws.mtp_loss()` reports it.
         self.forward_trunk(tokens, ws);
         let aux_weight = grad_scale * ws.seq_len as f32;
-        self.mtp_forward_backward(tokens, targets, grads, grad_scale, aux_weight, ws);
+        self.mtp_forward_backward(tokens, targets, grads.rb(), grad_scale, aux_weight, ws);
         self.backward_weighted_at(tokens, targets, None, 1.0, grads, grad_scale, ws)
     }
 
     /// Each target's log-probability, ln p(target | tokens before it): (B·T), 0 at IGNORE.
-    pub fn token_logprobs(&self, tokens: &[u32], targets: &[u32], ws: &mut Workspace) -> Vec<f64> {
+    pub fn token_logprobs(
+        &self,
+        tokens: &[u32],
+        targets: &[u32],
+        ws: &mut Workspace<D>,
+    ) -> Vec<f64> {
         self.token_logprobs_at(tokens, targets, 1.0, ws)
     }
 
@@ -142,22 +146,18 @@ impl Llama {
         tokens: &[u32],
         targets: &[u32],
         temperature: f32,
-        ws: &mut Workspace,
+        ws: &mut Workspace<D>,
     ) -> Vec<f64> {
         self.forward_trunk(tokens, ws);
         // The head is linear: logits / T are the head applied to xf / T. xf is put back after,
         // so that `backward_weighted_at` can follow without a second forward.
-        scale(&mut ws.xf, 1.0 / temperature);
+        let dev = &self.dev;
+        dev.scale(ws.xf.all_mut(), 1.0 / temperature);
         let mut out = vec![0f64; targets.len()];
-        tensor::ops::cross_entropy::lm_head_token_losses(
-            &ws.xf,
-            &self.params.data[self.params.lm_head..],
-            targets,
-            self.cfg.d_model,
-            &mut ws.logits_scratch,
-            &mut out,
-        );
-        scale(&mut ws.xf, temperature);
+        let (d, head) = (self.cfg.d_model, self.params.data.at(self.params.lm_head..));
+        let scratch = &mut ws.logits_scratch;
+        dev.lm_head_token_losses(ws.xf.all(), head, targets, d, scratch, &mut out);
+        dev.scale(ws.xf.all_mut(), temperature);
         out.iter_mut().for_each(|l| *l = -*l);
         out
     }
@@ -165,14 +165,14 @@ impl Llama {
     /// `forward_backward` with a weight per target: accumulates the gradient of
     /// grad_scale · Σ wᵢ·lossᵢ (lossᵢ = −ln p(targetᵢ)). Preference objectives pass their
     /// derivative with respect to each token's log-probability, negated.
-    pub fn forward_backward_weighted(
+    pub fn forward_backward_weighted<'g>(
         &self,
         tokens: &[u32],
         targets: &[u32],
         weights: Option<&[f32]>,
-        grads: &mut [f32],
+        grads: impl Into<Mut<'g, D>>,
         grad_scale: f32,
-        ws: &mut Workspace,
+        ws: &mut Workspace<D>,
     ) -> (f64, usize) {
         self.forward_trunk(tokens, ws);
         self.backward_weighted_at(tokens, targets, weights, 1.0, grads, grad_scale, ws)
@@ -183,45 +183,38 @@ impl Llama {
     /// `tokens`, as `token_logprobs_at` leaves it. A policy-gradient step that has just read the
     /// policy's log-probabilities saves a whole forward pass this way.
     #[allow(clippy::too_many_arguments)]
-    pub fn backward_weighted_at(
+    pub fn backward_weighted_at<'g>(
         &self,
         tokens: &[u32],
         targets: &[u32],
         weights: Option<&[f32]>,
         temperature: f32,
-        grads: &mut [f32],
+        grads: impl Into<Mut<'g, D>>,
         grad_scale: f32,
-        ws: &mut Workspace,
+        ws: &mut Workspace<D>,
     ) -> (f64, usize) {
+        let grads = grads.into();
         assert_eq!(
             grads.len(),
             self.params.len(),
             "forward_backward: gradient buffer does not match the parameters"
         );
-        scale(&mut ws.xf, 1.0 / temperature);
-        let d = self.cfg.d_model;
-        let (p, pr) = (&self.params.data, &self.params);
-        let (g_head, g_rest) = {
-            let (rest, head) = grads.split_at_mut(pr.lm_head);
-            (head, rest)
-        };
+        let (dev, d) = (&self.dev, self.cfg.d_model);
+        dev.scale(ws.xf.all_mut(), 1.0 / temperature);
+        let (g_rest, g_head) = grads.split_at(self.params.lm_head);
         // Head + loss: dxf (N, d) into ws.g.dxn; dW_head accumulated.
-        let loss = lm_head_cross_entropy(
-            &ws.xf,
-            &p[pr.lm_head..],
-            targets,
-            d,
-            Some(LossGrads {
-                dx: &mut ws.g.dxn,
-                dw: g_head,
-                scale: grad_scale,
-                weights,
-            }),
-            &mut ws.logits_scratch,
-        );
+        let head = HeadGrads {
+            dx: ws.g.dxn.all_mut(),
+            dw: g_head,
+            scale: grad_scale,
+            weights,
+        };
+        let w = self.params.data.at(self.params.lm_head..);
+        let scratch = &mut ws.logits_scratch;
+        let loss = dev.lm_head_loss(ws.xf.all(), w, targets, d, Some(head), scratch);
         // d loss / d xf = (d loss / d (xf / T)) / T; the trunk's backward reads xf as it was.
-        scale(&mut ws.xf, temperature);
-        scale(&mut ws.g.dxn, 1.0 / temperature);
+        dev.scale(ws.xf.all_mut(), temperature);
+        dev.scale(ws.g.dxn.all_mut(), 1.0 / temperature);
         // A balance loss is a mean over sequences where the LM loss is over tokens.
         let aux_weight = grad_scale * ws.seq_len as f32;
         self.backward_trunk(tokens, g_rest, aux_weight, ws);
@@ -230,28 +223,30 @@ impl Llama {
 
     /// The normalised final hidden states of every position, (B·T, d): what the LM head reads,
     /// and what a reward model's scalar head reads instead.
-    pub fn hidden_states<'w>(&self, tokens: &[u32], ws: &'w mut Workspace) -> &'w [f32] {
+    pub fn hidden_states<'w>(&self, tokens: &[u32], ws: &'w mut Workspace<D>) -> Ref<'w, D> {
         self.forward_trunk(tokens, ws);
-        &ws.xf
+        ws.xf.all()
     }
 
     /// Backward from a gradient on the final hidden states, `dxf` (B·T, d), after
     /// `hidden_states` ran on the same tokens and workspace: accumulates into `grads` the
     /// gradient of every parameter below the LM head (the head's stays untouched).
-    pub fn backward_from_hidden(
+    pub fn backward_from_hidden<'g>(
         &self,
         tokens: &[u32],
-        dxf: &[f32],
-        grads: &mut [f32],
-        ws: &mut Workspace,
+        dxf: impl Into<Ref<'g, D>>,
+        grads: impl Into<Mut<'g, D>>,
+        ws: &mut Workspace<D>,
     ) {
+        let (dxf, grads) = (dxf.into(), grads.into());
         assert!(
-            grads.len() == self.params.len() && dxf.len() == ws.g.dxn.len(),
+            grads.len() == self.params.len() && dxf.len() == ws.g.dxn.numel(),
             "backward_from_hidden: buffers do not match the model"
         );
-        ws.g.dxn.copy_from_slice(dxf);
+        self.dev.copy(ws.g.dxn.all_mut(), dxf);
         let aux_weight = 1.0 / ws.batch as f32;
-        self.backward_trunk(tokens, &mut grads[..self.params.lm_head], aux_weight, ws);
+        let g_rest = grads.into_at(..self.params.lm_head);
+        self.backward_trunk(tokens, g_rest, aux_weight, ws);
     }
 
     /// The backward pass below the head: `ws.g.dxn` holds dL/d(final hidden states); gradients
@@ -260,39 +255,28 @@ impl Llama {
     fn backward_trunk(
         &self,
         tokens: &[u32],
-        g_rest: &mut [f32],
+        mut g_rest: Mut<D>,
         aux_weight: f32,
-        ws: &mut Workspace,
+        ws: &mut Workspace<D>,
     ) {
         let (n, d) = (ws.tokens(), self.cfg.d_model);
-        let (p, pr) = (&self.params.data, &self.params);
-        let last = &ws.resid[self.cfg.n_layers * n * d..];
-        ws.g.dresid.fill(0.0);
-        rmsnorm_backward(
-            &mut ws.g.dresid,
-            &mut g_rest[pr.final_norm..][..d],
-            &ws.g.dxn,
-            last,
-            &p[pr.final_norm..][..d],
-            &ws.rstd_f,
-            d,
-        );
+        let (dev, p, pr) = (&self.dev, &self.params.data, &self.params);
+        let last = ws.resid.at(self.cfg.n_layers * n * d..);
+        dev.fill(ws.g.dresid.all_mut(), 0.0);
+        let (fw, fg) = (p.at(pr.final_norm..), g_rest.at(pr.final_norm..));
+        let (fw, fg) = (fw.at(..d), fg.into_at(..d));
+        let (dxn, rstd) = (ws.g.dxn.all(), ws.rstd_f.all());
+        dev.rmsnorm_backward(ws.g.dresid.all_mut(), fg, dxn, last, fw, rstd, d);
         if std::mem::take(&mut ws.mtp_pending) {
-            add_inplace(&mut ws.g.dresid, &ws.mtp_dh);
+            dev.add(ws.g.dresid.all_mut(), ws.mtp_dh.all());
         }
 
         let cx = self.block_ctx(ws.batch, ws.seq_len, ws.doc_starts.as_deref());
         for (l, (off, a)) in pr.layers.iter().zip(ws.layers.iter()).enumerate().rev() {
-            let x_in = &ws.resid[l * n * d..(l + 1) * n * d];
-            self.block_backward(l, off, x_in, a, g_rest, &mut ws.g, cx, aux_weight);
+            let x_in = ws.resid.at(l * n * d..(l + 1) * n * d);
+            self.block_backward(l, off, x_in, a, g_rest.rb(), &mut ws.g, cx, aux_weight);
         }
-        embedding_backward(&mut g_rest[pr.embed..], &ws.g.dresid, tokens, d);
-    }
-}
-
-/// x *= k, in place.
-fn scale(x: &mut [f32], k: f32) {
-    if k != 1.0 {
-        x.iter_mut().for_each(|v| *v *= k);
+        let g_embed = g_rest.into_at(pr.embed..);
+        dev.embedding_backward(g_embed, ws.g.dresid.all(), tokens, d);
     }
 }

@@ -14,10 +14,8 @@
 use crate::config::{MlaConfig, MlaDims};
 use crate::workspace::{LayerActs, MlaActs, MlaGrads};
 use crate::{Llama, MlaOffsets};
-use tensor::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
-use tensor::ops::rope::{rope_backward, rope_forward, RopeLayout};
-use tensor::ops::rows::{expand_kv, expand_kv_backward};
-use tensor::{sgemm, Gemm};
+use tensor::ops::rope::RopeLayout;
+use tensor::{Device, Gemm, Memory, Mut};
 
 impl MlaDims {
     /// Where head h's RoPE channels sit in rows of `stride` floats whose heads are head_dim
@@ -40,7 +38,7 @@ impl MlaDims {
     }
 }
 
-impl Llama {
+impl<D: Device> Llama<D> {
     /// Fills `a.qkv` (N, 3·heads·head_dim) from the normed input `a.xn1`, RoPE applied: the
     /// expanded form's queries, keys and values. `seq_len` numbers positions within each row's
     /// sequence.
@@ -49,40 +47,28 @@ impl Llama {
         m: &MlaConfig,
         off: &MlaOffsets,
         q_proj: usize,
-        a: &mut LayerActs,
+        a: &mut LayerActs<D>,
         n: usize,
         seq_len: usize,
     ) {
         let md = MlaDims::new(&self.cfg, m);
-        let (d, p) = (self.cfg.d_model, &self.params.data);
+        let (dev, d, p) = (&self.dev, self.cfg.d_model, &self.params.data);
         let att = md.heads * md.head_dim;
         let stride = 3 * att;
-        let acts: &mut MlaActs = a.mla.as_mut().expect("latent attention activations");
+        let acts: &mut MlaActs<D> = a.mla.as_mut().expect("latent attention activations");
+        let xn1 = a.xn1.all();
         // Queries straight into the packed rows.
-        sgemm(
-            &Gemm::nt(n, att, d).ld(d, d, stride),
-            &a.xn1,
-            &p[q_proj..],
-            &mut a.qkv,
-        );
+        let q = Gemm::nt(n, att, d).ld(d, d, stride);
+        dev.gemm(&q, xn1, p.at(q_proj..), a.qkv.all_mut());
         // The latent and the shared RoPE key: the two row blocks of kv_a_proj_with_mqa.
-        let (w_c, w_pe) = p[off.kv_a..].split_at(md.rank * d);
-        sgemm(&Gemm::nt(n, md.rank, d), &a.xn1, w_c, &mut acts.c);
-        sgemm(&Gemm::nt(n, md.rope, d), &a.xn1, w_pe, &mut acts.kpe);
-        rmsnorm_forward(
-            &mut acts.cn,
-            &mut acts.rstd,
-            &acts.c,
-            &p[off.kv_norm..][..md.rank],
-            md.rank,
-            self.cfg.norm_eps,
-        );
-        sgemm(
-            &Gemm::nt(n, md.kv, md.rank),
-            &acts.cn,
-            &p[off.kv_b..],
-            &mut acts.kv,
-        );
+        let (w_c, w_pe) = p.at(off.kv_a..).split_at(md.rank * d);
+        dev.gemm(&Gemm::nt(n, md.rank, d), xn1, w_c, acts.c.all_mut());
+        dev.gemm(&Gemm::nt(n, md.rope, d), xn1, w_pe, acts.kpe.all_mut());
+        let norm = p.at(off.kv_norm..off.kv_norm + md.rank);
+        let (cn, rstd) = (acts.cn.all_mut(), acts.rstd.all_mut());
+        dev.rmsnorm_forward(cn, rstd, acts.c.all(), norm, md.rank, self.cfg.norm_eps);
+        let kv_b = Gemm::nt(n, md.kv, md.rank);
+        dev.gemm(&kv_b, acts.cn.all(), p.at(off.kv_b..), acts.kv.all_mut());
         let whole = RopeLayout {
             stride: md.rope,
             col: 0,
@@ -90,15 +76,13 @@ impl Llama {
             seq_len,
             pos0: 0,
         };
-        rope_forward(&mut acts.kpe, whole, &self.rope);
+        dev.rope_forward(acts.kpe.all_mut(), whole, &self.rope);
         for h in 0..md.heads {
-            rope_forward(
-                &mut a.qkv,
-                md.rope_of_head(h, stride, 0, seq_len, 0),
-                &self.rope,
-            );
+            let layout = md.rope_of_head(h, stride, 0, seq_len, 0);
+            dev.rope_forward(a.qkv.all_mut(), layout, &self.rope);
         }
-        expand_kv(&mut a.qkv, &acts.kv, &acts.kpe, md.expand());
+        let (kv, kpe) = (acts.kv.all(), acts.kpe.all());
+        dev.expand_kv(a.qkv.all_mut(), kv, kpe, md.expand());
     }
 
     /// The backward of `mla_qkv_forward`: from dL/d(qkv) in `dqkv` (which it consumes),
@@ -109,25 +93,27 @@ impl Llama {
         m: &MlaConfig,
         off: &MlaOffsets,
         q_proj: usize,
-        a: &LayerActs,
-        dqkv: &mut [f32],
-        dxn: &mut [f32],
-        g: &mut [f32],
-        mg: &mut MlaGrads,
+        a: &LayerActs<D>,
+        dqkv: &mut D::Mem,
+        dxn: &mut D::Mem,
+        mut g: Mut<D>,
+        mg: &mut MlaGrads<D>,
         n: usize,
         seq_len: usize,
     ) {
         let md = MlaDims::new(&self.cfg, m);
-        let (d, p) = (self.cfg.d_model, &self.params.data);
+        let (dev, d, p) = (&self.dev, self.cfg.d_model, &self.params.data);
         let att = md.heads * md.head_dim;
         let stride = 3 * att;
         let acts = a.mla.as_ref().expect("latent attention activations");
         for h in 0..md.heads {
-            rope_backward(dqkv, md.rope_of_head(h, stride, 0, seq_len, 0), &self.rope);
+            let layout = md.rope_of_head(h, stride, 0, seq_len, 0);
+            dev.rope_backward(dqkv.all_mut(), layout, &self.rope);
         }
         // The keys' and values' gradients back into kv_b_proj's layout; the heads' RoPE key
         // gradients sum into the one shared key's.
-        expand_kv_backward(&mut mg.dkv, &mut mg.dkpe, dqkv, md.expand());
+        let (dkv, dkpe) = (mg.dkv.all_mut(), mg.dkpe.all_mut());
+        dev.expand_kv_backward(dkv, dkpe, dqkv.all(), md.expand());
         let whole = RopeLayout {
             stride: md.rope,
             col: 0,
@@ -135,64 +121,40 @@ impl Llama {
             seq_len,
             pos0: 0,
         };
-        rope_backward(&mut mg.dkpe, whole, &self.rope);
+        dev.rope_backward(mg.dkpe.all_mut(), whole, &self.rope);
+        let (dqkv, xn1) = (dqkv.all(), a.xn1.all());
         // Queries: dW_q and the first part of dxn.
-        sgemm(
-            &Gemm::tn(att, d, n).ld(stride, d, d).accumulate(true),
-            dqkv,
-            &a.xn1,
-            &mut g[q_proj..],
-        ); // (heads·hd, d)
-        sgemm(
-            &Gemm::nn(n, d, att).ld(stride, d, d),
-            dqkv,
-            &p[q_proj..],
-            dxn,
-        ); // (N, d)
-           // kv_b_proj, then the latent's norm.
-        sgemm(
-            &Gemm::tn(md.kv, md.rank, n).accumulate(true),
-            &mg.dkv,
-            &acts.cn,
-            &mut g[off.kv_b..],
-        ); // (kv, rank)
-        sgemm(
-            &Gemm::nn(n, md.rank, md.kv),
-            &mg.dkv,
-            &p[off.kv_b..],
-            &mut mg.dcn,
-        ); // (N, rank)
-        mg.dc.fill(0.0);
-        rmsnorm_backward(
-            &mut mg.dc,
-            &mut g[off.kv_norm..][..md.rank],
-            &mg.dcn,
-            &acts.c,
-            &p[off.kv_norm..][..md.rank],
-            &acts.rstd,
-            md.rank,
-        );
+        let dw_q = Gemm::tn(att, d, n).ld(stride, d, d).accumulate(true);
+        dev.gemm(&dw_q, dqkv, xn1, g.at(q_proj..)); // (heads·hd, d)
+        let dx_q = Gemm::nn(n, d, att).ld(stride, d, d);
+        dev.gemm(&dx_q, dqkv, p.at(q_proj..), dxn.all_mut()); // (N, d)
+                                                              // kv_b_proj, then the latent's norm.
+        let dw_kv_b = Gemm::tn(md.kv, md.rank, n).accumulate(true);
+        dev.gemm(&dw_kv_b, mg.dkv.all(), acts.cn.all(), g.at(off.kv_b..)); // (kv, rank)
+        let dcn = Gemm::nn(n, md.rank, md.kv);
+        dev.gemm(&dcn, mg.dkv.all(), p.at(off.kv_b..), mg.dcn.all_mut()); // (N, rank)
+        dev.fill(mg.dc.all_mut(), 0.0);
+        let (w, gw) = (p.at(off.kv_norm..), g.at(off.kv_norm..));
+        let (w, gw) = (w.at(..md.rank), gw.into_at(..md.rank));
+        let (dcn, c, rstd) = (mg.dcn.all(), acts.c.all(), acts.rstd.all());
+        dev.rmsnorm_backward(mg.dc.all_mut(), gw, dcn, c, w, rstd, md.rank);
         // kv_a_proj_with_mqa: its latent rows, then its RoPE key rows.
-        let (w_c, w_pe) = p[off.kv_a..].split_at(md.rank * d);
-        let (g_c, g_pe) = g[off.kv_a..].split_at_mut(md.rank * d);
-        sgemm(
-            &Gemm::tn(md.rank, d, n).accumulate(true),
-            &mg.dc,
-            &a.xn1,
-            g_c,
+        let (w_c, w_pe) = p.at(off.kv_a..).split_at(md.rank * d);
+        let (g_c, g_pe) = g.into_at(off.kv_a..).split_at(md.rank * d);
+        let (dc, dkpe) = (mg.dc.all(), mg.dkpe.all());
+        dev.gemm(&Gemm::tn(md.rank, d, n).accumulate(true), dc, xn1, g_c);
+        dev.gemm(&Gemm::tn(md.rope, d, n).accumulate(true), dkpe, xn1, g_pe);
+        dev.gemm(
+            &Gemm::nn(n, d, md.rank).accumulate(true),
+            dc,
+            w_c,
+            dxn.all_mut(),
         );
-        sgemm(
-            &Gemm::tn(md.rope, d, n).accumulate(true),
-            &mg.dkpe,
-            &a.xn1,
-            g_pe,
-        );
-        sgemm(&Gemm::nn(n, d, md.rank).accumulate(true), &mg.dc, w_c, dxn);
-        sgemm(
+        dev.gemm(
             &Gemm::nn(n, d, md.rope).accumulate(true),
-            &mg.dkpe,
+            dkpe,
             w_pe,
-            dxn,
+            dxn.all_mut(),
         );
     }
 }

@@ -6,52 +6,43 @@
 use crate::config::MoeConfig;
 use crate::workspace::{MoeActs, MoeGrads};
 use crate::{Llama, MoeOffsets};
-use tensor::ops::experts::{experts_backward, experts_forward, Experts};
-use tensor::ops::moe::{
-    balance_loss, combine, combine_backward, dispatch, dispatch_backward, route, route_backward,
-};
-use tensor::{sgemm, Gemm};
+use tensor::{Device, Gemm, Memory, Mut, Ref};
 
-impl Llama {
+impl<D: Device> Llama<D> {
     /// out += Σ_k gate · expert_k(x) over the rows of x (n, d), keeping what the backward
     /// needs in `acts`. Returns the tokens each routed expert received.
     pub(crate) fn moe_forward(
         &self,
         m: &MoeConfig,
         off: &MoeOffsets,
-        x: &[f32],
-        out: &mut [f32],
-        acts: &mut MoeActs,
+        x: Ref<D>,
+        out: Mut<D>,
+        acts: &mut MoeActs<D>,
     ) -> Vec<usize> {
-        let d = self.cfg.d_model;
+        let (dev, d) = (&self.dev, self.cfg.d_model);
         let (n, e, k, eh) = (x.len() / d, m.routed_experts, m.top_k, m.expert_hidden);
         let p = &self.params.data;
         let rows = n * k;
-        acts.logits.resize(n * e, 0.0);
-        acts.xd.resize(rows * d, 0.0);
-        acts.gud.resize(rows * 2 * eh, 0.0);
-        acts.hd.resize(rows * eh, 0.0);
-        acts.yd.resize(rows * d, 0.0);
-        sgemm(&Gemm::nt(n, e, d), x, &p[off.router..], &mut acts.logits);
-        let r = &mut acts.routing;
-        route(&acts.logits, &p[off.bias..][..e], k, m.route_scale, r);
-        dispatch(&mut acts.xd, x, r, d);
-        let group = Experts {
-            offsets: &r.offsets,
-            d,
-            eh,
-        };
-        let weights = &p[off.experts..][..e * group.expert_len()];
-        experts_forward(
-            group,
-            weights,
-            &acts.xd,
-            &mut acts.gud,
-            &mut acts.hd,
-            &mut acts.yd,
+        dev.resize(&mut acts.logits, n * e);
+        dev.resize(&mut acts.xd, rows * d);
+        dev.resize(&mut acts.gud, rows * 2 * eh);
+        dev.resize(&mut acts.hd, rows * eh);
+        dev.resize(&mut acts.yd, rows * d);
+        dev.gemm(
+            &Gemm::nt(n, e, d),
+            x,
+            p.at(off.router..),
+            acts.logits.all_mut(),
         );
-        combine(out, &acts.yd, r, d);
-        r.load()
+        let r = &mut acts.routing;
+        let bias = p.at(off.bias..off.bias + e);
+        dev.moe_route(acts.logits.all(), bias, k, m.route_scale, r);
+        dev.moe_dispatch(acts.xd.all_mut(), x, r, d);
+        let weights = p.at(off.experts..off.experts + e * 3 * eh * d);
+        let (gud, hd, yd) = (acts.gud.all_mut(), acts.hd.all_mut(), acts.yd.all_mut());
+        dev.experts_forward(r, (d, eh), weights, acts.xd.all(), gud, hd, yd);
+        dev.moe_combine(out, acts.yd.all(), r, d);
+        dev.moe_load(r)
     }
 
     /// The backward of `moe_forward` for the layer's input x (n, d): accumulates into `dx` and
@@ -63,55 +54,43 @@ impl Llama {
         &self,
         m: &MoeConfig,
         off: &MoeOffsets,
-        x: &[f32],
-        dout: &[f32],
-        dx: &mut [f32],
-        g: &mut [f32],
-        acts: &MoeActs,
-        s: &mut MoeGrads,
+        x: Ref<D>,
+        dout: Ref<D>,
+        mut dx: Mut<D>,
+        mut g: Mut<D>,
+        acts: &MoeActs<D>,
+        s: &mut MoeGrads<D>,
         (seq_len, aux_weight): (usize, f32),
     ) {
-        let d = self.cfg.d_model;
+        let (dev, d) = (&self.dev, self.cfg.d_model);
         let (n, e, eh) = (x.len() / d, m.routed_experts, m.expert_hidden);
         let p = &self.params.data;
         let r = &acts.routing;
-        let rows = r.token.len();
-        s.dyd.resize(rows * d, 0.0);
-        s.dhd.resize(rows * eh, 0.0);
-        s.dgud.resize(rows * 2 * eh, 0.0);
-        s.dxd.resize(rows * d, 0.0);
-        s.dgates.resize(r.gates.len(), 0.0);
-        s.dlogits.resize(n * e, 0.0);
-        combine_backward(&mut s.dyd, &mut s.dgates, dout, &acts.yd, r, d);
-        let group = Experts {
-            offsets: &r.offsets,
-            d,
-            eh,
-        };
-        let per = group.expert_len();
-        experts_backward(
-            group,
-            &p[off.experts..][..e * per],
-            &mut g[off.experts..][..e * per],
-            (&acts.xd, &acts.gud, &acts.hd),
-            &s.dyd,
-            &mut s.dgud,
-            &mut s.dhd,
-            &mut s.dxd,
-        );
-        dispatch_backward(dx, &s.dxd, r, d);
-        route_backward(&mut s.dlogits, &s.dgates, r, m.route_scale);
+        let rows = n * m.top_k;
+        dev.resize(&mut s.dyd, rows * d);
+        dev.resize(&mut s.dhd, rows * eh);
+        dev.resize(&mut s.dgud, rows * 2 * eh);
+        dev.resize(&mut s.dxd, rows * d);
+        dev.resize(&mut s.dgates, rows);
+        dev.resize(&mut s.dlogits, n * e);
+        let (dyd, dgates) = (s.dyd.all_mut(), s.dgates.all_mut());
+        dev.moe_combine_backward(dyd, dgates, dout, acts.yd.all(), r, d);
+        let span = off.experts..off.experts + e * 3 * eh * d;
+        let params = (p.at(span.clone()), g.at(span));
+        let saved = (acts.xd.all(), acts.gud.all(), acts.hd.all());
+        let scratch = (s.dgud.all_mut(), s.dhd.all_mut(), s.dxd.all_mut());
+        dev.experts_backward(r, (d, eh), params, saved, s.dyd.all(), scratch);
+        dev.moe_dispatch_backward(dx.rb(), s.dxd.all(), r, d);
+        dev.moe_route_backward(s.dlogits.all_mut(), s.dgates.all(), r, m.route_scale);
         if m.balance_loss > 0.0 {
-            balance_loss(Some(&mut s.dlogits), r, seq_len, m.balance_loss, aux_weight);
+            let dlogits = Some(s.dlogits.all_mut());
+            dev.moe_balance_loss(dlogits, r, seq_len, m.balance_loss, aux_weight);
         }
-        let g_router = &mut g[off.router..][..e * d];
-        sgemm(&Gemm::tn(e, d, n).accumulate(true), &s.dlogits, x, g_router);
-        sgemm(
-            &Gemm::nn(n, d, e).accumulate(true),
-            &s.dlogits,
-            &p[off.router..],
-            dx,
-        );
+        let g_router = g.into_at(off.router..off.router + e * d);
+        let dlogits = s.dlogits.all();
+        dev.gemm(&Gemm::tn(e, d, n).accumulate(true), dlogits, x, g_router);
+        let dx_router = Gemm::nn(n, d, e).accumulate(true);
+        dev.gemm(&dx_router, dlogits, p.at(off.router..), dx);
     }
 
     /// Auxiliary-loss-free balancing after an optimizer step: each routed expert's selection
@@ -129,7 +108,11 @@ impl Llama {
         for (off, counts) in self.params.layers.iter().chain(mtp_blocks).zip(load) {
             let Some(moe) = off.moe else { continue };
             let mean = counts.iter().sum::<u64>() as f64 / counts.len().max(1) as f64;
-            let bias = &mut self.params.data[moe.bias..][..counts.len()];
+            // A handful of floats per layer: moved on the host.
+            let span = moe.bias..moe.bias + counts.len();
+            let mut bias = vec![0f32; counts.len()];
+            self.dev
+                .download(self.params.data.at(span.clone()), &mut bias);
             for (b, &c) in bias.iter_mut().zip(counts) {
                 let c = c as f64;
                 if c < mean {
@@ -138,6 +121,7 @@ impl Llama {
                     *b -= m.bias_update;
                 }
             }
+            self.dev.write(self.params.data.at_mut(span), &bias);
         }
     }
 }
@@ -202,7 +186,7 @@ mod tests {
             let x = projection(n * d, 11);
             let mut out = vec![0.5f32; n * d];
             let mut acts = MoeActs::default();
-            let load = m.moe_forward(cfg, &off, &x, &mut out, &mut acts);
+            let load = m.moe_forward(cfg, &off, (&x).into(), (&mut out).into(), &mut acts);
             assert_eq!(load.iter().sum::<usize>(), n * cfg.top_k);
             // Per token: router logits by loops, brute-force choice, each chosen expert alone.
             let e = cfg.routed_experts;

@@ -6,7 +6,7 @@
 //! so each group is one GEMM with a taller weight, while names and files stay HF-compatible.
 
 use crate::config::ModelConfig;
-use tensor::Rng;
+use tensor::{Cpu, Device, Memory, Rng};
 
 /// One named tensor: its HF name, shape, and offset into the flat buffer.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,9 +91,10 @@ pub struct MtpOffsets {
     pub norm: usize,
 }
 
+/// The parameters in `D`'s memory (`data`), and where each tensor sits in it.
 #[derive(Clone, Debug)]
-pub struct Params {
-    pub data: Vec<f32>,
+pub struct Params<D: Device = Cpu> {
+    pub data: D::Mem,
     pub specs: Vec<ParamSpec>,
     pub embed: usize,
     pub layers: Vec<LayerOffsets>,
@@ -156,19 +157,34 @@ impl Params {
         p
     }
 
+    pub fn get(&self, name: &str) -> Option<&[f32]> {
+        self.spec(name).map(|s| &self.data[s.range()])
+    }
+
+    /// The same parameters in `dev`'s memory.
+    pub fn to_device<D: Device>(&self, dev: &D) -> Params<D> {
+        Params {
+            data: dev.upload(&self.data),
+            specs: self.specs.clone(),
+            embed: self.embed,
+            layers: self.layers.clone(),
+            mtp: self.mtp.clone(),
+            final_norm: self.final_norm,
+            lm_head: self.lm_head,
+        }
+    }
+}
+
+impl<D: Device> Params<D> {
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data.numel()
     }
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
     pub fn spec(&self, name: &str) -> Option<&ParamSpec> {
         self.specs.iter().find(|s| s.name == name)
-    }
-
-    pub fn get(&self, name: &str) -> Option<&[f32]> {
-        self.spec(name).map(|s| &self.data[s.range()])
     }
 }
 

@@ -2,115 +2,138 @@
 //! every step, so a training step allocates nothing.
 
 use crate::config::ModelConfig;
-use tensor::ops::moe::Routing;
+use tensor::{Cpu, Device};
 
 /// What one layer's forward pass keeps for its backward pass. N = batch · seq_len rows.
-pub(crate) struct LayerActs {
+pub(crate) struct LayerActs<D: Device> {
     /// input_layernorm(x): (N, d), and its 1/rms per row: (N).
-    pub xn1: Vec<f32>,
-    pub rstd1: Vec<f32>,
+    pub xn1: D::Mem,
+    pub rstd1: D::Mem,
     /// [q | k | v] after RoPE: (N, (n_heads + 2·n_kv)·hd).
-    pub qkv: Vec<f32>,
+    pub qkv: D::Mem,
     /// Attention output before o_proj: (N, n_heads·hd); log-sum-exp: (B, n_heads, T).
-    pub att: Vec<f32>,
-    pub lse: Vec<f32>,
+    pub att: D::Mem,
+    pub lse: D::Mem,
     /// Residual stream after attention: (N, d).
-    pub x_mid: Vec<f32>,
-    pub xn2: Vec<f32>,
-    pub rstd2: Vec<f32>,
+    pub x_mid: D::Mem,
+    pub xn2: D::Mem,
+    pub rstd2: D::Mem,
     /// [gate | up]: (N, 2·hidden); silu(gate)·up: (N, hidden), hidden = dense_hidden(layer).
-    pub gu: Vec<f32>,
-    pub h: Vec<f32>,
+    pub gu: D::Mem,
+    pub h: D::Mem,
     /// The routed experts' activations, in MoE layers.
-    pub moe: Option<MoeActs>,
+    pub moe: Option<MoeActs<D>>,
     /// Latent attention's own activations.
-    pub mla: Option<MlaActs>,
+    pub mla: Option<MlaActs<D>>,
 }
 
 /// Latent attention's forward state (see `model::mla`).
-pub(crate) struct MlaActs {
+pub(crate) struct MlaActs<D: Device> {
     /// The latent before and after its norm (N, kv_rank), and the norm's 1/rms (N).
-    pub c: Vec<f32>,
-    pub cn: Vec<f32>,
-    pub rstd: Vec<f32>,
+    pub c: D::Mem,
+    pub cn: D::Mem,
+    pub rstd: D::Mem,
     /// The shared RoPE key, rotated: (N, rope_dim).
-    pub kpe: Vec<f32>,
+    pub kpe: D::Mem,
     /// kv_b_proj(cn): per head [position-free key | value], (N, heads·(nope + head_dim)).
-    pub kv: Vec<f32>,
+    pub kv: D::Mem,
 }
 
 /// Latent attention's backward scratch: the gradients of `MlaActs`' tensors.
-#[derive(Default)]
-pub(crate) struct MlaGrads {
-    pub dc: Vec<f32>,
-    pub dcn: Vec<f32>,
-    pub dkpe: Vec<f32>,
-    pub dkv: Vec<f32>,
+pub(crate) struct MlaGrads<D: Device> {
+    pub dc: D::Mem,
+    pub dcn: D::Mem,
+    pub dkpe: D::Mem,
+    pub dkv: D::Mem,
 }
 
-impl MlaGrads {
-    fn new(cfg: &ModelConfig, n: usize) -> Self {
-        cfg.mla().map_or_else(Self::default, |m| {
-            let md = crate::config::MlaDims::new(cfg, m);
-            MlaGrads {
-                dc: vec![0.0; n * md.rank],
-                dcn: vec![0.0; n * md.rank],
-                dkpe: vec![0.0; n * md.rope],
-                dkv: vec![0.0; n * md.kv],
-            }
-        })
+impl<D: Device> MlaGrads<D> {
+    fn new(dev: &D, cfg: &ModelConfig, n: usize) -> Self {
+        let md = cfg.mla().map(|m| crate::config::MlaDims::new(cfg, m));
+        let z = |f: fn(&crate::config::MlaDims) -> usize| {
+            dev.zeros(md.as_ref().map_or(0, |md| n * f(md)))
+        };
+        MlaGrads {
+            dc: z(|md| md.rank),
+            dcn: z(|md| md.rank),
+            dkpe: z(|md| md.rope),
+            dkv: z(|md| md.kv),
+        }
     }
 }
 
 /// A mixture-of-experts MLP's forward state. R = N · top_k dispatch rows, grouped by expert.
-#[derive(Default)]
-pub(crate) struct MoeActs {
+pub(crate) struct MoeActs<D: Device> {
     /// Router logits: (N, routed).
-    pub logits: Vec<f32>,
-    pub routing: Routing,
+    pub logits: D::Mem,
+    pub routing: D::Routing,
     /// Dispatched inputs (R, d), the experts' [gate | up] (R, 2·eh), silu(gate)·up (R, eh)
     /// and outputs (R, d).
-    pub xd: Vec<f32>,
-    pub gud: Vec<f32>,
-    pub hd: Vec<f32>,
-    pub yd: Vec<f32>,
+    pub xd: D::Mem,
+    pub gud: D::Mem,
+    pub hd: D::Mem,
+    pub yd: D::Mem,
 }
 
-impl MoeActs {
-    pub fn new(n: usize, cfg: &crate::config::MoeConfig, d: usize) -> Self {
+impl<D: Device> MoeActs<D> {
+    pub fn new(dev: &D, n: usize, cfg: &crate::config::MoeConfig, d: usize) -> Self {
         let (r, eh) = (n * cfg.top_k, cfg.expert_hidden);
         MoeActs {
-            logits: vec![0.0; n * cfg.routed_experts],
-            routing: Routing::default(),
-            xd: vec![0.0; r * d],
-            gud: vec![0.0; r * 2 * eh],
-            hd: vec![0.0; r * eh],
-            yd: vec![0.0; r * d],
+            logits: dev.zeros(n * cfg.routed_experts),
+            routing: dev.routing(),
+            xd: dev.zeros(r * d),
+            gud: dev.zeros(r * 2 * eh),
+            hd: dev.zeros(r * eh),
+            yd: dev.zeros(r * d),
+        }
+    }
+}
+
+/// Empty buffers, sized at first use (the KV-cache forward's scratch).
+impl Default for MoeActs<Cpu> {
+    fn default() -> Self {
+        MoeActs::new(&Cpu, 0, &crate::config::MoeConfig::default(), 0)
+    }
+}
+
+impl<D: Device> MoeGrads<D> {
+    /// Scratch for the MoE layers of `cfg` over n rows (empty buffers in a dense model).
+    fn new(dev: &D, cfg: &ModelConfig, n: usize) -> Self {
+        let d = cfg.d_model;
+        // Validation leaves the last layer to the experts whenever there are experts.
+        let m = cfg.moe_at(cfg.n_layers - 1);
+        let z = |f: &dyn Fn(&crate::config::MoeConfig) -> usize| dev.zeros(m.map_or(0, f));
+        MoeGrads {
+            dyd: z(&|m| n * m.top_k * d),
+            dhd: z(&|m| n * m.top_k * m.expert_hidden),
+            dgud: z(&|m| n * m.top_k * 2 * m.expert_hidden),
+            dxd: z(&|m| n * m.top_k * d),
+            dgates: z(&|m| n * m.top_k),
+            dlogits: z(&|m| n * m.routed_experts),
         }
     }
 }
 
 /// Backward scratch of the MoE layers, sized for the widest.
-#[derive(Default)]
-pub(crate) struct MoeGrads {
-    pub dyd: Vec<f32>,
-    pub dhd: Vec<f32>,
-    pub dgud: Vec<f32>,
-    pub dxd: Vec<f32>,
-    pub dgates: Vec<f32>,
-    pub dlogits: Vec<f32>,
+pub(crate) struct MoeGrads<D: Device> {
+    pub dyd: D::Mem,
+    pub dhd: D::Mem,
+    pub dgud: D::Mem,
+    pub dxd: D::Mem,
+    pub dgates: D::Mem,
+    pub dlogits: D::Mem,
 }
 
-impl LayerActs {
+impl<D: Device> LayerActs<D> {
     /// Buffers for layer `l` (from n_layers on, a multi-token prediction module's block).
-    fn new(cfg: &ModelConfig, l: usize, batch: usize, seq_len: usize) -> Self {
+    fn new(dev: &D, cfg: &ModelConfig, l: usize, batch: usize, seq_len: usize) -> Self {
         let (n, d, hd, hid) = (
             batch * seq_len,
             cfg.d_model,
             cfg.head_dim(),
             cfg.dense_hidden(l),
         );
-        let z = |len: usize| vec![0f32; len];
+        let z = |len: usize| dev.zeros(len);
         LayerActs {
             xn1: z(n * d),
             rstd1: z(n),
@@ -122,7 +145,7 @@ impl LayerActs {
             rstd2: z(n),
             gu: z(n * 2 * hid),
             h: z(n * hid),
-            moe: cfg.moe_at(l).map(|m| MoeActs::new(n, m, d)),
+            moe: cfg.moe_at(l).map(|m| MoeActs::new(dev, n, m, d)),
             mla: cfg.mla().map(|m| {
                 let md = crate::config::MlaDims::new(cfg, m);
                 MlaActs {
@@ -138,41 +161,41 @@ impl LayerActs {
 }
 
 /// Backward scratch shared by every block: dL/d(residual stream) flows through `dresid`.
-pub(crate) struct BlockGrads {
-    pub dresid: Vec<f32>,
-    pub dxn: Vec<f32>,
-    pub dqkv: Vec<f32>,
-    pub datt: Vec<f32>,
-    pub dgu: Vec<f32>,
-    pub dh: Vec<f32>,
-    pub moe: MoeGrads,
-    pub mla: MlaGrads,
+pub(crate) struct BlockGrads<D: Device> {
+    pub dresid: D::Mem,
+    pub dxn: D::Mem,
+    pub dqkv: D::Mem,
+    pub datt: D::Mem,
+    pub dgu: D::Mem,
+    pub dh: D::Mem,
+    pub moe: MoeGrads<D>,
+    pub mla: MlaGrads<D>,
 }
 
 /// One multi-token prediction module's forward state.
-pub(crate) struct MtpActs {
+pub(crate) struct MtpActs<D: Device> {
     /// Its input tokens (the sequence shifted by k) and targets (shifted by k + 1; IGNORE past
     /// the window's end): (N).
     pub tokens: Vec<u32>,
     pub targets: Vec<u32>,
     /// Embeddings of `tokens` (N, d); enorm of them and hnorm of the previous hidden states,
     /// side by side: (N, 2d); their 1/rms (N) each.
-    pub emb: Vec<f32>,
-    pub cat: Vec<f32>,
-    pub en: Vec<f32>,
-    pub hn: Vec<f32>,
-    pub rstd_e: Vec<f32>,
-    pub rstd_h: Vec<f32>,
+    pub emb: D::Mem,
+    pub cat: D::Mem,
+    pub en: D::Mem,
+    pub hn: D::Mem,
+    pub rstd_e: D::Mem,
+    pub rstd_h: D::Mem,
     /// eh_proj(cat): the block's input (N, d); the block's output (N, d).
-    pub x0: Vec<f32>,
-    pub block: LayerActs,
-    pub out: Vec<f32>,
+    pub x0: D::Mem,
+    pub block: LayerActs<D>,
+    pub out: D::Mem,
     /// shared_head.norm(out) (N, d) and its 1/rms (N).
-    pub xf: Vec<f32>,
-    pub rstd_f: Vec<f32>,
+    pub xf: D::Mem,
+    pub rstd_f: D::Mem,
 }
 
-pub struct Workspace {
+pub struct Workspace<D: Device = Cpu> {
     pub batch: usize,
     pub seq_len: usize,
     /// Sequences that pack several documents: for each token (B·T), the position in its
@@ -180,19 +203,19 @@ pub struct Workspace {
     /// causal sequence per row (pretraining).
     pub doc_starts: Option<Vec<u32>>,
     /// Residual stream entering each layer, and leaving the last: (n_layers + 1, N, d).
-    pub(crate) resid: Vec<f32>,
-    pub(crate) layers: Vec<LayerActs>,
+    pub(crate) resid: D::Mem,
+    pub(crate) layers: Vec<LayerActs<D>>,
     /// Final norm output (N, d) and its 1/rms (N).
-    pub(crate) xf: Vec<f32>,
-    pub(crate) rstd_f: Vec<f32>,
+    pub(crate) xf: D::Mem,
+    pub(crate) rstd_f: D::Mem,
     /// Backward scratch, shared by all blocks.
-    pub(crate) g: BlockGrads,
-    pub(crate) logits_scratch: Vec<f32>,
-    pub(crate) mtp: Vec<MtpActs>,
+    pub(crate) g: BlockGrads<D>,
+    pub(crate) logits_scratch: D::Mem,
+    pub(crate) mtp: Vec<MtpActs<D>>,
     /// dL/d(last layer's output) from the multi-token prediction modules (N, d), waiting for
     /// the main backward when `mtp_pending`; and their loss, the mean over modules of each
     /// one's mean cross-entropy, in the last `forward_backward`.
-    pub(crate) mtp_dh: Vec<f32>,
+    pub(crate) mtp_dh: D::Mem,
     pub(crate) mtp_pending: bool,
     pub(crate) mtp_loss: f64,
     pub(crate) mtp_objective: f64,
@@ -204,36 +227,31 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// Buffers on the CPU.
+    pub fn new(cfg: &ModelConfig, batch: usize, seq_len: usize) -> Self {
+        Self::on(&Cpu, cfg, batch, seq_len)
+    }
+
     /// The final norm's output of the last forward: (N, d), what the LM head reads.
     pub fn final_normed(&self) -> &[f32] {
         &self.xf
     }
+}
 
-    pub fn new(cfg: &ModelConfig, batch: usize, seq_len: usize) -> Self {
+impl<D: Device> Workspace<D> {
+    /// Buffers for batches of `batch` sequences of `seq_len` tokens, in `dev`'s memory.
+    pub fn on(dev: &D, cfg: &ModelConfig, batch: usize, seq_len: usize) -> Self {
         let n = batch * seq_len;
         let (d, hd) = (cfg.d_model, cfg.head_dim());
         let qkv = (cfg.n_heads + 2 * cfg.n_kv_heads) * hd;
         let att = cfg.n_heads * hd;
-        let z = |len: usize| vec![0f32; len];
+        let z = |len: usize| dev.zeros(len);
         let blocks = cfg.n_layers + cfg.mtp_depth();
         let max_hid = (0..blocks).map(|l| cfg.dense_hidden(l)).max().unwrap_or(0);
         let layers = (0..cfg.n_layers)
-            .map(|l| LayerActs::new(cfg, l, batch, seq_len))
+            .map(|l| LayerActs::new(dev, cfg, l, batch, seq_len))
             .collect();
-        // Validation leaves the last layer to the experts whenever there are experts.
-        let moe = cfg
-            .moe_at(cfg.n_layers - 1)
-            .map_or_else(MoeGrads::default, |m| {
-                let (r, eh) = (n * m.top_k, m.expert_hidden);
-                MoeGrads {
-                    dyd: z(r * d),
-                    dhd: z(r * eh),
-                    dgud: z(r * 2 * eh),
-                    dxd: z(r * d),
-                    dgates: z(r),
-                    dlogits: z(n * m.routed_experts),
-                }
-            });
+        let moe = MoeGrads::new(dev, cfg, n);
         let mtp = (cfg.n_layers..blocks)
             .map(|l| MtpActs {
                 tokens: vec![0; n],
@@ -245,7 +263,7 @@ impl Workspace {
                 rstd_e: z(n),
                 rstd_h: z(n),
                 x0: z(n * d),
-                block: LayerActs::new(cfg, l, batch, seq_len),
+                block: LayerActs::new(dev, cfg, l, batch, seq_len),
                 out: z(n * d),
                 xf: z(n * d),
                 rstd_f: z(n),
@@ -270,9 +288,9 @@ impl Workspace {
                 dgu: z(n * 2 * max_hid),
                 dh: z(n * max_hid),
                 moe,
-                mla: MlaGrads::new(cfg, n),
+                mla: MlaGrads::new(dev, cfg, n),
             },
-            logits_scratch: Vec::new(),
+            logits_scratch: dev.zeros(0),
             mtp,
             mtp_dh: z(if cfg.mtp_depth() > 0 { n * d } else { 0 }),
             mtp_pending: false,

@@ -298,7 +298,7 @@ impl Objective for Pretraining<'_> {
             self.loader
                 .next_batch_of(&mut self.x, &mut self.y, rank, world);
             sum += model
-                .forward_backward(&self.x, &self.y, grads, scale, &mut self.ws)
+                .forward_backward(&self.x, &self.y, &mut *grads, scale, &mut self.ws)
                 .0;
             aux += self.ws.balance_loss();
             mtp += self.ws.mtp_loss() / (self.micro * world) as f64;

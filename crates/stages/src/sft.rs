@@ -433,7 +433,7 @@ impl Objective for Sft<'_> {
         for mb in picked.chunks(self.batch) {
             self.fill(mb);
             sum += model
-                .forward_backward(&self.x, &self.y, grads, scale, &mut self.ws)
+                .forward_backward(&self.x, &self.y, &mut *grads, scale, &mut self.ws)
                 .0;
         }
         // Routed experts keep balancing through fine-tuning, as through pretraining.

@@ -452,7 +452,7 @@ fn hidden_state_gradient_check() {
     rng.fill_normal(&mut c, 1.0);
     let objective = |m: &Llama| -> f64 {
         let mut ws = m.workspace(b, t);
-        let h = m.hidden_states(&x, &mut ws);
+        let h = m.hidden_states(&x, &mut ws).slice();
         h.iter().zip(&c).map(|(h, c)| (h * c) as f64).sum()
     };
     let mut ws = model.workspace(b, t);

@@ -1,5 +1,6 @@
-//! frugal's compute core: f32 buffers on the CPU, matrix products, and the fused kernels a
-//! Llama-style transformer needs, each with a forward, a backward and a plain reference.
+//! frugal's compute core: matrix products and the fused kernels a Llama-style transformer
+//! needs, each with a forward, a backward and a plain reference, and the seam they are reached
+//! through (`device`: the `Device` trait, views of a backend's memory, the `Cpu` backend).
 //!
 //! Why hand-written kernels: on the 2-core reference machine candle and burn run one training
 //! step of the reference GPT at 0.28x–0.42x of PyTorch's speed, and the gap is not the GEMM but
@@ -14,14 +15,14 @@
 #![allow(clippy::too_many_arguments)] // kernels take buffers + dimensions, as in llm.c
 
 pub mod check;
-mod device;
+pub mod device;
 pub mod flops;
 pub mod matmul;
 pub mod ops;
 pub mod peak;
 pub mod rng;
 
-pub use device::Device;
+pub use device::{Cpu, Device, Memory, Mut, Ref};
 pub use matmul::bf16;
 pub use matmul::{sgemm, sgemm_serial, Gemm};
 pub use rng::Rng;

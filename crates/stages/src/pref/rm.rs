@@ -147,7 +147,7 @@ impl RewardModel {
 /// Rewards of whole sequences packed by `pack` under `trunk` and `head`, `ws` sized for them.
 fn rewards(trunk: &Llama, head: &[f32], x: &[u32], last: &[usize], ws: &mut Workspace) -> Vec<f64> {
     let d = trunk.cfg.d_model;
-    let h = trunk.hidden_states(x, ws);
+    let h = trunk.hidden_states(x, ws).slice();
     last.iter()
         .map(|&i| {
             let row = &h[i * d..(i + 1) * d];
