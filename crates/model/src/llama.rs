@@ -102,7 +102,7 @@ impl<D: Device> Llama<D> {
         let head = self.params.data.at(self.params.lm_head..);
         self.dev
             .gemm(&Gemm::nt(n, v, d), ws.xf.all(), head, out.all_mut());
-        self.dev.into_host(out)
+        self.dev.to_host(out)
     }
 
     /// Forward and backward: accumulates into `grads` (laid out like `params.data`) the gradient

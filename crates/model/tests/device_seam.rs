@@ -84,7 +84,7 @@ impl Device for Traced {
     fn write(&self, dst: Mut<Self>, src: &[f32]) {
         Cpu.write(m(dst), src)
     }
-    fn into_host(&self, mem: Buf) -> Vec<f32> {
+    fn to_host(&self, mem: Buf) -> Vec<f32> {
         mem.0
     }
     fn resize(&self, mem: &mut Buf, len: usize) {
@@ -310,7 +310,14 @@ impl Device for Traced {
     ) {
         self.hit("experts_backward");
         let scratch = (m(dgud), m(dhd), m(dxd));
-        Cpu.experts_backward(rt, widths, (r(w), m(gw)), (r(xd), r(gud), r(hd)), r(dyd), scratch)
+        Cpu.experts_backward(
+            rt,
+            widths,
+            (r(w), m(gw)),
+            (r(xd), r(gud), r(hd)),
+            r(dyd),
+            scratch,
+        )
     }
 }
 
@@ -359,7 +366,7 @@ fn step_on_both(preset: &str, set: &[&str], packed: bool) -> Vec<&'static str> {
         wt.balance_loss().to_bits(),
         "{preset}"
     );
-    let gt = traced.device().into_host(gt);
+    let gt = traced.device().to_host(gt);
     assert!(gc.iter().any(|g| *g != 0.0), "{preset}: no gradient");
     assert_eq!(bits(&gc), bits(&gt), "{preset}: gradients differ");
     let (pc, pt) = (
@@ -394,13 +401,21 @@ fn every_architecture_trains_bit_identically_on_a_second_backend() {
         assert!(dense.contains(&k), "dense step never ran {k}: {dense:?}");
     }
     let moe = step_on_both("tiny-moe", &["model.moe.balance_loss=0.01"], true);
-    for k in ["moe_route", "experts_forward", "experts_backward", "moe_balance_loss"] {
+    for k in [
+        "moe_route",
+        "experts_forward",
+        "experts_backward",
+        "moe_balance_loss",
+    ] {
         assert!(moe.contains(&k), "MoE step never ran {k}: {moe:?}");
     }
     let mla = step_on_both("tiny-mla", &[], true);
     assert!(mla.contains(&"expand_kv_backward"), "{mla:?}");
     let mtp = step_on_both("tiny-mtp", &[], false);
-    assert!(mtp.contains(&"concat_cols") && mtp.contains(&"split_cols"), "{mtp:?}");
+    assert!(
+        mtp.contains(&"concat_cols") && mtp.contains(&"split_cols"),
+        "{mtp:?}"
+    );
 }
 
 #[test]
@@ -421,7 +436,7 @@ fn hidden_states_logits_and_balancing_agree_across_backends() {
     let (dev, dxf_dev) = (traced.device().clone(), traced.device().upload(&dxf));
     let mut gt = dev.zeros(cpu.params.len());
     traced.backward_from_hidden(&x, dxf_dev.all(), gt.all_mut(), &mut wt);
-    assert_eq!(bits(&gc), bits(&dev.into_host(gt)));
+    assert_eq!(bits(&gc), bits(&dev.to_host(gt)));
     // Auxiliary-loss-free balancing moves the same biases on both.
     let load = wc.take_expert_load();
     assert_eq!(load, wt.take_expert_load());

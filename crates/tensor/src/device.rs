@@ -7,7 +7,7 @@
 //!
 //! What the design holds for a GPU backend (only [`Cpu`] exists so far):
 //! - **Buffers owned by the backend.** `Mem` is the backend's allocation (device memory on a
-//!   GPU); host code reaches it only through `upload`, `download`, `write` and `into_host`.
+//!   GPU); host code reaches it only through `upload`, `download`, `write` and `to_host`.
 //!   Views carry the backend's address type (`Ptr`), so sub-ranges and disjoint splits cost
 //!   nothing and cross no bus.
 //! - **Streams.** A `Device` value is a handle to one ordered queue of work: kernels issued
@@ -60,7 +60,7 @@ pub trait Device: Clone + Send + Sync + 'static {
     /// Copies host values into a view (same length).
     fn write(&self, dst: Mut<Self>, src: &[f32]);
     /// The buffer's values on the host (free on the CPU).
-    fn into_host(&self, mem: Self::Mem) -> Vec<f32>;
+    fn to_host(&self, mem: Self::Mem) -> Vec<f32>;
     /// Grows or shrinks a buffer to `len`; new elements are zero.
     fn resize(&self, mem: &mut Self::Mem, len: usize);
     /// Waits until every kernel issued on this handle has finished.
@@ -195,7 +195,8 @@ pub trait Device: Clone + Send + Sync + 'static {
         alpha: f32,
         weight: f32,
     ) -> f64;
-    /// Every routed expert's SwiGLU over its block of dispatched rows, as one grouped kernel.
+    /// Every routed expert's SwiGLU over its block of dispatched rows, as one grouped kernel:
+    /// `widths` = (d, expert hidden); keeps [gate | up] in `gud` and the activations in `hd`.
     fn experts_forward(
         &self,
         r: &Self::Routing,
@@ -206,6 +207,9 @@ pub trait Device: Clone + Send + Sync + 'static {
         hd: Mut<Self>,
         yd: Mut<Self>,
     );
+    /// The backward of `experts_forward`: `params` = (weights, their gradient, accumulated),
+    /// `acts` = (xd, gud, hd) as the forward left them; writes dL/dxd into the last of
+    /// `scratch` = (dgud, dhd, dxd).
     fn experts_backward(
         &self,
         r: &Self::Routing,
@@ -498,7 +502,7 @@ impl Device for Cpu {
     fn write(&self, dst: Mut<Self>, src: &[f32]) {
         dst.slice().copy_from_slice(src);
     }
-    fn into_host(&self, mem: Vec<f32>) -> Vec<f32> {
+    fn to_host(&self, mem: Vec<f32>) -> Vec<f32> {
         mem
     }
     fn resize(&self, mem: &mut Vec<f32>, len: usize) {
@@ -770,6 +774,6 @@ mod tests {
         Cpu.download(m.all(), &mut back);
         assert_eq!(back, [1.0, 7.0, 3.0]);
         Cpu.resize(&mut m, 5);
-        assert_eq!(Cpu.into_host(m), vec![1.0, 7.0, 3.0, 0.0, 0.0]);
+        assert_eq!(Cpu.to_host(m), vec![1.0, 7.0, 3.0, 0.0, 0.0]);
     }
 }
