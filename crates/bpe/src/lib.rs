@@ -7,6 +7,7 @@
 //! until none is left — tiktoken's rule, which equals applying the learned merges in order.
 //! This crate has no tensor or async dependencies.
 
+mod backtrack;
 mod encode;
 mod error;
 pub mod hf;
@@ -19,6 +20,7 @@ pub use pretokenize::{Splitter, GPT2_PATTERN, GPT4_PATTERN};
 pub use train::{Trainer, TrainerOptions};
 
 use rustc_hash::FxHashMap;
+use std::sync::{Arc, OnceLock};
 
 /// Special tokens frugal's chat format uses (nanochat's set plus system turns).
 pub const DEFAULT_SPECIALS: &[&str] = &[
@@ -45,6 +47,9 @@ pub struct Tokenizer {
     byte_ids: [u32; 256],
     /// Special tokens and their ids (which follow the ordinary tokens).
     specials: Vec<(String, u32)>,
+    /// The linear-time encoder of long pieces, built at the first one (None where the
+    /// vocabulary's merges are out of order; long pieces are then merged).
+    backtrack: OnceLock<Option<Arc<backtrack::Backtrack>>>,
 }
 
 impl Tokenizer {
@@ -88,6 +93,7 @@ impl Tokenizer {
             ranks,
             byte_ids,
             specials: list,
+            backtrack: OnceLock::new(),
         })
     }
 
@@ -188,17 +194,43 @@ impl Tokenizer {
         texts.par_iter().map(|t| self.encode(t.as_ref())).collect()
     }
 
-    fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
-        let mut parts = Vec::new();
+    /// `encode` by merging alone, the reference its linear-time search is checked against:
+    /// O(n²) on a piece of n bytes, so not for untrusted input.
+    pub fn encode_by_merging(&self, text: &str) -> Vec<u32> {
+        let (mut out, mut parts) = (Vec::new(), Vec::new());
         self.splitter.split(text, |piece| {
             encode::encode_piece(
                 piece.as_bytes(),
                 &self.ranks,
                 &self.byte_ids,
-                out,
+                &mut out,
                 &mut parts,
             )
         });
+        out
+    }
+
+    fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
+        let (mut parts, mut scratch) = (Vec::new(), backtrack::Scratch::default());
+        self.splitter.split(text, |piece| {
+            let piece = piece.as_bytes();
+            if piece.len() > backtrack::LONG_PIECE {
+                if let Some(b) = self.backtrack() {
+                    if b.encode(piece, out, &mut scratch) {
+                        return;
+                    }
+                }
+            }
+            encode::encode_piece(piece, &self.ranks, &self.byte_ids, out, &mut parts)
+        });
+    }
+
+    fn backtrack(&self) -> Option<&backtrack::Backtrack> {
+        self.backtrack
+            .get_or_init(|| {
+                backtrack::Backtrack::new(&self.tokens, &self.ranks, &self.byte_ids).map(Arc::new)
+            })
+            .as_deref()
     }
 
     /// The bytes of a token sequence; special tokens decode to their names.

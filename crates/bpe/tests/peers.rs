@@ -75,6 +75,14 @@ fn ids_agree_with_hf_tokenizers_and_tiktoken() {
         .map(String::from),
     );
     texts.push(corpus.concat());
+    // Long single pieces (letters without spaces), which frugal encodes by its linear-time
+    // search rather than by merging.
+    texts.extend([
+        "ing".repeat(3000),
+        "Thequickbrownfoxjumpsoverthelazydog".repeat(60),
+        "reasonswhisperquoteddouble".repeat(40),
+        "é".repeat(500),
+    ]);
     std::fs::write(
         dir.join("texts.json"),
         serde_json::to_string(&texts).unwrap(),

@@ -165,4 +165,17 @@ proptest! {
         let tok = trained();
         prop_assert_eq!(tok.decode(&tok.encode(&text)).unwrap(), text.as_bytes());
     }
+
+    /// Long one-piece words (letters of the training text run together, and runs of few
+    /// letters) go through the linear-time search, which must give what merging gives.
+    #[test]
+    fn long_words_encode_as_merging_does(
+        words in proptest::collection::vec("(the|quick|brown|fox|stop|won|t|re|a|s|ing|[a-z]){1,4}", 30..200),
+        run in "[aeinst]{150,600}",
+    ) {
+        let tok = trained();
+        let word = words.concat();
+        prop_assert_eq!(tok.encode(&word), tok.encode_by_merging(&word));
+        prop_assert_eq!(tok.encode(&run), tok.encode_by_merging(&run));
+    }
 }

@@ -29,6 +29,11 @@ pub enum BenchCommand {
         chunk_bytes: usize,
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// Also time one-piece words (a megabyte of "ing", of one letter, of the input's
+        /// letters run together) against a megabyte of the input, one `encode` call each, and
+        /// the merging reference on growing one-piece words.
+        #[arg(long)]
+        worst_case: bool,
     },
     /// Train on random tokens and report step time, tokens/s and MFU (against `bench gemm`'s peak). Prints, last,
     /// `step_ms_median`, `tokens_per_s` and `peak_rss_mb` (medians after 3 warm-up steps).
@@ -139,6 +144,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             input,
             chunk_bytes,
             reps,
+            worst_case,
         } => {
             use base::fs::{list_files, read_text};
             use data::tokenizer::{bench_encode, chunk_documents};
@@ -158,6 +164,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 bytes as f64 / tokens as f64
             );
             println!("encode_mb_per_s: {rate:.2}");
+            if worst_case {
+                worst_case_encoding(&tok, &texts.concat(), reps);
+            }
         }
         BenchCommand::Train { model, steps } => {
             let cfg = model.load()?;
@@ -304,4 +313,63 @@ fn speculative(
     println!("speedup: {speedup:.3}");
     println!("acceptance: {:.3}", r.stats.acceptance());
     Ok(())
+}
+
+/// Seconds of one call of `f`, the median of `reps`.
+fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
+    let mut s: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// `bench tokenizer --worst-case`: a megabyte of ordinary text against one-piece megabyte
+/// words, each one `encode` call on one thread; then the merging reference on growing words.
+fn worst_case_encoding(tok: &bpe::Tokenizer, text: &str, reps: usize) {
+    const MIB: usize = 1 << 20;
+    let cut = |s: &str, n: usize| {
+        let mut end = n.min(s.len());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_string()
+    };
+    let ordinary = cut(text, MIB);
+    let letters: String = text.chars().filter(|c| c.is_alphabetic()).collect();
+    let words = [
+        ("ordinary text", ordinary.clone()),
+        ("\"ing\" repeated", cut(&"ing".repeat(MIB / 3 + 1), MIB)),
+        ("one letter repeated", "a".repeat(MIB)),
+        (
+            "the input's letters run together",
+            cut(&letters.repeat(1 + MIB / letters.len().max(1)), MIB),
+        ),
+    ];
+    let base = median_seconds(reps, || drop(tok.encode(&ordinary)));
+    println!("worst case: one encode call per megabyte, 1 thread");
+    for (name, w) in &words {
+        let s = median_seconds(reps, || drop(tok.encode(w)));
+        println!(
+            "  {name:34} {:7.1} ms  {:6.1} MB/s  {:.2}x ordinary",
+            s * 1e3,
+            w.len() as f64 / 1e6 / s,
+            s / base
+        );
+    }
+    println!("merging reference on \"ing\" repeated (what encode did before its search):");
+    for kb in [16, 32, 64, 128] {
+        let w = cut(&"ing".repeat(kb * 1024 / 3 + 1), kb * 1024);
+        let s = median_seconds(1, || drop(tok.encode_by_merging(&w)));
+        let fast = median_seconds(reps, || drop(tok.encode(&w)));
+        println!(
+            "  {kb:4} KB: merging {:8.1} ms, search {:6.2} ms",
+            s * 1e3,
+            fast * 1e3
+        );
+    }
 }

@@ -1,0 +1,470 @@
+//! Byte-pair encoding of long pieces in linear time, by the backtracking method of GitHub's
+//! `bpe` crate (rust-gems): instead of simulating the merges, which costs O(n·m) for a piece of
+//! n bytes and m merges, search directly for the token sequence BPE would produce.
+//!
+//! Two facts make the search cheap:
+//! - **A sequence is BPE's output iff every adjacent pair is.** Whether `[a, b]` is what BPE
+//!   makes of bytes(a) ++ bytes(b) is decided by walking the two tokens' merge trees backwards
+//!   from the boundary (`valid_pair`), a few table lookups. So every token sequence over a
+//!   prefix of the text whose adjacent pairs are all valid *is* the encoding of that prefix,
+//!   and there is exactly one.
+//! - Hence a depth-first search that appends, at each position, the longest token that keeps
+//!   every pair valid (trying shorter prefixes of it when not, and backing up when none fits)
+//!   reaches each position by one path only. A position from which no token fits is dead for
+//!   good, and is marked so. Every position is entered and left a bounded number of times:
+//!   work is linear in the piece's length, times the longest token's length at worst.
+//!
+//! The short pieces that pre-splitting produces stay with the merge loop in `encode`, which is
+//! faster for them; this takes over above `LONG_PIECE` bytes.
+
+use crate::encode::merge_parts;
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::{nfa::contiguous::NFA, Anchored, MatchKind};
+use rustc_hash::FxHashMap;
+
+/// Pieces longer than this are encoded here; shorter ones by the merge loop. On the reference
+/// vocabulary the two cost the same at about this length.
+pub(crate) const LONG_PIECE: usize = 128;
+
+const NONE: u32 = u32::MAX;
+
+/// A vocabulary's tokens in merge order, with what the search needs. Internal ids number the
+/// 256 single bytes first (by byte value: they are never merged), then every longer token in
+/// rank order, so that comparing internal ids compares merge priority.
+#[derive(Debug)]
+pub(crate) struct Backtrack {
+    /// The tokens BPE can produce (those it produces from their own bytes) as an anchored
+    /// leftmost-longest automaton, walked byte by byte from `start`; pattern p is internal id
+    /// `of_pattern[p]`.
+    automaton: NFA,
+    start: StateID,
+    of_pattern: Vec<u32>,
+    /// Per internal id: the token id, its length in bytes, the longest producible token that is
+    /// a proper prefix of it (NONE for a byte), and the two tokens its last merge joined (itself
+    /// twice for a byte).
+    token_id: Vec<u32>,
+    len: Vec<u32>,
+    shorter: Vec<u32>,
+    split: Vec<(u32, u32)>,
+    /// (x, y) → internal id of the token bytes(x) ++ bytes(y), for producible x and y.
+    pairs: PairTable,
+}
+
+impl Backtrack {
+    /// The tables for a vocabulary (token id = rank), or None where its merges are not
+    /// ordered as BPE trains them (a token's parts must rank before it); encoding then keeps
+    /// to the merge loop.
+    pub(crate) fn new(
+        tokens: &[Vec<u8>],
+        ranks: &FxHashMap<Vec<u8>, u32>,
+        byte_ids: &[u32; 256],
+    ) -> Option<Self> {
+        // Internal ids: bytes, then multi-byte tokens by rank.
+        let mut internal = vec![NONE; tokens.len()];
+        let mut token_id: Vec<u32> = byte_ids.to_vec();
+        for (b, &id) in byte_ids.iter().enumerate() {
+            internal[id as usize] = b as u32;
+        }
+        for (id, t) in tokens.iter().enumerate() {
+            if t.len() > 1 {
+                internal[id] = token_id.len() as u32;
+                token_id.push(id as u32);
+            }
+        }
+        let n = token_id.len();
+        let bytes = |i: usize| tokens[token_id[i] as usize].as_slice();
+        let of_bytes = |b: &[u8]| ranks.get(b).map(|&id| internal[id as usize]);
+        // Which tokens BPE produces from their own bytes, and the last merge that made each.
+        let mut parts = Vec::new();
+        let mut producible = vec![true; n];
+        let mut split: Vec<(u32, u32)> = (0..n as u32).map(|i| (i, i)).collect();
+        for i in 256..n {
+            let t = bytes(i);
+            merge_parts(t, ranks, u32::MAX, &mut parts);
+            if parts.len() != 2 {
+                producible[i] = false;
+                continue;
+            }
+            merge_parts(t, ranks, token_id[i], &mut parts);
+            if parts.len() != 3 {
+                return None;
+            }
+            let k = parts[1].0;
+            let (l, r) = (of_bytes(&t[..k])?, of_bytes(&t[k..])?);
+            if l >= i as u32 || r >= i as u32 {
+                return None;
+            }
+            split[i] = (l, r);
+        }
+        // Every way of cutting a token in two producible halves, for the pair checks; and each
+        // producible token's longest producible proper prefix, for the search.
+        let mut pairs = Vec::new();
+        let mut shorter = vec![NONE; n];
+        for i in 256..n {
+            let t = bytes(i);
+            for k in 1..t.len() {
+                let (l, r) = (of_bytes(&t[..k]), of_bytes(&t[k..]));
+                if let (Some(l), Some(r)) = (l, r) {
+                    if producible[l as usize] && producible[r as usize] {
+                        pairs.push((l, r, i as u32));
+                    }
+                }
+            }
+            if producible[i] {
+                shorter[i] = (1..t.len())
+                    .rev()
+                    .filter_map(|k| of_bytes(&t[..k]))
+                    .find(|&p| producible[p as usize])
+                    .unwrap_or(NONE);
+            }
+        }
+        let of_pattern: Vec<u32> = (0..n as u32).filter(|&i| producible[i as usize]).collect();
+        let automaton = aho_corasick::nfa::contiguous::Builder::new()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(of_pattern.iter().map(|&i| bytes(i as usize)))
+            .ok()?;
+        let start = automaton.start_state(Anchored::Yes).ok()?;
+        let len = (0..n).map(|i| bytes(i).len() as u32).collect();
+        let pairs = PairTable::new(&pairs);
+        Some(Backtrack {
+            automaton,
+            start,
+            of_pattern,
+            token_id,
+            len,
+            shorter,
+            split,
+            pairs,
+        })
+    }
+
+    /// Appends the token ids of `piece` to `out`. Returns false (appending nothing) only if the
+    /// search finds no encoding, which a vocabulary `new` accepted cannot cause; the caller
+    /// then merges instead.
+    pub(crate) fn encode(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) -> bool {
+        let n = piece.len();
+        let (path, dead) = (&mut scratch.path, &mut scratch.dead);
+        path.clear();
+        dead.clear();
+        dead.resize(n + 1, false);
+        let mut pos = 0;
+        let mut next = self.longest(piece, pos);
+        loop {
+            scratch.steps += 1;
+            let end = pos + self.len[next as usize] as usize;
+            let fits = !dead[end]
+                && path
+                    .last()
+                    .is_none_or(|&l| self.valid_pair_cached(l, next, &mut scratch.seen));
+            if fits {
+                path.push(next);
+                pos = end;
+                if pos == n {
+                    break;
+                }
+                next = self.longest(piece, pos);
+            } else if self.shorter[next as usize] != NONE {
+                next = self.shorter[next as usize];
+            } else {
+                // No token fits here after the path's last one: back up and try a shorter
+                // token in its place.
+                dead[pos] = true;
+                let Some(last) = path.pop() else {
+                    return false;
+                };
+                pos -= self.len[last as usize] as usize;
+                next = last;
+            }
+        }
+        out.extend(path.iter().map(|&i| self.token_id[i as usize]));
+        true
+    }
+
+    /// The longest producible token at `pos` (at least the byte there): the automaton walked
+    /// from the position until it dies, keeping the last match.
+    fn longest(&self, piece: &[u8], pos: usize) -> u32 {
+        let (dfa, mut sid) = (&self.automaton, self.start);
+        let mut best = piece[pos] as u32;
+        for &byte in &piece[pos..] {
+            sid = dfa.next_state(Anchored::Yes, sid, byte);
+            if dfa.is_special(sid) {
+                if dfa.is_dead(sid) {
+                    break;
+                }
+                if dfa.is_match(sid) {
+                    best = self.of_pattern[dfa.match_pattern(sid, 0).as_usize()];
+                }
+            }
+        }
+        best
+    }
+
+    /// `valid_pair` through a small direct-mapped cache: text repeats its word pairs, and a
+    /// check walks two merge trees through a large table.
+    fn valid_pair_cached(&self, a: u32, b: u32, seen: &mut PairCache) -> bool {
+        // Ids stay below 2³¹, so bit 31 of an entry can hold the answer.
+        const VALID: u64 = 1 << 31;
+        let key = (a as u64) << 32 | b as u64;
+        let slot = (hash(key) >> (64 - PairCache::BITS)) as usize;
+        if seen.0.is_empty() {
+            seen.0 = vec![u64::MAX; 1 << PairCache::BITS];
+        }
+        let entry = seen.0[slot];
+        if entry & !VALID == key {
+            return entry & VALID != 0;
+        }
+        let valid = self.valid_pair(a, b);
+        seen.0[slot] = key | if valid { VALID } else { 0 };
+        valid
+    }
+
+    /// Whether BPE turns bytes(a) ++ bytes(b) into exactly [a, b]. Walks back through the
+    /// merges that built a and b, always undoing the later of the two tokens at the boundary
+    /// (x ending it, y starting it): while x and y both exist, until the merge that consumes
+    /// one of them, BPE would instead merge x with y if their concatenation is a token of lower
+    /// rank, or of equal rank when that merge lies to the right (y's: the leftmost of equal
+    /// pairs merges first). `limit` is the exclusive bound such a token must stay under.
+    fn valid_pair(&self, a: u32, b: u32) -> bool {
+        let (mut x, mut y, mut limit) = (a, b, NONE);
+        loop {
+            if let Some(m) = self.pairs.get(x, y) {
+                if m < limit {
+                    return false;
+                }
+            }
+            if x > y && x >= 256 {
+                limit = x;
+                x = self.split[x as usize].1;
+            } else if y >= 256 {
+                limit = y + 1;
+                y = self.split[y as usize].0;
+            } else {
+                return true;
+            }
+        }
+    }
+}
+
+/// Buffers reused between calls to `Backtrack::encode`, and its count of search steps (tokens
+/// tried), by which tests check that the work is linear.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    path: Vec<u32>,
+    dead: Vec<bool>,
+    seen: PairCache,
+    pub(crate) steps: u64,
+}
+
+/// Pair checks already made, direct-mapped: slot → (a, b) packed with the answer in bit 31;
+/// all ones marks an empty slot (no id reaches 2³¹ − 1).
+#[derive(Default)]
+struct PairCache(Vec<u64>);
+
+impl PairCache {
+    const BITS: u32 = 16;
+}
+
+fn hash(key: u64) -> u64 {
+    key.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// (x, y) → z as one open-addressed array with linear probing: a lookup is one cache line,
+/// where a general hash map reads a control array and then a slot.
+#[derive(Debug)]
+struct PairTable {
+    slots: Vec<(u64, u32)>,
+    shift: u32,
+}
+
+impl PairTable {
+    const EMPTY: u64 = u64::MAX;
+
+    fn new(pairs: &[(u32, u32, u32)]) -> Self {
+        let bits = (2 * pairs.len().max(1))
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(4);
+        let mut slots = vec![(Self::EMPTY, 0); 1 << bits];
+        let mask = slots.len() - 1;
+        for &(x, y, z) in pairs {
+            let key = (x as u64) << 32 | y as u64;
+            let mut i = (hash(key) >> (64 - bits)) as usize;
+            while slots[i].0 != Self::EMPTY && slots[i].0 != key {
+                i = (i + 1) & mask;
+            }
+            slots[i] = (key, z);
+        }
+        PairTable {
+            slots,
+            shift: 64 - bits,
+        }
+    }
+
+    #[inline]
+    fn get(&self, x: u32, y: u32) -> Option<u32> {
+        let key = (x as u64) << 32 | y as u64;
+        let mask = self.slots.len() - 1;
+        let mut i = (hash(key) >> self.shift) as usize;
+        loop {
+            let (k, z) = self.slots[i];
+            if k == key {
+                return Some(z);
+            }
+            if k == Self::EMPTY {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Tokenizer, Trainer, TrainerOptions};
+
+    /// A vocabulary trained on `docs` split by `pattern`.
+    fn trained(docs: &[String], pattern: &str, vocab: usize) -> Tokenizer {
+        let mut t = Trainer::new(TrainerOptions {
+            vocab_size: vocab,
+            pattern: pattern.into(),
+            specials: vec![],
+            min_frequency: 2,
+        })
+        .unwrap();
+        t.count(docs);
+        t.finish().unwrap()
+    }
+
+    /// The merge loop's encoding of one piece: the reference.
+    fn merged(t: &Tokenizer, piece: &[u8]) -> Vec<u32> {
+        let (mut out, mut parts) = (Vec::new(), Vec::new());
+        crate::encode::encode_piece(piece, &t.ranks, &t.byte_ids, &mut out, &mut parts);
+        out
+    }
+
+    fn searched(t: &Tokenizer, piece: &[u8], scratch: &mut Scratch) -> Vec<u32> {
+        let b = Backtrack::new(&t.tokens, &t.ranks, &t.byte_ids).expect("ordered merges");
+        let mut out = Vec::new();
+        assert!(b.encode(piece, &mut out, scratch), "no encoding found");
+        out
+    }
+
+    /// Text over a few letters with repeats, so that long and overlapping merges are learned.
+    fn letters(rng: &mut u64, len: usize, alphabet: &[u8]) -> Vec<u8> {
+        let mut next = || {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng
+        };
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let r = next();
+            if r % 4 == 0 && out.len() >= 4 {
+                // Copy an earlier stretch: repeats make long tokens.
+                let from = (r >> 8) as usize % (out.len() - 3);
+                let n = ((r >> 32) as usize % 12).min(out.len() - from);
+                out.extend_from_within(from..from + n);
+            } else {
+                out.push(alphabet[(r >> 16) as usize % alphabet.len()]);
+            }
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// One piece per document over `alphabet`: merges run across whole texts.
+    fn vocab_over(rng: &mut u64, alphabet: &[u8], vocab: usize) -> Tokenizer {
+        let docs: Vec<String> = (0..300)
+            .map(|_| String::from_utf8(letters(rng, 200, alphabet)).unwrap())
+            .collect();
+        let t = trained(&docs, r"[\s\S]+", vocab);
+        assert!(
+            t.n_ordinary() > 256 + (vocab - 256) / 2,
+            "too few merges learned"
+        );
+        t
+    }
+
+    #[test]
+    fn the_pair_check_equals_merging_on_every_pair() {
+        let mut rng = 0x2545f4914f6cdd1du64;
+        for (alphabet, vocab) in [(&b"ab"[..], 300), (b"abc", 400)] {
+            let t = vocab_over(&mut rng, alphabet, vocab);
+            let b = Backtrack::new(&t.tokens, &t.ranks, &t.byte_ids).unwrap();
+            let producible: Vec<u32> = b.of_pattern.clone();
+            let mut checked = 0;
+            for &x in &producible {
+                for &y in &producible {
+                    let (tx, ty) = (b.token_id[x as usize], b.token_id[y as usize]);
+                    let mut bytes = t.tokens[tx as usize].clone();
+                    bytes.extend(&t.tokens[ty as usize]);
+                    let truth = merged(&t, &bytes) == [tx, ty];
+                    assert_eq!(b.valid_pair(x, y), truth, "{tx} {ty}");
+                    checked += 1;
+                }
+            }
+            assert!(checked > 60_000, "{checked} pairs");
+        }
+    }
+
+    #[test]
+    fn search_equals_merging_on_random_pieces() {
+        let mut rng = 0x9e3779b97f4a7c15u64;
+        for (alphabet, vocab) in [(&b"ab"[..], 300), (b"abc", 500), (b"abcd", 900)] {
+            let t = vocab_over(&mut rng, alphabet, vocab);
+            let mut scratch = Scratch::default();
+            for len in (1..300).chain([1000, 4000]) {
+                let piece = letters(&mut rng, len, alphabet);
+                assert_eq!(
+                    searched(&t, &piece, &mut scratch),
+                    merged(&t, &piece),
+                    "{:?}",
+                    String::from_utf8_lossy(&piece)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn search_equals_merging_on_words_run_together() {
+        let words = "the quick brown fox jumps over the lazy dog while singing and ringing \
+                     bells in the morning; nothing is thinking of anything interesting";
+        let docs: Vec<String> = (0..200).map(|_| words.to_string()).collect();
+        let t = trained(&docs, crate::GPT4_PATTERN, 420);
+        let mut scratch = Scratch::default();
+        let joined: String = words.split_whitespace().collect();
+        for piece in [
+            "ing".repeat(700),
+            "the".repeat(500),
+            joined.repeat(20),
+            "thingsinging".repeat(99),
+            "a".repeat(1000),
+        ] {
+            assert_eq!(
+                searched(&t, piece.as_bytes(), &mut scratch),
+                merged(&t, piece.as_bytes())
+            );
+            // And through the public encoder, which hands such long pieces to the search.
+            assert_eq!(t.encode(&piece), merged(&t, piece.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn the_search_does_linear_work_on_a_hostile_word() {
+        let docs: Vec<String> = (0..200).map(|_| "singing ringing inging".into()).collect();
+        let t = trained(&docs, crate::GPT4_PATTERN, 300);
+        let per_byte = |n: usize| {
+            let mut scratch = Scratch::default();
+            searched(&t, "ing".repeat(n / 3).as_bytes(), &mut scratch);
+            scratch.steps as f64 / n as f64
+        };
+        let (small, large) = (per_byte(30_000), per_byte(960_000));
+        assert!(large <= 2.0, "{large} search steps per byte");
+        assert!(
+            large <= small * 1.05,
+            "steps per byte grow: {small} → {large}"
+        );
+    }
+}
