@@ -47,6 +47,8 @@ pub struct Tokenizer {
     byte_ids: [u32; 256],
     /// Special tokens and their ids (which follow the ordinary tokens).
     specials: Vec<(String, u32)>,
+    /// Bytes of the longest ordinary token.
+    longest: usize,
     /// The linear-time encoder of long pieces, built at the first one (None where the
     /// vocabulary's merges are out of order; long pieces are then merged).
     backtrack: OnceLock<Option<Arc<backtrack::Backtrack>>>,
@@ -87,12 +89,14 @@ impl Tokenizer {
             }
             list.push((s.to_string(), n + i as u32));
         }
+        let tokens_longest = tokens.iter().map(Vec::len).max().unwrap_or(1);
         Ok(Tokenizer {
             splitter,
             tokens,
             ranks,
             byte_ids,
             specials: list,
+            longest: tokens_longest,
             backtrack: OnceLock::new(),
         })
     }
@@ -111,6 +115,12 @@ impl Tokenizer {
 
     pub fn n_ordinary(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// The longest ordinary token, in bytes: text of more than n times this many bytes cannot
+    /// encode to n tokens or fewer, which bounds the input worth encoding against a budget.
+    pub fn max_token_bytes(&self) -> usize {
+        self.longest
     }
 
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {

@@ -67,9 +67,13 @@ pub async fn chat(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Re
     let body = app.read_body(&headers, body).await?;
     let req = openai::chat_request(&body)?;
     app.check_model(&req.gen.model)?;
+    let conversation = req.conversation;
     let prompt = app
-        .format()
-        .render_prompt(&req.conversation, app.context_len - 1)
+        .tokenize(move |app| {
+            app.format()
+                .render_prompt(&conversation, app.context_len - 1)
+        })
+        .await?
         .map_err(|e| {
             ApiError::invalid("messages", one_line(&e.to_string())).code("context_length_exceeded")
         })?;
@@ -84,8 +88,22 @@ pub async fn completion(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiRes
     let body = app.read_body(&headers, body).await?;
     let req = openai::completion_request(&body)?;
     app.check_model(&req.gen.model)?;
+    // Text that cannot fit is refused before it is encoded (see `ChatFormat::render_prompt`).
+    let most = (app.context_len - 1).saturating_mul(app.tok.max_token_bytes());
+    if req.prompt.len() > most {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "the prompt is {} bytes, over the limit of {most} bytes that the context of {} tokens can cover",
+                req.prompt.len(),
+                app.context_len
+            ),
+        )
+        .code("context_length_exceeded"));
+    }
+    let text = req.prompt;
     let mut prompt = vec![app.chat.bos];
-    prompt.extend(app.tok.encode(&req.prompt));
+    prompt.extend(app.tokenize(move |app| app.tok.encode(&text)).await?);
     if prompt.len() >= app.context_len {
         return Err(ApiError::invalid(
             "prompt",

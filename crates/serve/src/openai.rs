@@ -228,10 +228,11 @@ fn generation(o: &Map<String, Value>) -> ApiResult<Generation> {
         ));
     }
     let top_p = number(o, "top_p")?.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
+    // The engine samples in f32: a value that rounds to 0 there is out of range too.
+    if !(top_p as f32 > 0.0 && top_p <= 1.0) {
         return Err(ApiError::invalid(
             "top_p",
-            format!("top_p is {top_p}; it must be in (0, 1]"),
+            format!("top_p is {top_p}; it must be in (0, 1], and at least 1e-38"),
         ));
     }
     let top_k = match integer(o, "top_k")? {
@@ -245,10 +246,12 @@ fn generation(o: &Map<String, Value>) -> ApiResult<Generation> {
         }
     };
     let repetition_penalty = number(o, "repetition_penalty")?.unwrap_or(1.0);
-    if !(repetition_penalty > 0.0 && repetition_penalty <= 10.0) {
+    if !(repetition_penalty as f32 > 0.0 && repetition_penalty <= 10.0) {
         return Err(ApiError::invalid(
             "repetition_penalty",
-            format!("repetition_penalty is {repetition_penalty}; it must be in (0, 10] (1: off)"),
+            format!(
+                "repetition_penalty is {repetition_penalty}; it must be in (0, 10], and at least 1e-38 (1: off)"
+            ),
         ));
     }
     for name in ["presence_penalty", "frequency_penalty"] {

@@ -14,6 +14,9 @@ use std::time::Duration;
 /// The chat page: HTML, CSS and vanilla JS in one file, no outside resources.
 pub const PAGE: &str = include_str!("chat.html");
 
+/// Prompts encoded at once, off the async workers; more wait their turn.
+const TOKENIZING: usize = 2;
+
 /// How requests are bounded.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestLimits {
@@ -107,6 +110,8 @@ pub struct App {
     /// Numbers response ids and seeds requests that bring none.
     pub counter: AtomicU64,
     pub(crate) csp: String,
+    /// Places for prompts being rendered and encoded off the async workers.
+    tokenizing: tokio::sync::Semaphore,
 }
 
 impl App {
@@ -136,7 +141,28 @@ impl App {
             created,
             counter: AtomicU64::new(created << 16),
             csp: crate::page::content_security_policy(PAGE),
+            tokenizing: tokio::sync::Semaphore::new(TOKENIZING),
         })
+    }
+
+    /// Runs `f` (rendering or encoding a prompt: time in the text's length) on the blocking
+    /// pool, at most `TOKENIZING` at once, so that the async worker keeps answering others —
+    /// `/health` included — while a large prompt is encoded.
+    pub async fn tokenize<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&App) -> T + Send + 'static,
+    ) -> ApiResult<T> {
+        let failed =
+            |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e);
+        let _place = self
+            .tokenizing
+            .acquire()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let app = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&app))
+            .await
+            .map_err(|e| failed(format!("encoding the prompt failed: {e}")))
     }
 
     /// The chat format over the served tokenizer.
@@ -162,8 +188,11 @@ impl App {
             .ok_or_else(|| {
                 unauthorized("no API key: send the header Authorization: Bearer YOUR_KEY")
             })?;
+        // The scheme is case-insensitive (RFC 9110 §11.1): `bearer KEY` is as good.
         let key = value
-            .strip_prefix("Bearer ")
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+            .map(|_| &value[7..])
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer YOUR_KEY`"))?;
         if self.auth.accepts(key.trim()) {
             Ok(())

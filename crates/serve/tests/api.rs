@@ -180,6 +180,12 @@ fn keys_are_required_where_they_should_be() {
         b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\nConnection: close\r\n\r\n",
     );
     assert_error(&basic, 401, "Bearer");
+    // The scheme is case-insensitive.
+    let lower = raw_request(
+        addr,
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: bearer test-key-0123456789abcdef\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(lower.status, 200, "{}", lower.body);
     assert_eq!(chat(addr, &body).status, 200);
     // Health and the page need no key; the page carries a strict policy.
     assert_eq!(get(addr, "/health", None).status, 200);
@@ -266,6 +272,24 @@ fn bad_input_gets_openai_errors_and_the_server_keeps_serving() {
             "between 0 and 2",
         ),
         (chat_body("hi", json!({"n": 3})), 400, "not supported"),
+        // Values that are positive in f64 but 0 in the engine's f32: a client error, not a 500.
+        (
+            chat_body("hi", json!({"top_p": 1e-300})),
+            400,
+            "at least 1e-38",
+        ),
+        (
+            chat_body("hi", json!({"repetition_penalty": 1e-300})),
+            400,
+            "at least 1e-38",
+        ),
+        // A one-piece word longer than the context can cover is refused by its length,
+        // before it is encoded.
+        (
+            chat_body(&"ing".repeat(1200), json!({})),
+            400,
+            "bytes that 159 tokens",
+        ),
     ];
     for (body, status, says) in &cases {
         let t0 = Instant::now();

@@ -306,6 +306,25 @@ impl<'a> ChatFormat<'a> {
                 "append the user's message before asking for a reply",
             ));
         }
+        // Text that cannot fit is refused before it is encoded: encoding costs time in its
+        // length, and a network request may carry a megabyte.
+        let bytes: usize = conv
+            .messages
+            .iter()
+            .flat_map(|m| &m.parts)
+            .map(|p| p.text.len())
+            .sum();
+        let most = max_len.saturating_mul(self.tok.max_token_bytes());
+        if bytes > most {
+            let last = conv.messages.len() - 1;
+            return Err(Error::input(
+                format!("conversation message {last}"),
+                format!(
+                    "the conversation's text is {bytes} bytes, over the limit of {most} bytes that {max_len} tokens (the model's context less room for a reply) can cover"
+                ),
+                "shorten the message or start a new conversation",
+            ));
+        }
         let mut r = self.render(conv)?;
         r.ids.push(self.t.assistant_start);
         if r.ids.len() > max_len {
