@@ -133,35 +133,32 @@ pub fn decode_entities(s: &str) -> String {
         let window = &rest.as_bytes()[1..rest.len().min(1 + ENTITY_WINDOW)];
         #[cfg(test)]
         SCANNED.with(|c| c.set(c.get() + window.len()));
-        let decoded = window
-            .iter()
-            .position(|&b| b == b';')
-            .and_then(|semi| {
-                let name = &rest[1..1 + semi];
-                let ch = match name {
-                    "amp" => Some('&'),
-                    "lt" => Some('<'),
-                    "gt" => Some('>'),
-                    "quot" => Some('"'),
-                    "apos" | "#39" => Some('\''),
-                    "nbsp" => Some(' '),
-                    "mdash" => Some('—'),
-                    "ndash" => Some('–'),
-                    "hellip" => Some('…'),
-                    "lsquo" => Some('‘'),
-                    "rsquo" => Some('’'),
-                    "ldquo" => Some('“'),
-                    "rdquo" => Some('”'),
-                    "copy" => Some('©'),
-                    _ => name
-                        .strip_prefix("#x")
-                        .or_else(|| name.strip_prefix("#X"))
-                        .and_then(|h| u32::from_str_radix(h, 16).ok())
-                        .or_else(|| name.strip_prefix('#').and_then(|d| d.parse().ok()))
-                        .and_then(char::from_u32),
-                };
-                ch.map(|c| (c, semi + 2))
-            });
+        let decoded = window.iter().position(|&b| b == b';').and_then(|semi| {
+            let name = &rest[1..1 + semi];
+            let ch = match name {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" | "#39" => Some('\''),
+                "nbsp" => Some(' '),
+                "mdash" => Some('—'),
+                "ndash" => Some('–'),
+                "hellip" => Some('…'),
+                "lsquo" => Some('‘'),
+                "rsquo" => Some('’'),
+                "ldquo" => Some('“'),
+                "rdquo" => Some('”'),
+                "copy" => Some('©'),
+                _ => name
+                    .strip_prefix("#x")
+                    .or_else(|| name.strip_prefix("#X"))
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .or_else(|| name.strip_prefix('#').and_then(|d| d.parse().ok()))
+                    .and_then(char::from_u32),
+            };
+            ch.map(|c| (c, semi + 2))
+        });
         match decoded {
             Some((c, len)) => {
                 out.push(c);
@@ -189,9 +186,15 @@ mod tests {
             let text = decode_entities(&storm);
             assert_eq!(text, storm, "no entity in a storm of bare ampersands");
             let scanned = SCANNED.with(|c| c.get());
-            assert!(scanned <= ENTITY_WINDOW * n, "{scanned} bytes examined for {n} ampersands");
+            assert!(
+                scanned <= ENTITY_WINDOW * n,
+                "{scanned} bytes examined for {n} ampersands"
+            );
         }
-        assert_eq!(decode_entities("&amp;&#x10FFFF;&hellip;&#39;"), "&\u{10FFFF}…'");
+        assert_eq!(
+            decode_entities("&amp;&#x10FFFF;&hellip;&#39;"),
+            "&\u{10FFFF}…'"
+        );
     }
 
     #[test]

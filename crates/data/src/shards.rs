@@ -86,7 +86,17 @@ impl ShardHeader {
                 h.width
             )));
         }
-        let want = HEADER_BYTES as u64 + h.tokens * h.width as u64;
+        // Checked: a header's count is untrusted, and tokens × width can wrap.
+        let Some(want) = h
+            .tokens
+            .checked_mul(h.width as u64)
+            .and_then(|body| body.checked_add(HEADER_BYTES as u64))
+        else {
+            return Err(bad(format!(
+                "the header's token count {} at offset 16 is too large for any file",
+                h.tokens
+            )));
+        };
         if b.len() as u64 != want {
             return Err(bad(format!(
                 "file has {} bytes, the header promises {want} ({} tokens): truncated or torn",
@@ -121,11 +131,32 @@ impl Shard {
                 ));
             }
         }
-        Ok(Shard {
+        let shard = Shard {
             path: path.to_path_buf(),
             header,
             map,
-        })
+        };
+        shard.check_ids()?;
+        Ok(shard)
+    }
+
+    /// Every token id below the header's vocabulary size: a damaged shard is refused here, by
+    /// name, rather than reaching the model's embedding as an id it has no row for. One pass
+    /// over the file (a fraction of a second per hundred million tokens).
+    fn check_ids(&self) -> Result<()> {
+        let vocab = self.header.vocab_size;
+        let bad = (0..self.len()).find(|&i| self.get(i) >= vocab);
+        match bad {
+            None => Ok(()),
+            Some(i) => Err(Error::input(
+                self.path.display().to_string(),
+                format!(
+                    "token {i} is id {}, outside the vocabulary of {vocab} the header names: the shard is damaged",
+                    self.get(i)
+                ),
+                "re-tokenize the prepared data (`frugal data tokenize`)",
+            )),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -199,6 +230,16 @@ impl ShardWriter {
     /// Appends one document's tokens (which should begin with <|bos|>). Documents are never
     /// split across shards unless a single document exceeds `max_tokens`.
     pub fn push_doc(&mut self, tokens: &[u32]) -> Result<()> {
+        if let Some(&id) = tokens.iter().find(|&&id| id >= self.vocab_size) {
+            return Err(Error::input(
+                self.dir.display().to_string(),
+                format!(
+                    "a document holds token id {id}, outside the tokenizer's vocabulary of {}",
+                    self.vocab_size
+                ),
+                "encode documents with the tokenizer the shards are written for",
+            ));
+        }
         if !self.buf.is_empty() && self.buf.len() + tokens.len() > self.max_tokens {
             self.flush()?;
         }
@@ -275,11 +316,15 @@ mod tests {
             vec![1, 2, 3, 4],
             vec![5, 6, 7],
             vec![8, 9, 10, 11, 12],
-            vec![299; 12],
+            vec![270; 12],
         ];
         for d in &docs {
             w.push_doc(d).unwrap();
         }
+        assert!(
+            w.push_doc(&[1, 271]).is_err(),
+            "an id past the vocabulary is refused"
+        );
         let infos = w.finish().unwrap();
         assert_eq!(
             infos.iter().map(|i| i.tokens).collect::<Vec<_>>(),
@@ -317,6 +362,28 @@ mod tests {
             .contains("magic"));
         std::fs::write(dir.join("tiny.bin"), b"FRG").unwrap();
         assert!(Shard::open(&dir.join("tiny.bin"), None).is_err());
+        // A token count that wraps when multiplied by the width.
+        let mut huge = bytes.clone();
+        huge[16..24].copy_from_slice(&(u64::MAX / 2 + 2).to_le_bytes());
+        std::fs::write(dir.join("huge.bin"), &huge).unwrap();
+        let e = Shard::open(&dir.join("huge.bin"), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("too large"), "{e}");
+        // An id past the vocabulary: refused at open, not by the model.
+        let mut id = bytes.clone();
+        let at = bytes.len() - 2;
+        id[at..].copy_from_slice(&60000u16.to_le_bytes());
+        std::fs::write(dir.join("id.bin"), &id).unwrap();
+        let e = Shard::open(&dir.join("id.bin"), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("outside the vocabulary") && e.contains("id.bin"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }
