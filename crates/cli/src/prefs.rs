@@ -87,6 +87,10 @@ pub struct ExportArgs {
     /// Output JSONL file.
     #[arg(long)]
     out: PathBuf,
+    /// Whose judgements: `page` (the annotation page's people), `datasets` (imports, named
+    /// `dataset:NAME`) or `all`.
+    #[arg(long, default_value = "all", value_parser = ["all", "page", "datasets"])]
+    source: String,
     #[command(flatten)]
     db: DbArg,
 }
@@ -171,7 +175,12 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
 
 fn export(a: ExportArgs) -> anyhow::Result<()> {
     let store = a.db.open(false)?;
-    let ex = store.export()?;
+    let source = match a.source.as_str() {
+        "page" => store::Source::Page,
+        "datasets" => store::Source::Datasets,
+        _ => store::Source::All,
+    };
+    let ex = store.export_from(source)?;
     let mut text = String::new();
     for p in &ex.pairs {
         text += &data::pairs::to_json(p).to_string();

@@ -233,7 +233,19 @@ fn prefs_import_once_export_back_and_manage_annotators() {
     assert!(back
         .pairs
         .iter()
-        .any(|p| p.chosen == "I can't help with that." && p.annotator == "hh-rlhf"));
+        .any(|p| p.chosen == "I can't help with that." && p.annotator == "dataset:hh-rlhf"));
+    // Kept to the page's people, the export holds none of the imported judgements.
+    let o = frugal(&[
+        "prefs",
+        "export",
+        "--out",
+        exported.to_str().unwrap(),
+        "--source",
+        "page",
+        "--db",
+        d,
+    ]);
+    assert!(out(&o).contains("wrote 0 pairs"), "{}", out(&o));
     let o = frugal(&["prefs", "stats", "--db", d]);
     let log = out(&o);
     assert!(log.contains("imported: 3 items, 3 votes"), "{log}");

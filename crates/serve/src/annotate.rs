@@ -64,6 +64,7 @@ impl From<VoteError> for ApiError {
     fn from(e: VoteError) -> Self {
         let status = match &e {
             VoteError::UnknownItem(_) => StatusCode::NOT_FOUND,
+            VoteError::NotServed(_) => StatusCode::FORBIDDEN,
             VoteError::BadChoice { .. } => StatusCode::BAD_REQUEST,
             VoteError::Conflict { .. } => StatusCode::CONFLICT,
             VoteError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

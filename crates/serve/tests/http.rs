@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{get, post, store_with_items, temp, SCRIPT};
+use common::{get, post, serve_all, store_with_items, temp, SCRIPT};
 use serve::annotate::Server;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
@@ -40,6 +40,7 @@ fn every_api_call_needs_a_valid_token() {
 fn votes_are_idempotent_final_and_errors_are_json() {
     let dir = temp("votes");
     let (path, tokens) = store_with_items(&dir, 2, &["amy", "bob"]);
+    serve_all(&path);
     let server = Server::start(Store::open(&path).unwrap(), "127.0.0.1:0").unwrap();
     let (a, amy) = (server.addr, Some(tokens[0].as_str()));
     let cases: &[(&str, u16, &str)] = &[
@@ -136,6 +137,7 @@ fn many_annotators_voting_at_once_lose_and_duplicate_nothing() {
     let names: Vec<String> = (0..ANNOTATORS).map(|i| format!("ann{i:02}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let (path, tokens) = store_with_items(&dir, ITEMS, &refs);
+    serve_all(&path);
     let server = Server::start(Store::open(&path).unwrap(), "127.0.0.1:0").unwrap();
     let addr = server.addr;
     // Annotator i's choice on item j (ids start at 1): a fixed mix of the three kinds.
@@ -199,5 +201,27 @@ fn many_annotators_voting_at_once_lose_and_duplicate_nothing() {
             "{name} on item {item}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_vote_on_an_item_the_page_did_not_serve_is_refused() {
+    let dir = temp("unserved");
+    let (path, tokens) = store_with_items(&dir, 2, &["amy"]);
+    let server = Server::start(Store::open(&path).unwrap(), "127.0.0.1:0").unwrap();
+    let (a, amy) = (server.addr, Some(tokens[0].as_str()));
+    // Ids are sequential: a guessed one is refused until the page serves it.
+    let r = post(a, "/api/vote", amy, r#"{"item": 2, "choice": 0}"#);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("not shown to you"));
+    let next = get(a, "/api/next", amy).json();
+    let served = next["item"]["id"].as_i64().unwrap();
+    let body = format!(r#"{{"item": {served}, "choice": 0}}"#);
+    assert_eq!(post(a, "/api/vote", amy, &body).status, 200);
+    assert!(Store::open(&path).unwrap().votes().unwrap().len() == 1);
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

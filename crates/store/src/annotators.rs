@@ -55,6 +55,16 @@ impl Store {
     /// Adds an annotator and returns their login token (stored only as a hash).
     pub fn add_annotator(&mut self, name: &str) -> Result<String> {
         check_name(name)?;
+        if name.starts_with(crate::DATASET_PREFIX) {
+            return Err(Error::from(base::Error::input(
+                format!("annotator name {name:?}"),
+                format!(
+                    "starts with {:?}, the namespace of imported datasets",
+                    crate::DATASET_PREFIX
+                ),
+                "pick a name without that prefix, e.g. alice",
+            )));
+        }
         let token = new_token()?;
         let added = self
             .conn

@@ -23,6 +23,26 @@ pub struct Imported {
 }
 
 /// The store's votes as preference pairs, and what cannot be a pair.
+/// Whose judgements an export keeps: the annotation page's people, imported datasets (the
+/// `dataset:` names), or both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    #[default]
+    All,
+    Page,
+    Datasets,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::All => "all",
+            Source::Page => "page",
+            Source::Datasets => "datasets",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Exported {
     pub pairs: Vec<Pair>,
@@ -112,6 +132,11 @@ impl Store {
     /// makes one pair against each other response of its item; ties and both-harmful
     /// judgements are counted, not paired.
     pub fn export(&self) -> Result<Exported> {
+        self.export_from(Source::All)
+    }
+
+    /// `export`, keeping to the judgements of one provenance.
+    pub fn export_from(&self, source: Source) -> Result<Exported> {
         let mut out = Exported::default();
         let mut st = self
             .conn
@@ -119,11 +144,12 @@ impl Store {
                 "SELECT v.item_id, a.name, v.choice, p.id, p.conversation FROM votes v
                  JOIN annotators a ON a.id = v.annotator_id
                  JOIN items i ON i.id = v.item_id JOIN prompts p ON p.id = i.prompt_id
+                 WHERE ?1 = 'all' OR (?1 = 'datasets') = (substr(a.name, 1, length(?2)) = ?2)
                  ORDER BY v.item_id, a.name",
             )
             .map_err(self.db())?;
         let rows = st
-            .query_map([], |r| {
+            .query_map(params![source.as_str(), crate::DATASET_PREFIX], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -174,8 +200,15 @@ impl Store {
     }
 }
 
-/// The annotator a dataset's judgements are filed under (created without a token).
+/// The annotator a dataset's judgements are filed under: `name` in the dataset namespace
+/// (`dataset:NAME`; a name already in it is kept), created without a token.
 fn dataset_annotator(tx: &rusqlite::Transaction, name: &str) -> rusqlite::Result<i64> {
+    let name = if name.starts_with(crate::DATASET_PREFIX) {
+        name.to_string()
+    } else {
+        format!("{}{name}", crate::DATASET_PREFIX)
+    };
+    let name = name.as_str();
     tx.execute(
         "INSERT INTO annotators (name, token_sha256, created_at) VALUES (?1, NULL, ?2)
          ON CONFLICT(name) DO NOTHING",

@@ -11,9 +11,12 @@
 //! a *different* vote for an item already judged is refused (409 on the page), so agreement
 //! figures and exported pairs never change behind an annotator's back.
 //!
-//! The annotator of a vote comes only from their token (hashed; see `annotators`); dataset
-//! judgements (HH-RLHF, hhh_alignment) belong to annotators without a token, so nobody can
-//! log in as a dataset.
+//! The annotator of a vote comes only from their token (hashed; see `annotators`), and an
+//! annotator votes only on items the page served them (`served`): not on imported items, not
+//! on items fetched by id. Dataset judgements (HH-RLHF, hhh_alignment) belong to annotators in
+//! their own namespace (`dataset:NAME`, without a token), so an import naming `alice` never
+//! files votes as the person alice, and nobody can log in as a dataset. Exports carry that
+//! provenance in the annotator's name and can keep to either kind ([`Source`]).
 
 pub mod agreement;
 mod annotators;
@@ -22,7 +25,7 @@ mod exchange;
 
 pub use annotators::{Annotator, AnnotatorInfo};
 pub use choice::Choice;
-pub use exchange::{Exported, Imported};
+pub use exchange::{Exported, Imported, Source};
 
 use crate::agreement::Agreement;
 use data::chat::{Conversation, Role};
@@ -57,7 +60,11 @@ pub enum Error {
 }
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2: the `served` table; dataset annotators renamed into the `dataset:` namespace.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The namespace of dataset annotators' names.
+pub const DATASET_PREFIX: &str = "dataset:";
 
 const SCHEMA: &str = "
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -113,6 +120,16 @@ CREATE TABLE votes (
 CREATE INDEX votes_by_annotator ON votes(annotator_id);
 ";
 
+/// Version 2's table: which queued item the page showed to whom (what a vote may be for).
+const SERVED: &str = "
+CREATE TABLE served (
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    served_at INTEGER NOT NULL,
+    PRIMARY KEY (item_id, annotator_id)
+);
+";
+
 /// A prompt and the responses to compare, in display order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Item {
@@ -141,6 +158,8 @@ pub enum VoteOutcome {
 pub enum VoteError {
     #[error("no item {0}")]
     UnknownItem(i64),
+    #[error("item {0} was not shown to you: vote on the items the page serves")]
+    NotServed(i64),
     #[error("item {item} has {responses} responses; choice {choice} is not one of them")]
     BadChoice {
         item: i64,
@@ -269,6 +288,7 @@ impl Store {
             == 1;
         if tables == 0 {
             tx.execute_batch(SCHEMA).map_err(&db)?;
+            tx.execute_batch(SERVED).map_err(&db)?;
             tx.execute(
                 "INSERT INTO schema_version (version) VALUES (?1)",
                 [SCHEMA_VERSION],
@@ -292,6 +312,9 @@ impl Store {
                     ),
                     hint: "upgrade frugal to open it; nothing was changed".into(),
                 });
+            }
+            if v < 2 {
+                to_version_2(&tx).map_err(&db)?;
             }
         }
         tx.commit().map_err(&db)
@@ -401,10 +424,22 @@ impl Store {
             )
             .optional()
             .map_err(self.db())?;
-        match id {
-            Some(id) => self.item(id),
-            None => Ok(None),
-        }
+        let Some(id) = id else { return Ok(None) };
+        self.mark_served(id, annotator)?;
+        self.item(id)
+    }
+
+    /// Records that the page showed `item` to `annotator`: what makes their vote on it valid.
+    /// `next_item` calls it; a tool that presents items its own way calls it when it does.
+    pub fn mark_served(&self, item: i64, annotator: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO served (item_id, annotator_id, served_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(item_id, annotator_id) DO NOTHING",
+                params![item, annotator, now_ms()],
+            )
+            .map_err(self.db())?;
+        Ok(())
     }
 
     pub fn progress(&self, annotator: i64) -> Result<Progress> {
@@ -459,6 +494,17 @@ impl Store {
                     choice: c,
                 });
             }
+        }
+        let served: bool = tx
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM served s JOIN items i ON i.id = s.item_id
+                               WHERE s.item_id = ?1 AND s.annotator_id = ?2 AND i.queued = 1)",
+                [item, annotator],
+                |r| r.get(0),
+            )
+            .map_err(&db)?;
+        if !served {
+            return Err(VoteError::NotServed(item));
         }
         let outcome = insert_vote(&tx, item, annotator, choice).map_err(&db)?;
         match outcome {
@@ -604,6 +650,45 @@ fn insert_vote(
         Some(previous) => Err(previous),
         None => Err(choice), // unreadable row: treat as a conflict, change nothing
     })
+}
+
+/// Schema 1 → 2: the `served` table, filled with the items each annotator has voted on
+/// (what the page must have shown them); dataset annotators renamed into `dataset:`; and
+/// votes that version 1 filed under a person on an imported item (a `prefs import` naming
+/// them, or a vote on an item the page never shows) moved to that name's dataset annotator,
+/// so that they count as dataset judgements, not as the person's. Nothing is deleted.
+fn to_version_2(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(SERVED)?;
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO served (item_id, annotator_id, served_at)
+         SELECT v.item_id, v.annotator_id, ?1 FROM votes v JOIN items i ON i.id = v.item_id
+         WHERE i.queued = 1",
+        [now],
+    )?;
+    tx.execute(
+        "UPDATE OR IGNORE annotators SET name = ?1 || name
+         WHERE token_sha256 IS NULL AND substr(name, 1, length(?1)) <> ?1",
+        [DATASET_PREFIX],
+    )?;
+    tx.execute(
+        "INSERT INTO annotators (name, token_sha256, created_at)
+         SELECT DISTINCT ?1 || a.name, NULL, ?2 FROM votes v
+         JOIN annotators a ON a.id = v.annotator_id JOIN items i ON i.id = v.item_id
+         WHERE i.queued = 0 AND a.token_sha256 IS NOT NULL
+         ON CONFLICT(name) DO NOTHING",
+        params![DATASET_PREFIX, now],
+    )?;
+    tx.execute(
+        "UPDATE OR IGNORE votes SET annotator_id =
+            (SELECT d.id FROM annotators d JOIN annotators a ON d.name = ?1 || a.name
+             WHERE a.id = votes.annotator_id)
+         WHERE item_id IN (SELECT id FROM items WHERE queued = 0)
+           AND annotator_id IN (SELECT id FROM annotators WHERE token_sha256 IS NOT NULL)",
+        [DATASET_PREFIX],
+    )?;
+    tx.execute("UPDATE schema_version SET version = 2", [])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,6 +26,18 @@ fn sampled(s: &mut Store, prompt: &str, n: usize) -> i64 {
     s.add_sampled(p, &responses).unwrap()
 }
 
+/// A vote from the page: the item shown to the annotator (as `next_item` records), then
+/// judged. An item that does not exist cannot be shown; the vote then says so.
+fn shown_vote(
+    s: &mut Store,
+    annotator: i64,
+    item: i64,
+    choice: Choice,
+) -> std::result::Result<VoteOutcome, VoteError> {
+    let _ = s.mark_served(item, annotator);
+    s.vote(annotator, item, choice)
+}
+
 fn pair(prompt: &str, chosen: &str, rejected: &str, annotator: &str) -> Pair {
     Pair {
         prompt: user(prompt),
@@ -121,14 +133,14 @@ fn a_double_vote_is_idempotent_and_a_changed_one_refused() {
     s.add_annotator("amy").unwrap();
     let amy = 1;
     assert_eq!(
-        s.vote(amy, item, Choice::Response(1)).unwrap(),
+        shown_vote(&mut s, amy, item, Choice::Response(1)).unwrap(),
         VoteOutcome::Recorded
     );
     assert_eq!(
-        s.vote(amy, item, Choice::Response(1)).unwrap(),
+        shown_vote(&mut s, amy, item, Choice::Response(1)).unwrap(),
         VoteOutcome::Unchanged
     );
-    match s.vote(amy, item, Choice::Tie) {
+    match shown_vote(&mut s, amy, item, Choice::Tie) {
         Err(VoteError::Conflict { previous, .. }) => assert_eq!(previous, Choice::Response(1)),
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -143,11 +155,11 @@ fn a_double_vote_is_idempotent_and_a_changed_one_refused() {
     );
     // Unknown items and out-of-range choices store nothing.
     assert!(matches!(
-        s.vote(amy, 999, Choice::Tie),
+        shown_vote(&mut s, amy, 999, Choice::Tie),
         Err(VoteError::UnknownItem(999))
     ));
     assert!(matches!(
-        s.vote(amy, item, Choice::Response(2)),
+        shown_vote(&mut s, amy, item, Choice::Response(2)),
         Err(VoteError::BadChoice { responses: 2, .. })
     ));
     assert_eq!(s.votes().unwrap().len(), 1);
@@ -165,18 +177,18 @@ fn next_item_prefers_items_another_annotator_judged() {
     }
     let (amy, bob, cat) = (1, 2, 3);
     assert_eq!(s.next_item(amy).unwrap().unwrap().id, items[0]);
-    s.vote(amy, items[2], Choice::Response(0)).unwrap();
+    shown_vote(&mut s, amy, items[2], Choice::Response(0)).unwrap();
     // bob is offered what amy judged; amy goes on with the oldest unjudged.
     assert_eq!(s.next_item(bob).unwrap().unwrap().id, items[2]);
     assert_eq!(s.next_item(amy).unwrap().unwrap().id, items[0]);
-    s.vote(bob, items[2], Choice::Response(0)).unwrap();
+    shown_vote(&mut s, bob, items[2], Choice::Response(0)).unwrap();
     // With two labels, items[2] falls behind the unjudged ones for cat.
     assert_eq!(s.next_item(cat).unwrap().unwrap().id, items[0]);
     let item = s.next_item(bob).unwrap().unwrap();
     assert_eq!(item.prompt, user("p0"));
     assert_eq!(item.responses, vec!["p0 reply 0", "p0 reply 1"]);
     for &i in &items {
-        let _ = s.vote(amy, i, Choice::Tie);
+        let _ = shown_vote(&mut s, amy, i, Choice::Tie);
     }
     assert_eq!(s.next_item(amy).unwrap(), None);
     assert_eq!(
@@ -254,12 +266,28 @@ fn import_twice_adds_nothing_and_keeps_judgements() {
     let st = s.stats().unwrap();
     assert_eq!((st.imported_items, st.imported_votes, st.items), (2, 3, 0));
     // Dataset annotators exist, but nobody can log in as them.
-    let hh = st.annotators.iter().find(|a| a.name == "hh-rlhf").unwrap();
+    let hh = st
+        .annotators
+        .iter()
+        .find(|a| a.name == "dataset:hh-rlhf")
+        .unwrap();
     assert_eq!((hh.votes, hh.has_token), (2, false));
-    // Imported items never reach the annotation page.
-    let token = s.rotate_token("amy").unwrap();
+    // Imported items never reach the annotation page, and the person amy is not the dataset
+    // annotator "amy" of the import: its votes are not hers, and she cannot vote on its items.
+    let token = s.add_annotator("amy").unwrap();
     let amy = s.authenticate(&token).unwrap().unwrap();
     assert_eq!(s.next_item(amy.id).unwrap(), None);
+    let st = s.stats().unwrap();
+    let votes_of = |name: &str| st.annotators.iter().find(|a| a.name == name).unwrap().votes;
+    assert_eq!((votes_of("amy"), votes_of("dataset:amy")), (0, 1));
+    assert!(matches!(
+        s.vote(amy.id, 1, Choice::Response(0)),
+        Err(VoteError::NotServed(1))
+    ));
+    assert!(
+        s.add_annotator("dataset:eve").is_err(),
+        "the dataset namespace is reserved"
+    );
     // The chosen reply is not always shown first.
     let firsts: Vec<String> = (1..=2)
         .map(|i| s.item(i).unwrap().unwrap().responses[0].clone())
@@ -277,11 +305,11 @@ fn export_pairs_read_back_through_read_pairs() {
     let harm = sampled(&mut s, "harm", 2);
     s.add_annotator("amy").unwrap();
     s.add_annotator("bob").unwrap();
-    s.vote(1, three, Choice::Response(2)).unwrap();
-    s.vote(2, three, Choice::Response(0)).unwrap();
-    s.vote(1, two, Choice::Response(1)).unwrap();
-    s.vote(1, tie, Choice::Tie).unwrap();
-    s.vote(2, harm, Choice::BothHarmful).unwrap();
+    shown_vote(&mut s, 1, three, Choice::Response(2)).unwrap();
+    shown_vote(&mut s, 2, three, Choice::Response(0)).unwrap();
+    shown_vote(&mut s, 1, two, Choice::Response(1)).unwrap();
+    shown_vote(&mut s, 1, tie, Choice::Tie).unwrap();
+    shown_vote(&mut s, 2, harm, Choice::BothHarmful).unwrap();
     s.import(
         &Read {
             pairs: vec![pair("imported", "yes", "no", "hh-rlhf")],
@@ -292,6 +320,14 @@ fn export_pairs_read_back_through_read_pairs() {
     .unwrap();
     let ex = s.export().unwrap();
     assert_eq!((ex.votes, ex.ties, ex.both_harmful), (6, 1, 1));
+    // Provenance: the page's people, or the datasets.
+    let page = s.export_from(Source::Page).unwrap();
+    let datasets = s.export_from(Source::Datasets).unwrap();
+    assert_eq!((page.votes, page.pairs.len()), (5, 5));
+    assert_eq!(
+        datasets.pairs,
+        vec![pair("imported", "yes", "no", "dataset:hh-rlhf")]
+    );
     // 3 responses: 2 pairs per vote, two votes; then 1 + 1 imported.
     assert_eq!(ex.pairs.len(), 6);
     let t = "three <script>alert(1)</script>";
@@ -304,7 +340,10 @@ fn export_pairs_read_back_through_read_pairs() {
         pair(t, &format!("{t} reply 2"), &format!("{t} reply 1"), "amy")
     );
     assert_eq!(ex.pairs[2].annotator, "bob");
-    assert_eq!(ex.pairs[5], pair("imported", "yes", "no", "hh-rlhf"));
+    assert_eq!(
+        ex.pairs[5],
+        pair("imported", "yes", "no", "dataset:hh-rlhf")
+    );
     let file = dir.join("prefs.jsonl");
     let text: String = ex
         .pairs
@@ -319,7 +358,18 @@ fn export_pairs_read_back_through_read_pairs() {
     let (dir2, mut s2) = fresh("export-2");
     s2.import(&back, "prefs.jsonl").unwrap();
     let mut again = s2.export().unwrap().pairs;
-    let mut want = ex.pairs.clone();
+    // Re-imported, every judgement is a dataset's: the page's annotators gain the prefix.
+    let mut want: Vec<Pair> = ex
+        .pairs
+        .iter()
+        .map(|p| Pair {
+            annotator: match p.annotator.strip_prefix(DATASET_PREFIX) {
+                Some(_) => p.annotator.clone(),
+                None => format!("{DATASET_PREFIX}{}", p.annotator),
+            },
+            ..p.clone()
+        })
+        .collect();
     let key = |p: &Pair| {
         (
             p.prompt.messages[0].display(),
@@ -343,11 +393,11 @@ fn stats_count_progress_and_agreement() {
         .collect();
     s.add_annotator("amy").unwrap();
     s.add_annotator("bob").unwrap();
-    s.vote(1, items[0], Choice::Response(0)).unwrap();
-    s.vote(2, items[0], Choice::Response(0)).unwrap();
-    s.vote(1, items[1], Choice::Response(1)).unwrap();
-    s.vote(2, items[1], Choice::Tie).unwrap();
-    s.vote(1, items[2], Choice::Response(0)).unwrap();
+    shown_vote(&mut s, 1, items[0], Choice::Response(0)).unwrap();
+    shown_vote(&mut s, 2, items[0], Choice::Response(0)).unwrap();
+    shown_vote(&mut s, 1, items[1], Choice::Response(1)).unwrap();
+    shown_vote(&mut s, 2, items[1], Choice::Tie).unwrap();
+    shown_vote(&mut s, 1, items[2], Choice::Response(0)).unwrap();
     let st = s.stats().unwrap();
     assert_eq!(
         (st.items, st.items_voted, st.items_double, st.votes),
@@ -359,5 +409,80 @@ fn stats_count_progress_and_agreement() {
     // amy (0, 1) vs bob (0, tie): p_o = 1/2, p_e = (1/2)(1/2) = 1/4, κ = (1/4)/(3/4) = 1/3.
     let k = st.agreement.pairs[0].kappa.unwrap();
     assert!((k - 1.0 / 3.0).abs() < 1e-12, "{k}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn votes_count_only_on_items_the_page_served() {
+    let (dir, mut s) = fresh("served");
+    let first = sampled(&mut s, "first", 2);
+    let second = sampled(&mut s, "second", 2);
+    let token = s.add_annotator("amy").unwrap();
+    let amy = s.authenticate(&token).unwrap().unwrap().id;
+    // Item ids are sequential: guessing one the page has not shown is refused.
+    assert!(matches!(
+        s.vote(amy, second, Choice::Response(0)),
+        Err(VoteError::NotServed(id)) if id == second
+    ));
+    assert_eq!(s.next_item(amy).unwrap().unwrap().id, first);
+    assert_eq!(
+        s.vote(amy, first, Choice::Response(1)).unwrap(),
+        VoteOutcome::Recorded
+    );
+    assert_eq!(s.votes().unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_version_1_store_migrates_its_dataset_votes_out_of_persons_names() {
+    let dir = std::env::temp_dir().join(format!("frugal-store-v1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("prefs.sqlite");
+    // What today's main wrote: schema 1, a person (alice) with a page vote on a queued item,
+    // and on an imported item both the dataset's vote and one filed under alice.
+    let c = Connection::open(&path).unwrap();
+    c.execute_batch(SCHEMA).unwrap();
+    c.execute_batch(
+        "INSERT INTO schema_version VALUES (1);
+         INSERT INTO annotators VALUES (1, 'alice', 'ab12', 0), (2, 'hh-rlhf', NULL, 0);
+         INSERT INTO prompts VALUES (1, '{\"messages\":[]}', 't', 'p1', 0),
+                                    (2, '{\"messages\":[]}', 't', 'p2', 0);
+         INSERT INTO responses VALUES (1, 1, 'a', 'sft', 0), (2, 1, 'b', 'sft', 0),
+                                      (3, 2, 'c', 'hh', 0), (4, 2, 'd', 'hh', 0);
+         INSERT INTO items VALUES (1, 1, 1, NULL, 0), (2, 2, 0, 'k', 0);
+         INSERT INTO item_responses VALUES (1, 0, 1), (1, 1, 2), (2, 0, 3), (2, 1, 4);
+         INSERT INTO votes VALUES (1, 1, 1, '0', 0), (2, 2, 1, '1', 0), (3, 2, 2, '0', 0);",
+    )
+    .unwrap();
+    drop(c);
+    let mut s = Store::open(&path).unwrap();
+    let v: i64 = s
+        .conn
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    assert_eq!(
+        s.votes().unwrap(),
+        vec![
+            (1, "alice".into(), Choice::Response(0)),
+            (2, "dataset:alice".into(), Choice::Response(1)),
+            (2, "dataset:hh-rlhf".into(), Choice::Response(0)),
+        ]
+    );
+    // alice's page vote stands (the item counts as served to her): the same vote again is
+    // unchanged, a different one a conflict; nothing was lost.
+    assert_eq!(
+        s.vote(1, 1, Choice::Response(0)).unwrap(),
+        VoteOutcome::Unchanged
+    );
+    assert!(matches!(
+        s.vote(1, 2, Choice::Response(0)),
+        Err(VoteError::NotServed(2))
+    ));
+    drop(s);
+    // Opening again changes nothing more.
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.votes().unwrap().len(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
