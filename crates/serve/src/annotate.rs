@@ -18,6 +18,7 @@
 //! The page sends a Content-Security-Policy that admits only its own inline script and style
 //! (by hash), so even a slip from `textContent` to `innerHTML` could not run injected script.
 
+use crate::http::ConnLimits;
 use crate::{Error, Result};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -227,20 +228,28 @@ async fn stats(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
     .await
 }
 
-/// A server on its own runtime; dropping it stops the server.
+/// A server on its own runtime, under the same connection limits as the API's
+/// (`http::accept`); dropping it stops the server.
 pub struct Server {
     pub addr: SocketAddr,
     rt: Option<tokio::runtime::Runtime>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
-    /// Binds `addr` ("127.0.0.1:0" picks a free port) and starts serving `store`.
+    /// Binds `addr` ("127.0.0.1:0" picks a free port) and starts serving `store` under the
+    /// default connection limits.
     pub fn start(store: Store, addr: &str) -> Result<Server> {
+        Self::start_with(store, addr, ConnLimits::default())
+    }
+
+    /// `start` under `limits`.
+    pub fn start_with(store: Store, addr: &str, limits: ConnLimits) -> Result<Server> {
         let io = |source| Error::from(base::Error::io(addr, source));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .enable_io()
+            .enable_all()
             .build()
             .map_err(io)?;
         let listener = rt
@@ -248,10 +257,16 @@ impl Server {
             .map_err(io)?;
         let addr = listener.local_addr().map_err(io)?;
         let app = router(store);
-        let task = rt.spawn(async move { axum::serve(listener, app).await });
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = rt.spawn(async move {
+            let open = crate::http::accept(listener, app, limits, &mut stop_rx).await;
+            let wait = std::time::Duration::from_secs(5);
+            let _ = tokio::time::timeout(wait, open.shutdown()).await;
+        });
         Ok(Server {
             addr,
             rt: Some(rt),
+            stop,
             task: Some(task),
         })
     }
@@ -264,27 +279,20 @@ impl Server {
         }
     }
 
-    /// Serves until the process is stopped (or the listener fails).
+    /// Serves until the process is stopped.
     pub fn wait(mut self) -> Result<()> {
         let (rt, task) = (self.rt.take(), self.task.take());
-        let (Some(rt), Some(task)) = (rt, task) else {
-            return Ok(());
-        };
-        let r = rt.block_on(task);
-        rt.shutdown_background();
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(Error::from(base::Error::io(self.addr.to_string(), source))),
-            Err(e) => Err(Error::from(base::Error::io(
-                self.addr.to_string(),
-                std::io::Error::other(e.to_string()),
-            ))),
+        if let (Some(rt), Some(task)) = (rt, task) {
+            let _ = rt.block_on(task);
+            rt.shutdown_background();
         }
+        Ok(())
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let _ = self.stop.send(true);
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }

@@ -124,6 +124,30 @@ async fn serve(
     limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
 ) {
+    let graceful = accept(listener, router, limits, &mut stop).await;
+    // New requests on open connections are refused with 503 from here on.
+    app.scheduler.drain();
+    let deadline = Instant::now() + limits.shutdown_grace;
+    while app.scheduler.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What is still running ends now, on the engine thread; then the streams write their
+    // last events and close.
+    let app2 = app.clone();
+    let _ = tokio::task::spawn_blocking(move || app2.scheduler.stop()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// Serves `router` on `listener` under `limits` (the header deadline, the connection cap)
+/// until `stop` turns true; then stops accepting and returns the open connections' handle for
+/// a graceful shutdown. Every listener of frugal's goes through here, so all have the same
+/// limits.
+pub(crate) async fn accept(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    stop: &mut watch::Receiver<bool>,
+) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut builder = http1::Builder::new();
@@ -159,15 +183,5 @@ async fn serve(
         });
     }
     drop(listener);
-    // New requests on open connections are refused with 503 from here on.
-    app.scheduler.drain();
-    let deadline = Instant::now() + limits.shutdown_grace;
-    while app.scheduler.in_flight() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // What is still running ends now, on the engine thread; then the streams write their
-    // last events and close.
-    let app2 = app.clone();
-    let _ = tokio::task::spawn_blocking(move || app2.scheduler.stop()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    graceful
 }

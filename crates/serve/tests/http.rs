@@ -225,3 +225,53 @@ fn a_vote_on_an_item_the_page_did_not_serve_is_refused() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_annotation_server_cuts_off_a_slow_loris_as_the_api_does() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let dir = temp("loris");
+    let (path, tokens) = store_with_items(&dir, 1, &["amy"]);
+    let limits = serve::http::ConnLimits {
+        header_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let server = Server::start_with(Store::open(&path).unwrap(), "127.0.0.1:0", limits).unwrap();
+    // Headers trickled a byte at a time and never finished; before, nothing ever closed them.
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut closed = false;
+    for b in b"GET /api/next HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaa"
+        .iter()
+        .cycle()
+        .take(300)
+    {
+        if slow.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match slow.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the trickling connection was never closed");
+    // Others are still served.
+    assert_eq!(get(server.addr, "/api/next", Some(&tokens[0])).status, 200);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -81,6 +81,8 @@ pub fn save_with(
         save_flat(&tmp.join("extra.safetensors"), extra)?;
         fsync(&tmp.join("extra.safetensors"))?;
     }
+    // The directory's entries reach the disk before the rename publishes it.
+    fsync(&tmp)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
