@@ -28,9 +28,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Regular files under `paths` (directories are walked, hidden entries skipped), sorted so that
 /// runs are reproducible.
 pub fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+    let (mut out, mut seen) = (Vec::new(), std::collections::HashSet::new());
     for p in paths {
-        walk(p, &mut out)?;
+        walk(p, &mut out, &mut seen)?;
     }
     out.sort();
     if out.is_empty() {
@@ -43,15 +43,25 @@ pub fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Files under `p`, each directory entered once by its real path: a symlink back up the tree
+/// would otherwise be walked forever.
+fn walk(
+    p: &Path,
+    out: &mut Vec<PathBuf>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+) -> Result<()> {
     let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
     if meta.is_file() {
         out.push(p.to_path_buf());
     } else if meta.is_dir() {
+        let real = std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
+        if !seen.insert(real) {
+            return Ok(());
+        }
         for entry in std::fs::read_dir(p).map_err(|e| Error::io(p, e))? {
             let entry = entry.map_err(|e| Error::io(p, e))?;
             if !entry.file_name().to_string_lossy().starts_with('.') {
-                walk(&entry.path(), out)?;
+                walk(&entry.path(), out, seen)?;
             }
         }
     }
@@ -69,4 +79,21 @@ pub fn read_text(path: &Path) -> Result<String> {
             "convert the file to UTF-8 or clean it with `frugal data prepare`",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_loop_is_walked_once() {
+        let dir = std::env::temp_dir().join(format!("frugal-walk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::write(dir.join("a/t.txt"), "x").unwrap();
+        std::os::unix::fs::symlink(&dir, dir.join("a/up")).unwrap();
+        let files = list_files(std::slice::from_ref(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(files, vec![dir.join("a/t.txt")]);
+    }
 }

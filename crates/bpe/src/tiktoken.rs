@@ -62,6 +62,9 @@ impl Tokenizer {
             path: path.into(),
             source: e,
         })?;
+        // Ranks run 0..n over the file's n tokens: a larger one is refused before anything is
+        // allocated for it (a rank of 16 million would otherwise cost hundreds of megabytes).
+        let listed = text.lines().filter(|l| !l.trim().is_empty()).count();
         let mut tokens: Vec<Option<Vec<u8>>> = Vec::new();
         for (n, line) in text
             .lines()
@@ -81,8 +84,10 @@ impl Tokenizer {
                 .trim()
                 .parse()
                 .map_err(|_| bad("rank is not a number"))?;
-            if rank >= 1 << 24 {
-                return Err(bad("rank is implausibly large"));
+            if rank >= listed {
+                return Err(bad(&format!(
+                    "rank {rank}, but the file lists {listed} tokens (ranks run 0..{listed})"
+                )));
             }
             if tokens.len() <= rank {
                 tokens.resize(rank + 1, None);
@@ -132,5 +137,24 @@ mod tests {
         assert_eq!(b64_encode(b"foobar"), "Zm9vYmFy");
         assert_eq!(b64_encode(b"fo"), "Zm8=");
         assert!(b64_decode("a*b").is_none());
+    }
+
+    #[test]
+    fn a_rank_past_the_files_tokens_is_refused_before_allocation() {
+        let bytes = Tokenizer::bytes_only(&[] as &[&str]).unwrap();
+        let mut text = bytes.to_tiktoken();
+        text += &format!("{} 16777215\n", b64_encode(b"ab"));
+        let path =
+            std::env::temp_dir().join(format!("frugal-rank-{}.tiktoken", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let e = Tokenizer::load_tiktoken(&path, crate::GPT4_PATTERN, &[] as &[&str])
+            .err()
+            .unwrap()
+            .to_string();
+        std::fs::remove_file(&path).ok();
+        assert!(
+            e.contains("rank 16777215, but the file lists 257 tokens"),
+            "{e}"
+        );
     }
 }

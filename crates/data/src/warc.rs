@@ -25,9 +25,40 @@ pub struct WarcStats {
     pub skipped: usize,
 }
 
+/// What one record may hold: a file is untrusted input, and without bounds one line without a
+/// newline, or one record's Content-Length, would be read into memory whole.
+#[derive(Clone, Copy, Debug)]
+pub struct WarcLimits {
+    /// Bytes of one header line (longer: the file is refused as corrupt).
+    pub line: u64,
+    /// Header lines of one record (more: refused).
+    pub headers: usize,
+    /// Bytes of one record's content; larger records are skipped, read through unkept.
+    pub record: u64,
+}
+
+impl Default for WarcLimits {
+    fn default() -> Self {
+        WarcLimits {
+            line: 64 << 10,
+            headers: 256,
+            record: 64 << 20,
+        }
+    }
+}
+
 /// Reads every record of `path`, calling `f` for each text-bearing one. A truncated or malformed
 /// record is an error naming the file and the record's byte offset in the (decompressed) stream.
-pub fn read_warc(path: &Path, mut f: impl FnMut(WarcText)) -> Result<WarcStats> {
+pub fn read_warc(path: &Path, f: impl FnMut(WarcText)) -> Result<WarcStats> {
+    read_warc_within(path, WarcLimits::default(), f)
+}
+
+/// `read_warc` under `limits`.
+pub fn read_warc_within(
+    path: &Path,
+    limits: WarcLimits,
+    mut f: impl FnMut(WarcText),
+) -> Result<WarcStats> {
     let mut r = BufReader::with_capacity(1 << 20, open_maybe_compressed(path)?);
     let mut stats = WarcStats::default();
     let mut offset: u64 = 0;
@@ -44,9 +75,7 @@ pub fn read_warc(path: &Path, mut f: impl FnMut(WarcText)) -> Result<WarcStats> 
         let start = offset;
         loop {
             line.clear();
-            let n = r
-                .read_line(&mut line)
-                .map_err(|e| bad(offset, &e.to_string()))?;
+            let n = read_line(&mut r, &mut line, limits.line).map_err(|e| bad(offset, &e))?;
             offset += n as u64;
             if n == 0 {
                 return Ok(stats);
@@ -64,15 +93,19 @@ pub fn read_warc(path: &Path, mut f: impl FnMut(WarcText)) -> Result<WarcStats> 
         let mut headers: Vec<(String, String)> = Vec::new();
         loop {
             line.clear();
-            let n = r
-                .read_line(&mut line)
-                .map_err(|e| bad(start, &e.to_string()))?;
+            let n = read_line(&mut r, &mut line, limits.line).map_err(|e| bad(start, &e))?;
             offset += n as u64;
             if n == 0 {
                 return Err(bad(start, "end of file inside the record headers"));
             }
             if line.trim().is_empty() {
                 break;
+            }
+            if headers.len() == limits.headers {
+                return Err(bad(
+                    start,
+                    &format!("more than {} header lines", limits.headers),
+                ));
             }
             if let Some((k, v)) = line.split_once(':') {
                 headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
@@ -87,12 +120,14 @@ pub fn read_warc(path: &Path, mut f: impl FnMut(WarcText)) -> Result<WarcStats> 
         let len: u64 = header("content-length")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| bad(start, "missing or invalid Content-Length"))?;
-        let mut body = Vec::with_capacity(len.min(1 << 26) as usize);
-        let got = (&mut r)
-            .take(len)
-            .read_to_end(&mut body)
-            .map_err(|e| bad(start, &e.to_string()))?;
-        offset += got as u64;
+        let mut body = Vec::with_capacity(len.min(limits.record) as usize);
+        let got = if len > limits.record {
+            std::io::copy(&mut (&mut r).take(len), &mut std::io::sink())
+        } else {
+            (&mut r).take(len).read_to_end(&mut body).map(|n| n as u64)
+        }
+        .map_err(|e| bad(start, &e.to_string()))?;
+        offset += got;
         if (got as u64) < len {
             return Err(bad(
                 start,
@@ -100,6 +135,10 @@ pub fn read_warc(path: &Path, mut f: impl FnMut(WarcText)) -> Result<WarcStats> 
             ));
         }
         stats.records += 1;
+        if len > limits.record {
+            stats.skipped += 1;
+            continue;
+        }
         let uri = header("warc-target-uri")
             .or(header("warc-record-id"))
             .unwrap_or("")
@@ -117,6 +156,19 @@ pub fn read_warc(path: &Path, mut f: impl FnMut(WarcText)) -> Result<WarcStats> 
             _ => stats.skipped += 1,
         }
     }
+}
+
+/// One line into `line`, at most `max` bytes of it; a longer one is an error.
+fn read_line(
+    r: &mut impl BufRead,
+    line: &mut String,
+    max: u64,
+) -> std::result::Result<usize, String> {
+    let n = r.take(max).read_line(line).map_err(|e| e.to_string())?;
+    if n as u64 == max && !line.ends_with('\n') {
+        return Err(format!("a line longer than {max} bytes"));
+    }
+    Ok(n)
 }
 
 /// The text of an HTTP response: HTML reduced to its main text, plain text as is, else None.
@@ -163,6 +215,42 @@ pub fn record(kind: &str, uri: &str, content: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn long_lines_many_headers_and_huge_records_are_bounded() {
+        let dir = std::env::temp_dir().join(format!("frugal-warc-bounds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let limits = WarcLimits {
+            line: 1000,
+            headers: 8,
+            record: 2000,
+        };
+        let read = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let mut texts = vec![];
+            read_warc_within(&path, limits, |t| texts.push(t.text)).map(|s| (s, texts))
+        };
+        // A header line with no end: refused at the bound, not read whole.
+        let mut long = b"WARC/1.0\r\nX-Long: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 5000));
+        let e = read("long.warc", &long).err().unwrap().to_string();
+        assert!(e.contains("longer than 1000 bytes"), "{e}");
+        // Too many headers.
+        let mut many = b"WARC/1.0\r\n".to_vec();
+        for i in 0..20 {
+            many.extend(format!("X-{i}: v\r\n").as_bytes());
+        }
+        let e = read("many.warc", &many).err().unwrap().to_string();
+        assert!(e.contains("more than 8 header lines"), "{e}");
+        // A record over the size bound is read through and skipped; the next one is kept.
+        let big = record("conversion", "http://big.test/", &[b'x'; 3000]);
+        let small = record("conversion", "http://small.test/", b"kept text");
+        let (stats, texts) = read("big.warc", &[big, small].concat()).unwrap();
+        assert_eq!((stats.records, stats.skipped, stats.texts), (2, 1, 1));
+        assert_eq!(texts, vec!["kept text".to_string()]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn reads_responses_and_conversions_from_a_gzipped_fixture() {

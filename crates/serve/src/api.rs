@@ -188,6 +188,7 @@ impl App {
 
     /// The request body, bounded in size and in the time it may take to arrive.
     pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
+        self.check_json(headers)?;
         let max = self.limits.max_body;
         let too_large = || {
             ApiError::new(

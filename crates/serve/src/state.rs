@@ -14,6 +14,22 @@ use std::time::Duration;
 /// The chat page: HTML, CSS and vanilla JS in one file, no outside resources.
 pub const PAGE: &str = include_str!("chat.html");
 
+/// `localhost` or an IP address, with or without a port: names a request may use to reach a
+/// server without keys (any other name may be an attacker's, resolving here).
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Prompts encoded at once, off the async workers; more wait their turn.
 const TOKENIZING: usize = 2;
 
@@ -165,6 +181,58 @@ impl App {
             .map_err(|e| failed(format!("encoding the prompt failed: {e}")))
     }
 
+    /// Without keys, a browser is the risk: a page elsewhere could post to the server
+    /// (CSRF) or reach it under a name of its own that resolves to this machine (DNS
+    /// rebinding). So the Host must be an IP address or `localhost`, and an Origin, when sent,
+    /// this server's own or the allowed one.
+    fn check_local(&self, headers: &HeaderMap) -> ApiResult<()> {
+        let forbidden = |msg: String| ApiError::new(StatusCode::FORBIDDEN, "permission_error", msg);
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !is_local_host(host) {
+            return Err(forbidden(format!(
+                "the Host header {host:?} is not an IP address or localhost; without API keys the server answers only those (start it with --api-keys to serve a name)"
+            )));
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let same = origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.split_once("://"))
+                .map(|(_, h)| h);
+            if same != Some(host) && self.allow_origin.as_ref() != Some(origin) {
+                return Err(forbidden(format!(
+                    "requests from the page at {origin:?} are not allowed; without API keys only this server's own page may call it (or the origin given to --allow-origin)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Without keys, a body must say it is JSON: a form or `text/plain` post is what a page
+    /// elsewhere can send without asking (a CORS "simple request").
+    pub(crate) fn check_json(&self, headers: &HeaderMap) -> ApiResult<()> {
+        if !matches!(self.auth, Auth::Open) {
+            return Ok(());
+        }
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if json {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                "send the body with Content-Type: application/json",
+            ))
+        }
+    }
+
     /// The chat format over the served tokenizer.
     pub fn format(&self) -> ChatFormat<'_> {
         ChatFormat {
@@ -176,7 +244,7 @@ impl App {
     /// Checks the bearer key.
     pub fn authorize(&self, headers: &HeaderMap) -> ApiResult<()> {
         if matches!(self.auth, Auth::Open) {
-            return Ok(());
+            return self.check_local(headers);
         }
         let unauthorized = |msg: &str| {
             ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", msg)

@@ -229,6 +229,34 @@ fn keys_are_required_where_they_should_be() {
     assert_eq!(other.header("access-control-allow-origin"), None);
     // Open on purpose: no key needed.
     assert_eq!(get(server.addr(), "/v1/models", None).status, 200);
+    // But only under an IP address or localhost (a name may be an attacker's, rebound to this
+    // machine), only from this server's own page or the allowed origin, and only JSON bodies
+    // (a text/plain post is what another site's page can send without asking).
+    let port = server.addr().port();
+    let ask = |host: &str, origin: Option<&str>, content_type: &str| {
+        let body = chat_body("hi", json!({"max_tokens": 1}));
+        let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+        let raw = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        raw_request(server.addr(), raw.as_bytes())
+    };
+    let json = "application/json";
+    assert_eq!(ask(&format!("localhost:{port}"), None, json).status, 200);
+    assert_eq!(ask(&format!("[::1]:{port}"), None, json).status, 200);
+    let rebound = ask(&format!("evil.example:{port}"), None, json);
+    assert_error(&rebound, 403, "not an IP address or localhost");
+    let own = format!("http://127.0.0.1:{port}");
+    let host = format!("127.0.0.1:{port}");
+    assert_eq!(ask(&host, Some(&own), json).status, 200);
+    assert_eq!(ask(&host, Some("http://localhost:3000"), json).status, 200);
+    assert_error(
+        &ask(&host, Some("http://evil.example"), json),
+        403,
+        "not allowed",
+    );
+    assert_error(&ask(&host, None, "text/plain"), 415, "application/json");
 }
 
 #[test]

@@ -318,7 +318,13 @@ fn files_of(path: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
+    // Each directory once, by its real path: a symlink back up the tree is not a new one.
+    let mut seen = std::collections::HashSet::new();
     while let Some(dir) = stack.pop() {
+        let real = std::fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
+        if !seen.insert(real) {
+            continue;
+        }
         for e in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let p = e.map_err(|e| Error::io(&dir, e))?.path();
             if p.is_dir() {

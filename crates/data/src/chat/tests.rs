@@ -144,3 +144,19 @@ fn raw_datasets() {
     assert_eq!(cs[0].messages[0].parts[0].text, "Answer it.\n\nQ1");
     assert_eq!(cs[0].messages[1].parts[0].text, "A1");
 }
+
+#[test]
+fn chat_import_walks_a_symlink_loop_once() {
+    let dir = std::env::temp_dir().join(format!("frugal-chat-loop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    std::fs::write(
+        dir.join("a/c.jsonl"),
+        r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("a/up")).unwrap();
+    let convs = super::import::read_conversations(&dir, super::import::ChatFormatKind::Auto);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(convs.unwrap().len(), 1);
+}
