@@ -121,12 +121,17 @@ async fn page(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
-    if app.scheduler.draining() {
+    let unavailable = |status: &str| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
+            Json(json!({"status": status})),
         )
             .into_response()
+    };
+    if app.scheduler.draining() {
+        unavailable("draining")
+    } else if !app.scheduler.engine_alive() {
+        unavailable("engine stopped")
     } else {
         Json(json!({"status": "ok", "model": app.model_name})).into_response()
     }
@@ -251,5 +256,26 @@ mod tests {
             assert!(!auth.accepts(wrong), "{wrong:?}");
         }
         assert!(Auth::Open.accepts(""));
+    }
+
+    #[test]
+    fn health_reports_an_engine_thread_that_ended() {
+        let tok = Arc::new(bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap());
+        let app = App::new(
+            crate::scheduler::Scheduler::with_ended_engine(),
+            tok,
+            "m".into(),
+            64,
+            Auth::Open,
+            None,
+            Default::default(),
+            Arc::new(crate::metrics::Metrics::default()),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let r = rt.block_on(health(State(Arc::new(app))));
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = rt.block_on(axum::body::to_bytes(r.into_body(), 1 << 10)).unwrap();
+        assert_eq!(&body[..], br#"{"status":"engine stopped"}"#);
     }
 }

@@ -144,6 +144,32 @@ impl Scheduler {
         self.flags.draining.load(SeqCst)
     }
 
+    /// Whether the engine thread still runs: a thread that ended on a bug serves nothing,
+    /// and `/health` must say so rather than `ok`.
+    pub fn engine_alive(&self) -> bool {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// A scheduler whose engine thread has already ended, as one that panicked would have.
+    #[cfg(test)]
+    pub(crate) fn with_ended_engine() -> Scheduler {
+        let (tx, _rx) = mpsc::sync_channel::<Job>(1);
+        let thread = std::thread::spawn(|| {});
+        while !thread.is_finished() {
+            std::thread::yield_now();
+        }
+        Scheduler {
+            tx: Mutex::new(Some(tx)),
+            flags: Arc::new(Flags {
+                draining: AtomicBool::new(false),
+                stop: AtomicBool::new(false),
+            }),
+            metrics: Arc::new(Metrics::default()),
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
     /// Jobs queued or running.
     pub fn in_flight(&self) -> usize {
         self.metrics.queued.load(SeqCst) + self.metrics.running.load(SeqCst)
