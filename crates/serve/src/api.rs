@@ -272,10 +272,14 @@ mod tests {
             Arc::new(crate::metrics::Metrics::default()),
         )
         .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let r = rt.block_on(health(State(Arc::new(app))));
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = rt.block_on(axum::body::to_bytes(r.into_body(), 1 << 10)).unwrap();
+        let body = rt
+            .block_on(axum::body::to_bytes(r.into_body(), 1 << 10))
+            .unwrap();
         assert_eq!(&body[..], br#"{"status":"engine stopped"}"#);
     }
 }

@@ -33,7 +33,7 @@ fn restart(path: &std::path::Path, addr: SocketAddr) -> Server {
 #[test]
 fn the_page_votes_with_the_keyboard_and_never_runs_reply_markup() {
     let dir = temp("browser");
-    let (path, tokens) = store_with_items(&dir, 3, &["amy"]);
+    let (path, tokens) = store_with_items(&dir, 3, &["amy", "bob"]);
     let server = Server::start(Store::open(&path).unwrap(), "127.0.0.1:0").unwrap();
     let addr = server.addr;
     let browser = launch(&dir.join("profile"));
@@ -51,6 +51,25 @@ fn the_page_votes_with_the_keyboard_and_never_runs_reply_markup() {
     );
     // The token left the address bar for the session's storage.
     assert_eq!(cdp.eval("location.search"), json!(""));
+    assert_eq!(
+        cdp.eval("sessionStorage.getItem('frugal-token')"),
+        json!(tokens[0])
+    );
+    // A link carrying another annotator's token does not log this tab in silently (login
+    // CSRF): amy stays until she chooses to switch.
+    cdp.call(
+        "Page.navigate",
+        json!({"url": server.url(Some(&tokens[1]))}),
+    );
+    cdp.wait_for("document.body.dataset.state", json!("ready"));
+    assert_eq!(
+        cdp.eval("document.getElementById('who').textContent"),
+        json!("amy")
+    );
+    assert_eq!(
+        cdp.eval("document.getElementById('switch').hidden"),
+        json!(false)
+    );
     assert_eq!(
         cdp.eval("sessionStorage.getItem('frugal-token')"),
         json!(tokens[0])
