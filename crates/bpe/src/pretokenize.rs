@@ -29,7 +29,9 @@ impl Splitter {
         if pattern == GPT4_PATTERN {
             return Ok(Splitter::Gpt4);
         }
-        let re = fancy_regex::Regex::new(pattern)
+        let re = fancy_regex::RegexBuilder::new(pattern)
+            .backtrack_limit(BACKTRACK_LIMIT)
+            .build()
             .map_err(|e| format!("invalid split pattern {pattern:?}: {e}"))?;
         Ok(Splitter::Regex(Box::new(re), pattern.to_string()))
     }
@@ -41,25 +43,39 @@ impl Splitter {
         }
     }
 
-    /// Calls `emit` with each piece of `text`, in order. Pieces concatenate back to `text`
-    /// (for patterns that match every character, as both built-in patterns do).
+    /// Calls `emit` with each piece of `text`, in order. The pieces always concatenate back to
+    /// `text`: text a user's pattern does not match becomes a piece of its own (as Hugging
+    /// Face's `Split` pre-tokenizer keeps it), so encoding never drops input.
     pub fn split<'a>(&self, text: &'a str, mut emit: impl FnMut(&'a str)) {
         match self {
             Splitter::Gpt4 => gpt4_split(text, emit),
-            Splitter::Regex(re, _) => {
-                for m in re.find_iter(text) {
-                    match m {
-                        Ok(m) => emit(m.as_str()),
-                        // Backtrack limit hit on pathological input: keep the rest as one piece
-                        // rather than dropping text.
-                        Err(_) => {
-                            emit(text);
-                            return;
-                        }
-                    }
-                }
-            }
+            Splitter::Regex(re, _) => regex_split(re, text, &mut emit),
         }
+    }
+}
+
+/// Backtracking steps one search of a user's pattern may take (fancy-regex counts them per
+/// search). Patterns without look-around or back-references run on the linear-time `regex`
+/// engine and never reach it; a pathological one hits it and leaves the rest of the text as one
+/// piece, which the linear-time encoder then takes.
+pub const BACKTRACK_LIMIT: usize = 100_000;
+
+fn regex_split<'a>(re: &fancy_regex::Regex, text: &'a str, emit: &mut impl FnMut(&'a str)) {
+    let mut done = 0;
+    for m in re.find_iter(text) {
+        let Ok(m) = m else {
+            break; // backtrack limit: the rest stays whole, below
+        };
+        if m.start() > done {
+            emit(&text[done..m.start()]);
+        }
+        if m.end() > m.start() {
+            emit(m.as_str());
+        }
+        done = m.end();
+    }
+    if done < text.len() {
+        emit(&text[done..]);
     }
 }
 
@@ -317,5 +333,24 @@ mod tests {
             vec!["Hello", " ", " world", "'s"]
         );
         assert!(Splitter::new("(unclosed").is_err());
+    }
+
+    #[test]
+    fn text_a_pattern_skips_stays_in_the_pieces() {
+        let sp = Splitter::new(r"\p{L}+").unwrap();
+        assert_eq!(pieces(&sp, "ab, cd!"), vec!["ab", ", ", "cd", "!"]);
+        // A pattern that also matches the empty string emits no empty pieces.
+        let sp = Splitter::new(r"\d*").unwrap();
+        assert_eq!(pieces(&sp, "a12b"), vec!["a", "12", "b"]);
+    }
+
+    #[test]
+    fn a_pattern_past_its_backtrack_limit_keeps_the_rest_once() {
+        // Catastrophic backtracking: nested quantifiers under a lookahead that never holds.
+        let sp = Splitter::new(r"x|(a|aa)+(?=b)").unwrap();
+        let text = format!("xx{}", "a".repeat(64));
+        let got = pieces(&sp, &text);
+        assert_eq!(got.concat(), text, "every byte once, none repeated");
+        assert_eq!(got, vec!["x", "x", &"a".repeat(64)]);
     }
 }

@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body: usize,
-    /// Seconds a client has to send a request's headers, and its body.
+    /// Seconds a client has to send a request's headers, and its body; also how long one write
+    /// of a response may wait for the client to read, and how long a kept-alive connection idles.
     #[arg(long, default_value_t = 10)]
     request_timeout: u64,
     /// Seconds running generations get to finish at shutdown.
@@ -140,7 +141,6 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         allow_origin,
         RequestLimits {
             max_body: a.max_body,
-            body_timeout: timeout,
         },
         metrics,
     )?;
@@ -149,6 +149,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         &format!("{}:{}", a.host, a.port),
         ConnLimits {
             header_timeout: timeout,
+            body_timeout: timeout,
+            write_timeout: timeout,
             shutdown_grace: Duration::from_secs(a.shutdown_grace),
             ..ConnLimits::default()
         },

@@ -20,7 +20,7 @@
 
 use crate::http::ConnLimits;
 use crate::{Error, Result};
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -203,7 +203,13 @@ fn parse_vote(body: &[u8]) -> std::result::Result<(i64, Choice), String> {
     Ok((item, choice))
 }
 
-async fn vote(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+/// A vote is an item id and a choice: a few dozen bytes.
+const MAX_VOTE_BODY: usize = 16 << 10;
+
+async fn vote(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> ApiResult {
+    let body = crate::http::read_body(&headers, body, MAX_VOTE_BODY)
+        .await
+        .map_err(|e| ApiError::new(e.status, e.message))?;
     // Authenticate first: a stranger learns nothing, not even whether the body was well formed.
     let parsed = parse_vote(&body);
     as_annotator(app, &headers, move |s, who| {

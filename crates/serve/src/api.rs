@@ -23,7 +23,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -191,43 +190,13 @@ impl App {
         })
     }
 
-    /// The request body, bounded in size and in the time it may take to arrive.
+    /// The request body, bounded in size (and, by the listener, in the time it may take to
+    /// arrive).
     pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
         self.check_json(headers)?;
-        let max = self.limits.max_body;
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                format!("the request body is over {max} bytes"),
-            )
-        };
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max as u64) {
-            return Err(too_large());
-        }
-        match tokio::time::timeout(self.limits.body_timeout, Limited::new(body, max).collect())
+        crate::http::read_body(headers, body, self.limits.max_body)
             .await
-        {
-            Err(_) => Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "invalid_request_error",
-                format!(
-                    "the request body did not arrive within {:?}",
-                    self.limits.body_timeout
-                ),
-            )),
-            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
-            Ok(Err(e)) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                format!("the request body could not be read: {e}"),
-            )),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        }
+            .map_err(|e| ApiError::new(e.status, "invalid_request_error", e.message))
     }
 }
 

@@ -1,26 +1,44 @@
-//! The HTTP/1.1 listener and the server's life: connections are served by hyper with a
-//! deadline on request headers (a slow-loris client that trickles them is cut off) and a cap on
-//! open connections; shutdown stops accepting, lets running generations finish for a grace
+//! The HTTP/1.1 listener and the server's life: connections are served by hyper under one set of
+//! limits (`ConnLimits`): deadlines on request headers (a slow-loris client that trickles them is
+//! cut off; the same deadline closes an idle kept-alive connection), on request bodies and on
+//! every write (a client that stops reading a stream is dropped), and a cap on open
+//! connections; shutdown stops accepting, lets running generations finish for a grace
 //! period, then ends the rest (their streams close with an error event) and closes every
 //! connection.
 
 use crate::state::App;
 use crate::{Error, Result};
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Sleep;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a request's headers, counted from the moment the connection
+    /// opens or its previous response ends: it is also the idle timeout of a kept-alive
+    /// connection.
     pub header_timeout: Duration,
+    /// Time a request's body has to arrive once its headers have (408 beyond).
+    pub body_timeout: Duration,
+    /// Time one write to the client may wait for it to read (a stream whose client stopped
+    /// reading): past it the connection is closed and its generation cancelled.
+    pub write_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
     /// Time running generations get to finish once shutdown begins.
@@ -31,6 +49,8 @@ impl Default for ConnLimits {
     fn default() -> Self {
         ConnLimits {
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(30),
         }
@@ -138,8 +158,8 @@ async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
-/// Serves `router` on `listener` under `limits` (the header deadline, the connection cap)
-/// until `stop` turns true; then stops accepting and returns the open connections' handle for
+/// Serves `router` on `listener` under `limits` (the header, body and write deadlines, the
+/// connection cap) until `stop` turns true; then stops accepting and returns the open connections' handle for
 /// a graceful shutdown. Every listener of frugal's goes through here, so all have the same
 /// limits.
 pub(crate) async fn accept(
@@ -149,6 +169,10 @@ pub(crate) async fn accept(
     stop: &mut watch::Receiver<bool>,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
+    let body_timeout = limits.body_timeout;
+    let router = router.layer(axum::middleware::map_request(move |req: Request<Body>| {
+        std::future::ready(req.map(|b| Body::new(BodyDeadline::new(b, body_timeout))))
+    }));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut builder = http1::Builder::new();
     builder
@@ -173,7 +197,7 @@ pub(crate) async fn accept(
         };
         let _ = stream.set_nodelay(true);
         let conn = builder.serve_connection(
-            TokioIo::new(stream),
+            TokioIo::new(WriteDeadline::new(stream, limits.write_timeout)),
             TowerToHyperService::new(router.clone()),
         );
         let conn = graceful.watch(conn);
@@ -184,4 +208,212 @@ pub(crate) async fn accept(
     }
     drop(listener);
     graceful
+}
+
+/// A request body that fails with `BodyTimeout` once its deadline passes.
+struct BodyDeadline {
+    inner: Body,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl BodyDeadline {
+    fn new(inner: Body, within: Duration) -> Self {
+        BodyDeadline {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(within)),
+        }
+    }
+}
+
+/// The error a request body gives when it did not arrive within `ConnLimits::body_timeout`.
+#[derive(Debug)]
+pub struct BodyTimeout;
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+impl http_body::Body for BodyDeadline {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a request body was not read.
+#[derive(Debug)]
+pub struct BodyError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+/// Reads a request body of at most `max` bytes, within the listener's body deadline: 413
+/// past the size (by its declared length before reading anything), 408 past the deadline.
+pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let err = |status, message: String| BodyError { status, message };
+    let too_large = || {
+        err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {max} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) if e.is::<BodyTimeout>() || source_is::<BodyTimeout>(&*e) => Err(err(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time".into(),
+        )),
+        Err(e) => Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
+
+/// Whether `e` or an error it wraps is a `T` (axum wraps a body's errors once more).
+fn source_is<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.is::<T>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// A connection whose writes must make progress within `within`: a write (or flush) that stays
+/// pending longer fails with `TimedOut`, and hyper then closes the connection. Without it a
+/// client that stops reading holds its stream, and the generation behind it, forever.
+struct WriteDeadline<S> {
+    io: S,
+    within: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(io: S, within: Duration) -> Self {
+        WriteDeadline {
+            io,
+            within,
+            stalled: None,
+        }
+    }
+
+    /// Passes a write's result through, arming the deadline while it is pending.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let within = self.within;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client read nothing for {within:?}"),
+        )))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_write_the_peer_never_reads_fails_after_the_deadline() {
+        let (near, _far) = tokio::io::duplex(64);
+        let mut w = WriteDeadline::new(near, Duration::from_millis(50));
+        let e = w.write_all(&[0u8; 1024]).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn writes_the_peer_reads_pass_whatever_their_total_time() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16];
+            while got.len() < 4096 {
+                use tokio::io::AsyncReadExt;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let n = far.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.len()
+        });
+        // The reader takes over a second in all, but never a second without progress.
+        let mut w = WriteDeadline::new(near, Duration::from_secs(1));
+        w.write_all(&[7u8; 4096]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), 4096);
+    }
 }

@@ -9,7 +9,6 @@ use data::chat::{ChatFormat, ChatTokens};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The chat page: HTML, CSS and vanilla JS in one file, no outside resources.
 pub const PAGE: &str = include_str!("chat.html");
@@ -36,18 +35,14 @@ const TOKENIZING: usize = 2;
 /// How requests are bounded.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestLimits {
-    /// Largest request body accepted (413 beyond).
+    /// Largest request body accepted (413 beyond). The time it may take to arrive is the
+    /// listener's (`http::ConnLimits::body_timeout`).
     pub max_body: usize,
-    /// Time allowed for the body to arrive once the headers have (408 beyond).
-    pub body_timeout: Duration,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits {
-            max_body: 1 << 20,
-            body_timeout: Duration::from_secs(30),
-        }
+        RequestLimits { max_body: 1 << 20 }
     }
 }
 

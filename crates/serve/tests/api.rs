@@ -262,9 +262,11 @@ fn keys_are_required_where_they_should_be() {
 #[test]
 fn bad_input_gets_openai_errors_and_the_server_keeps_serving() {
     let server = start(Setup {
-        request: RequestLimits {
-            max_body: 4096,
+        request: RequestLimits { max_body: 4096 },
+        conn: ConnLimits {
             body_timeout: Duration::from_millis(500),
+            shutdown_grace: Duration::from_millis(300),
+            ..ConnLimits::default()
         },
         ..Setup::default()
     });

@@ -275,3 +275,55 @@ fn the_annotation_server_cuts_off_a_slow_loris_as_the_api_does() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_annotation_server_bounds_bodies_and_idle_connections_as_the_api_does() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let dir = temp("bodies");
+    let (path, tokens) = store_with_items(&dir, 1, &["amy"]);
+    let limits = serve::http::ConnLimits {
+        header_timeout: Duration::from_millis(500),
+        body_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = Server::start_with(Store::open(&path).unwrap(), "127.0.0.1:0", limits).unwrap();
+    // What the server sent, and whether it then closed the connection (within 10 s).
+    let read_all = |s: &mut std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        let closed = s.read_to_end(&mut out).is_ok();
+        (String::from_utf8_lossy(&out).into_owned(), closed)
+    };
+    // A vote whose body never finishes: 408 once the body deadline passes (before, the
+    // connection waited for it forever).
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST /api/vote HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"item\"",
+        tokens[0]
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let (out, closed) = read_all(&mut s);
+    assert!(out.starts_with("HTTP/1.1 408") && closed, "{out}");
+    // A declared body past the vote's size: 413 before anything is read.
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST /api/vote HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\n",
+        tokens[0]
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let (out, _) = read_all(&mut s);
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    // A kept-alive connection that goes quiet after its answer is closed by the header deadline.
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    let req = format!(
+        "GET /api/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        tokens[0]
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let (out, closed) = read_all(&mut s);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(closed, "the idle connection stayed open");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
