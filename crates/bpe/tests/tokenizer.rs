@@ -179,3 +179,15 @@ proptest! {
         prop_assert_eq!(tok.encode(&run), tok.encode_by_merging(&run));
     }
 }
+
+#[test]
+fn a_deeply_nested_tokenizer_file_is_refused_by_name() {
+    let path = std::env::temp_dir().join(format!("frugal-nested-{}.json", std::process::id()));
+    std::fs::write(&path, "[".repeat(1 << 20)).unwrap();
+    let e = Tokenizer::load(&path).unwrap_err().to_string();
+    std::fs::remove_file(&path).ok();
+    assert!(
+        e.contains("recursion limit") && e.contains("frugal-nested"),
+        "{e}"
+    );
+}

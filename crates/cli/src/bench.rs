@@ -349,17 +349,33 @@ fn worst_case_encoding(tok: &bpe::Tokenizer, text: &str, reps: usize) {
             "the input's letters run together",
             cut(&letters.repeat(1 + MIB / letters.len().max(1)), MIB),
         ),
+        ("spaces, then a letter", format!("{}x", " ".repeat(MIB - 1))),
+        ("spaces and line breaks", " \n".repeat(MIB / 2)),
+        ("punctuation", "-".repeat(MIB)),
     ];
-    let base = median_seconds(reps, || drop(tok.encode(&ordinary)));
-    println!("worst case: one encode call per megabyte, 1 thread");
-    for (name, w) in &words {
-        let s = median_seconds(reps, || drop(tok.encode(w)));
-        println!(
-            "  {name:34} {:7.1} ms  {:6.1} MB/s  {:.2}x ordinary",
-            s * 1e3,
-            w.len() as f64 / 1e6 / s,
-            s / base
-        );
+    // The same inputs through a split pattern of the user's (GPT-2's, not the hand-written
+    // GPT-4 matcher), which runs on fancy-regex under its backtrack limit.
+    let tokens = (0..tok.n_ordinary() as u32)
+        .map(|id| tok.token_bytes(id).expect("an ordinary id").to_vec())
+        .collect();
+    let names: Vec<&str> = tok.specials().iter().map(|(n, _)| n.as_str()).collect();
+    let splitter = bpe::Splitter::new(bpe::GPT2_PATTERN).expect("the GPT-2 pattern compiles");
+    let user = bpe::Tokenizer::new(splitter, tokens, &names).expect("the same vocabulary");
+    for (label, tok) in [
+        ("GPT-4 pattern, hand matcher", tok),
+        ("GPT-2 pattern, fancy-regex", &user),
+    ] {
+        let base = median_seconds(reps, || drop(tok.encode(&ordinary)));
+        println!("worst case ({label}): one encode call per megabyte, 1 thread");
+        for (name, w) in &words {
+            let s = median_seconds(reps, || drop(tok.encode(w)));
+            println!(
+                "  {name:34} {:7.1} ms  {:6.1} MB/s  {:.2}x ordinary",
+                s * 1e3,
+                w.len() as f64 / 1e6 / s,
+                s / base
+            );
+        }
     }
     println!("merging reference on \"ing\" repeated (what encode did before its search):");
     for kb in [16, 32, 64, 128] {

@@ -238,3 +238,18 @@ fn stop_strings_end_the_text_and_are_never_sent_in_part() {
     let mut none = StopMatcher::new(vec![]);
     assert_eq!(none.push("x"), ("x".into(), false));
 }
+
+#[test]
+fn deeply_nested_bodies_are_refused_without_recursing() {
+    // serde_json stops at 128 levels: a megabyte of brackets is a 400, not a stack overflow.
+    for open in ["[", "{\"a\":"] {
+        let body = open.repeat(1 << 18);
+        let e = chat_request(body.as_bytes()).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("recursion limit"), "{}", e.message);
+    }
+    // Nesting the parser accepts, where a string belongs, is named.
+    let deep = format!("{}\"hi\"{}", "[".repeat(100), "]".repeat(100));
+    let body = format!(r#"{{"model": "m", "messages": [{{"role": "user", "content": {deep}}}]}}"#);
+    assert_eq!(chat(&body).unwrap_err().status, StatusCode::BAD_REQUEST);
+}
