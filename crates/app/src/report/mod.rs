@@ -310,6 +310,16 @@ fn markdown(
             f["prompts"]
         );
     }
+    match crate::gaps::read(run) {
+        Ok(gaps) => {
+            if let Some(t) = crate::gaps::markdown(&gaps) {
+                let _ = writeln!(o, "\n## Data this run went without\n\n{t}");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(o, "\nThe run's data gaps could not be read: {e}");
+        }
+    }
     let _ = writeln!(o, "\n## Report card\n");
     match eval::card::markdown(run) {
         Ok(Some(card)) => o.push_str(&card),
