@@ -353,6 +353,24 @@ mod tests {
         assert!(within(e.dollars, 100.0, 0.05), "${}", e.dollars);
     }
 
+    /// nanochat's leaderboard, run 6: GPT-2's CORE in 1.65 h on 8xH100, ~$40. Run 1 of the
+    /// same depth logged 4.33e19 training FLOPs at 12 tokens per scaling parameter; at 8 the
+    /// count scales to ~2.9e19.
+    #[test]
+    fn nanochat_d24_time_to_gpt2() {
+        let p = preset("nanochat-d24").unwrap();
+        let e = estimate_preset(&p, &CostConfig::builtin(), None);
+        assert!(within(e.dollars, 40.0, 0.02), "${}", e.dollars);
+        assert!(within(e.days * 24.0, 1.65, 1e-9), "{} h", e.days * 24.0);
+        assert!(
+            within(e.flops, 4.33e19 * 8.0 / 12.0, 0.15),
+            "{:.3e}",
+            e.flops
+        );
+        // Its linear layers ran in FP8: against the BF16 peak the utilisation looks high.
+        assert!(e.mfu > 0.4 && e.mfu < 0.9, "implied MFU {}", e.mfu);
+    }
+
     #[test]
     fn stated_mfu_and_implied_mfu_invert_each_other() {
         let p = preset("gpt2").unwrap();
