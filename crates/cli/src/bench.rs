@@ -184,7 +184,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 tensor::Device::describe(&tensor::Cpu),
                 cfg.train.batch_size,
                 cfg.train.seq_len,
-                cfg.train.precision.name(),
+                cfg.train.precision.describe(),
             );
             let r = bench_train(&cfg, steps, |i, loss, ms| {
                 let tag = if i < WARMUP { " (warm-up)" } else { "" };

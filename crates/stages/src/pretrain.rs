@@ -248,7 +248,7 @@ impl<'a> Pretraining<'a> {
                 self.loader.windows_per_epoch(),
                 self.val.len() * t.seq_len,
                 tr.peak_gflops,
-                t.precision.name()
+                t.precision.describe()
             ),
             format!(
                 "optimizer state {:.2} MiB per rank (the whole state is {:.2} MiB)",

@@ -52,6 +52,7 @@ fn train(precision: &str, steps: usize) -> base::Result<(Vec<f64>, u64)> {
 /// counted. Without AVX-512 BF16 the config is refused, naming the field.
 #[test]
 fn bf16_products_train_like_f32() {
+    auto_precision_is_bf16_where_the_cpu_has_it_and_f32_elsewhere();
     if !tensor::bf16::available() {
         let err = train("bf16", 1).unwrap_err().to_string();
         assert!(err.contains("train.precision"), "{err}");
@@ -76,4 +77,22 @@ fn bf16_products_train_like_f32() {
         differs,
         "bf16 training gave f32's losses exactly: no bf16 product ran"
     );
+}
+
+/// "auto" runs bf16 products where the CPU has them and f32 where it does not, never refusing:
+/// its losses equal those of the precision it chose, bit for bit. (Called from the test above:
+/// the precision and the FLOP counter are process-wide, so the two may not run at once.)
+fn auto_precision_is_bf16_where_the_cpu_has_it_and_f32_elsewhere() {
+    let chosen = if tensor::bf16::available() {
+        "bf16"
+    } else {
+        "f32"
+    };
+    assert_eq!(
+        train::config::Precision::Auto.describe(),
+        format!("{chosen} (auto)")
+    );
+    let (auto, _) = train("auto", 5).unwrap();
+    let (named, _) = train(chosen, 5).unwrap();
+    assert_eq!(auto, named);
 }

@@ -107,6 +107,9 @@ pub enum Precision {
     F32,
     /// Operands rounded to bf16, products accumulated in f32 (AVX-512 BF16 CPUs).
     Bf16,
+    /// bf16 where this CPU has AVX-512 BF16, else f32: decided on each machine a run (or a
+    /// resumption of it) starts on.
+    Auto,
 }
 
 impl Precision {
@@ -115,6 +118,24 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Auto => "auto",
+        }
+    }
+
+    /// What runs on this machine: `Auto` becomes `Bf16` or `F32`.
+    pub fn on_this_cpu(self) -> Precision {
+        match self {
+            Precision::Auto if tensor::matmul::bf16::available() => Precision::Bf16,
+            Precision::Auto => Precision::F32,
+            p => p,
+        }
+    }
+
+    /// "bf16", "f32", or for `Auto` what it chose: "bf16 (auto)".
+    pub fn describe(self) -> String {
+        match self {
+            Precision::Auto => format!("{} (auto)", self.on_this_cpu().name()),
+            p => p.name().to_string(),
         }
     }
 }

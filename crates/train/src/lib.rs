@@ -29,17 +29,18 @@ pub use config::Config;
 pub use trainer::{At, Objective, Outcome, Report, Setup, Step, Trainer, Update};
 
 /// The matrix-product precision `train.precision` asks for, in force while the guard lives
-/// (None for f32). An error, naming the field, where the CPU cannot run bf16 products.
+/// (None for f32). An error, naming the field, where the CPU cannot run the bf16 products
+/// asked for by name ("auto" falls back to f32).
 pub fn precision(
     t: &crate::config::TrainConfig,
 ) -> base::Result<Option<tensor::matmul::Bf16Products>> {
-    match t.precision {
-        crate::config::Precision::F32 => Ok(None),
+    match t.precision.on_this_cpu() {
+        crate::config::Precision::F32 | crate::config::Precision::Auto => Ok(None),
         crate::config::Precision::Bf16 => tensor::matmul::bf16_products().map(Some).map_err(|e| {
             base::Error::config(
                 "train.precision",
                 format!("is \"bf16\", but {e}"),
-                "set train.precision = \"f32\" on this machine",
+                "set train.precision = \"f32\" or \"auto\" on this machine",
             )
         }),
     }
