@@ -8,11 +8,17 @@
 //!   from the boundary (`valid_pair`), a few table lookups. So every token sequence over a
 //!   prefix of the text whose adjacent pairs are all valid *is* the encoding of that prefix,
 //!   and there is exactly one.
-//! - Hence a depth-first search that appends, at each position, the longest token that keeps
-//!   every pair valid (trying shorter prefixes of it when not, and backing up when none fits)
-//!   reaches each position by one path only. A position from which no token fits is dead for
+//! - Hence a depth-first search that prepends, going right to left from the piece's end, the
+//!   longest token ending at each position that keeps every pair valid (trying shorter
+//!   suffixes of it when not, and backing up when none fits) reaches each position by one path
+//!   only: the encoding of the text after it. A position from which no token fits is dead for
 //!   good, and is marked so. Every position is entered and left a bounded number of times:
 //!   work is linear in the piece's length, times the longest token's length at worst.
+//!
+//! Going right to left lets one pass of an automaton over the piece give the longest token
+//! ending at every position (a search left to right would walk the automaton again from
+//! every position it tries, and on a run of spaces it tries most of them), and the answers
+//! of the pair checks along a token's chain of suffixes are cached: text repeats itself.
 //!
 //! The short pieces that pre-splitting produces stay with the merge loop in `encode`, which is
 //! faster for them; this takes over above `LONG_PIECE` bytes.
@@ -33,14 +39,14 @@ const NONE: u32 = u32::MAX;
 /// rank order, so that comparing internal ids compares merge priority.
 #[derive(Debug)]
 pub(crate) struct Backtrack {
-    /// The tokens BPE can produce (those it produces from their own bytes) as an anchored
-    /// leftmost-longest automaton, walked byte by byte from `start`; pattern p is internal id
-    /// `of_pattern[p]`.
+    /// The tokens BPE can produce (those it produces from their own bytes) as an unanchored
+    /// automaton run over a whole piece from `start`: in the state after byte i, match 0 is
+    /// the longest token ending there. Pattern p is internal id `of_pattern[p]`.
     automaton: NFA,
     start: StateID,
     of_pattern: Vec<u32>,
     /// Per internal id: the token id, its length in bytes, the longest producible token that is
-    /// a proper prefix of it (NONE for a byte), and the two tokens its last merge joined (itself
+    /// a proper suffix of it (NONE for a byte), and the two tokens its last merge joined (itself
     /// twice for a byte).
     token_id: Vec<u32>,
     len: Vec<u32>,
@@ -97,7 +103,7 @@ impl Backtrack {
             split[i] = (l, r);
         }
         // Every way of cutting a token in two producible halves, for the pair checks; and each
-        // producible token's longest producible proper prefix, for the search.
+        // producible token's longest producible proper suffix, for the search.
         let mut pairs = Vec::new();
         let mut shorter = vec![NONE; n];
         for i in 256..n {
@@ -112,18 +118,17 @@ impl Backtrack {
             }
             if producible[i] {
                 shorter[i] = (1..t.len())
-                    .rev()
-                    .filter_map(|k| of_bytes(&t[..k]))
+                    .filter_map(|k| of_bytes(&t[k..]))
                     .find(|&p| producible[p as usize])
                     .unwrap_or(NONE);
             }
         }
         let of_pattern: Vec<u32> = (0..n as u32).filter(|&i| producible[i as usize]).collect();
         let automaton = aho_corasick::nfa::contiguous::Builder::new()
-            .match_kind(MatchKind::LeftmostLongest)
+            .match_kind(MatchKind::Standard)
             .build(of_pattern.iter().map(|&i| bytes(i as usize)))
             .ok()?;
-        let start = automaton.start_state(Anchored::Yes).ok()?;
+        let start = automaton.start_state(Anchored::No).ok()?;
         let len = (0..n).map(|i| bytes(i).len() as u32).collect();
         let pairs = PairTable::new(&pairs);
         Some(Backtrack {
@@ -143,79 +148,83 @@ impl Backtrack {
     /// then merges instead.
     pub(crate) fn encode(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) -> bool {
         let n = piece.len();
-        let (path, dead) = (&mut scratch.path, &mut scratch.dead);
+        self.longest_ending(piece, &mut scratch.ends);
+        let (ends, path, dead) = (&scratch.ends, &mut scratch.path, &mut scratch.dead);
         path.clear();
         dead.clear();
         dead.resize(n + 1, false);
-        let mut pos = 0;
-        let mut next = self.longest(piece, pos);
+        // `path` holds the tokens chosen so far, rightmost first; `pos` is where they begin.
+        let mut pos = n;
+        let mut next = ends[pos];
         loop {
             scratch.steps += 1;
-            let end = pos + self.len[next as usize] as usize;
-            let fits = !dead[end]
-                && path
-                    .last()
-                    .is_none_or(|&l| self.valid_pair_cached(l, next, &mut scratch.seen));
-            if fits {
-                path.push(next);
-                pos = end;
-                if pos == n {
-                    break;
+            // The longest suffix of `next` that BPE keeps apart from the token after it.
+            let fit = match path.last() {
+                Some(&right) => self.fitting(next, right, &mut scratch.fits),
+                None => next,
+            };
+            if fit != NONE {
+                let start = pos - self.len[fit as usize] as usize;
+                if !dead[start] {
+                    path.push(fit);
+                    pos = start;
+                    if pos == 0 {
+                        break;
+                    }
+                    next = ends[pos];
+                    continue;
                 }
-                next = self.longest(piece, pos);
-            } else if self.shorter[next as usize] != NONE {
-                next = self.shorter[next as usize];
-            } else {
-                // No token fits here after the path's last one: back up and try a shorter
-                // token in its place.
-                dead[pos] = true;
-                let Some(last) = path.pop() else {
-                    return false;
-                };
-                pos -= self.len[last as usize] as usize;
-                next = last;
+                if self.shorter[fit as usize] != NONE {
+                    next = self.shorter[fit as usize];
+                    continue;
+                }
             }
+            // No token fits before the path's first one: back up and try a shorter token in
+            // its place.
+            dead[pos] = true;
+            let Some(right) = path.pop() else {
+                return false;
+            };
+            pos += self.len[right as usize] as usize;
+            next = right;
         }
-        out.extend(path.iter().map(|&i| self.token_id[i as usize]));
+        out.extend(path.iter().rev().map(|&i| self.token_id[i as usize]));
         true
     }
 
-    /// The longest producible token at `pos` (at least the byte there): the automaton walked
-    /// from the position until it dies, keeping the last match.
-    fn longest(&self, piece: &[u8], pos: usize) -> u32 {
-        let (dfa, mut sid) = (&self.automaton, self.start);
-        let mut best = piece[pos] as u32;
-        for &byte in &piece[pos..] {
-            sid = dfa.next_state(Anchored::Yes, sid, byte);
-            if dfa.is_special(sid) {
-                if dfa.is_dead(sid) {
-                    break;
-                }
-                if dfa.is_match(sid) {
-                    best = self.of_pattern[dfa.match_pattern(sid, 0).as_usize()];
-                }
-            }
+    /// `ends[i]` = the longest producible token ending at byte offset i (for i in 1..=n), by
+    /// one pass of the automaton over the piece.
+    fn longest_ending(&self, piece: &[u8], ends: &mut Vec<u32>) {
+        ends.clear();
+        ends.push(NONE);
+        let (nfa, mut sid) = (&self.automaton, self.start);
+        for &byte in piece {
+            sid = nfa.next_state(Anchored::No, sid, byte);
+            // Every byte is a token, so every state after a byte matches; its first match is
+            // its own pattern when it has one, the longest.
+            ends.push(self.of_pattern[nfa.match_pattern(sid, 0).as_usize()]);
         }
-        best
     }
 
-    /// `valid_pair` through a small direct-mapped cache: text repeats its word pairs, and a
-    /// check walks two merge trees through a large table.
-    fn valid_pair_cached(&self, a: u32, b: u32, seen: &mut PairCache) -> bool {
-        // Ids stay below 2³¹, so bit 31 of an entry can hold the answer.
-        const VALID: u64 = 1 << 31;
-        let key = (a as u64) << 32 | b as u64;
-        let slot = (hash(key) >> (64 - PairCache::BITS)) as usize;
-        if seen.0.is_empty() {
-            seen.0 = vec![u64::MAX; 1 << PairCache::BITS];
+    /// The first token of `next`, `shorter[next]`, `shorter[shorter[next]]`, … that BPE keeps
+    /// apart from `right`, the token after it (NONE if none), through a small direct-mapped
+    /// cache: the same pairs recur, and where a pair fails (on a run of spaces a long token is
+    /// rarely BPE's choice) the same walk down the chain would too.
+    fn fitting(&self, next: u32, right: u32, cache: &mut FitCache) -> u32 {
+        let key = (next as u64) << 32 | right as u64;
+        let slot = (hash(key) >> (64 - FitCache::BITS)) as usize;
+        if cache.0.is_empty() {
+            cache.0 = vec![(u64::MAX, NONE); 1 << FitCache::BITS];
         }
-        let entry = seen.0[slot];
-        if entry & !VALID == key {
-            return entry & VALID != 0;
+        if cache.0[slot].0 == key {
+            return cache.0[slot].1;
         }
-        let valid = self.valid_pair(a, b);
-        seen.0[slot] = key | if valid { VALID } else { 0 };
-        valid
+        let mut fit = next;
+        while fit != NONE && !self.valid_pair(fit, right) {
+            fit = self.shorter[fit as usize];
+        }
+        cache.0[slot] = (key, fit);
+        fit
     }
 
     /// Whether BPE turns bytes(a) ++ bytes(b) into exactly [a, b]. Walks back through the
@@ -251,17 +260,18 @@ impl Backtrack {
 pub(crate) struct Scratch {
     path: Vec<u32>,
     dead: Vec<bool>,
-    seen: PairCache,
+    ends: Vec<u32>,
+    fits: FitCache,
     pub(crate) steps: u64,
 }
 
-/// Pair checks already made, direct-mapped: slot → (a, b) packed with the answer in bit 31;
-/// all ones marks an empty slot (no id reaches 2³¹ − 1).
+/// Answers of `fitting`, direct-mapped: slot → ((next, right) packed, the answer); a key of
+/// all ones marks an empty slot (no id reaches 2³² − 1).
 #[derive(Default)]
-struct PairCache(Vec<u64>);
+struct FitCache(Vec<(u64, u32)>);
 
-impl PairCache {
-    const BITS: u32 = 16;
+impl FitCache {
+    const BITS: u32 = 15;
 }
 
 fn hash(key: u64) -> u64 {
@@ -406,6 +416,31 @@ mod tests {
                 }
             }
             assert!(checked > 60_000, "{checked} pairs");
+        }
+    }
+
+    #[test]
+    fn one_pass_finds_the_longest_token_ending_everywhere() {
+        let mut rng = 0x51_7cc1_b727_220au64;
+        let t = vocab_over(&mut rng, b"abc", 500);
+        let b = Backtrack::new(&t.tokens, &t.ranks, &t.byte_ids).unwrap();
+        let piece = letters(&mut rng, 2000, b"abc");
+        let mut ends = Vec::new();
+        b.longest_ending(&piece, &mut ends);
+        for i in 1..=piece.len() {
+            // By brute force: the longest producible token that the text up to i ends with.
+            let want = b
+                .of_pattern
+                .iter()
+                .copied()
+                .filter(|&p| {
+                    let tok = &t.tokens[b.token_id[p as usize] as usize];
+                    piece[..i].ends_with(tok)
+                })
+                .max_by_key(|&p| b.len[p as usize])
+                .unwrap();
+            assert_eq!(b.len[ends[i] as usize], b.len[want as usize], "at {i}");
+            assert_eq!(ends[i], want, "at {i}");
         }
     }
 
