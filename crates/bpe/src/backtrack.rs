@@ -25,7 +25,7 @@
 
 use crate::encode::merge_parts;
 use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::{nfa::contiguous::NFA, Anchored, MatchKind};
+use aho_corasick::{dfa::DFA, nfa::contiguous, nfa::noncontiguous, Anchored, MatchKind};
 use rustc_hash::FxHashMap;
 
 /// Pieces longer than this are encoded here; shorter ones by the merge loop. On the reference
@@ -42,7 +42,7 @@ pub(crate) struct Backtrack {
     /// The tokens BPE can produce (those it produces from their own bytes) as an unanchored
     /// automaton run over a whole piece from `start`: in the state after byte i, match 0 is
     /// the longest token ending there. Pattern p is internal id `of_pattern[p]`.
-    automaton: NFA,
+    automaton: Tokens,
     start: StateID,
     of_pattern: Vec<u32>,
     /// Per internal id: the token id, its length in bytes, the longest producible token that is
@@ -64,6 +64,16 @@ impl Backtrack {
         tokens: &[Vec<u8>],
         ranks: &FxHashMap<Vec<u8>, u32>,
         byte_ids: &[u32; 256],
+    ) -> Option<Self> {
+        Self::with_dfa_budget(tokens, ranks, byte_ids, DFA_BYTES)
+    }
+
+    /// `new`, building the automaton as a DFA only within `dfa_bytes`.
+    fn with_dfa_budget(
+        tokens: &[Vec<u8>],
+        ranks: &FxHashMap<Vec<u8>, u32>,
+        byte_ids: &[u32; 256],
+        dfa_bytes: usize,
     ) -> Option<Self> {
         // Internal ids: bytes, then multi-byte tokens by rank.
         let mut internal = vec![NONE; tokens.len()];
@@ -124,11 +134,8 @@ impl Backtrack {
             }
         }
         let of_pattern: Vec<u32> = (0..n as u32).filter(|&i| producible[i as usize]).collect();
-        let automaton = aho_corasick::nfa::contiguous::Builder::new()
-            .match_kind(MatchKind::Standard)
-            .build(of_pattern.iter().map(|&i| bytes(i as usize)))
-            .ok()?;
-        let start = automaton.start_state(Anchored::No).ok()?;
+        let automaton = Tokens::build(of_pattern.iter().map(|&i| bytes(i as usize)), dfa_bytes)?;
+        let start = automaton.start();
         let len = (0..n).map(|i| bytes(i).len() as u32).collect();
         let pairs = PairTable::new(&pairs);
         Some(Backtrack {
@@ -195,14 +202,22 @@ impl Backtrack {
     /// `ends[i]` = the longest producible token ending at byte offset i (for i in 1..=n), by
     /// one pass of the automaton over the piece.
     fn longest_ending(&self, piece: &[u8], ends: &mut Vec<u32>) {
+        match &self.automaton {
+            Tokens::Dfa(a) => self.longest_ending_in(a, piece, ends),
+            Tokens::Nfa(a) => self.longest_ending_in(a, piece, ends),
+        }
+    }
+
+    #[inline(always)]
+    fn longest_ending_in(&self, a: &impl Automaton, piece: &[u8], ends: &mut Vec<u32>) {
         ends.clear();
         ends.push(NONE);
-        let (nfa, mut sid) = (&self.automaton, self.start);
+        let mut sid = self.start;
         for &byte in piece {
-            sid = nfa.next_state(Anchored::No, sid, byte);
+            sid = a.next_state(Anchored::No, sid, byte);
             // Every byte is a token, so every state after a byte matches; its first match is
             // its own pattern when it has one, the longest.
-            ends.push(self.of_pattern[nfa.match_pattern(sid, 0).as_usize()]);
+            ends.push(self.of_pattern[a.match_pattern(sid, 0).as_usize()]);
         }
     }
 
@@ -254,6 +269,67 @@ impl Backtrack {
     }
 }
 
+/// The producible tokens as an unanchored automaton with standard match semantics. A DFA
+/// takes one table lookup a byte; it is built where an upper bound of its table's size stays
+/// under `DFA_BYTES` (on the speedrun's 8,192-token vocabulary: 16.5 MB, bounded by 31.8 MB,
+/// built in 70 ms), else a contiguous NFA, a few times slower per byte (it follows failure
+/// links) but small for any vocabulary.
+#[derive(Debug)]
+enum Tokens {
+    Dfa(DFA),
+    Nfa(contiguous::NFA),
+}
+
+const DFA_BYTES: usize = 64 << 20;
+
+impl Tokens {
+    fn build<'a>(tokens: impl Iterator<Item = &'a [u8]> + Clone, budget: usize) -> Option<Tokens> {
+        let nfa = noncontiguous::Builder::new()
+            .match_kind(MatchKind::Standard)
+            .build(tokens.clone())
+            .ok()?;
+        if dfa_bytes(tokens) <= budget {
+            let dfa = aho_corasick::dfa::Builder::new()
+                .match_kind(MatchKind::Standard)
+                .start_kind(aho_corasick::StartKind::Unanchored)
+                .build_from_noncontiguous(&nfa)
+                .ok()?;
+            return Some(Tokens::Dfa(dfa));
+        }
+        let nfa = contiguous::Builder::new()
+            .build_from_noncontiguous(&nfa)
+            .ok()?;
+        Some(Tokens::Nfa(nfa))
+    }
+
+    fn start(&self) -> StateID {
+        let s = match self {
+            Tokens::Dfa(a) => a.start_state(Anchored::No),
+            Tokens::Nfa(a) => a.start_state(Anchored::No),
+        };
+        s.expect("an unanchored start state")
+    }
+}
+
+/// An upper bound of the size a DFA over `tokens` has: a row of transitions per trie node
+/// (distinct prefix), an entry per byte the tokens use (the DFA merges bytes that behave alike
+/// into fewer classes) rounded up to a power of two, four bytes an entry.
+fn dfa_bytes<'a>(tokens: impl Iterator<Item = &'a [u8]>) -> usize {
+    let mut sorted: Vec<&[u8]> = tokens.collect();
+    sorted.sort_unstable();
+    let mut seen = [false; 256];
+    let mut nodes = 1;
+    let mut prev: &[u8] = &[];
+    for t in &sorted {
+        let common = t.iter().zip(prev).take_while(|(a, b)| a == b).count();
+        nodes += t.len() - common;
+        t.iter().for_each(|&b| seen[b as usize] = true);
+        prev = t;
+    }
+    let classes = seen.iter().filter(|&&s| s).count() + 1;
+    nodes * classes.next_power_of_two() * 4
+}
+
 /// Buffers reused between calls to `Backtrack::encode`, and its count of search steps (tokens
 /// tried), by which tests check that the work is linear.
 #[derive(Default)]
@@ -279,11 +355,14 @@ fn hash(key: u64) -> u64 {
 }
 
 /// (x, y) → z as one open-addressed array with linear probing: a lookup is one cache line,
-/// where a general hash map reads a control array and then a slot.
+/// where a general hash map reads a control array and then a slot. Most lookups find nothing,
+/// so a bit per (hashed) key, 16 for each entry, answers those from a filter that stays in cache.
 #[derive(Debug)]
 struct PairTable {
     slots: Vec<(u64, u32)>,
     shift: u32,
+    filter: Vec<u64>,
+    filter_shift: u32,
 }
 
 impl PairTable {
@@ -294,10 +373,14 @@ impl PairTable {
             .next_power_of_two()
             .trailing_zeros()
             .max(4);
+        let filter_bits = bits + 3;
         let mut slots = vec![(Self::EMPTY, 0); 1 << bits];
+        let mut filter = vec![0u64; (1usize << filter_bits) / 64];
         let mask = slots.len() - 1;
         for &(x, y, z) in pairs {
             let key = (x as u64) << 32 | y as u64;
+            let bit = filter_bit(key, 64 - filter_bits);
+            filter[bit / 64] |= 1 << (bit % 64);
             let mut i = (hash(key) >> (64 - bits)) as usize;
             while slots[i].0 != Self::EMPTY && slots[i].0 != key {
                 i = (i + 1) & mask;
@@ -307,12 +390,18 @@ impl PairTable {
         PairTable {
             slots,
             shift: 64 - bits,
+            filter,
+            filter_shift: 64 - filter_bits,
         }
     }
 
     #[inline]
     fn get(&self, x: u32, y: u32) -> Option<u32> {
         let key = (x as u64) << 32 | y as u64;
+        let bit = filter_bit(key, self.filter_shift);
+        if self.filter[bit / 64] & (1 << (bit % 64)) == 0 {
+            return None;
+        }
         let mask = self.slots.len() - 1;
         let mut i = (hash(key) >> self.shift) as usize;
         loop {
@@ -326,6 +415,13 @@ impl PairTable {
             i = (i + 1) & mask;
         }
     }
+}
+
+/// The filter's bit for `key`: from a second multiplier, so that keys sharing a slot of the
+/// table do not also share a bit.
+#[inline]
+fn filter_bit(key: u64, shift: u32) -> usize {
+    (key.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) >> shift) as usize
 }
 
 #[cfg(test)]
@@ -423,10 +519,23 @@ mod tests {
     fn one_pass_finds_the_longest_token_ending_everywhere() {
         let mut rng = 0x51_7cc1_b727_220au64;
         let t = vocab_over(&mut rng, b"abc", 500);
-        let b = Backtrack::new(&t.tokens, &t.ranks, &t.byte_ids).unwrap();
         let piece = letters(&mut rng, 2000, b"abc");
+        // Both automata: the DFA, and the NFA that vocabularies past the DFA budget get.
+        for budget in [DFA_BYTES, 0] {
+            let b = Backtrack::with_dfa_budget(&t.tokens, &t.ranks, &t.byte_ids, budget).unwrap();
+            assert_eq!(matches!(b.automaton, Tokens::Dfa(_)), budget > 0);
+            longest_ending_by_brute_force(&t, &b, &piece);
+            let mut out = Vec::new();
+            assert!(b.encode(&piece, &mut out, &mut Scratch::default()));
+            assert_eq!(out, merged(&t, &piece));
+        }
+    }
+
+    /// Checks the one pass against brute force: the longest producible token that the text up
+    /// to each offset ends with.
+    fn longest_ending_by_brute_force(t: &Tokenizer, b: &Backtrack, piece: &[u8]) {
         let mut ends = Vec::new();
-        b.longest_ending(&piece, &mut ends);
+        b.longest_ending(piece, &mut ends);
         for i in 1..=piece.len() {
             // By brute force: the longest producible token that the text up to i ends with.
             let want = b
