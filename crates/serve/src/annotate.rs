@@ -207,7 +207,7 @@ fn parse_vote(body: &[u8]) -> std::result::Result<(i64, Choice), String> {
 const MAX_VOTE_BODY: usize = 16 << 10;
 
 async fn vote(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> ApiResult {
-    let body = crate::http::read_body(&headers, body, MAX_VOTE_BODY)
+    let body = crate::body::read_body(&headers, body, MAX_VOTE_BODY)
         .await
         .map_err(|e| ApiError::new(e.status, e.message))?;
     // Authenticate first: a stranger learns nothing, not even whether the body was well formed.

@@ -194,7 +194,7 @@ impl App {
     /// arrive).
     pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
         self.check_json(headers)?;
-        crate::http::read_body(headers, body, self.limits.max_body)
+        crate::body::read_body(headers, body, self.limits.max_body)
             .await
             .map_err(|e| ApiError::new(e.status, "invalid_request_error", e.message))
     }

@@ -2,7 +2,8 @@
 //!
 //! Serving: an OpenAI-compatible API and a web chat page ([`api`], [`generate`], [`openai`])
 //! over continuous batching on an engine thread ([`scheduler`]), with Prometheus metrics
-//! ([`metrics`]) and a listener that bounds slow clients and shuts down gracefully ([`http`]).
+//! ([`metrics`]) and a listener that bounds slow clients and shuts down gracefully ([`http`],
+//! with request bodies read under its limits by [`body`]).
 //!
 //! The human-preference annotation stage: the annotation server and its page ([`annotate`])
 //! over the preference store (crate `store`), and the model samples that fill the store before
@@ -13,6 +14,7 @@
 
 pub mod annotate;
 pub mod api;
+pub mod body;
 pub mod generate;
 pub mod http;
 pub mod metrics;
