@@ -273,7 +273,7 @@ fn cost_estimate_reproduces_published_runs_and_names_bad_input() {
         "{text}"
     );
     let o = frugal(&["cost", "estimate", "--preset", "all"]);
-    assert!(out(&o).matches("assumptions").count() == 4, "{}", out(&o));
+    assert!(out(&o).matches("assumptions").count() == 5, "{}", out(&o));
 
     let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/tiny.toml");
     let o = frugal(&[
