@@ -157,9 +157,9 @@ async fn serve(
 }
 
 /// Serves `router` on `listener` under `limits` (the header, body and write deadlines, the
-/// connection cap) until `stop` turns true; then stops accepting and returns the open connections' handle for
-/// a graceful shutdown. Every listener of frugal's goes through here, so all have the same
-/// limits.
+/// connection cap) until `stop` turns true; then stops accepting and returns the open
+/// connections' handle for a graceful shutdown. Every listener of frugal's goes through here,
+/// so all have the same limits.
 pub(crate) async fn accept(
     listener: TcpListener,
     router: Router,
