@@ -241,17 +241,22 @@ impl Loader {
     }
 }
 
-/// Validation windows: consecutive (seq_len + 1)-token windows from the start of the split.
+/// Validation windows: (seq_len + 1)-token windows at multiples of seq_len, at most
+/// `max_tokens / seq_len` of them, spread evenly over the whole split. Capped, the first windows
+/// would be a handful of documents; spread, they sample all of it. The choice depends only on
+/// the split, the length and the cap, so the training log, `frugal eval` and any other run on
+/// the same shards that asks for as many tokens see the same bytes. Uncapped, every window.
 pub fn validation_windows(
     stream: &TokenStream,
     seq_len: usize,
     max_tokens: usize,
 ) -> Vec<Vec<u32>> {
-    let n = (max_tokens.min(stream.len().saturating_sub(1))) / seq_len;
+    let held = stream.len().saturating_sub(1) / seq_len;
+    let n = (max_tokens / seq_len).min(held);
     (0..n)
         .map(|i| {
             let mut w = vec![0u32; seq_len + 1];
-            stream.read(i * seq_len, &mut w);
+            stream.read(i * held / n * seq_len, &mut w);
             w
         })
         .collect()
@@ -303,6 +308,35 @@ mod tests {
         // The maps outlive the files' names.
         std::fs::remove_dir_all(&dir).ok();
         s
+    }
+
+    #[test]
+    fn validation_windows_spread_over_the_whole_split_when_capped() {
+        let s = stream("val");
+        let at = |k: usize| {
+            let mut t = [0u32];
+            s.read(k, &mut t);
+            t[0]
+        };
+        let (seq, held) = (8, (s.len() - 1) / 8);
+        let all = validation_windows(&s, seq, usize::MAX);
+        assert_eq!(all.len(), held);
+        for (k, w) in all.iter().enumerate() {
+            assert_eq!(w.len(), seq + 1);
+            assert_eq!(w[0], at(k * seq), "uncapped: every window, in order");
+        }
+        // A quarter of them: every fourth window, the last in the split's last quarter.
+        let n = held / 4;
+        let some = validation_windows(&s, seq, n * seq);
+        assert_eq!(some.len(), n);
+        for (i, w) in some.iter().enumerate() {
+            assert_eq!(w[0], at(i * held / n * seq));
+        }
+        assert!(
+            (n - 1) * held / n >= held * 3 / 4 - 4,
+            "{held} windows, {n} taken"
+        );
+        assert!(validation_windows(&s, seq, seq - 1).is_empty());
     }
 
     #[test]

@@ -582,6 +582,8 @@ impl Ctx<'_> {
         let tok = self.fmt.tok;
         let (_, _, val) = data::loader::open_splits(shards, tok)?;
         let seq = self.model.cfg.context_len;
+        // Spread over the whole split; the speedrun's training log validates on these same
+        // windows (configs/cpu-speedrun.toml asks for as many tokens).
         let tokens = self.limit.map_or(1 << 18, |n| n * seq);
         let windows = data::loader::validation_windows(&val, seq, tokens);
         if windows.is_empty() {
