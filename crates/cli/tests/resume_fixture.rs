@@ -1,7 +1,8 @@
 //! Runs written by an earlier frugal still resume: `fixtures/run-v1` is a run directory that the
 //! binary of commit 148b67d left when killed mid-pretraining and mid-SFT (see its README). Today's
 //! binary resumes both stages from their checkpoints, ends where an uninterrupted run of today's
-//! binary ends, bit for bit, and near where the old binary's uninterrupted runs ended.
+//! binary ends, bit for bit, and near where the old binary's uninterrupted runs ended (training
+//! losses; pretraining's validation windows have moved since).
 
 mod common;
 
@@ -94,14 +95,12 @@ fn a_run_killed_under_an_earlier_frugal_resumes_pretraining_and_sft() {
             "pretraining {key}: resumed {resumed} vs uninterrupted {fresh}"
         );
         // The old binary's figure: the same arithmetic, so equal up to the CPU's instruction set.
-        let old = expected["pretrain"][if key == "loss" { "final_loss" } else { key }]
-            .as_f64()
-            .unwrap();
-        close(
-            resumed,
-            old,
-            &format!("pretraining {key} against the old binary's"),
-        );
+        // Its validation figures measured the split's first windows; today's validation spreads
+        // its windows over the whole split, so they measure other bytes and are not compared.
+        if key == "loss" {
+            let old = expected["pretrain"]["final_loss"].as_f64().unwrap();
+            close(resumed, old, "pretraining loss against the old binary's");
+        }
     }
     for key in ["loss", "val_loss"] {
         let (resumed, fresh) = (
