@@ -6,7 +6,7 @@ mod common;
 #[path = "common/serving.rs"]
 mod serving;
 
-use common::{get, post, raw_request, sse_events, Reply};
+use common::{get, post, raw_request, sse_events, trickled_until_closed, Reply};
 use serde_json::{json, Value};
 use serve::api::{Auth, RequestLimits};
 use serve::http::ConnLimits;
@@ -382,37 +382,15 @@ fn a_slow_loris_is_cut_off_while_others_are_served() {
     });
     let addr = server.addr();
     // Headers trickled a byte at a time, never finished.
-    let mut slow = TcpStream::connect(addr).unwrap();
-    slow.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
     let t0 = Instant::now();
-    let mut closed = false;
-    for b in b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle().take(400) {
-        if slow.write_all(&[*b]).is_err() {
-            closed = true;
-            break;
-        }
-        let mut buf = [0u8; 256];
-        match slow.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => {
-                closed = true;
-                break;
-            }
-        }
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let closed = trickled_until_closed(addr, head, 400, || {
         // Meanwhile everyone else is served.
         if t0.elapsed() < Duration::from_millis(600) && t0.elapsed() > Duration::from_millis(300) {
             assert_eq!(get(addr, "/health", None).status, 200);
         }
-        if t0.elapsed() > Duration::from_secs(20) {
-            break;
-        }
-    }
+        t0.elapsed() <= Duration::from_secs(20)
+    });
     assert!(closed, "the trickling connection was never closed");
     let took = t0.elapsed();
     assert!(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{get, post, serve_all, store_with_items, temp, SCRIPT};
+use common::{get, post, serve_all, store_with_items, temp, trickled_until_closed, SCRIPT};
 use serve::annotate::Server;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
@@ -228,7 +228,6 @@ fn a_vote_on_an_item_the_page_did_not_serve_is_refused() {
 
 #[test]
 fn the_annotation_server_cuts_off_a_slow_loris_as_the_api_does() {
-    use std::io::{Read, Write};
     use std::time::Duration;
     let dir = temp("loris");
     let (path, tokens) = store_with_items(&dir, 1, &["amy"]);
@@ -238,37 +237,8 @@ fn the_annotation_server_cuts_off_a_slow_loris_as_the_api_does() {
     };
     let server = Server::start_with(Store::open(&path).unwrap(), "127.0.0.1:0", limits).unwrap();
     // Headers trickled a byte at a time and never finished; before, nothing ever closed them.
-    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
-    slow.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut closed = false;
-    for b in b"GET /api/next HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaa"
-        .iter()
-        .cycle()
-        .take(300)
-    {
-        if slow.write_all(&[*b]).is_err() {
-            closed = true;
-            break;
-        }
-        let mut buf = [0u8; 256];
-        match slow.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => {
-                closed = true;
-                break;
-            }
-        }
-    }
+    let head = b"GET /api/next HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaa";
+    let closed = trickled_until_closed(server.addr, head, 300, || true);
     assert!(closed, "the trickling connection was never closed");
     // Others are still served.
     assert_eq!(get(server.addr, "/api/next", Some(&tokens[0])).status, 200);

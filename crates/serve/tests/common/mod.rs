@@ -207,3 +207,37 @@ pub fn sse_events(body: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Trickles `head` (cycled, at most `bytes` of it) to a new connection one byte at a time,
+/// reading between bytes, and calls `between` after each; stops when the server closes the
+/// connection (true) or `between` returns false or the bytes run out (false).
+pub fn trickled_until_closed(
+    addr: SocketAddr,
+    head: &[u8],
+    bytes: usize,
+    mut between: impl FnMut() -> bool,
+) -> bool {
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    for b in head.iter().cycle().take(bytes) {
+        if slow.write_all(&[*b]).is_err() {
+            return true;
+        }
+        let mut buf = [0u8; 256];
+        match slow.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+        if !between() {
+            return false;
+        }
+    }
+    false
+}
