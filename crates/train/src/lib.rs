@@ -34,14 +34,14 @@ pub use trainer::{At, Objective, Outcome, Report, Setup, Step, Trainer, Update};
 pub fn precision(
     t: &crate::config::TrainConfig,
 ) -> base::Result<Option<tensor::matmul::Bf16Products>> {
-    match t.precision.on_this_cpu() {
-        crate::config::Precision::F32 | crate::config::Precision::Auto => Ok(None),
-        crate::config::Precision::Bf16 => tensor::matmul::bf16_products().map(Some).map_err(|e| {
-            base::Error::config(
-                "train.precision",
-                format!("is \"bf16\", but {e}"),
-                "set train.precision = \"f32\" or \"auto\" on this machine",
-            )
-        }),
+    if t.precision.on_this_cpu() != crate::config::Precision::Bf16 {
+        return Ok(None);
     }
+    tensor::matmul::bf16_products().map(Some).map_err(|e| {
+        base::Error::config(
+            "train.precision",
+            format!("is \"bf16\", but {e}"),
+            "set train.precision = \"f32\" or \"auto\" on this machine",
+        )
+    })
 }
