@@ -155,6 +155,7 @@ impl Backtrack {
     /// then merges instead.
     pub(crate) fn encode(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) -> bool {
         let n = piece.len();
+        scratch.fits.fit_for(n);
         self.longest_ending(piece, &mut scratch.ends);
         let (ends, path, dead) = (&scratch.ends, &mut scratch.path, &mut scratch.dead);
         path.clear();
@@ -227,18 +228,15 @@ impl Backtrack {
     /// rarely BPE's choice) the same walk down the chain would too.
     fn fitting(&self, next: u32, right: u32, cache: &mut FitCache) -> u32 {
         let key = (next as u64) << 32 | right as u64;
-        let slot = (hash(key) >> (64 - FitCache::BITS)) as usize;
-        if cache.0.is_empty() {
-            cache.0 = vec![(u64::MAX, NONE); 1 << FitCache::BITS];
-        }
-        if cache.0[slot].0 == key {
-            return cache.0[slot].1;
+        let slot = (hash(key) >> cache.shift) as usize;
+        if cache.slots[slot].0 == key {
+            return cache.slots[slot].1;
         }
         let mut fit = next;
         while fit != NONE && !self.valid_pair(fit, right) {
             fit = self.shorter[fit as usize];
         }
-        cache.0[slot] = (key, fit);
+        cache.slots[slot] = (key, fit);
         fit
     }
 
@@ -342,12 +340,30 @@ pub(crate) struct Scratch {
 }
 
 /// Answers of `fitting`, direct-mapped: slot → ((next, right) packed, the answer); a key of
-/// all ones marks an empty slot (no id reaches 2³² − 1).
+/// all ones marks an empty slot (no id reaches 2³² − 1). Sized to the pieces it serves, so a
+/// short long piece does not pay for filling the table a megabyte needs.
 #[derive(Default)]
-struct FitCache(Vec<(u64, u32)>);
+struct FitCache {
+    slots: Vec<(u64, u32)>,
+    shift: u32,
+}
 
 impl FitCache {
-    const BITS: u32 = 15;
+    /// At most 2¹⁵ slots (512 KiB); at least 2⁸.
+    const MAX_BITS: u32 = 15;
+
+    /// Grows the table, if need be, to a slot for every two bytes of an `n`-byte piece.
+    fn fit_for(&mut self, n: usize) {
+        let bits = (n / 2)
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros()
+            .clamp(8, Self::MAX_BITS);
+        if self.slots.len() < 1 << bits {
+            self.slots = vec![(u64::MAX, NONE); 1 << bits];
+            self.shift = 64 - bits;
+        }
+    }
 }
 
 fn hash(key: u64) -> u64 {
