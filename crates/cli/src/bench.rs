@@ -365,15 +365,28 @@ fn worst_case_encoding(tok: &bpe::Tokenizer, text: &str, reps: usize) {
         ("GPT-4 pattern, hand matcher", tok),
         ("GPT-2 pattern, fancy-regex", &user),
     ] {
-        let base = median_seconds(reps, || drop(tok.encode(&ordinary)));
-        println!("worst case ({label}): one encode call per megabyte, 1 thread");
-        for (name, w) in &words {
-            let s = median_seconds(reps, || drop(tok.encode(w)));
+        // Rounds that time every input once, in turn: the machine's speed drifts between
+        // rounds, so each ratio is taken within a round, and the median over rounds printed.
+        let mut times = vec![Vec::new(); words.len()];
+        for _ in 0..reps.max(1) {
+            for (t, (_, w)) in times.iter_mut().zip(&words) {
+                t.push(median_seconds(1, || drop(tok.encode(w))));
+            }
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "worst case ({label}): one encode call per megabyte, 1 thread, median of {reps} rounds"
+        );
+        for ((name, w), t) in words.iter().zip(&times) {
+            let ratio = median(t.iter().zip(&times[0]).map(|(a, b)| a / b).collect());
+            let s = median(t.clone());
             println!(
-                "  {name:34} {:7.1} ms  {:6.1} MB/s  {:.2}x ordinary",
+                "  {name:34} {:7.1} ms  {:6.1} MB/s  {ratio:.2}x ordinary",
                 s * 1e3,
                 w.len() as f64 / 1e6 / s,
-                s / base
             );
         }
     }
