@@ -5,7 +5,9 @@
 //! 256 being the single bytes), its special tokens after them, and a pre-split pattern. Encoding
 //! merges, inside each pre-split piece, the adjacent pair whose concatenation has the lowest rank
 //! until none is left — tiktoken's rule, which equals applying the learned merges in order.
-//! This crate has no tensor or async dependencies.
+//! Short pieces merge (`encode`); pieces over 128 bytes, which merging would take quadratic
+//! time on, get the same tokens from a linear-time search (`backtrack`). Pre-splitting is
+//! `pretokenize`. This crate has no tensor or async dependencies.
 
 mod backtrack;
 mod encode;
