@@ -15,7 +15,7 @@
 //!   good, and is marked so. Every position is entered and left a bounded number of times:
 //!   work is linear in the piece's length, times the longest token's length at worst.
 //!
-//! Going right to left lets one pass of an automaton over the piece give the longest token
+//! Going right to left lets one pass of an automaton over the piece (`endings`) give the longest token
 //! ending at every position (a search left to right would walk the automaton again from
 //! every position it tries, and on a run of spaces it tries most of them), and the answers
 //! of the pair checks along a token's chain of suffixes are cached: text repeats itself.
@@ -24,8 +24,7 @@
 //! faster for them; this takes over above `LONG_PIECE` bytes.
 
 use crate::encode::merge_parts;
-use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::{dfa::DFA, nfa::contiguous, nfa::noncontiguous, Anchored, MatchKind};
+use crate::endings::{Endings, DFA_BYTES};
 use rustc_hash::FxHashMap;
 
 /// Pieces longer than this are encoded here; shorter ones by the merge loop. On the reference
@@ -33,18 +32,18 @@ use rustc_hash::FxHashMap;
 pub(crate) const LONG_PIECE: usize = 128;
 
 const NONE: u32 = u32::MAX;
+/// In `ends`, a position no encoding of the rest of the piece starts from (its longest token
+/// is no longer needed then).
+const DEAD: u32 = u32::MAX - 1;
 
 /// A vocabulary's tokens in merge order, with what the search needs. Internal ids number the
 /// 256 single bytes first (by byte value: they are never merged), then every longer token in
 /// rank order, so that comparing internal ids compares merge priority.
 #[derive(Debug)]
 pub(crate) struct Backtrack {
-    /// The tokens BPE can produce (those it produces from their own bytes) as an unanchored
-    /// automaton run over a whole piece from `start`: in the state after byte i, match 0 is
-    /// the longest token ending there. Pattern p is internal id `of_pattern[p]`.
-    automaton: Tokens,
-    start: StateID,
-    of_pattern: Vec<u32>,
+    /// The tokens BPE can produce (those it produces from their own bytes) as an automaton
+    /// that finds the longest one ending at every byte.
+    endings: Endings,
     /// Per internal id: the token id, its length in bytes, the longest producible token that is
     /// a proper suffix of it (NONE for a byte), and the two tokens its last merge joined (itself
     /// twice for a byte).
@@ -58,8 +57,8 @@ pub(crate) struct Backtrack {
 
 impl Backtrack {
     /// The tables for a vocabulary (token id = rank), or None where its merges are not
-    /// ordered as BPE trains them (a token's parts must rank before it); encoding then keeps
-    /// to the merge loop.
+    /// ordered as BPE trains them (a token's parts must rank before it) or it has more than
+    /// `MAX_IDS` tokens; encoding then keeps to the merge loop.
     pub(crate) fn new(
         tokens: &[Vec<u8>],
         ranks: &FxHashMap<Vec<u8>, u32>,
@@ -88,6 +87,9 @@ impl Backtrack {
             }
         }
         let n = token_id.len();
+        if n > MAX_IDS {
+            return None;
+        }
         let bytes = |i: usize| tokens[token_id[i] as usize].as_slice();
         let of_bytes = |b: &[u8]| ranks.get(b).map(|&id| internal[id as usize]);
         // Which tokens BPE produces from their own bytes, and the last merge that made each.
@@ -133,15 +135,14 @@ impl Backtrack {
                     .unwrap_or(NONE);
             }
         }
-        let of_pattern: Vec<u32> = (0..n as u32).filter(|&i| producible[i as usize]).collect();
-        let automaton = Tokens::build(of_pattern.iter().map(|&i| bytes(i as usize)), dfa_bytes)?;
-        let start = automaton.start();
+        let producible: Vec<u32> = (0..n as u32).filter(|&i| producible[i as usize]).collect();
+        let tokens: Vec<(u32, &[u8])> =
+            producible.iter().map(|&i| (i, bytes(i as usize))).collect();
+        let endings = Endings::new(&tokens, dfa_bytes)?;
         let len = (0..n).map(|i| bytes(i).len() as u32).collect();
         let pairs = PairTable::new(&pairs);
         Some(Backtrack {
-            automaton,
-            start,
-            of_pattern,
+            endings,
             token_id,
             len,
             shorter,
@@ -150,17 +151,31 @@ impl Backtrack {
         })
     }
 
+    /// `encode` with buffers kept between calls, given back after a piece of more than
+    /// `KEEP_BYTES`, so a thread does not hold on to what one huge piece needed.
+    pub(crate) fn encode_keeping(
+        &self,
+        piece: &[u8],
+        out: &mut Vec<u32>,
+        scratch: &mut Scratch,
+    ) -> bool {
+        const KEEP_BYTES: usize = 4 << 20;
+        let found = self.encode(piece, out, scratch);
+        if piece.len() > KEEP_BYTES {
+            *scratch = Scratch::default();
+        }
+        found
+    }
+
     /// Appends the token ids of `piece` to `out`. Returns false (appending nothing) only if the
     /// search finds no encoding, which a vocabulary `new` accepted cannot cause; the caller
     /// then merges instead.
     pub(crate) fn encode(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) -> bool {
         let n = piece.len();
         scratch.fits.fit_for(n);
-        self.longest_ending(piece, &mut scratch.ends);
-        let (ends, path, dead) = (&scratch.ends, &mut scratch.path, &mut scratch.dead);
+        self.endings.fill(piece, &mut scratch.ends);
+        let (ends, path) = (&mut scratch.ends, &mut scratch.path);
         path.clear();
-        dead.clear();
-        dead.resize(n + 1, false);
         // `path` holds the tokens chosen so far, rightmost first; `pos` is where they begin.
         let mut pos = n;
         let mut next = ends[pos];
@@ -173,7 +188,7 @@ impl Backtrack {
             };
             if fit != NONE {
                 let start = pos - self.len[fit as usize] as usize;
-                if !dead[start] {
+                if ends[start] != DEAD {
                     path.push(fit);
                     pos = start;
                     if pos == 0 {
@@ -189,7 +204,7 @@ impl Backtrack {
             }
             // No token fits before the path's first one: back up and try a shorter token in
             // its place.
-            dead[pos] = true;
+            ends[pos] = DEAD;
             let Some(right) = path.pop() else {
                 return false;
             };
@@ -200,43 +215,22 @@ impl Backtrack {
         true
     }
 
-    /// `ends[i]` = the longest producible token ending at byte offset i (for i in 1..=n), by
-    /// one pass of the automaton over the piece.
-    fn longest_ending(&self, piece: &[u8], ends: &mut Vec<u32>) {
-        match &self.automaton {
-            Tokens::Dfa(a) => self.longest_ending_in(a, piece, ends),
-            Tokens::Nfa(a) => self.longest_ending_in(a, piece, ends),
-        }
-    }
-
-    #[inline(always)]
-    fn longest_ending_in(&self, a: &impl Automaton, piece: &[u8], ends: &mut Vec<u32>) {
-        ends.clear();
-        ends.push(NONE);
-        let mut sid = self.start;
-        for &byte in piece {
-            sid = a.next_state(Anchored::No, sid, byte);
-            // Every byte is a token, so every state after a byte matches; its first match is
-            // its own pattern when it has one, the longest.
-            ends.push(self.of_pattern[a.match_pattern(sid, 0).as_usize()]);
-        }
-    }
-
     /// The first token of `next`, `shorter[next]`, `shorter[shorter[next]]`, … that BPE keeps
     /// apart from `right`, the token after it (NONE if none), through a small direct-mapped
     /// cache: the same pairs recur, and where a pair fails (on a run of spaces a long token is
     /// rarely BPE's choice) the same walk down the chain would too.
     fn fitting(&self, next: u32, right: u32, cache: &mut FitCache) -> u32 {
-        let key = (next as u64) << 32 | right as u64;
+        let key = pack(next, right);
         let slot = (hash(key) >> cache.shift) as usize;
-        if cache.slots[slot].0 == key {
-            return cache.slots[slot].1;
+        let entry = cache.slots[slot];
+        if entry & KEY == key {
+            return unpack_value(entry);
         }
         let mut fit = next;
         while fit != NONE && !self.valid_pair(fit, right) {
             fit = self.shorter[fit as usize];
         }
-        cache.slots[slot] = (key, fit);
+        cache.slots[slot] = key | pack_value(fit);
         fit
     }
 
@@ -267,89 +261,27 @@ impl Backtrack {
     }
 }
 
-/// The producible tokens as an unanchored automaton with standard match semantics. A DFA
-/// takes one table lookup a byte; it is built where an upper bound of its table's size stays
-/// under `DFA_BYTES` (on the speedrun's 8,192-token vocabulary: 16.5 MB, bounded by 31.8 MB,
-/// built in 70 ms), else a contiguous NFA, a few times slower per byte (it follows failure
-/// links) but small for any vocabulary.
-#[derive(Debug)]
-enum Tokens {
-    Dfa(DFA),
-    Nfa(contiguous::NFA),
-}
-
-const DFA_BYTES: usize = 64 << 20;
-
-impl Tokens {
-    fn build<'a>(tokens: impl Iterator<Item = &'a [u8]> + Clone, budget: usize) -> Option<Tokens> {
-        let nfa = noncontiguous::Builder::new()
-            .match_kind(MatchKind::Standard)
-            .build(tokens.clone())
-            .ok()?;
-        if dfa_bytes(tokens) <= budget {
-            let dfa = aho_corasick::dfa::Builder::new()
-                .match_kind(MatchKind::Standard)
-                .start_kind(aho_corasick::StartKind::Unanchored)
-                .build_from_noncontiguous(&nfa)
-                .ok()?;
-            return Some(Tokens::Dfa(dfa));
-        }
-        let nfa = contiguous::Builder::new()
-            .build_from_noncontiguous(&nfa)
-            .ok()?;
-        Some(Tokens::Nfa(nfa))
-    }
-
-    fn start(&self) -> StateID {
-        let s = match self {
-            Tokens::Dfa(a) => a.start_state(Anchored::No),
-            Tokens::Nfa(a) => a.start_state(Anchored::No),
-        };
-        s.expect("an unanchored start state")
-    }
-}
-
-/// An upper bound of the size a DFA over `tokens` has: a row of transitions per trie node
-/// (distinct prefix), an entry per byte the tokens use (the DFA merges bytes that behave alike
-/// into fewer classes) rounded up to a power of two, four bytes an entry.
-fn dfa_bytes<'a>(tokens: impl Iterator<Item = &'a [u8]>) -> usize {
-    let mut sorted: Vec<&[u8]> = tokens.collect();
-    sorted.sort_unstable();
-    let mut seen = [false; 256];
-    let mut nodes = 1;
-    let mut prev: &[u8] = &[];
-    for t in &sorted {
-        let common = t.iter().zip(prev).take_while(|(a, b)| a == b).count();
-        nodes += t.len() - common;
-        t.iter().for_each(|&b| seen[b as usize] = true);
-        prev = t;
-    }
-    let classes = seen.iter().filter(|&&s| s).count() + 1;
-    nodes * classes.next_power_of_two() * 4
-}
-
 /// Buffers reused between calls to `Backtrack::encode`, and its count of search steps (tokens
 /// tried), by which tests check that the work is linear.
 #[derive(Default)]
 pub(crate) struct Scratch {
     path: Vec<u32>,
-    dead: Vec<bool>,
     ends: Vec<u32>,
     fits: FitCache,
     pub(crate) steps: u64,
 }
 
-/// Answers of `fitting`, direct-mapped: slot → ((next, right) packed, the answer); a key of
-/// all ones marks an empty slot (no id reaches 2³² − 1). Sized to the pieces it serves, so a
-/// short long piece does not pay for filling the table a megabyte needs.
+/// Answers of `fitting`, direct-mapped: slot → (next, right, the answer) packed in one word
+/// (`pack`); all ones marks an empty slot. Sized to the pieces it serves, so a short long
+/// piece does not pay for filling the table a megabyte needs.
 #[derive(Default)]
 struct FitCache {
-    slots: Vec<(u64, u32)>,
+    slots: Vec<u64>,
     shift: u32,
 }
 
 impl FitCache {
-    /// At most 2¹⁵ slots (512 KiB); at least 2⁸.
+    /// At most 2¹⁵ slots (256 KiB); at least 2⁸.
     const MAX_BITS: u32 = 15;
 
     /// Grows the table, if need be, to a slot for every two bytes of an `n`-byte piece.
@@ -360,7 +292,7 @@ impl FitCache {
             .trailing_zeros()
             .clamp(8, Self::MAX_BITS);
         if self.slots.len() < 1 << bits {
-            self.slots = vec![(u64::MAX, NONE); 1 << bits];
+            self.slots = vec![EMPTY; 1 << bits];
             self.shift = 64 - bits;
         }
     }
@@ -370,38 +302,66 @@ fn hash(key: u64) -> u64 {
     key.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// Both caches' entries are three internal ids of 21 bits in one word, the key (x, y) in the
+/// low 42 bits, so that an entry is 8 bytes and a lookup one load: half the cache lines of a
+/// (u64, u32) pair. Vocabularies are held to `MAX_IDS` for it (the largest published ones
+/// have about 256K tokens).
+const ID_BITS: u32 = 21;
+const ID_MASK: u64 = (1 << ID_BITS) - 1;
+const KEY: u64 = (1 << (2 * ID_BITS)) - 1;
+/// All ones: its key names id 2²¹ − 1, which no token has.
+const EMPTY: u64 = u64::MAX;
+pub(crate) const MAX_IDS: usize = (1 << ID_BITS) - 1;
+
+#[inline(always)]
+fn pack(x: u32, y: u32) -> u64 {
+    x as u64 | (y as u64) << ID_BITS
+}
+
+/// The value field; NONE is stored as all ones.
+#[inline(always)]
+fn pack_value(z: u32) -> u64 {
+    (z as u64 & ID_MASK) << (2 * ID_BITS)
+}
+
+#[inline(always)]
+fn unpack_value(entry: u64) -> u32 {
+    match (entry >> (2 * ID_BITS)) as u32 {
+        z if z as u64 == ID_MASK => NONE,
+        z => z,
+    }
+}
+
 /// (x, y) → z as one open-addressed array with linear probing: a lookup is one cache line,
 /// where a general hash map reads a control array and then a slot. Most lookups find nothing,
 /// so a bit per (hashed) key, 16 for each entry, answers those from a filter that stays in cache.
 #[derive(Debug)]
 struct PairTable {
-    slots: Vec<(u64, u32)>,
+    slots: Vec<u64>,
     shift: u32,
     filter: Vec<u64>,
     filter_shift: u32,
 }
 
 impl PairTable {
-    const EMPTY: u64 = u64::MAX;
-
     fn new(pairs: &[(u32, u32, u32)]) -> Self {
         let bits = (2 * pairs.len().max(1))
             .next_power_of_two()
             .trailing_zeros()
             .max(4);
         let filter_bits = bits + 3;
-        let mut slots = vec![(Self::EMPTY, 0); 1 << bits];
+        let mut slots = vec![EMPTY; 1 << bits];
         let mut filter = vec![0u64; (1usize << filter_bits) / 64];
         let mask = slots.len() - 1;
         for &(x, y, z) in pairs {
-            let key = (x as u64) << 32 | y as u64;
+            let key = pack(x, y);
             let bit = filter_bit(key, 64 - filter_bits);
             filter[bit / 64] |= 1 << (bit % 64);
             let mut i = (hash(key) >> (64 - bits)) as usize;
-            while slots[i].0 != Self::EMPTY && slots[i].0 != key {
+            while slots[i] != EMPTY && slots[i] & KEY != key {
                 i = (i + 1) & mask;
             }
-            slots[i] = (key, z);
+            slots[i] = key | pack_value(z);
         }
         PairTable {
             slots,
@@ -413,7 +373,7 @@ impl PairTable {
 
     #[inline]
     fn get(&self, x: u32, y: u32) -> Option<u32> {
-        let key = (x as u64) << 32 | y as u64;
+        let key = pack(x, y);
         let bit = filter_bit(key, self.filter_shift);
         if self.filter[bit / 64] & (1 << (bit % 64)) == 0 {
             return None;
@@ -421,11 +381,11 @@ impl PairTable {
         let mask = self.slots.len() - 1;
         let mut i = (hash(key) >> self.shift) as usize;
         loop {
-            let (k, z) = self.slots[i];
-            if k == key {
-                return Some(z);
+            let entry = self.slots[i];
+            if entry & KEY == key {
+                return Some(unpack_value(entry));
             }
-            if k == Self::EMPTY {
+            if entry == EMPTY {
                 return None;
             }
             i = (i + 1) & mask;
@@ -456,6 +416,13 @@ mod tests {
         .unwrap();
         t.count(docs);
         t.finish().unwrap()
+    }
+
+    /// The producible tokens' internal ids: the bytes, and the tokens a last merge makes.
+    fn producible(b: &Backtrack) -> Vec<u32> {
+        (0..b.len.len() as u32)
+            .filter(|&i| i < 256 || b.split[i as usize] != (i, i))
+            .collect()
     }
 
     /// The merge loop's encoding of one piece: the reference.
@@ -515,7 +482,7 @@ mod tests {
         for (alphabet, vocab) in [(&b"ab"[..], 300), (b"abc", 400)] {
             let t = vocab_over(&mut rng, alphabet, vocab);
             let b = Backtrack::new(&t.tokens, &t.ranks, &t.byte_ids).unwrap();
-            let producible: Vec<u32> = b.of_pattern.clone();
+            let producible = producible(&b);
             let mut checked = 0;
             for &x in &producible {
                 for &y in &producible {
@@ -539,7 +506,7 @@ mod tests {
         // Both automata: the DFA, and the NFA that vocabularies past the DFA budget get.
         for budget in [DFA_BYTES, 0] {
             let b = Backtrack::with_dfa_budget(&t.tokens, &t.ranks, &t.byte_ids, budget).unwrap();
-            assert_eq!(matches!(b.automaton, Tokens::Dfa(_)), budget > 0);
+            assert_eq!(b.endings.is_dfa(), budget > 0);
             longest_ending_by_brute_force(&t, &b, &piece);
             let mut out = Vec::new();
             assert!(b.encode(&piece, &mut out, &mut Scratch::default()));
@@ -551,13 +518,11 @@ mod tests {
     /// to each offset ends with.
     fn longest_ending_by_brute_force(t: &Tokenizer, b: &Backtrack, piece: &[u8]) {
         let mut ends = Vec::new();
-        b.longest_ending(piece, &mut ends);
+        b.endings.fill(piece, &mut ends);
         for i in 1..=piece.len() {
             // By brute force: the longest producible token that the text up to i ends with.
-            let want = b
-                .of_pattern
-                .iter()
-                .copied()
+            let want = producible(b)
+                .into_iter()
                 .filter(|&p| {
                     let tok = &t.tokens[b.token_id[p as usize] as usize];
                     piece[..i].ends_with(tok)
