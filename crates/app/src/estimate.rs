@@ -371,6 +371,23 @@ mod tests {
         assert!(e.mfu > 0.4 && e.mfu < 0.9, "implied MFU {}", e.mfu);
     }
 
+    /// DeepSeek-R1's RL: 147K H800-hours, $294K, on DeepSeek-V3's architecture.
+    #[test]
+    fn deepseek_r1_reinforcement_learning() {
+        let p = preset("deepseek-r1-rl").unwrap();
+        let e = estimate_preset(&p, &CostConfig::builtin(), None);
+        assert!(within(e.dollars, 294e3, 0.01), "${}", e.dollars);
+        assert_eq!(p.arch.d_model, preset("deepseek-v3").unwrap().arch.d_model);
+        // 198 h of R1-Zero and 80 h of R1 on the same 512 GPUs, and the SFT data between.
+        assert!(
+            e.days * 24.0 > 278.0 && e.days * 24.0 < 300.0,
+            "{} h",
+            e.days * 24.0
+        );
+        // Rollouts are generation: far below pretraining's utilisation.
+        assert!(e.mfu > 0.005 && e.mfu < 0.2, "implied MFU {}", e.mfu);
+    }
+
     #[test]
     fn stated_mfu_and_implied_mfu_invert_each_other() {
         let p = preset("gpt2").unwrap();

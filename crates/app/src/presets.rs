@@ -46,6 +46,7 @@ pub const NAMES: &[&str] = &[
     "gpt2",
     "nanochat-d20",
     "nanochat-d24",
+    "deepseek-r1-rl",
 ];
 
 pub fn preset(name: &str) -> Option<Preset> {
@@ -284,6 +285,37 @@ pub fn preset(name: &str) -> Option<Preset> {
             },
             source: "nanochat dev/LEADERBOARD.md (2026), run 6: the 1.65 hours are the training iterations alone (evaluation excluded), the mean of 5 runs; dollars at $24 per node-hour; its linear layers ran in FP8, so utilisation against the BF16 peak looks high",
         },
+        // DeepSeek-R1 (Nature, 2025), supplementary "training cost": from DeepSeek-V3-Base,
+        // R1-Zero's reinforcement learning took 101K H800 GPU-hours, making R1's SFT data 5K
+        // and R1's own training 41K: 147K GPU-hours, $294K at $2 an hour. R1-Zero's GRPO ran
+        // 10,400 steps of 32 questions x 16 sampled replies (up to 32,768 tokens, 65,536 from
+        // step 8.2K) on 64 x 8 H800s for 198 hours, R1's own training 80 hours on the same
+        // GPUs; the multi-token module is not counted (RL trains the main head). Its tokens are counted as those replies at an assumed mean of 10,000
+        // tokens (the paper plots the mean length, it does not tabulate it), R1's later stages
+        // not at all.
+        "deepseek-r1-rl" => {
+            let v3 = preset("deepseek-v3")?;
+            Preset {
+                name: "deepseek-r1-rl",
+                title: "DeepSeek-R1 reinforcement learning on DeepSeek-V3-Base (GRPO)",
+                arch: Arch {
+                    mtp_depth: 0,
+                    ..v3.arch
+                },
+                gpus: 512,
+                tokens: 10_400.0 * 512.0 * 10_000.0,
+                basis: Basis::GpuHours(147e3),
+                published: Published {
+                    params: Some(671e9),
+                    active_params: Some(37e9),
+                    gpu_hours: Some(147e3),
+                    dollars: Some(294e3),
+                    ..Published::default()
+                },
+                source: "DeepSeek-R1 (Nature, 2025), supplementary table of training costs: 101K H800-hours for R1-Zero's RL (198 h on 512 GPUs), 5K for SFT data, 41K for R1 (80 h); tokens are R1-Zero's sampled replies at an assumed mean of 10,000 tokens, counted as training tokens (6 FLOPs per active parameter): sampling them costs most of the hours at inference efficiency, so the implied utilisation is low by nature",
+                ..v3
+            }
+        }
         _ => return None,
     })
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub enum CostCommand {
     /// What training a model costs on a GPU cluster: FLOPs, GPU-hours at a stated MFU, days,
     /// energy, dollars and CO2, with every assumption printed. Either a frugal config
-    /// (--config) or a published run (--preset deepseek-v3|llama3-70b|gpt2|nanochat-d20|nanochat-d24|all),
+    /// (--config) or a published run (--preset deepseek-v3|llama3-70b|gpt2|nanochat-d20|nanochat-d24|deepseek-r1-rl|all),
     /// which is estimated from its authors' stated assumptions and shown beside their figures.
     Estimate(EstimateArgs),
 }

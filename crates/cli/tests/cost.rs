@@ -273,7 +273,12 @@ fn cost_estimate_reproduces_published_runs_and_names_bad_input() {
         "{text}"
     );
     let o = frugal(&["cost", "estimate", "--preset", "all"]);
-    assert!(out(&o).matches("assumptions").count() == 5, "{}", out(&o));
+    assert_eq!(
+        out(&o).matches("assumptions").count(),
+        app::presets::NAMES.len(),
+        "{}",
+        out(&o)
+    );
 
     let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/tiny.toml");
     let o = frugal(&[
