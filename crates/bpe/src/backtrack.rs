@@ -41,6 +41,9 @@ const DEAD: u32 = u32::MAX - 1;
 /// rank order, so that comparing internal ids compares merge priority.
 #[derive(Debug)]
 pub(crate) struct Backtrack {
+    /// Which tables these are, for the answers cached in a `Scratch` that outlives one call
+    /// (a thread's scratch may serve several vocabularies in turn).
+    id: u64,
     /// The tokens BPE can produce (those it produces from their own bytes) as an automaton
     /// that finds the longest one ending at every byte.
     endings: Endings,
@@ -141,7 +144,9 @@ impl Backtrack {
         let endings = Endings::new(&tokens, dfa_bytes)?;
         let len = (0..n).map(|i| bytes(i).len() as u32).collect();
         let pairs = PairTable::new(&pairs);
+        static TABLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Some(Backtrack {
+            id: TABLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             endings,
             token_id,
             len,
@@ -172,7 +177,7 @@ impl Backtrack {
     /// then merges instead.
     pub(crate) fn encode(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) -> bool {
         let n = piece.len();
-        scratch.fits.fit_for(n);
+        scratch.fits.fit_for(n, self.id);
         self.endings.fill(piece, &mut scratch.ends);
         let (ends, path) = (&mut scratch.ends, &mut scratch.path);
         path.clear();
@@ -278,6 +283,8 @@ pub(crate) struct Scratch {
 struct FitCache {
     slots: Vec<u64>,
     shift: u32,
+    /// The `Backtrack::id` whose answers the slots hold (0: none yet).
+    owner: u64,
 }
 
 impl FitCache {
@@ -285,7 +292,8 @@ impl FitCache {
     const MAX_BITS: u32 = 15;
 
     /// Grows the table, if need be, to a slot for every two bytes of an `n`-byte piece.
-    fn fit_for(&mut self, n: usize) {
+    /// Answers are a vocabulary's: those of another `owner`'s tables are forgotten.
+    fn fit_for(&mut self, n: usize, owner: u64) {
         let bits = (n / 2)
             .max(1)
             .next_power_of_two()
@@ -294,7 +302,10 @@ impl FitCache {
         if self.slots.len() < 1 << bits {
             self.slots = vec![EMPTY; 1 << bits];
             self.shift = 64 - bits;
+        } else if self.owner != owner {
+            self.slots.fill(EMPTY);
         }
+        self.owner = owner;
     }
 }
 
@@ -573,6 +584,21 @@ mod tests {
             );
             // And through the public encoder, which hands such long pieces to the search.
             assert_eq!(t.encode(&piece), merged(&t, piece.as_bytes()));
+        }
+    }
+
+    /// The public encoder keeps its search buffers per thread: answers cached for one
+    /// vocabulary must not answer for another encoding on the same thread after it.
+    #[test]
+    fn vocabularies_taking_turns_on_one_thread_each_encode_as_merging() {
+        let mut rng = 0x6a09_e667_f3bc_c908u64;
+        let a = vocab_over(&mut rng, b"ab", 300);
+        let b = vocab_over(&mut rng, b"ab", 400);
+        for _ in 0..3 {
+            let piece = String::from_utf8(letters(&mut rng, 3000, b"ab")).unwrap();
+            for t in [&a, &b, &a] {
+                assert_eq!(t.encode(&piece), merged(t, piece.as_bytes()));
+            }
         }
     }
 
