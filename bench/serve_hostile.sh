@@ -15,30 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TOK=$(realpath "$1"); PREP=$(realpath "$2"); FRUGAL=$(realpath "${3:-target/release/frugal}")
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-vocab=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(len(d['model']['vocab']) + len(d.get('added_tokens', [])))" "$TOK")
-"$FRUGAL" data tokenize --prepared "$PREP" --tokenizer "$TOK" --out "$work/shards" > /dev/null
-cat > "$work/config.toml" <<TOML
-[model]
-vocab_size = $vocab
-context_len = 512
-d_model = 32
-n_layers = 2
-n_heads = 4
-n_kv_heads = 2
-ffn_hidden = 64
-[train]
-batch_size = 2
-seq_len = 64
-lr = 1e-3
-steps = 2
-eval_every = 0
-checkpoint_every = 2
-sample_every = 0
-[data]
-shards = "$work/shards"
-tokenizer = "$TOK"
-TOML
-"$FRUGAL" pretrain --config "$work/config.toml" --run "$work/run" > /dev/null
+source bench/tiny_run.sh
+tiny_run "$FRUGAL" "$TOK" "$PREP" "$work"
 "$FRUGAL" serve --run "$work/run" --stage base --no-auth --port 0 > "$work/serve.log" 2>&1 &
 for _ in $(seq 100); do grep -qo 'http://[0-9.:]*' "$work/serve.log" && break; sleep 0.2; done
 url=$(grep -o 'http://[0-9.:]*' "$work/serve.log" | head -1)
