@@ -147,6 +147,9 @@ impl Dfa {
             }
         }
         let stride = (classes as usize).next_power_of_two();
+        if trie_nodes(long().map(|t| t.1)) * stride * 4 > budget {
+            return None;
+        }
         // The trie: row 0 is the root; 0 in a row means no child (no edge enters the root).
         let mut next = vec![0u32; stride];
         let mut out = vec![NONE];
@@ -155,9 +158,6 @@ impl Dfa {
             for &b in t {
                 let at = s * stride + class[b as usize] as usize;
                 if next[at] == 0 {
-                    if (out.len() + 1) * stride * 4 > budget {
-                        return None;
-                    }
                     next[at] = out.len() as u32;
                     next.resize(next.len() + stride, 0);
                     out.push(NONE);
@@ -204,6 +204,21 @@ impl Dfa {
             longest,
         })
     }
+}
+
+/// The nodes of the trie of `tokens`, the root included: its distinct prefixes, counted on
+/// the sorted tokens, so that a DFA past its budget is refused before any of it is built.
+fn trie_nodes<'a>(tokens: impl Iterator<Item = &'a [u8]>) -> usize {
+    let mut sorted: Vec<&[u8]> = tokens.collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut prev: &[u8] = &[];
+    let mut nodes = 1;
+    for t in sorted {
+        nodes += t.len() - t.iter().zip(prev).take_while(|(a, b)| a == b).count();
+        prev = t;
+    }
+    nodes
 }
 
 impl Scan for Dfa {
@@ -310,6 +325,21 @@ mod tests {
             ends.push(best as u32);
         }
         ends
+    }
+
+    #[test]
+    fn the_size_bound_counts_the_trie_the_dfa_builds() {
+        let tokens = vocabulary();
+        let pairs: Vec<(u32, &[u8])> = (0..tokens.len() as u32)
+            .map(|i| (i, tokens[i as usize].as_slice()))
+            .collect();
+        let dfa = Dfa::build(&pairs, DFA_BYTES).unwrap();
+        let long = pairs.iter().filter(|t| t.1.len() > 1).map(|t| t.1);
+        assert_eq!(trie_nodes(long), dfa.longest.len());
+        // A budget a byte short of the table refuses it; the exact one builds it.
+        let bytes = dfa.next.len() * 4;
+        assert!(Dfa::build(&pairs, bytes).is_some());
+        assert!(Dfa::build(&pairs, bytes - 1).is_none());
     }
 
     #[test]
