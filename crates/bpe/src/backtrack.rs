@@ -15,8 +15,8 @@
 //!   good, and is marked so. Every position is entered and left a bounded number of times:
 //!   work is linear in the piece's length, times the longest token's length at worst.
 //!
-//! Going right to left lets one pass of an automaton over the piece (`endings`) give the longest token
-//! ending at every position (a search left to right would walk the automaton again from
+//! Going right to left lets one pass of an automaton over the piece (`endings`) give the
+//! longest token ending at every position (a search left to right would walk the automaton again from
 //! every position it tries, and on a run of spaces it tries most of them), and the answers
 //! of the pair checks along a token's chain of suffixes are cached: text repeats itself.
 //!
@@ -138,9 +138,10 @@ impl Backtrack {
                     .unwrap_or(NONE);
             }
         }
-        let producible: Vec<u32> = (0..n as u32).filter(|&i| producible[i as usize]).collect();
-        let tokens: Vec<(u32, &[u8])> =
-            producible.iter().map(|&i| (i, bytes(i as usize))).collect();
+        let tokens: Vec<(u32, &[u8])> = (0..n as u32)
+            .filter(|&i| producible[i as usize])
+            .map(|i| (i, bytes(i as usize)))
+            .collect();
         let endings = Endings::new(&tokens, dfa_bytes)?;
         let len = (0..n).map(|i| bytes(i).len() as u32).collect();
         let pairs = PairTable::new(&pairs);

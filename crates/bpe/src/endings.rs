@@ -314,6 +314,13 @@ mod tests {
         tokens
     }
 
+    /// (internal id, bytes) as `Endings::new` takes them: the id is the index.
+    fn with_ids(tokens: &[Vec<u8>]) -> Vec<(u32, &[u8])> {
+        (0..tokens.len() as u32)
+            .zip(tokens.iter().map(Vec::as_slice))
+            .collect()
+    }
+
     /// Brute force: the longest token the text up to each offset ends with.
     fn brute_force(tokens: &[Vec<u8>], piece: &[u8]) -> Vec<u32> {
         let mut ends = vec![NONE];
@@ -330,9 +337,7 @@ mod tests {
     #[test]
     fn the_size_bound_counts_the_trie_the_dfa_builds() {
         let tokens = vocabulary();
-        let pairs: Vec<(u32, &[u8])> = (0..tokens.len() as u32)
-            .map(|i| (i, tokens[i as usize].as_slice()))
-            .collect();
+        let pairs = with_ids(&tokens);
         let dfa = Dfa::build(&pairs, DFA_BYTES).unwrap();
         let long = pairs.iter().filter(|t| t.1.len() > 1).map(|t| t.1);
         assert_eq!(trie_nodes(long), dfa.longest.len());
@@ -345,9 +350,7 @@ mod tests {
     #[test]
     fn dfa_and_nfa_in_lanes_equal_brute_force_at_every_length() {
         let tokens = vocabulary();
-        let pairs: Vec<(u32, &[u8])> = (0..tokens.len() as u32)
-            .map(|i| (i, tokens[i as usize].as_slice()))
-            .collect();
+        let pairs = with_ids(&tokens);
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let text: Vec<u8> = (0..2000)
             .map(|_| {

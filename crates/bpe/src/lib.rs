@@ -6,7 +6,8 @@
 //! merges, inside each pre-split piece, the adjacent pair whose concatenation has the lowest rank
 //! until none is left — tiktoken's rule, which equals applying the learned merges in order.
 //! Short pieces merge (`encode`); pieces over 128 bytes, which merging would take quadratic
-//! time on, get the same tokens from a linear-time search (`backtrack`). Pre-splitting is
+//! time on, get the same tokens from a linear-time search (`backtrack`), which starts from the
+//! longest token ending at every byte (`endings`, one automaton pass). Pre-splitting is
 //! `pretokenize`. This crate has no tensor or async dependencies.
 
 mod backtrack;
