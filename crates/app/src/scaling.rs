@@ -4,8 +4,10 @@
 //! measured speed and on a GPU cluster at a stated utilisation.
 
 use base::{Error, Result};
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LossLaw {
     pub e: f64,
     pub a: f64,
@@ -14,6 +16,36 @@ pub struct LossLaw {
     pub beta: f64,
     /// How the constants were obtained, for the report.
     pub source: String,
+}
+
+impl LossLaw {
+    /// The law as TOML, which `load` reads back.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a law serialises")
+    }
+
+    /// A law saved as TOML (the five constants and `source`), e.g. configs/scaling-cpu.toml.
+    pub fn load(path: &std::path::Path) -> Result<LossLaw> {
+        let text = base::fs::read_text(path)?;
+        let law: LossLaw = toml::from_str(&text).map_err(|e| {
+            Error::config(
+                path.display().to_string(),
+                format!("is not a scaling law: {}", e.message()),
+                "give e, a, b, alpha, beta and source, as bench/sweep.sh prints them",
+            )
+        })?;
+        let ok = [law.e, law.a, law.b, law.alpha, law.beta]
+            .iter()
+            .all(|v| v.is_finite() && *v > 0.0);
+        if !ok {
+            return Err(Error::config(
+                path.display().to_string(),
+                "has a constant that is not a positive number",
+                "refit it with bench/sweep.sh",
+            ));
+        }
+        Ok(law)
+    }
 }
 
 /// One finished run: parameters, training tokens, final validation loss (nats per token).

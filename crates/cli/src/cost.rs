@@ -69,6 +69,9 @@ pub struct ReportArgs {
     /// five constants; fewer keep Chinchilla's exponents).
     #[arg(long = "with-run")]
     with_runs: Vec<PathBuf>,
+    /// Also save the fitted law as TOML (what `frugal plan --law` and the speedrun read).
+    #[arg(long)]
+    law_out: Option<PathBuf>,
 }
 
 fn check_mfu(mfu: f64) -> anyhow::Result<f64> {
@@ -165,6 +168,20 @@ pub fn run(cmd: CostCommand) -> anyhow::Result<()> {
 }
 
 pub fn report(a: ReportArgs) -> anyhow::Result<()> {
+    if let Some(out) = &a.law_out {
+        let law = app::report::fitted_law(&a.run, &a.with_runs)?;
+        let text = format!(
+            "# L(N, D) = e + a/N^alpha + b/D^beta in nats per token, fitted by `frugal report --run {} {}--law-out`.\n{}",
+            a.run.display(),
+            a.with_runs
+                .iter()
+                .map(|r| format!("--with-run {} ", r.display()))
+                .collect::<String>(),
+            law.to_toml()
+        );
+        base::fs::write_atomic(out, text.as_bytes())?;
+        println!("wrote {}", out.display());
+    }
     let opts = ReportOptions {
         cost: CostConfig::load(a.cost_config.as_deref())?,
         gpu: gpu(&a.gpu)?,

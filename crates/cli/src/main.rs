@@ -8,6 +8,7 @@ mod cost;
 mod data;
 mod dist;
 mod eval;
+mod plan;
 mod pref;
 mod prefs;
 mod pretrain;
@@ -61,6 +62,10 @@ enum Command {
     /// The whole recipe on the default CPU config: fetch, prepare, tokenizer, tokenize, pretrain,
     /// SFT, evaluation, then the cost ledger's summary and the report card.
     Speedrun(speedrun::SpeedrunArgs),
+    /// Turn a budget into the run that minimises predicted loss: on this machine, the model
+    /// size a scaling law picks at measured speeds and every stage's steps (what the speedrun
+    /// plans); with --gpu, the size and tokens for the FLOPs a dollar or time budget buys.
+    Plan(plan::PlanArgs),
     /// Pretrain a model on token shards (resumable).
     Pretrain(pretrain::PretrainArgs),
     /// Tune a run's SFT model on human preferences (DPO).
@@ -118,6 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dist(cmd) => dist::run(cmd, &launch),
         Command::Pretrain(a) => on_worker(|| pretrain::pretrain(a, &launch)),
         Command::Speedrun(a) => on_worker(|| speedrun::speedrun(a)),
+        Command::Plan(a) => on_worker(|| plan::run(a)),
         Command::Sample(a) => on_worker(|| pretrain::sample(a)),
         // The server runs its engine loop on a worker itself; its HTTP side must stay off the
         // pool, or a blocked worker would halve the kernels' threads.

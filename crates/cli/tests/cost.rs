@@ -1,4 +1,4 @@
-//! The cost ledger and report end to end: a tiny `frugal speedrun` (raw text to SFT) writes a
+//! The cost ledger and report end to end: a tiny `frugal speedrun` (raw text through SFT and GRPO) writes a
 //! ledger entry for every stage and prints its summary; `frugal report` renders well-formed
 //! HTML whose plots carry the run's series; `frugal cost estimate` reproduces a published run
 //! and refuses bad input by name.
@@ -59,12 +59,32 @@ fn speedrun_in(dir: &Path) -> std::process::Output {
         .arg(&sft)
         .arg("--run")
         .arg(dir.join("run"))
+        // The steps of pretraining and SFT are the test's; GRPO's are planned into its share
+        // of a 6-second budget.
+        .args(["--set", "train.steps=20", "--sft-set", "train.steps=8"])
+        // The tiny model keeps its size (no --law): the law's sizes start at d_model 128.
+        .args(["--budget", "6s", "--cold-start", "40"])
+        .arg("--grpo-config")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../configs/grpo-speedrun.toml"
+        ))
+        .args(GRPO_SETS.iter().flat_map(|s| ["--grpo-set", s]))
         // Held-out text only: the benchmark files are not fetched in tests (tests/eval.rs in
         // the library scores hand-made ones).
         .args(["--eval-tasks", "bpb"])
         .output()
         .unwrap()
 }
+
+/// GRPO on the tiny model: small groups, short replies, few held-out problems.
+const GRPO_SETS: [&str; 5] = [
+    "train.batch_size=2",
+    "grpo.group_size=4",
+    "grpo.max_reply_tokens=12",
+    "grpo.val_prompts=16",
+    "train.checkpoint_every=5",
+];
 
 #[test]
 fn speedrun_ledgers_every_stage_and_the_report_renders() {
@@ -85,7 +105,15 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
         .collect();
     assert_eq!(
         stages,
-        ["data", "tokenizer", "tokenize", "pretrain", "sft", "eval"],
+        [
+            "data",
+            "tokenizer",
+            "tokenize",
+            "pretrain",
+            "sft",
+            "preference",
+            "eval"
+        ],
         "{ledger}"
     );
     for s in ledger["stages"].as_array().unwrap() {
@@ -104,7 +132,7 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
     };
     // 20 steps of 2 x 16 tokens; model and kernel FLOPs both counted.
     assert_eq!(stage("pretrain")["tokens"], 640);
-    for name in ["pretrain", "sft", "eval"] {
+    for name in ["pretrain", "sft", "preference", "eval"] {
         let s = stage(name);
         assert!(
             s["kernel_flops"].as_f64().unwrap() > 0.0 && s["mfu"].as_f64().unwrap() > 0.0,
@@ -119,6 +147,45 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
         "{ledger}"
     );
     assert!(stage("tokenize")["tokens"].as_u64().unwrap() > 0);
+    // The plan: printed first, saved, and its GRPO steps are the ones trained; the users'
+    // steps are left alone.
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("plan.json")).unwrap()).unwrap();
+    let planned = |stage: &str| {
+        plan["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == stage)
+            .unwrap()["steps"]
+            .clone()
+    };
+    assert_eq!(planned("pretrain"), serde_json::Value::Null, "{plan}");
+    assert_eq!(planned("sft"), serde_json::Value::Null, "{plan}");
+    let grpo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("grpo/report.json")).unwrap())
+            .unwrap();
+    assert!(planned("grpo").as_u64().unwrap() >= 1, "{plan}");
+    assert_eq!(grpo["steps"], planned("grpo"), "{grpo}");
+    assert!(
+        log.starts_with("\n== plan") && log.contains("budget 6 s on cpu"),
+        "{log}"
+    );
+    // The SFT mixture took the cold start; GRPO's result and the stage table are in the summary.
+    let sft_cfg = std::fs::read_to_string(run.join("sft/config.toml")).unwrap();
+    assert!(sft_cfg.contains("arithmetic_cold_start"), "{sft_cfg}");
+    assert!(
+        log.contains("grpo          ") && log.contains("(paired 95%)"),
+        "{log}"
+    );
+    let table = &log[log.find("== wall time per stage").expect("the stage table")..];
+    for s in ["fetch", "pretrain", "sft", "grpo", "eval", "total"] {
+        assert!(table.lines().any(|l| l.starts_with(s)), "{s}: {table}");
+    }
+    assert!(
+        log.contains("== samples") && log.contains("3. \"She opened the door"),
+        "{log}"
+    );
     // The one-screen summary at the end of the speedrun.
     assert!(log.contains("== cost: what each stage spent"), "{log}");
     let summary = &log[log.find("== cost").unwrap()..];
@@ -161,7 +228,9 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
             && md.contains("| bpb | the run's held-out pretraining text | bits_per_byte | 0 |"),
         "{md}"
     );
-    assert!(run.join("eval/base.json").is_file() && run.join("eval/sft.json").is_file());
+    for stage in ["base", "sft", "grpo"] {
+        assert!(run.join(format!("eval/{stage}.json")).is_file(), "{stage}");
+    }
     // A task whose files are missing fails by name, after the others are scored, and the
     // command exits non-zero.
     let nodata = dir.join("nodata");
@@ -326,4 +395,136 @@ fn cost_estimate_reproduces_published_runs_and_names_bad_input() {
         out(&o)
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn plan_turns_a_budget_into_the_size_the_law_prefers_and_names_bad_input() {
+    let configs = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
+    let tiny = format!("{configs}/tiny.toml");
+    let gpu = |budget: &str, extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--budget",
+            budget,
+            "--config",
+            &tiny,
+            "--law",
+            "chinchilla",
+            "--gpu",
+            "h100",
+        ];
+        args.extend(extra);
+        frugal(&args)
+    };
+    // A dollar budget on 8 H100s: the size with the lowest predicted loss, marked.
+    let o = gpu("$100", &[]);
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("8 x NVIDIA H100") && text.contains("<- chosen"),
+        "{text}"
+    );
+    let chosen: Vec<&str> = text.lines().filter(|l| l.ends_with("<- chosen")).collect();
+    assert_eq!(chosen.len(), 1, "{text}");
+    // Ten times the money buys a size at least as large.
+    let width = |text: &str| -> usize {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("chosen: d_model "))
+            .unwrap();
+        line["chosen: d_model ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let more = out(&gpu("$1000", &[]));
+    assert!(width(&more) >= width(&text), "{text}\n{more}");
+    // A time budget on the GPUs is priced.
+    let o = gpu("2h", &["--gpus", "64"]);
+    assert!(
+        o.status.success() && out(&o).contains("64 x NVIDIA H100"),
+        "{}",
+        out(&o)
+    );
+
+    // On this machine: the sizes are timed here and every stage gets its steps. The shipped
+    // SFT config trains on 256 tokens, longer than the tiny model's context: refused by name.
+    let plan_here = |sft: &str| {
+        frugal(&[
+            "plan",
+            "--budget",
+            "10m",
+            "--config",
+            &tiny,
+            "--law",
+            "chinchilla",
+            "--sft-config",
+            sft,
+            "--grpo-config",
+            &format!("{configs}/grpo-speedrun.toml"),
+            "--set",
+            "model.context_len=64",
+        ])
+    };
+    let o = plan_here(&format!("{configs}/sft-speedrun.toml"));
+    assert!(
+        !o.status.success() && out(&o).contains("SFT config's train.seq_len 256 exceeds"),
+        "{}",
+        out(&o)
+    );
+    let dir = std::env::temp_dir().join(format!("frugal-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sft = sft_config(&dir, &conversations(&dir, 1));
+    let o = plan_here(sft.to_str().unwrap());
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    for s in [
+        "<- chosen",
+        "pretrain",
+        "sft",
+        "grpo",
+        "eval",
+        "budget 10m00s on cpu",
+    ] {
+        assert!(text.contains(s), "{s}: {text}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+
+    let law = ["--law", "chinchilla"];
+    let bad = [
+        (
+            vec!["--budget", "lots", law[0], law[1]],
+            "is not a duration",
+        ),
+        (
+            vec!["--budget", "$-5", "--gpu", "h100", law[0], law[1]],
+            "must be positive",
+        ),
+        (
+            vec!["--budget", "$5", "--gpu", "tpu", law[0], law[1]],
+            "use one of: h100",
+        ),
+        (
+            vec![
+                "--budget", "$5", "--gpu", "h100", "--mfu", "2", law[0], law[1],
+            ],
+            "--mfu 2",
+        ),
+        (
+            vec!["--budget", "1h", "--law", "nowhere.toml"],
+            "nowhere.toml",
+        ),
+    ];
+    for (args, want) in bad {
+        let mut all = vec!["plan", "--config", &tiny];
+        all.extend(args.iter().copied());
+        let o = frugal(&all);
+        assert!(
+            !o.status.success() && out(&o).contains(want),
+            "{all:?}: {}",
+            out(&o)
+        );
+    }
 }

@@ -22,12 +22,9 @@ fn cell(t: Option<&TaskResult>) -> String {
     match t {
         None => "-".into(),
         Some(t) if t.error.is_some() => "failed".into(),
-        Some(t) => t.score.map_or("-".into(), |s| {
-            if t.metric == "bits_per_byte" {
-                format!("{s:.4}")
-            } else {
-                format!("{:.1}", 100.0 * s)
-            }
+        Some(t) => t.score.map_or("-".into(), |s| match t.ci95() {
+            Some(ci) => format!("{:.1} ± {:.1}", 100.0 * s, 100.0 * ci),
+            None => format!("{s:.4}"),
         }),
     }
 }
@@ -104,7 +101,7 @@ pub fn markdown(run: &Path) -> Result<Option<String>> {
                 .map_or("-".into(), |m| format!("{:.1}", 100.0 * m))
         );
     }
-    o.push_str("\n\nAccuracies in percent; bits per byte as is (lower is better). ");
+    o.push_str("\n\nAccuracies in percent, ± the half-width of their 95% interval over the items scored; bits per byte as is (lower is better). ");
     o.push_str("Multiple choice is scored by continuation log-likelihood (acc: summed; acc_norm: per character), LAMBADA by greedy match of the last word, GSM8K by the number after ####. ");
     o.push_str("The centred mean averages each task's headline score rescaled so that chance is 0 and perfect is 100, over the tasks evaluated.\n");
     let mut notes = Vec::new();

@@ -29,7 +29,9 @@ pub mod prompt;
 mod run;
 pub mod tasks;
 
-pub use run::{evaluate, stages, EvalOptions, Stage, StageResults, TaskSpec};
+pub use run::{
+    evaluate, items_for_half_width, stages, EvalOptions, Stage, StageResults, TaskResult, TaskSpec,
+};
 
 use base::Result;
 use std::path::PathBuf;

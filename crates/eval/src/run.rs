@@ -172,6 +172,23 @@ pub struct TaskResult {
     pub examples: Vec<(String, String, String)>,
 }
 
+impl TaskResult {
+    /// Half-width of the score's 95% interval (normal approximation to the binomial,
+    /// 1.96·√(p(1−p)/n)), for accuracies; None for bits per byte and unscored tasks.
+    pub fn ci95(&self) -> Option<f64> {
+        let p = self
+            .score
+            .filter(|_| self.metric != "bits_per_byte" && self.n > 0)?;
+        Some(1.96 * (p * (1.0 - p) / self.n as f64).sqrt())
+    }
+}
+
+/// Items for a seeded subset whose 95% interval is at most `half_width` wide on either side
+/// at any accuracy (the widest is at p = 0.5): n = 1.96² · 0.25 / half_width².
+pub fn items_for_half_width(half_width: f64) -> usize {
+    (1.96f64.powi(2) * 0.25 / (half_width * half_width)).ceil() as usize
+}
+
 /// Every task's result on one stage, as written to `RUN/eval/<stage>.json`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageResults {

@@ -247,3 +247,22 @@ fn task_names_parse_with_limits_and_unknown_names_are_refused() {
     let e = TaskSpec::parse_list("mmlu:lots").unwrap_err().to_string();
     assert!(e.contains("lots"), "{e}");
 }
+
+#[test]
+fn intervals_are_binomial_and_subsets_are_sized_from_them() {
+    let t = |metric: &str, score: f64, n: usize| TaskResult {
+        metric: metric.into(),
+        score: Some(score),
+        n,
+        ..Default::default()
+    };
+    let ci = t("acc_norm", 0.5, 100).ci95().unwrap();
+    assert!((ci - 0.098).abs() < 1e-9, "{ci}");
+    assert_eq!(t("acc", 1.0, 50).ci95(), Some(0.0));
+    assert_eq!(t("bits_per_byte", 2.1, 100).ci95(), None);
+    assert_eq!(t("acc", 0.5, 0).ci95(), None);
+    // 267 items keep the widest interval (p = 0.5) within ±6 points; 266 do not.
+    assert_eq!(items_for_half_width(0.06), 267);
+    assert!(t("acc", 0.5, 267).ci95().unwrap() <= 0.06);
+    assert!(t("acc", 0.5, 266).ci95().unwrap() > 0.06);
+}

@@ -122,6 +122,27 @@ struct Projection {
     curve_gpu: Vec<(f64, f64)>,
 }
 
+/// The scaling law fitted to `run` and `others` (each run's last validation loss at its
+/// tokens), as the report's projection uses it; `bench/sweep.sh` saves it for `frugal plan`.
+pub fn fitted_law(run: &Path, others: &[PathBuf]) -> Result<LossLaw> {
+    fit_points(&read_run(run)?, others)
+}
+
+fn fit_points(run: &RunData, others: &[PathBuf]) -> Result<LossLaw> {
+    let point = |d: &RunData| {
+        d.val.last().map(|&(tokens, loss)| RunPoint {
+            params: d.params,
+            tokens,
+            loss,
+        })
+    };
+    let mut points: Vec<RunPoint> = point(run).into_iter().collect();
+    for other in others {
+        points.extend(point(&read_run(other)?));
+    }
+    LossLaw::fit(&points)
+}
+
 fn project(
     run: &RunData,
     ledger: Option<&Ledger>,
@@ -132,22 +153,7 @@ fn project(
     else {
         return Ok(None);
     };
-    let mut points = vec![RunPoint {
-        params: run.params,
-        tokens,
-        loss,
-    }];
-    for other in &opts.other_runs {
-        let o = read_run(other)?;
-        if let Some(&(tokens, loss)) = o.val.last() {
-            points.push(RunPoint {
-                params: o.params,
-                tokens,
-                loss,
-            });
-        }
-    }
-    let law = LossLaw::fit(&points)?;
+    let law = fit_points(run, &opts.other_runs)?;
     if pre.wall_s <= 0.0 || pre.model_flops <= 0.0 {
         return Ok(None);
     }
