@@ -287,8 +287,9 @@ fn speedrun_ledgers_every_stage_and_the_report_renders() {
             ),
         }
     }
-    // Loss vs tokens, SFT loss, loss vs dollars, two bar charts, the projection.
-    assert_eq!(svgs, 6, "{html}");
+    // Loss vs tokens, SFT loss, GRPO's two curves, loss vs dollars, two bar charts, the
+    // projection.
+    assert_eq!(svgs, 8, "{html}");
     assert!(
         polylines.contains(&("train".into(), "20".into())),
         "{polylines:?}"
