@@ -1,7 +1,7 @@
 //! `frugal pretrain` and `frugal sample`.
 
 use clap::Args;
-use stages::sample::{generate, SamplingParams};
+use stages::sample::{continue_text, SamplingParams};
 use std::path::PathBuf;
 use train::checkpoint;
 use train::dist::Launch;
@@ -99,9 +99,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut rng = tensor::Rng::new(a.seed);
-    let bos = tok.special_id("<|bos|>");
-    let prompt = [bos.into_iter().collect(), tok.encode(&a.prompt)].concat();
-    let ids = generate(&trained.model, &prompt, a.tokens, p, bos, &mut rng);
-    println!("{}{}", a.prompt, tok.decode_lossy(&ids)?);
+    let text = continue_text(&trained.model, tok, &a.prompt, a.tokens, p, &mut rng);
+    println!("{text}");
     Ok(())
 }

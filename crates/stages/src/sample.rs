@@ -31,3 +31,21 @@ pub fn generate(
         .map(|mut c| c.remove(0).tokens)
         .unwrap_or_default()
 }
+
+/// `prompt` continued by up to `n` tokens as text: the prompt is encoded after `<|bos|>` (when
+/// the tokenizer has one), generation stops at the next `<|bos|>`, and the result starts with
+/// the prompt. What `frugal sample` prints and the speedrun's fixed-seed samples are. The ids
+/// come from the model over the tokenizer's own vocabulary, so they always decode (lossily).
+pub fn continue_text(
+    model: &Llama,
+    tok: &bpe::Tokenizer,
+    prompt: &str,
+    n: usize,
+    p: SamplingParams,
+    rng: &mut Rng,
+) -> String {
+    let bos = tok.special_id("<|bos|>");
+    let ids = [bos.into_iter().collect(), tok.encode(prompt)].concat();
+    let new = generate(model, &ids, n, p, bos, rng);
+    format!("{prompt}{}", tok.decode_lossy(&new).unwrap_or_default())
+}

@@ -2,7 +2,7 @@
 //! against its budget, the ledger, and the report card.
 
 use app::plan::{duration, SpeedrunPlan, SHARES};
-use stages::sample::{generate, SamplingParams};
+use stages::sample::{continue_text, SamplingParams};
 use std::path::Path;
 use std::time::Instant;
 
@@ -184,8 +184,6 @@ fn card_line(results: &[eval::StageResults]) {
 /// (or a resumed run) prints the same three.
 fn samples(run: &Path) -> anyhow::Result<Vec<String>> {
     let trained = train::checkpoint::load_trained(run, false)?;
-    let tok = &trained.tok;
-    let bos = tok.special_id("<|bos|>");
     let params = SamplingParams {
         temperature: 0.8,
         top_k: 40,
@@ -195,9 +193,7 @@ fn samples(run: &Path) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for (seed, prompt) in (1..).zip(SAMPLE_PROMPTS) {
         let mut rng = tensor::Rng::new(seed);
-        let ids = [bos.into_iter().collect(), tok.encode(prompt)].concat();
-        let new = generate(&trained.model, &ids, 48, params, bos, &mut rng);
-        let text = format!("{prompt}{}", tok.decode_lossy(&new)?);
+        let text = continue_text(&trained.model, &trained.tok, prompt, 48, params, &mut rng);
         out.push(format!("{seed}. {:?}", text.trim_end()));
     }
     Ok(out)
