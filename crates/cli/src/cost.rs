@@ -72,6 +72,12 @@ pub struct ReportArgs {
     /// Also save the fitted law as TOML (what `frugal plan --law` and the speedrun read).
     #[arg(long)]
     law_out: Option<PathBuf>,
+    /// A peer's validation curve (JSON lines with train_s and val_bpb, as bench/race.sh's
+    /// PyTorch baseline writes) to race this run's pretraining against: both curves against
+    /// training seconds, and the time this run took to reach the peer's final bits per byte.
+    /// Also writes RUN/race.svg.
+    #[arg(long)]
+    race: Option<PathBuf>,
 }
 
 fn check_mfu(mfu: f64) -> anyhow::Result<f64> {
@@ -187,6 +193,7 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
         gpu: gpu(&a.gpu)?,
         gpu_mfu: check_mfu(a.mfu)?,
         other_runs: a.with_runs,
+        race: a.race,
     };
     let w = write_report(&a.run, &opts)?;
     print!("{}", std::fs::read_to_string(&w.markdown)?);
@@ -202,5 +209,6 @@ pub fn default_report_options() -> anyhow::Result<ReportOptions> {
         gpu: gpu("h100")?,
         gpu_mfu: 0.4,
         other_runs: Vec::new(),
+        race: None,
     })
 }

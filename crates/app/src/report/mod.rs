@@ -4,6 +4,7 @@
 //! ledger.json. A file an older run lacks is named in the report, never read as zero.
 
 pub mod pref;
+pub mod race;
 pub mod svg;
 
 use crate::scaling::{LossLaw, RunPoint};
@@ -22,6 +23,8 @@ pub struct ReportOptions {
     pub gpu_mfu: f64,
     /// Other finished runs to fit the scaling law on.
     pub other_runs: Vec<PathBuf>,
+    /// A peer's validation curve to race this run's pretraining against (`race::Race`).
+    pub race: Option<PathBuf>,
 }
 
 /// What one run directory says about itself.
@@ -34,6 +37,8 @@ struct RunData {
     sft_train: Vec<(f64, f64)>,
     sft_val: Vec<(f64, f64)>,
     sft_report: Option<serde_json::Value>,
+    /// The race against a peer's curve, when the report was asked for one.
+    race: Option<race::Race>,
 }
 
 /// Loss curves from a metrics.jsonl: (tokens, train loss) per step, (tokens, val loss) per
@@ -91,6 +96,7 @@ fn read_run(run: &Path) -> Result<RunData> {
         sft_train,
         sft_val,
         sft_report,
+        race: None,
     })
 }
 
@@ -212,7 +218,12 @@ pub struct Written {
 
 /// Writes `report.md` and `report.html` into `run`.
 pub fn write_report(run: &Path, opts: &ReportOptions) -> Result<Written> {
-    let data = read_run(run)?;
+    let mut data = read_run(run)?;
+    if let Some(peer) = &opts.race {
+        let race = race::Race::read(run, peer)?;
+        base::fs::write_atomic(&run.join("race.svg"), race.chart().as_bytes())?;
+        data.race = Some(race);
+    }
     let mut ledger = Ledger::read(run)?;
     if let Some(l) = ledger.as_mut() {
         l.price(&opts.cost);
@@ -348,6 +359,9 @@ fn markdown(
         Err(e) => {
             let _ = writeln!(o, "\nThe preference stages' reports could not be read: {e}");
         }
+    }
+    if let Some(race) = &d.race {
+        let _ = writeln!(o, "\n{}", race.markdown());
     }
     let _ = writeln!(o, "\n## Cost by stage\n\n{}", ledger_table(ledger));
     o.push_str("## Projection\n\n");
@@ -556,6 +570,9 @@ fn html(
     }
     for (title, y, series) in crate::report::pref::curves(run) {
         fig(&mut o, line_chart(&title, "step", &y, &series, false));
+    }
+    if let Some(race) = &d.race {
+        fig(&mut o, race.chart());
     }
     if let Some(p) = p {
         fig(

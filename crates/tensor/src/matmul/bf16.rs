@@ -7,6 +7,7 @@
 //! tensors throughout. Layout and blocking are those of a BLIS-style GEMM: A in panels of MR
 //! rows, B in panels of NR columns, both with k in pairs (the instruction's unit), a register
 //! tile of MR × NR accumulators. Elsewhere `available()` is false and callers stay in f32.
+//! Where the CPU also has AMX tiles (`super::amx`), the products run there instead.
 
 use super::Gemm;
 use crate::SendPtr;
@@ -79,6 +80,15 @@ pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         }
         return;
     }
+    if super::amx::available() {
+        return super::amx::run(g, a, b, c);
+    }
+    run_avx512(g, a, b, c);
+}
+
+/// The product on AVX-512 BF16 registers (`run` after its checks and the AMX choice).
+fn run_avx512(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let (m, n, k) = (g.m, g.n, g.k);
     let ((ars, acs), (brs, bcs)) = g.strides();
     let (m_panels, n_panels) = (m.div_ceil(MR), n.div_ceil(NR));
     let mut ap = vec![0u32; m_panels * MR * KC / 2];
@@ -122,7 +132,7 @@ pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
 /// (x, p) is at src[x·xs + p·ps], for p in p0..p0 + kc, as u32 bf16 pairs of consecutive p:
 /// panel[q·w + r] = (x = first + r, p = p0 + 2q, 2q + 1), zero past kc.
 #[allow(clippy::too_many_arguments)]
-fn pack(
+pub(crate) fn pack(
     panel: &mut [u32],
     src: &[f32],
     first: usize,
@@ -358,8 +368,9 @@ mod tests {
                     let mut b = vec![0f32; k * n];
                     rng.fill_normal(&mut a, 1.0);
                     rng.fill_normal(&mut b, 1.0);
+                    // The AVX-512 kernel itself, even where `gemm_bf16` picks AMX tiles.
                     let mut c = vec![0.5f32; m * n];
-                    gemm_bf16(&g, &a, &b, &mut c);
+                    run_avx512(&g, &a, &b, &mut c);
                     let ((ars, acs), (brs, bcs)) = g.strides();
                     for i in 0..m {
                         for j in 0..n {

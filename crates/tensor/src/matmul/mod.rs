@@ -8,6 +8,7 @@
 //! thread: they must not spawn threads of their own. Products with a few rows against a large
 //! weight (inference decode) have their own kernel, `sgemm_nt_few_rows`.
 
+pub mod amx;
 pub mod bf16;
 
 use rayon::prelude::*;
