@@ -97,6 +97,16 @@ impl Race {
                 );
             }
         }
+        // The other way round: how long the peer took to reach where this run ended.
+        if let Some(t) = first_reaching(&self.peer_curve, run_bpb) {
+            let _ = writeln!(
+                o,
+                "\n{} reached this run's final {run_bpb:.4} after {}: this run got there in {:.2}x less training time.",
+                self.peer,
+                clock(t),
+                t / run_s
+            );
+        }
         o
     }
 

@@ -173,13 +173,17 @@ pub fn line_chart(
             p.len(),
             coords.join(" ")
         );
-        if p.len() == 1 {
-            let _ = write!(
-                o,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
-                sx(p[0].0),
-                sy(p[0].1)
-            );
+        // A sparse series (validations, a single point) shows where its measurements are.
+        if p.len() <= 40 {
+            for &(x, y) in p {
+                let _ = write!(
+                    o,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="{}" fill="{color}"/>"#,
+                    sx(x),
+                    sy(y),
+                    if p.len() == 1 { 3 } else { 2 }
+                );
+            }
         }
         let _ = write!(
             o,
