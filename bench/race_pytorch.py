@@ -145,7 +145,7 @@ def setup(args):
     val = read_split(shards, manifest["val"])
     lengths = byte_lengths(data["tokenizer"], m["vocab_size"])
     windows = validation_windows(val, t["seq_len"], t.get("eval_tokens", 1 << 16))
-    return m, t, manifest, windows, lengths
+    return m, t, lambda: read_split(shards, manifest["train"]), windows, lengths
 
 
 def step(model, opt, x, y, bf16, clip):
@@ -160,8 +160,8 @@ def step(model, opt, x, y, bf16, clip):
 
 
 def cmd_probe(args):
-    m, t, manifest, _, _ = setup(args)
-    train = read_split(t_shards(args), manifest["train"])
+    m, t, read_train, _, _ = setup(args)
+    train = read_train()
     rates = {}
     for name, bf16 in (("f32", False), ("bf16", True)):
         torch.manual_seed(t["seed"])
@@ -181,11 +181,6 @@ def cmd_probe(args):
     print(f"faster: {max(rates, key=rates.get)}")
 
 
-def t_shards(args):
-    _, _, data = load_config(args.config)
-    return data["shards"]
-
-
 def lr_at(t, frac, step_no):
     """Linear warmup over warmup_steps, then cosine over the elapsed fraction of the budget."""
     peak = t["lr"]
@@ -196,8 +191,8 @@ def lr_at(t, frac, step_no):
 
 
 def cmd_train(args):
-    m, t, manifest, windows, lengths = setup(args)
-    train = read_split(t_shards(args), manifest["train"])
+    m, t, read_train, windows, lengths = setup(args)
+    train = read_train()
     torch.manual_seed(t["seed"])
     model = Llama(m)
     model.init_weights()

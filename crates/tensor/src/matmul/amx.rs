@@ -176,10 +176,7 @@ fn convert_pairs(out: &mut [u32], src: &[f32]) {
     let mut q = unsafe { convert_pairs_avx512(out, src) };
     #[cfg(not(target_arch = "x86_64"))]
     let mut q = 0;
-    let pair = |lo: f32, hi: f32| {
-        let b = super::bf16::to_bf16;
-        b(lo) as u32 | (b(hi) as u32) << 16
-    };
+    let pair = super::bf16::pair;
     while 2 * q + 1 < src.len() {
         out[q] = pair(src[2 * q], src[2 * q + 1]);
         q += 1;
@@ -282,15 +279,7 @@ unsafe fn tile(
         NR * 4,
         false,
     );
-    for r in 0..rows {
-        let dst = std::slice::from_raw_parts_mut(out.add(r * ldc), cols);
-        let src = &acc[r * NR..][..cols];
-        if overwrite {
-            dst.copy_from_slice(src);
-        } else {
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-        }
-    }
+    super::bf16::store_tile(&acc, NR, out, ldc, rows, cols, overwrite);
 }
 
 /// C (32 × 32 f32 at `c`, rows `c_stride` bytes apart) = [C +] Σ over `chunks` tile loads of
@@ -365,64 +354,27 @@ unsafe fn kernel(_: usize, _: *const u32, _: usize, _: *const u32, _: *mut f32, 
 
 #[cfg(test)]
 mod tests {
+    use super::super::bf16::tests::assert_matches_rounded_product;
     use super::*;
-    use crate::Rng;
 
     /// Every layout, ragged sizes (tile, task and k-block edges, odd k, k past one block),
     /// overwrite and accumulate, against an f64 product of the bf16-rounded operands. Where AMX
-    /// is absent the test says so and checks that the products fall back to the AVX-512 kernel
-    /// (`bf16`'s own test covers it).
+    /// is absent the test says so; the AVX-512 kernel then computes the products (`bf16`'s own
+    /// test covers it).
     #[test]
     fn matches_the_product_of_rounded_operands() {
         if !available() {
             eprintln!("no AMX here (CPU, kernel or FRUGAL_NO_AMX): AMX kernel not exercised");
             return;
         }
-        let mut rng = Rng::new(5);
-        for &(m, n, k) in &[
+        let shapes = [
             (1, 1, 1),
             (33, 31, 7),
             (32, 32, 64),
             (70, 300, 65),
             (64, 256, 1024),
             (40, 70, 1100),
-        ] {
-            for (ta, tb) in [(false, false), (false, true), (true, false)] {
-                for acc in [false, true] {
-                    let g = match (ta, tb) {
-                        (false, false) => Gemm::nn(m, n, k),
-                        (false, true) => Gemm::nt(m, n, k),
-                        _ => Gemm::tn(m, n, k),
-                    }
-                    .accumulate(acc);
-                    let mut a = vec![0f32; m * k];
-                    let mut b = vec![0f32; k * n];
-                    rng.fill_normal(&mut a, 1.0);
-                    rng.fill_normal(&mut b, 1.0);
-                    let mut c = vec![0.5f32; m * n];
-                    run(&g, &a, &b, &mut c);
-                    let ((ars, acs), (brs, bcs)) = g.strides();
-                    let round = super::super::bf16::round_bf16;
-                    for i in 0..m {
-                        for j in 0..n {
-                            let mut want = if acc { 0.5f64 } else { 0.0 };
-                            let mut mag = 0f64;
-                            for p in 0..k {
-                                let x = a[(i as isize * ars + p as isize * acs) as usize];
-                                let y = b[(p as isize * brs + j as isize * bcs) as usize];
-                                let t = round(x) as f64 * round(y) as f64;
-                                want += t;
-                                mag += t.abs();
-                            }
-                            let got = c[i * n + j] as f64;
-                            assert!(
-                                (got - want).abs() <= 1e-5 * (mag + 1.0),
-                                "{g:?} at ({i}, {j}): {got} vs {want}"
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        ];
+        assert_matches_rounded_product(run, &shapes, 5);
     }
 }

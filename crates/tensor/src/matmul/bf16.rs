@@ -53,7 +53,8 @@ pub fn round_bf16(x: f32) -> f32 {
     from_bf16(to_bf16(x))
 }
 
-fn pair(lo: f32, hi: f32) -> u32 {
+/// The bf16 pair (lo, hi) as the kernels' u32 unit, lo in the low half.
+pub(crate) fn pair(lo: f32, hi: f32) -> u32 {
     to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16
 }
 
@@ -299,9 +300,26 @@ unsafe fn tile(
         a.len(),
         b.len()
     );
+    store_tile(&acc, NR, out, ldc, rows, cols, overwrite);
+}
+
+/// Writes (overwrite) or adds the first rows × cols of a register tile `acc` (rows `width`
+/// apart) into C.
+///
+/// # Safety
+/// `out` must address a rows × cols block of C with row stride ldc that no other thread touches.
+pub(crate) unsafe fn store_tile(
+    acc: &[f32],
+    width: usize,
+    out: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    overwrite: bool,
+) {
     for r in 0..rows {
         let dst = std::slice::from_raw_parts_mut(out.add(r * ldc), cols);
-        let src = &acc[r * NR..][..cols];
+        let src = &acc[r * width..][..cols];
         if overwrite {
             dst.copy_from_slice(src);
         } else {
@@ -332,30 +350,22 @@ unsafe fn kernel(pairs: usize, a: *const u32, b: *const u32, acc: *mut f32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Rng;
 
-    /// Every layout, ragged sizes (tile, panel and k-block edges, odd k), overwrite and
-    /// accumulate, against an f64 product of the bf16-rounded operands. A CPU without AVX-512
-    /// BF16 must refuse the product instead.
-    #[test]
-    fn matches_the_product_of_rounded_operands() {
-        if !available() {
-            let refused = std::panic::catch_unwind(|| {
-                gemm_bf16(&Gemm::nn(1, 1, 1), &[1.0], &[1.0], &mut [0.0]);
-            });
-            assert!(refused.is_err(), "gemm_bf16 ran without AVX-512 BF16");
-            return;
-        }
-        let mut rng = Rng::new(3);
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (9, 33, 7),
-            (70, 65, 300),
-            (8, 32, 512),
-            (70, 100, 257),
-        ] {
+    /// A bf16 product kernel: C = bf16(op(A))·bf16(op(B)) [+ C] in f32.
+    pub(crate) type Kernel = fn(&Gemm, &[f32], &[f32], &mut [f32]);
+
+    /// Checks `kernel` on every layout of each (m, n, k), overwriting and accumulating, against
+    /// an f64 product of the bf16-rounded operands.
+    pub(crate) fn assert_matches_rounded_product(
+        kernel: Kernel,
+        shapes: &[(usize, usize, usize)],
+        seed: u64,
+    ) {
+        let mut rng = Rng::new(seed);
+        for &(m, n, k) in shapes {
             for (ta, tb) in [(false, false), (false, true), (true, false)] {
                 for acc in [false, true] {
                     let g = match (ta, tb) {
@@ -368,9 +378,8 @@ mod tests {
                     let mut b = vec![0f32; k * n];
                     rng.fill_normal(&mut a, 1.0);
                     rng.fill_normal(&mut b, 1.0);
-                    // The AVX-512 kernel itself, even where `gemm_bf16` picks AMX tiles.
                     let mut c = vec![0.5f32; m * n];
-                    run_avx512(&g, &a, &b, &mut c);
+                    kernel(&g, &a, &b, &mut c);
                     let ((ars, acs), (brs, bcs)) = g.strides();
                     for i in 0..m {
                         for j in 0..n {
@@ -393,6 +402,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every layout, ragged sizes (tile, panel and k-block edges, odd k), overwrite and
+    /// accumulate, against an f64 product of the bf16-rounded operands: the AVX-512 kernel
+    /// itself, even where `gemm_bf16` picks AMX tiles. A CPU without AVX-512 BF16 must refuse
+    /// the product instead.
+    #[test]
+    fn matches_the_product_of_rounded_operands() {
+        if !available() {
+            let refused = std::panic::catch_unwind(|| {
+                gemm_bf16(&Gemm::nn(1, 1, 1), &[1.0], &[1.0], &mut [0.0]);
+            });
+            assert!(refused.is_err(), "gemm_bf16 ran without AVX-512 BF16");
+            return;
+        }
+        let shapes = [
+            (1, 1, 1),
+            (9, 33, 7),
+            (70, 65, 300),
+            (8, 32, 512),
+            (70, 100, 257),
+        ];
+        assert_matches_rounded_product(run_avx512, &shapes, 3);
     }
 
     #[test]
