@@ -7,7 +7,7 @@
 //! tensors throughout. Layout and blocking are those of a BLIS-style GEMM: A in panels of MR
 //! rows, B in panels of NR columns, both with k in pairs (the instruction's unit), a register
 //! tile of MR × NR accumulators. Elsewhere `available()` is false and callers stay in f32.
-//! Where the CPU also has AMX tiles (`super::amx`), the products run there instead.
+//! Where the CPU also has AMX tiles (`super::amx`), `gemm_bf16` runs the products there instead.
 
 use super::Gemm;
 use crate::SendPtr;
@@ -58,37 +58,19 @@ pub(crate) fn pair(lo: f32, hi: f32) -> u32 {
     to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16
 }
 
-/// C = bf16(op(A))·bf16(op(B)) [+ C], accumulated in f32, on every thread of the rayon pool.
+/// C = bf16(op(A))·bf16(op(B)) [+ C], accumulated in f32, on every thread of the rayon pool:
+/// on AMX tiles where the process may use them, else on AVX-512 BF16 registers.
 /// Panics if `available()` is false.
 pub fn gemm_bf16(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     g.check(a, b, c);
     crate::flops::add(g.flops() as u64);
-    run(g, a, b, c);
+    super::run_bf16(g, a, b, c);
 }
 
-/// `gemm_bf16` after the caller's bounds check and FLOP count.
+/// The product on AVX-512 BF16 registers. The caller has checked the bounds, counted the FLOPs
+/// and handled m, n or k = 0 (`super::run_bf16`, which also prefers AMX where it can).
 pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(available(), "gemm_bf16: this CPU lacks AVX-512 BF16");
-    let (m, n, k) = (g.m, g.n, g.k);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !g.accumulate {
-            c.chunks_mut(g.ldc)
-                .take(m)
-                .for_each(|row| row[..n].fill(0.0));
-        }
-        return;
-    }
-    if super::amx::available() {
-        return super::amx::run(g, a, b, c);
-    }
-    run_avx512(g, a, b, c);
-}
-
-/// The product on AVX-512 BF16 registers (`run` after its checks and the AMX choice).
-fn run_avx512(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     let (m, n, k) = (g.m, g.n, g.k);
     let ((ars, acs), (brs, bcs)) = g.strides();
     let (m_panels, n_panels) = (m.div_ceil(MR), n.div_ceil(NR));
@@ -424,7 +406,7 @@ pub(crate) mod tests {
             (8, 32, 512),
             (70, 100, 257),
         ];
-        assert_matches_rounded_product(run_avx512, &shapes, 3);
+        assert_matches_rounded_product(run, &shapes, 3);
     }
 
     #[test]

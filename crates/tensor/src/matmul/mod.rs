@@ -161,6 +161,28 @@ impl Drop for Bf16Products {
     }
 }
 
+/// The bf16 product after the caller's bounds check and FLOP count: on AMX tiles where this
+/// process may use them, else on AVX-512 BF16 registers (panics without those).
+fn run_bf16(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let (m, n, k) = (g.m, g.n, g.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !g.accumulate {
+            c.chunks_mut(g.ldc)
+                .take(m)
+                .for_each(|row| row[..n].fill(0.0));
+        }
+        return;
+    }
+    if amx::available() {
+        amx::run(g, a, b, c)
+    } else {
+        bf16::run(g, a, b, c)
+    }
+}
+
 /// C = op(A)·op(B) [+ C] using every thread of the current rayon pool.
 pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     g.check(a, b, c);
@@ -169,7 +191,7 @@ pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         return;
     }
     if g.flops() >= PARALLEL_MIN_FLOPS && BF16.load(Ordering::Relaxed) {
-        return bf16::run(g, a, b, c);
+        return run_bf16(g, a, b, c);
     }
     let threads = rayon::current_num_threads();
     if threads <= 1 || g.flops() < PARALLEL_MIN_FLOPS {
