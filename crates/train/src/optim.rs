@@ -4,6 +4,7 @@
 
 use crate::config::{OptimizerKind, TrainConfig};
 use model::Params;
+use rayon::prelude::*;
 use tensor::ops::adamw::{adamw_update, AdamWHyper};
 use tensor::ops::muon::newton_schulz;
 
@@ -37,7 +38,6 @@ pub struct Optimizer {
     /// Second moment (AdamW; unused entries for Muon matrices stay zero).
     pub v: Vec<f32>,
     groups: Vec<Group>,
-    scratch: Vec<f32>,
 }
 
 /// The update rule of every parameter, as contiguous groups over the flat buffer.
@@ -125,7 +125,6 @@ impl Optimizer {
             m: vec![0.0; n],
             v: vec![0.0; n],
             groups,
-            scratch: Vec::new(),
         }
     }
 
@@ -141,8 +140,23 @@ impl Optimizer {
             "optimizer: buffer sizes differ"
         );
         self.step += 1;
+        let muon = MuonHyper {
+            momentum: self.muon_momentum,
+            lr: self.muon_lr * lr_scale,
+            weight_decay: self.adamw.weight_decay,
+        };
+        let mut matrices = Vec::new();
+        let (mut p_rest, mut m_rest, mut v_rest) = (params, &mut self.m[..], &mut self.v[..]);
+        let mut at = 0;
         for g in &self.groups {
-            let r = g.range.clone();
+            // Carve this group's slices off the front of what is left (groups are in order).
+            let (skip, len) = (g.range.start - at, g.range.len());
+            let (p, m, v);
+            (p, p_rest) = std::mem::take(&mut p_rest)[skip..].split_at_mut(len);
+            (m, m_rest) = std::mem::take(&mut m_rest)[skip..].split_at_mut(len);
+            (v, v_rest) = std::mem::take(&mut v_rest)[skip..].split_at_mut(len);
+            at = g.range.end;
+            let grad = &grads[g.range.clone()];
             match g.rule {
                 Rule::AdamW { decay } => {
                     let h = AdamWHyper {
@@ -150,35 +164,48 @@ impl Optimizer {
                         weight_decay: if decay { self.adamw.weight_decay } else { 0.0 },
                         ..self.adamw
                     };
-                    adamw_update(
-                        &mut params[r.clone()],
-                        &grads[r.clone()],
-                        &mut self.m[r.clone()],
-                        &mut self.v[r],
-                        &h,
-                        self.step,
-                    );
+                    adamw_update(p, grad, m, v, &h, self.step);
                 }
-                Rule::Muon { rows, cols } => {
-                    let (mu, lr) = (self.muon_momentum, self.muon_lr * lr_scale);
-                    let (m, grad) = (&mut self.m[r.clone()], &grads[r.clone()]);
-                    // Nesterov momentum: buf = μ·buf + g; direction = g + μ·buf.
-                    self.scratch.resize(m.len(), 0.0);
-                    for ((b, &gi), u) in m.iter_mut().zip(grad).zip(self.scratch.iter_mut()) {
-                        *b = mu * *b + gi;
-                        *u = gi + mu * *b;
-                    }
-                    let mut ortho = vec![0f32; m.len()];
-                    newton_schulz(&mut ortho, &self.scratch, rows, cols);
-                    // Scale so that updates have similar RMS whatever the aspect ratio.
-                    let step = lr * (rows as f32 / cols as f32).max(1.0).sqrt();
-                    let decay = 1.0 - lr * self.adamw.weight_decay;
-                    for (p, o) in params[r].iter_mut().zip(&ortho) {
-                        *p = *p * decay - step * o;
-                    }
-                }
+                Rule::Muon { rows, cols } => matrices.push((p, m, grad, rows, cols)),
                 Rule::Fixed => {}
             }
+        }
+        // One matrix per thread: each Newton–Schulz product is small, so splitting every one
+        // across the pool would cost more in wake-ups than the matrices cost together.
+        matrices
+            .into_par_iter()
+            .for_each(|(p, m, grad, rows, cols)| muon.update(p, m, grad, rows, cols));
+    }
+}
+
+/// Muon's settings for one update (the schedule already applied to `lr`).
+#[derive(Clone, Copy)]
+struct MuonHyper {
+    momentum: f32,
+    lr: f32,
+    weight_decay: f32,
+}
+
+impl MuonHyper {
+    /// One matrix: Nesterov momentum, orthogonalised by Newton–Schulz, decoupled decay.
+    fn update(self, p: &mut [f32], m: &mut [f32], grad: &[f32], rows: usize, cols: usize) {
+        let mu = self.momentum;
+        // Nesterov momentum: buf = μ·buf + g; direction = g + μ·buf.
+        let direction: Vec<f32> = m
+            .iter_mut()
+            .zip(grad)
+            .map(|(b, &gi)| {
+                *b = mu * *b + gi;
+                gi + mu * *b
+            })
+            .collect();
+        let mut ortho = vec![0f32; m.len()];
+        newton_schulz(&mut ortho, &direction, rows, cols);
+        // Scale so that updates have similar RMS whatever the aspect ratio.
+        let step = self.lr * (rows as f32 / cols as f32).max(1.0).sqrt();
+        let decay = 1.0 - self.lr * self.weight_decay;
+        for (p, o) in p.iter_mut().zip(&ortho) {
+            *p = *p * decay - step * o;
         }
     }
 }

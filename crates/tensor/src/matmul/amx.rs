@@ -15,9 +15,8 @@
 //! false where the CPU, the kernel or the operating system lacks AMX, or when the environment
 //! sets `FRUGAL_NO_AMX=1` (to measure the AVX-512 kernel on the same machine).
 
-use super::Gemm;
+use super::{Gemm, Threads};
 use crate::SendPtr;
-use rayon::prelude::*;
 use std::sync::OnceLock;
 
 /// The register tile: 32 × 32 f32 accumulators in four tiles.
@@ -72,9 +71,9 @@ fn request_tile_permission() -> bool {
     ret == 0
 }
 
-/// C = bf16(op(A))·bf16(op(B)) [+ C] on every thread of the rayon pool. The caller has checked
-/// the bounds, counted the FLOPs, handled m = 0 or n = 0, and `available()` is true.
-pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+/// C = bf16(op(A))·bf16(op(B)) [+ C] on `threads`. The caller has checked the bounds, counted
+/// the FLOPs, handled m, n or k = 0, and `available()` is true.
+pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], threads: Threads) {
     assert!(available(), "amx::run: this process cannot use AMX");
     let (m, n, k) = (g.m, g.n, g.k);
     let ((ars, acs), (brs, bcs)) = g.strides();
@@ -89,21 +88,17 @@ pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     for blk in 0..k.div_ceil(KC) {
         let (p0, kc) = (blk * KC, KC.min(k - blk * KC));
         let (pairs, padded) = (kc.div_ceil(2), padded_pairs(kc));
-        ap.par_chunks_mut(MR * padded)
-            .take(m_panels)
-            .enumerate()
-            .for_each(|(i, panel)| pack_a(panel, a, i * MR, m, ars, acs, p0, kc));
-        bp.par_chunks_mut(NR * padded)
-            .take(n_panels)
-            .enumerate()
-            .for_each(|(j, panel)| {
-                let (data, pad) = panel.split_at_mut(NR * pairs);
-                super::bf16::pack(data, b, j * NR, n, NR, bcs, brs, p0, kc);
-                pad.fill(0);
-            });
+        threads.chunks(&mut ap, MR * padded, m_panels, |i, panel| {
+            pack_a(panel, a, i * MR, m, ars, acs, p0, kc)
+        });
+        threads.chunks(&mut bp, NR * padded, n_panels, |j, panel| {
+            let (data, pad) = panel.split_at_mut(NR * pairs);
+            super::bf16::pack(data, b, j * NR, n, NR, bcs, brs, p0, kc);
+            pad.fill(0);
+        });
         let overwrite = blk == 0 && !g.accumulate;
         let (ap, bp) = (&ap, &bp);
-        tasks.par_iter().for_each(|&(i0, j0)| {
+        threads.each(&tasks, |&(i0, j0)| {
             let _tiles = Tiles::configure();
             for j in (j0..n.min(j0 + NC)).step_by(NR) {
                 let bpanel = &bp[j / NR * NR * padded..][..NR * padded];
@@ -375,6 +370,8 @@ mod tests {
             (64, 256, 1024),
             (40, 70, 1100),
         ];
-        assert_matches_rounded_product(run, &shapes, 5);
+        // On the pool and on the calling thread alone (the same tiles, another schedule).
+        assert_matches_rounded_product(|g, a, b, c| run(g, a, b, c, Threads::Pool), &shapes, 5);
+        assert_matches_rounded_product(|g, a, b, c| run(g, a, b, c, Threads::Caller), &shapes, 5);
     }
 }

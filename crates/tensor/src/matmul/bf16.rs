@@ -9,9 +9,8 @@
 //! tile of MR × NR accumulators. Elsewhere `available()` is false and callers stay in f32.
 //! Where the CPU also has AMX tiles (`super::amx`), `gemm_bf16` runs the products there instead.
 
-use super::Gemm;
+use super::{Gemm, Threads};
 use crate::SendPtr;
-use rayon::prelude::*;
 
 /// Rows and columns of the register tile: 8 × 32 accumulators in 16 zmm registers.
 const MR: usize = 8;
@@ -64,12 +63,12 @@ pub(crate) fn pair(lo: f32, hi: f32) -> u32 {
 pub fn gemm_bf16(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     g.check(a, b, c);
     crate::flops::add(g.flops() as u64);
-    super::run_bf16(g, a, b, c);
+    super::run_bf16(g, a, b, c, super::Threads::Pool);
 }
 
 /// The product on AVX-512 BF16 registers. The caller has checked the bounds, counted the FLOPs
 /// and handled m, n or k = 0 (`super::run_bf16`, which also prefers AMX where it can).
-pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], threads: Threads) {
     assert!(available(), "gemm_bf16: this CPU lacks AVX-512 BF16");
     let (m, n, k) = (g.m, g.n, g.k);
     let ((ars, acs), (brs, bcs)) = g.strides();
@@ -83,17 +82,15 @@ pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     for blk in 0..k.div_ceil(KC) {
         let (p0, kc) = (blk * KC, KC.min(k - blk * KC));
         let pairs = kc.div_ceil(2);
-        ap.par_chunks_mut(MR * pairs)
-            .take(m_panels)
-            .enumerate()
-            .for_each(|(i, panel)| pack(panel, a, i * MR, m, MR, ars, acs, p0, kc));
-        bp.par_chunks_mut(NR * pairs)
-            .take(n_panels)
-            .enumerate()
-            .for_each(|(j, panel)| pack(panel, b, j * NR, n, NR, bcs, brs, p0, kc));
+        threads.chunks(&mut ap, MR * pairs, m_panels, |i, panel| {
+            pack(panel, a, i * MR, m, MR, ars, acs, p0, kc)
+        });
+        threads.chunks(&mut bp, NR * pairs, n_panels, |j, panel| {
+            pack(panel, b, j * NR, n, NR, bcs, brs, p0, kc)
+        });
         let overwrite = blk == 0 && !g.accumulate;
         let (ap, bp) = (&ap, &bp);
-        tiles.par_iter().for_each(|&(i0, j0)| {
+        threads.each(&tiles, |&(i0, j0)| {
             for j in (j0..n.min(j0 + NC)).step_by(NR) {
                 let bpanel = &bp[j / NR * NR * pairs..][..NR * pairs];
                 for i in (i0..m.min(i0 + MC)).step_by(MR) {
@@ -406,7 +403,9 @@ pub(crate) mod tests {
             (8, 32, 512),
             (70, 100, 257),
         ];
-        assert_matches_rounded_product(run, &shapes, 3);
+        // On the pool and on the calling thread alone (the same tiles, another schedule).
+        assert_matches_rounded_product(|g, a, b, c| run(g, a, b, c, Threads::Pool), &shapes, 3);
+        assert_matches_rounded_product(|g, a, b, c| run(g, a, b, c, Threads::Caller), &shapes, 3);
     }
 
     #[test]

@@ -161,9 +161,51 @@ impl Drop for Bf16Products {
     }
 }
 
+/// Which threads a bf16 kernel's packing and tiles run on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Threads {
+    /// Every thread of the current rayon pool.
+    Pool,
+    /// The calling thread only: for products inside an already-parallel loop, where splitting
+    /// each small product again costs more in wake-ups than it gains.
+    Caller,
+}
+
+impl Threads {
+    /// f(i, chunk) for the first `count` chunks of `size` elements of `buf`.
+    fn chunks<T: Send>(
+        self,
+        buf: &mut [T],
+        size: usize,
+        count: usize,
+        f: impl Fn(usize, &mut [T]) + Send + Sync,
+    ) {
+        match self {
+            Threads::Pool => buf
+                .par_chunks_mut(size)
+                .take(count)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c)),
+            Threads::Caller => buf
+                .chunks_mut(size)
+                .take(count)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c)),
+        }
+    }
+
+    /// f(item) for every item.
+    fn each<T: Sync>(self, items: &[T], f: impl Fn(&T) + Send + Sync) {
+        match self {
+            Threads::Pool => items.par_iter().for_each(f),
+            Threads::Caller => items.iter().for_each(f),
+        }
+    }
+}
+
 /// The bf16 product after the caller's bounds check and FLOP count: on AMX tiles where this
 /// process may use them, else on AVX-512 BF16 registers (panics without those).
-fn run_bf16(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+fn run_bf16(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], threads: Threads) {
     let (m, n, k) = (g.m, g.n, g.k);
     if m == 0 || n == 0 {
         return;
@@ -177,9 +219,9 @@ fn run_bf16(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         return;
     }
     if amx::available() {
-        amx::run(g, a, b, c)
+        amx::run(g, a, b, c, threads)
     } else {
-        bf16::run(g, a, b, c)
+        bf16::run(g, a, b, c, threads)
     }
 }
 
@@ -191,7 +233,7 @@ pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         return;
     }
     if g.flops() >= PARALLEL_MIN_FLOPS && BF16.load(Ordering::Relaxed) {
-        return run_bf16(g, a, b, c);
+        return run_bf16(g, a, b, c, Threads::Pool);
     }
     let threads = rayon::current_num_threads();
     if threads <= 1 || g.flops() < PARALLEL_MIN_FLOPS {
@@ -376,7 +418,23 @@ mod avx512 {
     }
 }
 
-/// C = op(A)·op(B) [+ C] on the calling thread only: for use inside parallel kernels.
+/// `sgemm` on the calling thread only, in bf16 inside `bf16_products` like `sgemm`'s large
+/// products: for many independent products run in parallel by the caller (Muon's
+/// Newton–Schulz over every hidden matrix at once).
+pub fn sgemm_on_caller(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    g.check(a, b, c);
+    crate::flops::add(g.flops() as u64);
+    if g.flops() >= PARALLEL_MIN_FLOPS && BF16.load(Ordering::Relaxed) {
+        return run_bf16(g, a, b, c, Threads::Caller);
+    }
+    if g.m == 0 || g.n == 0 {
+        return;
+    }
+    run_gemm_crate(g, a, b, c, gemm::Parallelism::None);
+}
+
+/// C = op(A)·op(B) [+ C] on the calling thread only, always in f32: for use inside parallel
+/// kernels.
 pub fn sgemm_serial(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     g.check(a, b, c);
     if g.m == 0 || g.n == 0 {

@@ -2,12 +2,13 @@
 //! the quintic X ← aX + b(XXᵀ)X + c(XXᵀ)²X map a matrix's singular values towards 1, giving
 //! (approximately) U·Vᵀ of its SVD without computing one.
 
-use crate::matmul::{sgemm, Gemm};
+use crate::matmul::{sgemm_on_caller, Gemm};
 
 const COEFFS: (f32, f32, f32) = (3.4445, -4.7750, 2.0315);
 pub const NS_STEPS: usize = 5;
 
-/// Writes into `x` the orthogonalised `g`. # Shapes: g, x: (rows, cols).
+/// Writes into `x` the orthogonalised `g`, on the calling thread (an optimizer runs one matrix
+/// per thread: each product is too small to split well). # Shapes: g, x: (rows, cols).
 pub fn newton_schulz(x: &mut [f32], g: &[f32], rows: usize, cols: usize) {
     assert!(
         g.len() == rows * cols && x.len() == g.len(),
@@ -25,24 +26,24 @@ pub fn newton_schulz(x: &mut [f32], g: &[f32], rows: usize, cols: usize) {
     );
     for _ in 0..NS_STEPS {
         if rows <= cols {
-            sgemm(&Gemm::nt(s, s, cols), x, x, &mut gram); // A = XXᵀ
+            sgemm_on_caller(&Gemm::nt(s, s, cols), x, x, &mut gram); // A = XXᵀ
         } else {
-            sgemm(&Gemm::tn(s, s, rows), x, x, &mut gram); // A = XᵀX
+            sgemm_on_caller(&Gemm::tn(s, s, rows), x, x, &mut gram); // A = XᵀX
         }
-        sgemm(&Gemm::nn(s, s, s), &gram, &gram, &mut poly); // A²
+        sgemm_on_caller(&Gemm::nn(s, s, s), &gram, &gram, &mut poly); // A²
         poly.iter_mut()
             .zip(&gram)
             .for_each(|(p, a)| *p = b * a + c * *p); // B = bA + cA²
         next.iter_mut().zip(x.iter()).for_each(|(n, x)| *n = a * x);
         if rows <= cols {
-            sgemm(
+            sgemm_on_caller(
                 &Gemm::nn(rows, cols, s).accumulate(true),
                 &poly,
                 x,
                 &mut next,
             ); // aX + BX
         } else {
-            sgemm(
+            sgemm_on_caller(
                 &Gemm::nn(rows, cols, s).accumulate(true),
                 x,
                 &poly,
