@@ -2,8 +2,14 @@
 //! the precision is process-wide while a run holds it, and other tests' products must stay f32.
 
 use model::Llama;
+use std::sync::Mutex;
+use tensor::ops::attention::{attention_backward, attention_forward, AttnShape};
 use train::optim::Optimizer;
 use train::Config;
+
+/// Held by each test while it compares bf16 with f32: the bf16 region is process-wide, so a
+/// test's f32 reference must not run while another test holds the region.
+static PRECISION: Mutex<()> = Mutex::new(());
 
 /// tiny widened until its projections reach the size that `sgemm` sends to bf16 (256 rows of
 /// width 128), trained on one batch: (loss per step, FLOPs counted).
@@ -52,6 +58,7 @@ fn train(precision: &str, steps: usize) -> base::Result<(Vec<f64>, u64)> {
 /// counted. Without AVX-512 BF16 the config is refused, naming the field.
 #[test]
 fn bf16_products_train_like_f32() {
+    let _only = PRECISION.lock().unwrap_or_else(|e| e.into_inner());
     auto_precision_is_bf16_where_the_cpu_has_it_and_f32_elsewhere();
     if !tensor::bf16::available() {
         let err = train("bf16", 1).unwrap_err().to_string();
@@ -95,4 +102,61 @@ fn auto_precision_is_bf16_where_the_cpu_has_it_and_f32_elsewhere() {
     let (auto, _) = train("auto", 5).unwrap();
     let (named, _) = train(chosen, 5).unwrap();
     assert_eq!(auto, named);
+}
+
+/// Attention's blocks in bf16 (64 queries by up to 150 keys of width 64: past the size that
+/// goes to bf16) stay within bf16's rounding of the f32 result, forward and backward, yet differ
+/// from it (the bf16 path ran).
+#[test]
+fn bf16_attention_matches_f32_to_bf16_precision() {
+    let _only = PRECISION.lock().unwrap_or_else(|e| e.into_inner());
+    if !tensor::bf16::available() {
+        assert!(tensor::matmul::bf16_products().is_err());
+        return;
+    }
+    let s = AttnShape {
+        batch: 2,
+        seq_len: 150,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 64,
+    };
+    let rows = s.batch * s.seq_len;
+    let qkv = tensor::check::projection(rows * s.stride(), 1);
+    let dout = tensor::check::projection(rows * s.out_stride(), 2);
+    let run = || {
+        let (mut out, mut lse) = (
+            vec![0.0; rows * s.out_stride()],
+            vec![0.0; s.batch * s.n_heads * s.seq_len],
+        );
+        attention_forward(&mut out, &mut lse, &qkv, s);
+        let mut dqkv = vec![0.0; qkv.len()];
+        attention_backward(&mut dqkv, &dout, &qkv, &out, &lse, s);
+        (out, dqkv)
+    };
+    let (out32, d32) = run();
+    let (out16, d16) = {
+        let _bf16 = tensor::matmul::bf16_products().unwrap();
+        run()
+    };
+    for (name, a, b) in [("out", &out32, &out16), ("dqkv", &d32, &d16)] {
+        let rms = |v: &mut dyn Iterator<Item = f32>| {
+            let (sum, n) = v.fold((0f64, 0usize), |(s, n), x| (s + (x * x) as f64, n + 1));
+            (sum / n as f64).sqrt()
+        };
+        let (scale, err) = (
+            rms(&mut a.iter().copied()),
+            rms(&mut a.iter().zip(b.iter()).map(|(x, y)| x - y)),
+        );
+        // bf16 keeps 8 bits of mantissa: operands rounded to 2^-9 relative, errors adding
+        // in quadrature over the products' sums and the two chained products of backward.
+        assert!(
+            err <= 1e-2 * scale,
+            "{name}: rms(f32 - bf16) = {err}, rms(f32) = {scale}"
+        );
+        assert!(
+            err > 0.0,
+            "{name}: bf16 gave f32's values exactly: no bf16 product ran"
+        );
+    }
 }

@@ -73,7 +73,10 @@ fn request_tile_permission() -> bool {
 
 /// C = bf16(op(A))·bf16(op(B)) [+ C] on `threads`. The caller has checked the bounds, counted
 /// the FLOPs, handled m, n or k = 0, and `available()` is true.
-pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], threads: Threads) {
+///
+/// # Safety
+/// C's m rows of n (ldc apart) lie inside one allocation, and no other thread accesses them.
+pub(crate) unsafe fn run(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32, threads: Threads) {
     assert!(available(), "amx::run: this process cannot use AMX");
     let (m, n, k) = (g.m, g.n, g.k);
     let ((ars, acs), (brs, bcs)) = g.strides();
@@ -81,7 +84,7 @@ pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], threads: Thread
     let deepest = padded_pairs(KC.min(k));
     let mut ap = vec![0u32; m_panels * MR * deepest];
     let mut bp = vec![0u32; n_panels * NR * deepest];
-    let cp = SendPtr(c.as_mut_ptr());
+    let cp = SendPtr(c);
     let tasks: Vec<(usize, usize)> = (0..m.div_ceil(MC))
         .flat_map(|i| (0..n.div_ceil(NC)).map(move |j| (i * MC, j * NC)))
         .collect();
@@ -154,11 +157,39 @@ fn pack_a(
     }
     let mut by_k = vec![0u32; MR * pairs];
     super::bf16::pack(&mut by_k, a, first, len, MR, rs, cs, p0, kc);
+    // by_k[q·MR + r] → panel[r·padded + q]: 16 × 16 blocks in registers, the rest one by one.
+    let whole = pairs / 16 * 16;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available()` implies AVX-512; every block read lies in by_k (q + 16 ≤ pairs,
+    // r + 16 ≤ MR) and every block written in the panel (q + 16 ≤ padded).
+    unsafe {
+        transpose_blocks(panel, &by_k, padded, whole)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let whole = 0;
     for (r, row) in panel.chunks_exact_mut(padded).enumerate() {
-        for (q, slot) in row[..pairs].iter_mut().enumerate() {
+        for (q, slot) in row.iter_mut().enumerate().take(pairs).skip(whole) {
             *slot = by_k[q * MR + r];
         }
         row[pairs..].fill(0);
+    }
+}
+
+/// panel[r·padded + q] = by_k[q·MR + r] for q < `whole` (a multiple of 16), every r < MR.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_blocks(panel: &mut [u32], by_k: &[u32], padded: usize, whole: usize) {
+    use std::arch::x86_64::*;
+    for q in (0..whole).step_by(16) {
+        for r in (0..MR).step_by(16) {
+            let mut v = [_mm512_setzero_si512(); 16];
+            for (t, v) in v.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(by_k.as_ptr().add((q + t) * MR + r) as *const _);
+            }
+            for (s, row) in super::bf16::transpose_16x16(v).iter().enumerate() {
+                _mm512_storeu_si512(panel.as_mut_ptr().add((r + s) * padded + q) as *mut _, *row);
+            }
+        }
     }
 }
 
@@ -371,7 +402,15 @@ mod tests {
             (40, 70, 1100),
         ];
         // On the pool and on the calling thread alone (the same tiles, another schedule).
-        assert_matches_rounded_product(|g, a, b, c| run(g, a, b, c, Threads::Pool), &shapes, 5);
-        assert_matches_rounded_product(|g, a, b, c| run(g, a, b, c, Threads::Caller), &shapes, 5);
+        assert_matches_rounded_product(
+            |g, a, b, c| unsafe { run(g, a, b, c.as_mut_ptr(), Threads::Pool) },
+            &shapes,
+            5,
+        );
+        assert_matches_rounded_product(
+            |g, a, b, c| unsafe { run(g, a, b, c.as_mut_ptr(), Threads::Caller) },
+            &shapes,
+            5,
+        );
     }
 }

@@ -68,14 +68,17 @@ pub fn gemm_bf16(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
 
 /// The product on AVX-512 BF16 registers. The caller has checked the bounds, counted the FLOPs
 /// and handled m, n or k = 0 (`super::run_bf16`, which also prefers AMX where it can).
-pub(crate) fn run(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], threads: Threads) {
+///
+/// # Safety
+/// C's m rows of n (ldc apart) lie inside one allocation, and no other thread accesses them.
+pub(crate) unsafe fn run(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32, threads: Threads) {
     assert!(available(), "gemm_bf16: this CPU lacks AVX-512 BF16");
     let (m, n, k) = (g.m, g.n, g.k);
     let ((ars, acs), (brs, bcs)) = g.strides();
     let (m_panels, n_panels) = (m.div_ceil(MR), n.div_ceil(NR));
     let mut ap = vec![0u32; m_panels * MR * KC / 2];
     let mut bp = vec![0u32; n_panels * NR * KC / 2];
-    let cp = SendPtr(c.as_mut_ptr());
+    let cp = SendPtr(c);
     let tiles: Vec<(usize, usize)> = (0..m.div_ceil(MC))
         .flat_map(|i| (0..n.div_ceil(NC)).map(move |j| (i * MC, j * NC)))
         .collect();
@@ -159,7 +162,9 @@ pub(crate) fn pack(
 }
 
 /// `pack` where k is contiguous (A as stored for x·Wᵀ, B = Wᵀ): each row's pairs are
-/// consecutive floats, converted 32 at a time and spread into the panel `w` apart.
+/// consecutive floats, converted 32 at a time. Sixteen rows at a time, the 16 × 16 block of
+/// pairs is transposed in registers so that the panel is written in whole vectors; narrower
+/// panels (w = 8) spread each vector's pairs into the panel `w` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
 unsafe fn pack_k_contiguous(
@@ -170,20 +175,46 @@ unsafe fn pack_k_contiguous(
     kc: usize,
 ) {
     use std::arch::x86_64::*;
-    let mut lanes = [0u32; 16];
+    let whole = kc / 32 * 16; // pairs converted by vectors
+    let convert = |row: *const f32, q: usize| -> __m512i {
+        let (lo, hi) = (
+            _mm512_loadu_ps(row.add(2 * q)),
+            _mm512_loadu_ps(row.add(2 * q + 16)),
+        );
+        std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo))
+    };
+    let mut r = 0;
+    if w.is_multiple_of(16) {
+        while r < w {
+            for q in (0..whole).step_by(16) {
+                let mut v = [_mm512_setzero_si512(); 16];
+                for (i, v) in v.iter_mut().enumerate() {
+                    *v = convert(src.add((r + i) * stride), q);
+                }
+                for (t, col) in transpose_16x16(v).iter().enumerate() {
+                    _mm512_storeu_si512(panel.as_mut_ptr().add((q + t) * w + r) as *mut _, *col);
+                }
+            }
+            r += 16;
+        }
+    } else {
+        let mut lanes = [0u32; 16];
+        for r in 0..w {
+            for q in (0..whole).step_by(16) {
+                _mm512_storeu_si512(
+                    lanes.as_mut_ptr() as *mut _,
+                    convert(src.add(r * stride), q),
+                );
+                for (t, &l) in lanes.iter().enumerate() {
+                    *panel.get_unchecked_mut((q + t) * w + r) = l;
+                }
+            }
+        }
+    }
+    // The pairs past the last whole vector, one at a time.
     for r in 0..w {
         let row = src.add(r * stride);
-        let mut q = 0;
-        while 2 * q + 32 <= kc {
-            let lo = _mm512_loadu_ps(row.add(2 * q));
-            let hi = _mm512_loadu_ps(row.add(2 * q + 16));
-            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            _mm512_storeu_si512(lanes.as_mut_ptr() as *mut _, v);
-            for (t, &l) in lanes.iter().enumerate() {
-                *panel.get_unchecked_mut((q + t) * w + r) = l;
-            }
-            q += 16;
-        }
+        let mut q = whole;
         while 2 * q + 1 < kc {
             panel[q * w + r] = pair(*row.add(2 * q), *row.add(2 * q + 1));
             q += 1;
@@ -192,6 +223,47 @@ unsafe fn pack_k_contiguous(
             panel[q * w + r] = pair(*row.add(kc - 1), 0.0);
         }
     }
+}
+
+/// The transpose of a 16 × 16 block of u32 (row i in v[i]): out[j] lane i = v[i] lane j. Pairs
+/// of rows interleave their 32-bit lanes, then pairs of those their 64-bit lanes, which leaves
+/// u[4g + c] holding, in each 128-bit block b, rows 4g..4g + 4 of column 4b + c; two rounds of
+/// 128-bit shuffles gather each column's four blocks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn transpose_16x16(
+    v: [std::arch::x86_64::__m512i; 16],
+) -> [std::arch::x86_64::__m512i; 16] {
+    use std::arch::x86_64::*;
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    let mut u = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let t = &t[4 * g..4 * g + 4];
+        u[4 * g] = _mm512_unpacklo_epi64(t[0], t[2]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[0], t[2]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[1], t[3]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[1], t[3]);
+    }
+    let mut out = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        let (x, y) = (
+            _mm512_shuffle_i32x4::<0x44>(u[c], u[4 + c]),
+            _mm512_shuffle_i32x4::<0x44>(u[8 + c], u[12 + c]),
+        );
+        out[c] = _mm512_shuffle_i32x4::<0x88>(x, y);
+        out[4 + c] = _mm512_shuffle_i32x4::<0xDD>(x, y);
+        let (x, y) = (
+            _mm512_shuffle_i32x4::<0xEE>(u[c], u[4 + c]),
+            _mm512_shuffle_i32x4::<0xEE>(u[8 + c], u[12 + c]),
+        );
+        out[8 + c] = _mm512_shuffle_i32x4::<0x88>(x, y);
+        out[12 + c] = _mm512_shuffle_i32x4::<0xDD>(x, y);
+    }
+    out
 }
 
 /// `pack` where the panel's rows or columns are contiguous and k strides (B as stored for
@@ -404,8 +476,38 @@ pub(crate) mod tests {
             (70, 100, 257),
         ];
         // On the pool and on the calling thread alone (the same tiles, another schedule).
-        assert_matches_rounded_product(|g, a, b, c| run(g, a, b, c, Threads::Pool), &shapes, 3);
-        assert_matches_rounded_product(|g, a, b, c| run(g, a, b, c, Threads::Caller), &shapes, 3);
+        assert_matches_rounded_product(
+            |g, a, b, c| unsafe { run(g, a, b, c.as_mut_ptr(), Threads::Pool) },
+            &shapes,
+            3,
+        );
+        assert_matches_rounded_product(
+            |g, a, b, c| unsafe { run(g, a, b, c.as_mut_ptr(), Threads::Caller) },
+            &shapes,
+            3,
+        );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transpose_16x16_transposes() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("transpose_16x16_transposes: this CPU lacks AVX-512F; nothing uses it here");
+            return;
+        }
+        let block: Vec<u32> = (0..256).collect();
+        // SAFETY: AVX-512F is present (checked above).
+        let out = unsafe {
+            use std::arch::x86_64::*;
+            let mut v = [_mm512_setzero_si512(); 16];
+            for (i, v) in v.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(block[16 * i..].as_ptr() as *const _);
+            }
+            std::mem::transmute::<[__m512i; 16], [u32; 256]>(transpose_16x16(v))
+        };
+        for (i, j) in (0..16).flat_map(|i| (0..16).map(move |j| (i, j))) {
+            assert_eq!(out[16 * j + i], block[16 * i + j], "({i}, {j})");
+        }
     }
 
     #[test]

@@ -91,13 +91,16 @@ impl Gemm {
     /// Panics unless the slices hold every element the product touches: callers compute
     /// shapes, so a violation is a bug in frugal, and this keeps the unsafe call sound.
     pub(crate) fn check(&self, a: &[f32], b: &[f32], c: &[f32]) {
-        let need = |rows: usize, cols: usize, ld: usize| {
-            if rows == 0 || cols == 0 {
-                0
-            } else {
-                (rows - 1) * ld + cols
-            }
-        };
+        self.check_operands(a, b);
+        assert!(
+            c.len() >= need(self.m, self.n, self.ldc),
+            "gemm: C has {} values, {self:?} needs more",
+            c.len()
+        );
+    }
+
+    /// `check` of A and B alone (for products writing C through a raw pointer).
+    pub(crate) fn check_operands(&self, a: &[f32], b: &[f32]) {
         let (ar, ac) = if self.ta {
             (self.k, self.m)
         } else {
@@ -122,11 +125,15 @@ impl Gemm {
             "gemm: B has {} values, {self:?} needs more",
             b.len()
         );
-        assert!(
-            c.len() >= need(self.m, self.n, self.ldc),
-            "gemm: C has {} values, {self:?} needs more",
-            c.len()
-        );
+    }
+}
+
+/// Elements a row-major (rows × cols) matrix with leading dimension `ld` spans.
+fn need(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
     }
 }
 
@@ -206,15 +213,24 @@ impl Threads {
 /// The bf16 product after the caller's bounds check and FLOP count: on AMX tiles where this
 /// process may use them, else on AVX-512 BF16 registers (panics without those).
 fn run_bf16(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], threads: Threads) {
+    // SAFETY: `c` is borrowed mutably for the call and holds C (the caller's `check`).
+    unsafe { run_bf16_raw(g, a, b, c.as_mut_ptr(), threads) }
+}
+
+/// `run_bf16` writing C through a raw pointer.
+///
+/// # Safety
+/// C's m rows of n (ldc apart) lie inside one allocation, and no other thread accesses them.
+unsafe fn run_bf16_raw(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32, threads: Threads) {
     let (m, n, k) = (g.m, g.n, g.k);
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !g.accumulate {
-            c.chunks_mut(g.ldc)
-                .take(m)
-                .for_each(|row| row[..n].fill(0.0));
+            for i in 0..m {
+                std::ptr::write_bytes(c.add(i * g.ldc), 0, n);
+            }
         }
         return;
     }
@@ -418,19 +434,38 @@ mod avx512 {
     }
 }
 
-/// `sgemm` on the calling thread only, in bf16 inside `bf16_products` like `sgemm`'s large
-/// products: for many independent products run in parallel by the caller (Muon's
-/// Newton–Schulz over every hidden matrix at once).
+/// Products at least this large run in bf16 on the calling thread inside `bf16_products`
+/// (`sgemm_on_caller`): AMX tiles pay for their packing from about here (attention's 64-query
+/// blocks against a few hundred keys are 1–2 MFLOP).
+const CALLER_BF16_MIN_FLOPS: usize = 1 << 18;
+
+/// `sgemm` on the calling thread only, for many independent products run in parallel by the
+/// caller (attention's blocks, Muon's Newton–Schulz over every hidden matrix at once). Inside
+/// `bf16_products` those of at least CALLER_BF16_MIN_FLOPS round their operands to bf16 and
+/// accumulate in f32, as PyTorch's CPU autocast does for matmul and attention.
 pub fn sgemm_on_caller(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     g.check(a, b, c);
+    // SAFETY: `c` is borrowed mutably for the call and holds C (checked above).
+    unsafe { on_caller(g, a, b, c.as_mut_ptr()) }
+}
+
+/// `sgemm_on_caller` writing C through a raw pointer, for kernels whose parallel tasks write
+/// disjoint columns of shared rows (attention heads), which `&mut` slices cannot express.
+///
+/// # Safety
+/// C's m rows of n (ldc apart) lie inside one allocation, and no other thread accesses them.
+pub(crate) unsafe fn sgemm_on_caller_raw(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32) {
+    g.check_operands(a, b);
+    on_caller(g, a, b, c)
+}
+
+/// The product of `sgemm_on_caller`, after the bounds check.
+unsafe fn on_caller(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32) {
     crate::flops::add(g.flops() as u64);
-    if g.flops() >= PARALLEL_MIN_FLOPS && BF16.load(Ordering::Relaxed) {
-        return run_bf16(g, a, b, c, Threads::Caller);
+    if g.flops() >= CALLER_BF16_MIN_FLOPS && BF16.load(Ordering::Relaxed) {
+        return run_bf16_raw(g, a, b, c, Threads::Caller);
     }
-    if g.m == 0 || g.n == 0 {
-        return;
-    }
-    run_gemm_crate(g, a, b, c, gemm::Parallelism::None);
+    gemm_crate_raw(g, a.as_ptr(), b.as_ptr(), c, gemm::Parallelism::None)
 }
 
 /// C = op(A)·op(B) [+ C] on the calling thread only, always in f32: for use inside parallel
@@ -455,16 +490,6 @@ pub fn backend() -> &'static str {
 fn run_gemm_crate(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], par: gemm::Parallelism) {
     // SAFETY: `check` proved every index in bounds; `c` is exclusively borrowed.
     unsafe { gemm_crate_raw(g, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), par) }
-}
-
-/// `sgemm_serial` on raw pointers, for kernels whose parallel tasks write disjoint columns of
-/// shared rows (attention heads), which `&mut` slices cannot express.
-///
-/// # Safety
-/// Every element the product reads or writes must lie inside its allocation, and no other
-/// thread may access the elements of C that this product writes.
-pub(crate) unsafe fn sgemm_serial_raw(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32) {
-    gemm_crate_raw(g, a, b, c, gemm::Parallelism::None)
 }
 
 unsafe fn gemm_crate_raw(

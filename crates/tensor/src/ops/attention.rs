@@ -5,9 +5,11 @@
 //!
 //! One parallel task per (sequence, kv head): it owns that kv head's dK and dV, so the query
 //! heads sharing it accumulate without atomics, and results do not depend on the thread count.
+//! Inside `matmul::bf16_products` the blocks' products take bf16 operands (f32 accumulation,
+//! f32 softmax and log-sum-exp), as PyTorch's CPU autocast does for attention.
 
 use super::math::{dot, exp, max, sum};
-use crate::matmul::{sgemm_serial, sgemm_serial_raw, Gemm};
+use crate::matmul::{sgemm_on_caller, sgemm_on_caller_raw, Gemm};
 use crate::SendPtr;
 use rayon::prelude::*;
 
@@ -192,14 +194,14 @@ pub fn attention_forward_docs(
                     let p = &mut p[..bq * i1];
                     // S (bq, i1) = Q_blk (bq, hd) · K[..i1]ᵀ
                     let qk = Gemm::nt(bq, i1, hd).ld(stride, stride, i1);
-                    sgemm_serial(&qk, &seq[i0 * stride + s.q_col(h)..], &seq[s.k_col(g)..], p);
+                    sgemm_on_caller(&qk, &seq[i0 * stride + s.q_col(h)..], &seq[s.k_col(g)..], p);
                     block_softmax(p, i0, i1, s.scale(), &mut lse_bh[i0..i1], starts);
                     // O_blk (bq, hd) = P (bq, i1) · V[..i1] (i1, hd), written into head h's columns.
                     let pv = Gemm::nn(bq, hd, i1).ld(i1, stride, os);
                     // SAFETY: rows i0..i1 of sequence b, columns of head h: only this task writes them.
                     unsafe {
                         let o = out_ptr.get().add((b * t + i0) * os + h * hd);
-                        sgemm_serial_raw(&pv, p.as_ptr(), seq[s.v_col(g)..].as_ptr(), o);
+                        sgemm_on_caller_raw(&pv, p, &seq[s.v_col(g)..], o);
                     }
                 }
             }
@@ -265,7 +267,7 @@ pub fn attention_backward_docs(
                     let (p, dp) = (&mut p[..bq * i1], &mut dp[..bq * i1]);
                     let q_blk = &seq[i0 * stride + s.q_col(h)..];
                     let do_blk = &dout_seq[i0 * os + h * hd..];
-                    sgemm_serial(
+                    sgemm_on_caller(
                         &Gemm::nt(bq, i1, hd).ld(stride, stride, i1),
                         q_blk,
                         &seq[s.k_col(g)..],
@@ -273,7 +275,7 @@ pub fn attention_backward_docs(
                     );
                     block_probs(p, i0, i1, scale, &lse_bh[i0..i1], starts);
                     // dP (bq, i1) = dO_blk (bq, hd) · V[..i1]ᵀ
-                    sgemm_serial(
+                    sgemm_on_caller(
                         &Gemm::nt(bq, i1, hd).ld(os, stride, i1),
                         do_blk,
                         &seq[s.v_col(g)..],
@@ -291,21 +293,21 @@ pub fn attention_backward_docs(
                     // SAFETY: rows i0..i1 of sequence b, q columns of head h belong to this task.
                     unsafe {
                         let dq = seq_ptr.add(i0 * stride + s.q_col(h));
-                        sgemm_serial_raw(
+                        sgemm_on_caller_raw(
                             &Gemm::nn(bq, hd, i1).ld(i1, stride, stride),
-                            dp.as_ptr(),
-                            seq[s.k_col(g)..].as_ptr(),
+                            dp,
+                            &seq[s.k_col(g)..],
                             dq,
                         );
                     }
                     // dK[..i1] += dSᵀ · Q_blk ; dV[..i1] += Pᵀ · dO_blk   (i1, hd)
-                    sgemm_serial(
+                    sgemm_on_caller(
                         &Gemm::tn(i1, hd, bq).ld(i1, stride, hd).accumulate(true),
                         dp,
                         q_blk,
                         &mut dk,
                     );
-                    sgemm_serial(
+                    sgemm_on_caller(
                         &Gemm::tn(i1, hd, bq).ld(i1, os, hd).accumulate(true),
                         p,
                         do_blk,
