@@ -442,7 +442,8 @@ const CALLER_BF16_MIN_FLOPS: usize = 1 << 18;
 /// `sgemm` on the calling thread only, for many independent products run in parallel by the
 /// caller (attention's blocks, Muon's Newton–Schulz over every hidden matrix at once). Inside
 /// `bf16_products` those of at least CALLER_BF16_MIN_FLOPS round their operands to bf16 and
-/// accumulate in f32, as PyTorch's CPU autocast does for matmul and attention.
+/// accumulate in f32, as PyTorch's CPU autocast does for matmul and attention. Like
+/// `sgemm_serial` it counts no FLOPs: the kernels that call it count their own.
 pub fn sgemm_on_caller(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     g.check(a, b, c);
     // SAFETY: `c` is borrowed mutably for the call and holds C (checked above).
@@ -461,7 +462,6 @@ pub(crate) unsafe fn sgemm_on_caller_raw(g: &Gemm, a: &[f32], b: &[f32], c: *mut
 
 /// The product of `sgemm_on_caller`, after the bounds check.
 unsafe fn on_caller(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32) {
-    crate::flops::add(g.flops() as u64);
     if g.flops() >= CALLER_BF16_MIN_FLOPS && BF16.load(Ordering::Relaxed) {
         return run_bf16_raw(g, a, b, c, Threads::Caller);
     }

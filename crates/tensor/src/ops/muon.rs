@@ -14,11 +14,13 @@ pub fn newton_schulz(x: &mut [f32], g: &[f32], rows: usize, cols: usize) {
         g.len() == rows * cols && x.len() == g.len(),
         "newton_schulz: shape mismatch"
     );
+    let s = rows.min(cols);
+    // Per iteration: the Gram matrix and its square (2s²·long + 2s³), then B·X (2s²·long).
+    crate::flops::add((NS_STEPS * (4 * s * s * rows.max(cols) + 2 * s * s * s)) as u64);
     let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt() + 1e-7;
     x.iter_mut().zip(g).for_each(|(x, g)| *x = g / norm);
     let (a, b, c) = COEFFS;
     // Work in the small Gram dimension: XXᵀ for wide matrices, XᵀX for tall ones.
-    let s = rows.min(cols);
     let (mut gram, mut poly, mut next) = (
         vec![0f32; s * s],
         vec![0f32; s * s],
