@@ -64,7 +64,6 @@ pub fn pretrain_on(
     })?;
     let tok = open_tokenizer(cfg, &data.tokenizer)?;
     let (_, train_stream, val_stream) = open_splits(&data.shards, &tok)?;
-    let _precision = train::precision(&cfg.train)?;
     let bos = tok.special_id("<|bos|>").ok_or_else(|| {
         Error::input(
             "tokenizer",

@@ -219,6 +219,8 @@ pub struct Trainer<'a> {
     step_tokens: Vec<f64>,
     step_flops: Vec<f64>,
     last_loss: f64,
+    /// bf16 products while the trainer lives, where `train.precision` asks for them.
+    _precision: Option<tensor::matmul::Bf16Products>,
 }
 
 impl<'a> Trainer<'a> {
@@ -232,6 +234,8 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self> {
         let (t, comm) = (setup.train, setup.comm);
         let faults = Faults::from_env()?;
+        // Before the GEMM peak is measured, so that MFU divides by the peak of this precision.
+        let precision = crate::precision(t)?;
         let lead = comm.rank() == 0;
         let mut log: Box<Log<'a>> = Box::new(move |line: &str| {
             if lead {
@@ -295,6 +299,7 @@ impl<'a> Trainer<'a> {
             step_tokens: Vec::new(),
             step_flops: Vec::new(),
             last_loss: f64::NAN,
+            _precision: precision,
         })
     }
 
