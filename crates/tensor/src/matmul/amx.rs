@@ -401,16 +401,6 @@ mod tests {
             (64, 256, 1024),
             (40, 70, 1100),
         ];
-        // On the pool and on the calling thread alone (the same tiles, another schedule).
-        assert_matches_rounded_product(
-            |g, a, b, c| unsafe { run(g, a, b, c.as_mut_ptr(), Threads::Pool) },
-            &shapes,
-            5,
-        );
-        assert_matches_rounded_product(
-            |g, a, b, c| unsafe { run(g, a, b, c.as_mut_ptr(), Threads::Caller) },
-            &shapes,
-            5,
-        );
+        assert_matches_rounded_product(run, &shapes, 5);
     }
 }

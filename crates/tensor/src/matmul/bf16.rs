@@ -405,11 +405,13 @@ pub(crate) mod tests {
     use super::*;
     use crate::Rng;
 
-    /// A bf16 product kernel: C = bf16(op(A))·bf16(op(B)) [+ C] in f32.
-    pub(crate) type Kernel = fn(&Gemm, &[f32], &[f32], &mut [f32]);
+    /// A bf16 product kernel (`run` of this module or of `amx`): C = bf16(op(A))·bf16(op(B))
+    /// [+ C] in f32, on the given threads.
+    pub(crate) type Kernel = unsafe fn(&Gemm, &[f32], &[f32], *mut f32, Threads);
 
-    /// Checks `kernel` on every layout of each (m, n, k), overwriting and accumulating, against
-    /// an f64 product of the bf16-rounded operands.
+    /// Checks `kernel` on every layout of each (m, n, k), overwriting and accumulating, on the
+    /// pool and on the calling thread alone (the same tiles, another schedule), against an f64
+    /// product of the bf16-rounded operands.
     pub(crate) fn assert_matches_rounded_product(
         kernel: Kernel,
         shapes: &[(usize, usize, usize)],
@@ -429,8 +431,12 @@ pub(crate) mod tests {
                     let mut b = vec![0f32; k * n];
                     rng.fill_normal(&mut a, 1.0);
                     rng.fill_normal(&mut b, 1.0);
-                    let mut c = vec![0.5f32; m * n];
-                    kernel(&g, &a, &b, &mut c);
+                    let outs = [Threads::Pool, Threads::Caller].map(|threads| {
+                        let mut c = vec![0.5f32; m * n];
+                        // SAFETY: c holds the m × n product and no other thread touches it.
+                        unsafe { kernel(&g, &a, &b, c.as_mut_ptr(), threads) };
+                        (threads, c)
+                    });
                     let ((ars, acs), (brs, bcs)) = g.strides();
                     for i in 0..m {
                         for j in 0..n {
@@ -443,11 +449,13 @@ pub(crate) mod tests {
                                 want += t;
                                 mag += t.abs();
                             }
-                            let got = c[i * n + j] as f64;
-                            assert!(
-                                (got - want).abs() <= 1e-5 * (mag + 1.0),
-                                "{g:?} at ({i}, {j}): {got} vs {want}"
-                            );
+                            for (threads, c) in &outs {
+                                let got = c[i * n + j] as f64;
+                                assert!(
+                                    (got - want).abs() <= 1e-5 * (mag + 1.0),
+                                    "{g:?} on {threads:?} at ({i}, {j}): {got} vs {want}"
+                                );
+                            }
                         }
                     }
                 }
@@ -475,17 +483,7 @@ pub(crate) mod tests {
             (8, 32, 512),
             (70, 100, 257),
         ];
-        // On the pool and on the calling thread alone (the same tiles, another schedule).
-        assert_matches_rounded_product(
-            |g, a, b, c| unsafe { run(g, a, b, c.as_mut_ptr(), Threads::Pool) },
-            &shapes,
-            3,
-        );
-        assert_matches_rounded_product(
-            |g, a, b, c| unsafe { run(g, a, b, c.as_mut_ptr(), Threads::Caller) },
-            &shapes,
-            3,
-        );
+        assert_matches_rounded_product(run, &shapes, 3);
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -4,9 +4,15 @@
 //! of the reference preset): the `gemm` crate reaches 130–204 GFLOP/s, Debian's OpenBLAS 0.3.21
 //! 175–203 GFLOP/s, one core ~100. `gemm` is the default (pure Rust, nothing to install);
 //! the `openblas` feature routes the large, thread-parallel products through the system library.
-//! Small products inside already-parallel kernels (attention blocks) always use `gemm` on one
-//! thread: they must not spawn threads of their own. Products with a few rows against a large
-//! weight (inference decode) have their own kernel, `sgemm_nt_few_rows`.
+//! Small products inside already-parallel kernels (attention blocks, Newton–Schulz) run on the
+//! calling thread, `sgemm_on_caller` (or always in f32, `sgemm_serial`): they must not spawn
+//! threads of their own. Products with a few rows against a large weight (inference decode)
+//! have their own kernel, `sgemm_nt_few_rows`.
+//!
+//! Inside `bf16_products` (a training run whose `train.precision` is bf16) large products round
+//! their operands to bf16 and accumulate in f32: on AMX tiles (`amx`) where the CPU and kernel
+//! allow, else on AVX-512 BF16 registers (`bf16`); `run_bf16` chooses, `Threads` says whether
+//! a product's panels and tiles are spread over the pool or stay on the caller.
 
 pub mod amx;
 pub mod bf16;
