@@ -251,6 +251,11 @@ class Llama(nn.Module):
                     if p.ndim == 1:
                         p.mul_(1.0 + 0.1 * torch.randn(p.shape))
 
+    def soft_cap(self, logits):
+        """c·tanh(logits / c) for model.logit_softcap c > 0 (frugal's ModelConfig)."""
+        c = self.cfg.get("logit_softcap", 0.0)
+        return c * torch.tanh(logits / c) if c > 0 else logits
+
     def forward(self, idx, targets=None):
         """idx: (B, T) int64 -> logits (B, T, V); with targets (B, T) and MTP modules, also
         ([sum of module k's cross-entropies over its valid targets] per k, [their counts])."""
@@ -265,7 +270,7 @@ class Llama(nn.Module):
         n = self.cfg["n_layers"]
         for layer in self.model.layers[:n]:
             x = layer(x, cos, sin)
-        logits = self.lm_head(self.model.norm(x))
+        logits = self.soft_cap(self.lm_head(self.model.norm(x)))
         if targets is None:
             return logits
         sums, counts, h = [], [], x
@@ -276,7 +281,7 @@ class Llama(nn.Module):
             want[:, :T - k] = targets[:, k:]
             e = self.model.embed_tokens(ahead)
             h = mod(mod.eh_proj(torch.cat([mod.enorm(e), mod.hnorm(h)], dim=-1)), cos, sin)
-            lk = self.lm_head(mod.shared_head.norm(h))
+            lk = self.soft_cap(self.lm_head(mod.shared_head.norm(h)))
             sums.append(F.cross_entropy(lk.reshape(-1, lk.shape[-1]), want.reshape(-1),
                                         ignore_index=-100, reduction="sum"))
             counts.append(int((want != -100).sum()))
@@ -421,7 +426,7 @@ def cached_forward(model, idx, caches, pos):
         y = F.scaled_dot_product_attention(q, keys, values, is_causal=(pos == 0 and n > 1))
         x = x + a.o_proj(y.transpose(1, 2).reshape(B, n, nh * hd))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
-    return model.lm_head(model.model.norm(x[:, -1]))  # (B, V)
+    return model.soft_cap(model.lm_head(model.model.norm(x[:, -1])))  # (B, V)
 
 
 def cmd_infer(args):

@@ -7,7 +7,8 @@
 # batch were chosen (docs/speedrun.md).
 #
 # Usage: bench/recipes.sh [OUT_DIR]      (runs/recipes by default; finished recipes are reused)
-# Env:   BUDGET_S (300), RECIPES (a file of "name|override override …" lines; the built-in list
+# Env:   BUDGET_S (300), STEPS (a fixed step count instead, for recipes whose step time is the
+#        same: an ablation at equal steps is free of the timing's noise), RECIPES (a file of "name|override override …" lines; the built-in list
 #        below by default). Needs the prepared corpus of `frugal speedrun` and a release build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,8 +40,8 @@ while IFS='|' read -r name overrides; do
     if [ ! -f "$run/recipe.done" ]; then
         step_ms=$("$BIN" bench train --config "$CONFIG" "${sets[@]}" --steps 6 2>/dev/null |
             awk '/^step_ms_median:/ {print $2}')
-        steps=$(python3 -c 'import sys; print(max(20, int(float(sys.argv[1]) * 1e3 / float(sys.argv[2]))))' \
-            "$BUDGET_S" "$step_ms")
+        steps=${STEPS:-$(python3 -c 'import sys; print(max(20, int(float(sys.argv[1]) * 1e3 / float(sys.argv[2]))))' \
+            "$BUDGET_S" "$step_ms")}
         echo "== $name: ${step_ms} ms a step -> $steps steps ($overrides)" >&2
         rm -rf "$run"
         "$BIN" pretrain --config "$CONFIG" --run "$run" "${sets[@]}" --set "train.steps=$steps" \

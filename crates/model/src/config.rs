@@ -134,6 +134,14 @@ pub struct ModelConfig {
     pub norm_eps: f32,
     /// Standard deviation of the normal initialisation of matrices.
     pub init_std: f32,
+    /// Start every residual branch's output projection (attention's o_proj, the MLP's and the
+    /// experts' down_proj) and the head at zero, as modded-nanogpt and nanochat do: each block
+    /// then begins as the identity and the first steps shape the stream instead of undoing
+    /// noise.
+    pub zero_init_outputs: bool,
+    /// Soft cap c of the logits, c·tanh(logit / c) (Gemma 2's final_logit_softcapping; 15 in
+    /// nanochat, 30 in modded-nanogpt); 0 for none.
+    pub logit_softcap: f32,
     pub attention: Attention,
     pub mlp: Mlp,
     /// Required when attention = "mla".
@@ -160,6 +168,8 @@ impl Default for ModelConfig {
             rope_theta: 10000.0,
             norm_eps: 1e-5,
             init_std: 0.02,
+            zero_init_outputs: false,
+            logit_softcap: 0.0,
             attention: Attention::Gqa,
             mlp: Mlp::Swiglu,
             mla: Default::default(),
@@ -341,6 +351,12 @@ impl ModelConfig {
             if !ok {
                 return Err((field, "must be a positive finite number".into()));
             }
+        }
+        if !(m.logit_softcap >= 0.0 && m.logit_softcap.is_finite()) {
+            return Err((
+                "model.logit_softcap",
+                "must be 0 (no cap) or a positive finite number".into(),
+            ));
         }
         Ok(())
     }

@@ -256,6 +256,7 @@ impl Llama {
         let fw = &p[norm..][..d];
         rmsnorm_forward(&mut xn, &mut rstd, x, fw, d, self.cfg.norm_eps);
         linear(rows, vocab, d, &xn, &p[self.params.lm_head..], logits);
+        self.head_shape().cap(logits);
     }
 
     /// Every layer over the new tokens of each sequence, appending their keys and values to

@@ -5,6 +5,7 @@
 use crate::config::ModelConfig;
 use crate::{Params, Workspace};
 use tensor::device::HeadGrads;
+use tensor::ops::cross_entropy::Head;
 use tensor::{Cpu, Device, Gemm, Memory, Mut, Ref};
 
 /// A model on a device `D` (the CPU unless named): its config, its parameters in `D`'s memory,
@@ -30,6 +31,11 @@ impl Llama {
 }
 
 impl<D: Device> Llama<D> {
+    /// The LM head's shape: width and soft cap (`ModelConfig::logit_softcap`).
+    pub fn head_shape(&self) -> Head {
+        Head::new(self.cfg.d_model, self.cfg.logit_softcap)
+    }
+
     /// A model whose parameters are already in `dev`'s memory (see `Params::to_device`).
     pub fn on(dev: D, cfg: ModelConfig, params: Params<D>) -> Self {
         assert_eq!(
@@ -88,10 +94,10 @@ impl<D: Device> Llama<D> {
     /// Summed cross-entropy over targets that are not `IGNORE`, and their count.
     pub fn loss(&self, tokens: &[u32], targets: &[u32], ws: &mut Workspace<D>) -> (f64, usize) {
         self.forward_trunk(tokens, ws);
-        let (d, head) = (self.cfg.d_model, self.params.data.at(self.params.lm_head..));
+        let head = self.params.data.at(self.params.lm_head..);
         let scratch = &mut ws.logits_scratch;
         self.dev
-            .lm_head_loss(ws.xf.all(), head, targets, d, None, scratch)
+            .lm_head_loss(ws.xf.all(), head, targets, self.head_shape(), None, scratch)
     }
 
     /// Logits of every position: (B·T, vocab), on the host.
@@ -102,7 +108,9 @@ impl<D: Device> Llama<D> {
         let head = self.params.data.at(self.params.lm_head..);
         self.dev
             .gemm(&Gemm::nt(n, v, d), ws.xf.all(), head, out.all_mut());
-        self.dev.to_host(out)
+        let mut logits = self.dev.to_host(out);
+        self.head_shape().cap(&mut logits);
+        logits
     }
 
     /// Forward and backward: accumulates into `grads` (laid out like `params.data`) the gradient
@@ -149,15 +157,12 @@ impl<D: Device> Llama<D> {
         ws: &mut Workspace<D>,
     ) -> Vec<f64> {
         self.forward_trunk(tokens, ws);
-        // The head is linear: logits / T are the head applied to xf / T. xf is put back after,
-        // so that `backward_weighted_at` can follow without a second forward.
-        let dev = &self.dev;
-        dev.scale(ws.xf.all_mut(), 1.0 / temperature);
         let mut out = vec![0f64; targets.len()];
-        let (d, head) = (self.cfg.d_model, self.params.data.at(self.params.lm_head..));
+        let w = self.params.data.at(self.params.lm_head..);
+        let head = self.head_shape().at_temperature(temperature);
         let scratch = &mut ws.logits_scratch;
-        dev.lm_head_token_losses(ws.xf.all(), head, targets, d, scratch, &mut out);
-        dev.scale(ws.xf.all_mut(), temperature);
+        self.dev
+            .lm_head_token_losses(ws.xf.all(), w, targets, head, scratch, &mut out);
         out.iter_mut().for_each(|l| *l = -*l);
         out
     }
@@ -199,8 +204,6 @@ impl<D: Device> Llama<D> {
             self.params.len(),
             "forward_backward: gradient buffer does not match the parameters"
         );
-        let (dev, d) = (&self.dev, self.cfg.d_model);
-        dev.scale(ws.xf.all_mut(), 1.0 / temperature);
         let (g_rest, g_head) = grads.split_at(self.params.lm_head);
         // Head + loss: dxf (N, d) into ws.g.dxn; dW_head accumulated.
         let head = HeadGrads {
@@ -211,10 +214,10 @@ impl<D: Device> Llama<D> {
         };
         let w = self.params.data.at(self.params.lm_head..);
         let scratch = &mut ws.logits_scratch;
-        let loss = dev.lm_head_loss(ws.xf.all(), w, targets, d, Some(head), scratch);
-        // d loss / d xf = (d loss / d (xf / T)) / T; the trunk's backward reads xf as it was.
-        dev.scale(ws.xf.all_mut(), temperature);
-        dev.scale(ws.g.dxn.all_mut(), 1.0 / temperature);
+        let shape = self.head_shape().at_temperature(temperature);
+        let loss = self
+            .dev
+            .lm_head_loss(ws.xf.all(), w, targets, shape, Some(head), scratch);
         // A balance loss is a mean over sequences where the LM loss is over tokens.
         let aux_weight = grad_scale * ws.seq_len as f32;
         self.backward_trunk(tokens, g_rest, aux_weight, ws);

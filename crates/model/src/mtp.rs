@@ -110,10 +110,16 @@ impl<D: Device> Llama<D> {
             scale,
             weights: None,
         };
-        let head = self.params.data.at(self.params.lm_head..);
-        let (d, scratch) = (self.cfg.d_model, &mut ws.logits_scratch);
-        self.dev
-            .lm_head_loss(mt.xf.all(), head, &mt.targets, d, Some(grads), scratch)
+        let w = self.params.data.at(self.params.lm_head..);
+        let scratch = &mut ws.logits_scratch;
+        self.dev.lm_head_loss(
+            mt.xf.all(),
+            w,
+            &mt.targets,
+            self.head_shape(),
+            Some(grads),
+            scratch,
+        )
     }
 
     /// Module k's backward from dL/d(its normed output) in `ws.g.dxn` (plus, below the last

@@ -103,6 +103,13 @@ pub struct Params<D: Device = Cpu> {
     pub lm_head: usize,
 }
 
+/// A matrix that writes into the residual stream or the logits (`ModelConfig::zero_init_outputs`).
+fn is_output_projection(name: &str) -> bool {
+    name == "lm_head.weight"
+        || name.ends_with(".o_proj.weight")
+        || name.ends_with(".down_proj.weight")
+}
+
 impl Params {
     /// The layout for `cfg`, all zeros.
     pub fn zeros(cfg: &ModelConfig) -> Self {
@@ -140,14 +147,18 @@ impl Params {
         }
     }
 
-    /// Matrices ~ N(0, init_std²), norm weights = 1, balancing biases = 0, drawn in `specs` order from `seed`.
+    /// Matrices ~ N(0, init_std²) (the output projections zero with `zero_init_outputs`), norm weights = 1, balancing biases = 0, drawn in `specs` order from `seed`.
     pub fn init(cfg: &ModelConfig, seed: u64) -> Self {
         let mut p = Self::zeros(cfg);
         let mut rng = Rng::new(seed);
         for s in &p.specs {
             let dst = &mut p.data[s.range()];
             if s.is_matrix() {
+                // Drawn even when zeroed, so that the other matrices do not change with it.
                 rng.fill_normal(dst, cfg.init_std);
+                if cfg.zero_init_outputs && is_output_projection(&s.name) {
+                    dst.fill(0.0);
+                }
             } else if !s.trained {
                 dst.fill(0.0);
             } else {
@@ -343,5 +354,39 @@ mod tests {
                 .unwrap()
                 .offset
         );
+    }
+
+    #[test]
+    fn zero_init_outputs_zeroes_only_the_output_projections() {
+        for preset in ["tiny", "tiny-moe", "tiny-mla"] {
+            let base = ModelConfig::preset(preset, &[]).unwrap();
+            let zeroed =
+                ModelConfig::preset(preset, &["model.zero_init_outputs=true".into()]).unwrap();
+            let (a, b) = (Params::init(&base, 7), Params::init(&zeroed, 7));
+            let mut outputs = 0;
+            for s in &a.specs {
+                let (x, y) = (&a.data[s.range()], &b.data[s.range()]);
+                if is_output_projection(&s.name) {
+                    outputs += 1;
+                    assert!(
+                        y.iter().all(|&v| v == 0.0),
+                        "{preset}: {} is not zero",
+                        s.name
+                    );
+                    assert!(
+                        x.iter().any(|&v| v != 0.0),
+                        "{preset}: {} is zero by default",
+                        s.name
+                    );
+                } else {
+                    assert_eq!(x, y, "{preset}: {} changed", s.name);
+                }
+            }
+            // o_proj and at least one down_proj per layer, and the head.
+            assert!(
+                outputs > 2 * base.n_layers,
+                "{preset}: {outputs} output projections"
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tensor::device::HeadGrads;
 use tensor::ops::attention::AttnShape;
+use tensor::ops::cross_entropy::Head;
 use tensor::ops::moe::Routing;
 use tensor::ops::rope::{RopeLayout, RopeTable};
 use tensor::ops::rows::KvExpand;
@@ -196,7 +197,7 @@ impl Device for Traced {
         x: Ref<Self>,
         w: Ref<Self>,
         targets: &[u32],
-        d: usize,
+        head: Head,
         grads: Option<HeadGrads<Self>>,
         scratch: &mut Buf,
     ) -> (f64, usize) {
@@ -207,19 +208,19 @@ impl Device for Traced {
             scale: g.scale,
             weights: g.weights,
         });
-        Cpu.lm_head_loss(r(x), r(w), targets, d, grads, &mut scratch.0)
+        Cpu.lm_head_loss(r(x), r(w), targets, head, grads, &mut scratch.0)
     }
     fn lm_head_token_losses(
         &self,
         x: Ref<Self>,
         w: Ref<Self>,
         targets: &[u32],
-        d: usize,
+        head: Head,
         scratch: &mut Buf,
         out: &mut [f64],
     ) {
         self.hit("lm_head_token_losses");
-        Cpu.lm_head_token_losses(r(x), r(w), targets, d, &mut scratch.0, out)
+        Cpu.lm_head_token_losses(r(x), r(w), targets, head, &mut scratch.0, out)
     }
     fn concat_cols(&self, out: Mut<Self>, a: Ref<Self>, b: Ref<Self>, wa: usize, wb: usize) {
         self.hit("concat_cols");

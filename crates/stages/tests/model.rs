@@ -183,6 +183,12 @@ fn whole_model_gradient_check() {
     gradient_check_preset("tiny", &[], 5);
 }
 
+/// With the logits soft-capped at 1 (these logits reach a few units, so tanh bends them).
+#[test]
+fn softcapped_model_gradient_check() {
+    gradient_check_preset("tiny", &["model.logit_softcap=1.0"], 5);
+}
+
 /// The same with a mixture of experts: a dense layer then a MoE one with a shared expert,
 /// gates scaled and a sequence-wise balance loss; and MoE in every layer without shared experts.
 /// The selection of experts is piecewise constant: finite differences are only valid where no
@@ -479,12 +485,20 @@ fn hidden_state_gradient_check() {
 /// temperature, checked by finite differences with some ratios inside the clip and some beyond.
 #[test]
 fn grpo_objective_gradient_check() {
+    grpo_objective_gradient_check_with(&[]);
+}
+
+/// With a soft cap, the sampler's temperature divides the capped logits.
+#[test]
+fn softcapped_grpo_objective_gradient_check() {
+    grpo_objective_gradient_check_with(&["model.logit_softcap=1.0"]);
+}
+
+fn grpo_objective_gradient_check_with(overrides: &[&str]) {
     use stages::pref::grpo::Surrogate;
-    let cfg = Config::preset(
-        "tiny",
-        &["model.init_std=0.3".into(), "train.seq_len=8".into()],
-    )
-    .unwrap();
+    let mut set = vec!["model.init_std=0.3".to_string(), "train.seq_len=8".into()];
+    set.extend(overrides.iter().map(|s| s.to_string()));
+    let cfg = Config::preset("tiny", &set).unwrap();
     let model = Llama::init(cfg.model.clone(), 9);
     let (b, t, v) = (3, 8, cfg.model.vocab_size as u64);
     let mut rng = tensor::Rng::new(10);

@@ -26,6 +26,7 @@
 
 use crate::matmul::{sgemm, Gemm};
 use crate::ops::attention::{attention_backward_docs, attention_forward_docs, AttnShape};
+use crate::ops::cross_entropy::Head;
 use crate::ops::experts::{experts_backward, experts_forward, Experts};
 use crate::ops::rope::{RopeLayout, RopeTable};
 use crate::ops::rows::KvExpand;
@@ -133,7 +134,7 @@ pub trait Device: Clone + Send + Sync + 'static {
         x: Ref<Self>,
         w: Ref<Self>,
         targets: &[u32],
-        d: usize,
+        head: Head,
         grads: Option<HeadGrads<Self>>,
         scratch: &mut Self::Mem,
     ) -> (f64, usize);
@@ -143,7 +144,7 @@ pub trait Device: Clone + Send + Sync + 'static {
         x: Ref<Self>,
         w: Ref<Self>,
         targets: &[u32],
-        d: usize,
+        head: Head,
         scratch: &mut Self::Mem,
         out: &mut [f64],
     );
@@ -604,7 +605,7 @@ impl Device for Cpu {
         x: Ref<Self>,
         w: Ref<Self>,
         targets: &[u32],
-        d: usize,
+        head: Head,
         grads: Option<HeadGrads<Self>>,
         scratch: &mut Vec<f32>,
     ) -> (f64, usize) {
@@ -614,19 +615,19 @@ impl Device for Cpu {
             scale: g.scale,
             weights: g.weights,
         });
-        cross_entropy::lm_head_cross_entropy(x.slice(), w.slice(), targets, d, grads, scratch)
+        cross_entropy::lm_head_cross_entropy(x.slice(), w.slice(), targets, head, grads, scratch)
     }
     fn lm_head_token_losses(
         &self,
         x: Ref<Self>,
         w: Ref<Self>,
         targets: &[u32],
-        d: usize,
+        head: Head,
         scratch: &mut Vec<f32>,
         out: &mut [f64],
     ) {
         let (x, w) = (x.slice(), w.slice());
-        cross_entropy::lm_head_token_losses(x, w, targets, d, scratch, out);
+        cross_entropy::lm_head_token_losses(x, w, targets, head, scratch, out);
     }
     fn concat_cols(&self, out: Mut<Self>, a: Ref<Self>, b: Ref<Self>, wa: usize, wb: usize) {
         rows::concat_cols(out.slice(), a.slice(), b.slice(), wa, wb);

@@ -160,6 +160,11 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// Peak AdamW learning rate.
     pub lr: f32,
+    /// Peak AdamW rate of the token embedding, which then is not decayed (nanochat's
+    /// embedding_lr: a row moves only when its token occurs, so it wants a far larger step
+    /// than the head). Absent: `lr`, decayed like the other matrices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed_lr: Option<f32>,
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
@@ -208,6 +213,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::Adamw,
             precision: Precision::F32,
             lr: 0.0,
+            embed_lr: None,
             beta1: 0.9,
             beta2: 0.95,
             eps: 1e-8,
@@ -250,6 +256,7 @@ impl TrainConfig {
         for (field, ok) in [
             ("train.lr", positive(t.lr)),
             ("train.muon_lr", positive(t.muon_lr)),
+            ("train.embed_lr", t.embed_lr.is_none_or(positive)),
             ("train.eps", positive(t.eps)),
         ] {
             if !ok {

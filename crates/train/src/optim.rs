@@ -12,6 +12,8 @@ use tensor::ops::muon::newton_schulz;
 enum Rule {
     AdamW {
         decay: bool,
+        /// This group's peak rate as a multiple of `lr`.
+        lr_mult: f32,
     },
     Muon {
         rows: usize,
@@ -45,6 +47,7 @@ fn groups(cfg: &TrainConfig, params: &Params) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     for s in &params.specs {
         let hidden = s.is_matrix() && s.name.starts_with("model.layers.");
+        let embed_lr = cfg.embed_lr.filter(|_| s.offset == params.embed);
         let rule = match cfg.optimizer {
             _ if !s.trained => Rule::Fixed,
             OptimizerKind::Muon if hidden => Rule::Muon {
@@ -52,7 +55,8 @@ fn groups(cfg: &TrainConfig, params: &Params) -> Vec<Group> {
                 cols: s.len() / s.shape[0],
             },
             _ => Rule::AdamW {
-                decay: s.is_matrix(),
+                decay: s.is_matrix() && embed_lr.is_none(),
+                lr_mult: embed_lr.map_or(1.0, |e| e / cfg.lr),
             },
         };
         // Merge neighbours with the same AdamW rule: fewer, longer fused sweeps.
@@ -158,9 +162,9 @@ impl Optimizer {
             at = g.range.end;
             let grad = &grads[g.range.clone()];
             match g.rule {
-                Rule::AdamW { decay } => {
+                Rule::AdamW { decay, lr_mult } => {
                     let h = AdamWHyper {
-                        lr: self.adamw.lr * lr_scale,
+                        lr: self.adamw.lr * lr_mult * lr_scale,
                         weight_decay: if decay { self.adamw.weight_decay } else { 0.0 },
                         ..self.adamw
                     };
@@ -241,5 +245,48 @@ mod tests {
                 }
             );
         }
+    }
+
+    /// Adam's first step moves every parameter by its rate (the update is m̂/√v̂ = ±1), so the
+    /// embedding must move by embed_lr, undecayed, and the head by lr less its decay.
+    #[test]
+    fn embed_lr_moves_only_the_embedding_at_its_rate() {
+        let cfg = Config::preset(
+            "tiny",
+            &[
+                "train.embed_lr=0.05".into(),
+                "train.weight_decay=0.1".into(),
+            ],
+        )
+        .unwrap();
+        let p = Params::init(&cfg.model, 0);
+        let mut after = p.data.clone();
+        let mut o = Optimizer::new(&cfg.train, &p);
+        o.update(&mut after, &vec![1.0; p.len()], 1.0);
+        let moved = |name: &str| {
+            let s = p.specs.iter().find(|s| s.name == name).unwrap();
+            let decay = if name == "lm_head.weight" {
+                1.0 - cfg.train.lr * 0.1
+            } else {
+                1.0
+            };
+            let r = s.range();
+            let steps: Vec<f32> = (r.clone()).map(|i| p.data[i] * decay - after[i]).collect();
+            let (lo, hi) = steps
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            (lo, hi)
+        };
+        let (lo, hi) = moved("model.embed_tokens.weight");
+        assert!(
+            (lo - 0.05).abs() < 1e-5 && (hi - 0.05).abs() < 1e-5,
+            "embedding moved {lo}..{hi}"
+        );
+        let (lo, hi) = moved("lm_head.weight");
+        let lr = cfg.train.lr;
+        assert!(
+            (lo - lr).abs() < 1e-5 && (hi - lr).abs() < 1e-5,
+            "head moved {lo}..{hi}, not {lr}"
+        );
     }
 }

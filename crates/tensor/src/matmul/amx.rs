@@ -82,42 +82,46 @@ pub(crate) unsafe fn run(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32, threads: T
     let ((ars, acs), (brs, bcs)) = g.strides();
     let (m_panels, n_panels) = (m.div_ceil(MR), n.div_ceil(NR));
     let deepest = padded_pairs(KC.min(k));
-    let mut ap = vec![0u32; m_panels * MR * deepest];
-    let mut bp = vec![0u32; n_panels * NR * deepest];
     let cp = SendPtr(c);
     let tasks: Vec<(usize, usize)> = (0..m.div_ceil(MC))
         .flat_map(|i| (0..n.div_ceil(NC)).map(move |j| (i * MC, j * NC)))
         .collect();
-    for blk in 0..k.div_ceil(KC) {
-        let (p0, kc) = (blk * KC, KC.min(k - blk * KC));
-        let (pairs, padded) = (kc.div_ceil(2), padded_pairs(kc));
-        threads.chunks(&mut ap, MR * padded, m_panels, |i, panel| {
-            pack_a(panel, a, i * MR, m, ars, acs, p0, kc)
-        });
-        threads.chunks(&mut bp, NR * padded, n_panels, |j, panel| {
-            let (data, pad) = panel.split_at_mut(NR * pairs);
-            super::bf16::pack(data, b, j * NR, n, NR, bcs, brs, p0, kc);
-            pad.fill(0);
-        });
-        let overwrite = blk == 0 && !g.accumulate;
-        let (ap, bp) = (&ap, &bp);
-        threads.each(&tasks, |&(i0, j0)| {
-            let _tiles = Tiles::configure();
-            for j in (j0..n.min(j0 + NC)).step_by(NR) {
-                let bpanel = &bp[j / NR * NR * padded..][..NR * padded];
-                for i in (i0..m.min(i0 + MC)).step_by(MR) {
-                    let apanel = &ap[i / MR * MR * padded..][..MR * padded];
-                    let (rows, cols) = (MR.min(m - i), NR.min(n - j));
-                    // SAFETY: the tile (i.., j..) of C lies inside it (`check`), tasks own
-                    // disjoint row and column ranges, and this thread's tiles are configured.
-                    unsafe {
-                        let out = cp.get().add(i * g.ldc + j);
-                        tile(padded, apanel, bpanel, out, g.ldc, rows, cols, overwrite);
+    super::with_panels(
+        m_panels * MR * deepest,
+        n_panels * NR * deepest,
+        |ap, bp| {
+            for blk in 0..k.div_ceil(KC) {
+                let (p0, kc) = (blk * KC, KC.min(k - blk * KC));
+                let (pairs, padded) = (kc.div_ceil(2), padded_pairs(kc));
+                threads.chunks(ap, MR * padded, m_panels, |i, panel| {
+                    pack_a(panel, a, i * MR, m, ars, acs, p0, kc)
+                });
+                threads.chunks(bp, NR * padded, n_panels, |j, panel| {
+                    let (data, pad) = panel.split_at_mut(NR * pairs);
+                    super::bf16::pack(data, b, j * NR, n, NR, bcs, brs, p0, kc);
+                    pad.fill(0);
+                });
+                let overwrite = blk == 0 && !g.accumulate;
+                let (ap, bp) = (&*ap, &*bp);
+                threads.each(&tasks, |&(i0, j0)| {
+                    let _tiles = Tiles::configure();
+                    for j in (j0..n.min(j0 + NC)).step_by(NR) {
+                        let bpanel = &bp[j / NR * NR * padded..][..NR * padded];
+                        for i in (i0..m.min(i0 + MC)).step_by(MR) {
+                            let apanel = &ap[i / MR * MR * padded..][..MR * padded];
+                            let (rows, cols) = (MR.min(m - i), NR.min(n - j));
+                            // SAFETY: the tile (i.., j..) of C lies inside it (`check`), tasks own
+                            // disjoint row and column ranges, and this thread's tiles are configured.
+                            unsafe {
+                                let out = cp.get().add(i * g.ldc + j);
+                                tile(padded, apanel, bpanel, out, g.ldc, rows, cols, overwrite);
+                            }
+                        }
                     }
-                }
+                });
             }
-        });
-    }
+        },
+    )
 }
 
 /// Pairs of k in a block of `kc`, rounded up to whole tile loads (the rest are zero).

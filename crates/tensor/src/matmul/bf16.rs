@@ -76,39 +76,44 @@ pub(crate) unsafe fn run(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32, threads: T
     let (m, n, k) = (g.m, g.n, g.k);
     let ((ars, acs), (brs, bcs)) = g.strides();
     let (m_panels, n_panels) = (m.div_ceil(MR), n.div_ceil(NR));
-    let mut ap = vec![0u32; m_panels * MR * KC / 2];
-    let mut bp = vec![0u32; n_panels * NR * KC / 2];
     let cp = SendPtr(c);
     let tiles: Vec<(usize, usize)> = (0..m.div_ceil(MC))
         .flat_map(|i| (0..n.div_ceil(NC)).map(move |j| (i * MC, j * NC)))
         .collect();
-    for blk in 0..k.div_ceil(KC) {
-        let (p0, kc) = (blk * KC, KC.min(k - blk * KC));
-        let pairs = kc.div_ceil(2);
-        threads.chunks(&mut ap, MR * pairs, m_panels, |i, panel| {
-            pack(panel, a, i * MR, m, MR, ars, acs, p0, kc)
-        });
-        threads.chunks(&mut bp, NR * pairs, n_panels, |j, panel| {
-            pack(panel, b, j * NR, n, NR, bcs, brs, p0, kc)
-        });
-        let overwrite = blk == 0 && !g.accumulate;
-        let (ap, bp) = (&ap, &bp);
-        threads.each(&tiles, |&(i0, j0)| {
-            for j in (j0..n.min(j0 + NC)).step_by(NR) {
-                let bpanel = &bp[j / NR * NR * pairs..][..NR * pairs];
-                for i in (i0..m.min(i0 + MC)).step_by(MR) {
-                    let apanel = &ap[i / MR * MR * pairs..][..MR * pairs];
-                    let (rows, cols) = (MR.min(m - i), NR.min(n - j));
-                    // SAFETY: the tile (i.., j..) of C lies inside it (`check`), and tasks own
-                    // disjoint row and column ranges.
-                    unsafe {
-                        let out = cp.get().add(i * g.ldc + j);
-                        tile(pairs, apanel, bpanel, out, g.ldc, rows, cols, overwrite);
+    let deepest = KC.min(k).div_ceil(2);
+    super::with_panels(
+        m_panels * MR * deepest,
+        n_panels * NR * deepest,
+        |ap, bp| {
+            for blk in 0..k.div_ceil(KC) {
+                let (p0, kc) = (blk * KC, KC.min(k - blk * KC));
+                let pairs = kc.div_ceil(2);
+                threads.chunks(ap, MR * pairs, m_panels, |i, panel| {
+                    pack(panel, a, i * MR, m, MR, ars, acs, p0, kc)
+                });
+                threads.chunks(bp, NR * pairs, n_panels, |j, panel| {
+                    pack(panel, b, j * NR, n, NR, bcs, brs, p0, kc)
+                });
+                let overwrite = blk == 0 && !g.accumulate;
+                let (ap, bp) = (&*ap, &*bp);
+                threads.each(&tiles, |&(i0, j0)| {
+                    for j in (j0..n.min(j0 + NC)).step_by(NR) {
+                        let bpanel = &bp[j / NR * NR * pairs..][..NR * pairs];
+                        for i in (i0..m.min(i0 + MC)).step_by(MR) {
+                            let apanel = &ap[i / MR * MR * pairs..][..MR * pairs];
+                            let (rows, cols) = (MR.min(m - i), NR.min(n - j));
+                            // SAFETY: the tile (i.., j..) of C lies inside it (`check`), and tasks own
+                            // disjoint row and column ranges.
+                            unsafe {
+                                let out = cp.get().add(i * g.ldc + j);
+                                tile(pairs, apanel, bpanel, out, g.ldc, rows, cols, overwrite);
+                            }
+                        }
                     }
-                }
+                });
             }
-        });
-    }
+        },
+    )
 }
 
 /// Packs `w` rows or columns (`first`.. of `len`, zero past it) of a matrix whose element
@@ -411,7 +416,7 @@ pub(crate) mod tests {
 
     /// Checks `kernel` on every layout of each (m, n, k), overwriting and accumulating, on the
     /// pool and on the calling thread alone (the same tiles, another schedule), against an f64
-    /// product of the bf16-rounded operands.
+    /// product of the bf16-rounded operands, with this thread's reused panels full of NaNs.
     pub(crate) fn assert_matches_rounded_product(
         kernel: Kernel,
         shapes: &[(usize, usize, usize)],
@@ -433,6 +438,9 @@ pub(crate) mod tests {
                     rng.fill_normal(&mut b, 1.0);
                     let outs = [Threads::Pool, Threads::Caller].map(|threads| {
                         let mut c = vec![0.5f32; m * n];
+                        // Reused panels must be rewritten wherever read: NaN pairs left over
+                        // in them would show in C.
+                        super::super::poison_panels(1 << 20);
                         // SAFETY: c holds the m × n product and no other thread touches it.
                         unsafe { kernel(&g, &a, &b, c.as_mut_ptr(), threads) };
                         (threads, c)

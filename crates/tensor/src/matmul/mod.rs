@@ -216,6 +216,52 @@ impl Threads {
     }
 }
 
+thread_local! {
+    /// This thread's A and B panels (`with_panels`).
+    static PANELS: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = Default::default();
+}
+
+/// Fills this thread's panels, `len` elements each, with NaN bf16 pairs (tests: a kernel that
+/// reads an element its packer did not write shows it).
+#[cfg(test)]
+fn poison_panels(len: usize) {
+    PANELS.with(|cell| {
+        let (ap, bp) = &mut *cell.borrow_mut();
+        for buf in [ap, bp] {
+            buf.clear();
+            buf.resize(len, 0x7fc0_7fc0);
+        }
+    });
+}
+
+/// Runs `f` on this thread's packed-panel buffers, of at least `a_len` and `b_len` elements.
+/// A fresh zeroed allocation per product paid its page faults and zeroing on every call (a few
+/// percent of a training step); the packers write every element the kernels read, so reused
+/// buffers need no clearing. A product nested inside another on the same thread (rayon may run
+/// a stolen task while the outer one waits) gets fresh buffers instead.
+fn with_panels<R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [u32], &mut [u32]) -> R) -> R {
+    /// Buffers larger than this are freed after the product rather than kept for the next.
+    const KEEP_ELEMS: usize = 16 << 20;
+    PANELS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (ap, bp) = &mut *bufs;
+            for (buf, len) in [(&mut *ap, a_len), (&mut *bp, b_len)] {
+                if buf.len() < len {
+                    buf.resize(len, 0);
+                }
+            }
+            let out = f(&mut ap[..a_len], &mut bp[..b_len]);
+            for buf in [ap, bp] {
+                if buf.len() > KEEP_ELEMS {
+                    *buf = Vec::new();
+                }
+            }
+            out
+        }
+        Err(_) => f(&mut vec![0; a_len], &mut vec![0; b_len]),
+    })
+}
+
 /// The bf16 product after the caller's bounds check and FLOP count: on AMX tiles where this
 /// process may use them, else on AVX-512 BF16 registers (panics without those).
 fn run_bf16(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], threads: Threads) {

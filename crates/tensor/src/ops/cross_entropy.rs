@@ -2,7 +2,7 @@
 //! overwritten by their own gradient, so the (N × vocab) logit matrix — the largest activation of
 //! a small model — is never held whole, and softmax, loss and dlogits take one pass.
 
-use super::math::{exp, max, sum};
+use super::math::{exp, max, sum, tanh};
 use crate::matmul::{sgemm, Gemm};
 use rayon::prelude::*;
 
@@ -12,6 +12,44 @@ pub const IGNORE: u32 = u32::MAX;
 /// Logit-chunk budget in floats (16 MiB): large enough for efficient GEMMs, small enough to stay
 /// out of the memory peak.
 const CHUNK_FLOATS: usize = 1 << 22;
+
+/// The LM head: logits = x·Wᵀ over rows of width `d`, then, with `softcap` c > 0,
+/// c·tanh(logit / c) (Gemma 2's final-logit soft-capping, kept by modded-nanogpt and nanochat):
+/// no logit passes ±c, so the head cannot buy loss with ever larger logits early in training.
+/// The loss is that of softmax(logits / `temperature`): a policy's log-probabilities at the
+/// temperature it sampled at.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Head {
+    pub d: usize,
+    /// 0: no cap.
+    pub softcap: f32,
+    pub temperature: f32,
+}
+
+impl Head {
+    pub fn new(d: usize, softcap: f32) -> Self {
+        Head {
+            d,
+            softcap,
+            temperature: 1.0,
+        }
+    }
+
+    pub fn at_temperature(self, temperature: f32) -> Self {
+        Head {
+            temperature,
+            ..self
+        }
+    }
+
+    /// Caps raw logits in place (nothing without a cap); the temperature is the sampler's.
+    pub fn cap(&self, logits: &mut [f32]) {
+        let c = self.softcap;
+        if c > 0.0 {
+            logits.iter_mut().for_each(|v| *v = c * tanh(*v / c));
+        }
+    }
+}
 
 /// Gradient outputs of [`lm_head_cross_entropy`].
 pub struct LossGrads<'a> {
@@ -35,11 +73,11 @@ pub fn lm_head_cross_entropy(
     x: &[f32],
     w: &[f32],
     targets: &[u32],
-    d: usize,
+    head: Head,
     grads: Option<LossGrads>,
     scratch: &mut Vec<f32>,
 ) -> (f64, usize) {
-    head_xent(x, w, targets, d, grads, scratch, None)
+    head_xent(x, w, targets, head, grads, scratch, None)
 }
 
 /// Each row's loss, −ln p(target) (0 at IGNORE), into `out` (n): log-probabilities of given
@@ -48,23 +86,24 @@ pub fn lm_head_token_losses(
     x: &[f32],
     w: &[f32],
     targets: &[u32],
-    d: usize,
+    head: Head,
     scratch: &mut Vec<f32>,
     out: &mut [f64],
 ) {
     assert_eq!(out.len(), targets.len(), "lm_head_token_losses: out shape");
-    head_xent(x, w, targets, d, None, scratch, Some(out));
+    head_xent(x, w, targets, head, None, scratch, Some(out));
 }
 
 fn head_xent(
     x: &[f32],
     w: &[f32],
     targets: &[u32],
-    d: usize,
+    head: Head,
     mut grads: Option<LossGrads>,
     scratch: &mut Vec<f32>,
     mut rows_out: Option<&mut [f64]>,
 ) -> (f64, usize) {
+    let d = head.d;
     let (n, vocab) = (targets.len(), w.len() / d);
     assert!(
         x.len() == n * d && w.len() == vocab * d,
@@ -93,9 +132,9 @@ fn head_xent(
             .zip(tc.par_iter())
             .zip(row_loss[..rows].par_iter_mut())
             .enumerate()
-            .for_each(|(i, ((l, &t), out))| {
+            .for_each_init(Vec::new, |capped, (i, ((l, &t), out))| {
                 let s = scale.map(|s| weights.map_or(s, |w| s * w[i]));
-                *out = softmax_xent_row(l, t, s);
+                *out = head_xent_row(l, t, s, head, capped);
             });
         if let Some(o) = rows_out.as_deref_mut() {
             o[r0..r0 + rows].copy_from_slice(&row_loss[..rows]);
@@ -118,6 +157,43 @@ fn head_xent(
         }
     }
     (loss, count)
+}
+
+/// `softmax_xent_row` of the head's logits: capped (c·tanh(l / c) for c = `head.softcap`),
+/// then divided by the temperature; the gradient is taken back through both, d/dl =
+/// (1 − tanh²) / T. `tanh_row` keeps the row's tanh values.
+fn head_xent_row(
+    l: &mut [f32],
+    target: u32,
+    scale: Option<f32>,
+    head: Head,
+    tanh_row: &mut Vec<f32>,
+) -> f64 {
+    let (cap, inv_t) = (head.softcap, 1.0 / head.temperature);
+    if target == IGNORE || (cap <= 0.0 && inv_t == 1.0) {
+        return softmax_xent_row(l, target, scale);
+    }
+    if cap <= 0.0 {
+        l.iter_mut().for_each(|v| *v *= inv_t);
+        let loss = softmax_xent_row(l, target, scale);
+        if scale.is_some() {
+            l.iter_mut().for_each(|g| *g *= inv_t);
+        }
+        return loss;
+    }
+    tanh_row.clear();
+    tanh_row.extend(l.iter().map(|&v| tanh(v / cap)));
+    let k = cap * inv_t;
+    l.iter_mut()
+        .zip(tanh_row.iter())
+        .for_each(|(v, &t)| *v = k * t);
+    let loss = softmax_xent_row(l, target, scale);
+    if scale.is_some() {
+        l.iter_mut()
+            .zip(tanh_row.iter())
+            .for_each(|(g, &t)| *g *= (1.0 - t * t) * inv_t);
+    }
+    loss
 }
 
 /// Loss of one row; with `scale`, overwrites the logits by scale · (softmax − onehot).
@@ -151,9 +227,13 @@ fn softmax_xent_row(l: &mut [f32], target: u32, scale: Option<f32>) -> f64 {
 pub mod reference {
     use super::IGNORE;
 
-    /// Mean cross-entropy of logits = x·Wᵀ, all in f64.
-    pub fn lm_head_cross_entropy(x: &[f32], w: &[f32], targets: &[u32], d: usize) -> f64 {
+    use super::Head;
+
+    /// Mean cross-entropy of logits = x·Wᵀ (capped and tempered as `head` says), all in f64.
+    pub fn lm_head_cross_entropy(x: &[f32], w: &[f32], targets: &[u32], head: Head) -> f64 {
+        let d = head.d;
         let vocab = w.len() / d;
+        let (c, temp) = (head.softcap as f64, head.temperature as f64);
         let (mut total, mut count) = (0f64, 0);
         for (i, &t) in targets.iter().enumerate() {
             if t == IGNORE {
@@ -161,9 +241,14 @@ pub mod reference {
             }
             let logits: Vec<f64> = (0..vocab)
                 .map(|v| {
-                    (0..d)
+                    let z: f64 = (0..d)
                         .map(|k| x[i * d + k] as f64 * w[v * d + k] as f64)
-                        .sum()
+                        .sum();
+                    if c > 0.0 {
+                        c * (z / c).tanh() / temp
+                    } else {
+                        z / temp
+                    }
                 })
                 .collect();
             let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -180,9 +265,18 @@ mod tests {
     use super::*;
     use crate::check::{grad_check, projection};
 
+    /// Uncapped, and capped at 1.5 (below these logits' range, so tanh bends them); at
+    /// temperature 1 and 0.7.
     #[test]
     fn matches_reference_and_gradients_check() {
-        let (n, d, vocab) = (9, 6, 13);
+        for (softcap, temperature) in [(0.0, 1.0), (1.5, 1.0), (0.0, 0.7), (1.5, 0.7)] {
+            let head = Head::new(6, softcap).at_temperature(temperature);
+            matches_reference_and_gradients_check_at(head);
+        }
+    }
+
+    fn matches_reference_and_gradients_check_at(head: Head) {
+        let (n, d, vocab) = (9, head.d, 13);
         let x = projection(n * d, 1);
         let w = projection(vocab * d, 2);
         let targets = [0, 12, 5, IGNORE, 7, 7, 1, 3, IGNORE];
@@ -194,9 +288,9 @@ mod tests {
             scale: 1.0 / count as f32,
             weights: None,
         };
-        let (sum, c) = lm_head_cross_entropy(&x, &w, &targets, d, Some(grads), &mut scratch);
+        let (sum, c) = lm_head_cross_entropy(&x, &w, &targets, head, Some(grads), &mut scratch);
         assert_eq!(c, count);
-        let want = reference::lm_head_cross_entropy(&x, &w, &targets, d);
+        let want = reference::lm_head_cross_entropy(&x, &w, &targets, head);
         assert!(
             (sum / c as f64 - want).abs() < 1e-5,
             "loss {} vs reference {want}",
@@ -207,16 +301,23 @@ mod tests {
             "an ignored position gets no gradient"
         );
         grad_check("cross-entropy dx", &mut x.clone(), &dx, |x| {
-            reference::lm_head_cross_entropy(x, &w, &targets, d)
+            reference::lm_head_cross_entropy(x, &w, &targets, head)
         });
         grad_check("cross-entropy dw", &mut w.clone(), &dw, |w| {
-            reference::lm_head_cross_entropy(&x, w, &targets, d)
+            reference::lm_head_cross_entropy(&x, w, &targets, head)
         });
     }
 
     #[test]
     fn per_row_weights_and_token_losses() {
-        let (n, d, vocab) = (7, 5, 11);
+        for (softcap, temperature) in [(0.0, 1.0), (2.0, 1.0), (2.0, 1.3)] {
+            let head = Head::new(5, softcap).at_temperature(temperature);
+            per_row_weights_and_token_losses_at(head);
+        }
+    }
+
+    fn per_row_weights_and_token_losses_at(head: Head) {
+        let (n, d, vocab) = (7, head.d, 11);
         let x = projection(n * d, 3);
         let w = projection(vocab * d, 4);
         let targets = [3, 0, IGNORE, 10, 4, 4, 9];
@@ -228,7 +329,7 @@ mod tests {
                 .map(|i| {
                     let one = [targets[i]];
                     weights[i] as f64
-                        * reference::lm_head_cross_entropy(&x[i * d..(i + 1) * d], w, &one, d)
+                        * reference::lm_head_cross_entropy(&x[i * d..(i + 1) * d], w, &one, head)
                 })
                 .sum()
         };
@@ -239,16 +340,16 @@ mod tests {
             scale: 1.0,
             weights: Some(&weights),
         };
-        lm_head_cross_entropy(&x, &w, &targets, d, Some(grads), &mut scratch);
+        lm_head_cross_entropy(&x, &w, &targets, head, Some(grads), &mut scratch);
         grad_check("weighted dx", &mut x.clone(), &dx, |x| weighted(x, &w));
         grad_check("weighted dw", &mut w.clone(), &dw, |w| weighted(&x, w));
         let mut losses = vec![0f64; n];
-        lm_head_token_losses(&x, &w, &targets, d, &mut scratch, &mut losses);
+        lm_head_token_losses(&x, &w, &targets, head, &mut scratch, &mut losses);
         for i in 0..n {
             let want = if targets[i] == IGNORE {
                 0.0
             } else {
-                reference::lm_head_cross_entropy(&x[i * d..(i + 1) * d], &w, &[targets[i]], d)
+                reference::lm_head_cross_entropy(&x[i * d..(i + 1) * d], &w, &[targets[i]], head)
             };
             assert!(
                 (losses[i] - want).abs() < 1e-5,
