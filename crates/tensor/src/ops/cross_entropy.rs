@@ -161,7 +161,7 @@ fn head_xent(
 
 /// `softmax_xent_row` of the head's logits: capped (c·tanh(l / c) for c = `head.softcap`),
 /// then divided by the temperature; the gradient is taken back through both, d/dl =
-/// (1 − tanh²) / T. `tanh_row` keeps the row's tanh values.
+/// (1 − tanh²) / T. `tanh_row` keeps the row's derivatives.
 fn head_xent_row(
     l: &mut [f32],
     target: u32,
@@ -181,17 +181,20 @@ fn head_xent_row(
         }
         return loss;
     }
-    tanh_row.clear();
-    tanh_row.extend(l.iter().map(|&v| tanh(v / cap)));
-    let k = cap * inv_t;
-    l.iter_mut()
-        .zip(tanh_row.iter())
-        .for_each(|(v, &t)| *v = k * t);
+    // One pass: each capped, tempered logit, and its derivative (1 − tanh²) / T kept for the
+    // backward (a multiply by 1 / c, not a division: this pass is the cap's whole cost).
+    let (inv_c, k) = (1.0 / cap, cap * inv_t);
+    tanh_row.resize(l.len(), 0.0);
+    for (v, dv) in l.iter_mut().zip(tanh_row.iter_mut()) {
+        let t = tanh(*v * inv_c);
+        *v = k * t;
+        *dv = (1.0 - t * t) * inv_t;
+    }
     let loss = softmax_xent_row(l, target, scale);
     if scale.is_some() {
         l.iter_mut()
             .zip(tanh_row.iter())
-            .for_each(|(g, &t)| *g *= (1.0 - t * t) * inv_t);
+            .for_each(|(g, &f)| *g *= f);
     }
     loss
 }
