@@ -47,8 +47,11 @@ pub struct SpeedrunArgs {
     #[arg(long = "grpo-set", value_name = "KEY=VALUE")]
     grpo_overrides: Vec<String>,
     /// Cold-start conversations for GRPO's task added to the SFT mixture: worked answers, with
-    /// calculator calls, to its training problems (never its held-out ones).
-    #[arg(long, default_value_t = 10_000)]
+    /// calculator calls, to its training problems (never its held-out ones). A few, as
+    /// DeepSeek-R1's cold start is small beside its RL: enough to teach the calculator's
+    /// format; with 10,000 the SFT model of a Muon base solved every held-out problem and left
+    /// GRPO nothing to learn (500: 94.6%, 200: 91.6%; docs/speedrun.md).
+    #[arg(long, default_value_t = 100)]
     cold_start: usize,
     /// Wall-clock budget of the whole recipe, fetching included (30m, 1h30m, 90s): split
     /// into stage shares, and each training stage's steps fitted to its share at the speed
