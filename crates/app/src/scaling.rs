@@ -252,6 +252,18 @@ fn least_squares(runs: &[RunPoint], alpha: f64, beta: f64) -> Option<(f64, f64, 
 mod tests {
     use super::*;
 
+    /// The shipped law (bench/sweep.sh's fit) loads, and ranks models as it was fitted to: at
+    /// 0.82M tokens the 9.3M model beats the 3M one (the sweep's 400-step runs).
+    #[test]
+    fn the_shipped_cpu_law_loads_and_ranks_the_sweeps_sizes() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../configs/scaling-cpu.toml"
+        );
+        let law = LossLaw::load(std::path::Path::new(path)).unwrap();
+        assert!(law.loss(9.31e6, 0.82e6) < law.loss(2.95e6, 0.82e6));
+    }
+
     #[test]
     fn chinchilla_is_compute_optimal_near_twenty_tokens_per_parameter() {
         let law = LossLaw::chinchilla();
