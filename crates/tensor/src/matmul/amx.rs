@@ -15,7 +15,7 @@
 //! false where the CPU, the kernel or the operating system lacks AMX, or when the environment
 //! sets `FRUGAL_NO_AMX=1` (to measure the AVX-512 kernel on the same machine).
 
-use super::{Gemm, Threads};
+use super::{Blocking, Gemm, Threads};
 use crate::SendPtr;
 use std::sync::OnceLock;
 
@@ -78,47 +78,36 @@ fn request_tile_permission() -> bool {
 /// C's m rows of n (ldc apart) lie inside one allocation, and no other thread accesses them.
 pub(crate) unsafe fn run(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32, threads: Threads) {
     assert!(available(), "amx::run: this process cannot use AMX");
-    let (m, n, k) = (g.m, g.n, g.k);
+    let (m, n) = (g.m, g.n);
     let ((ars, acs), (brs, bcs)) = g.strides();
-    let (m_panels, n_panels) = (m.div_ceil(MR), n.div_ceil(NR));
-    let deepest = padded_pairs(KC.min(k));
     let cp = SendPtr(c);
-    let tasks: Vec<(usize, usize)> = (0..m.div_ceil(MC))
-        .flat_map(|i| (0..n.div_ceil(NC)).map(move |j| (i * MC, j * NC)))
-        .collect();
-    super::with_panels(
-        m_panels * MR * deepest,
-        n_panels * NR * deepest,
-        |ap, bp| {
-            for blk in 0..k.div_ceil(KC) {
-                let (p0, kc) = (blk * KC, KC.min(k - blk * KC));
-                let (pairs, padded) = (kc.div_ceil(2), padded_pairs(kc));
-                threads.chunks(ap, MR * padded, m_panels, |i, panel| {
-                    pack_a(panel, a, i * MR, m, ars, acs, p0, kc)
-                });
-                threads.chunks(bp, NR * padded, n_panels, |j, panel| {
-                    let (data, pad) = panel.split_at_mut(NR * pairs);
-                    super::bf16::pack(data, b, j * NR, n, NR, bcs, brs, p0, kc);
-                    pad.fill(0);
-                });
-                let overwrite = blk == 0 && !g.accumulate;
-                let (ap, bp) = (&*ap, &*bp);
-                threads.each(&tasks, |&(i0, j0)| {
-                    let _tiles = Tiles::configure();
-                    for j in (j0..n.min(j0 + NC)).step_by(NR) {
-                        let bpanel = &bp[j / NR * NR * padded..][..NR * padded];
-                        for i in (i0..m.min(i0 + MC)).step_by(MR) {
-                            let apanel = &ap[i / MR * MR * padded..][..MR * padded];
-                            let (rows, cols) = (MR.min(m - i), NR.min(n - j));
-                            // SAFETY: the tile (i.., j..) of C lies inside it (`check`), tasks own
-                            // disjoint row and column ranges, and this thread's tiles are configured.
-                            unsafe {
-                                let out = cp.get().add(i * g.ldc + j);
-                                tile(padded, apanel, bpanel, out, g.ldc, rows, cols, overwrite);
-                            }
-                        }
-                    }
-                });
+    let blocking = Blocking {
+        mr: MR,
+        nr: NR,
+        kc: KC,
+        mc: MC,
+        nc: NC,
+    };
+    super::blocked(
+        g,
+        threads,
+        blocking,
+        padded_pairs,
+        |panel, first, p0, kc| pack_a(panel, a, first, m, ars, acs, p0, kc),
+        |panel, first, p0, kc| {
+            let (data, pad) = panel.split_at_mut(NR * kc.div_ceil(2));
+            super::bf16::pack(data, b, first, n, NR, bcs, brs, p0, kc);
+            pad.fill(0);
+        },
+        Tiles::configure,
+        |padded, apanel, bpanel, i, j, overwrite| {
+            let (rows, cols) = (MR.min(m - i), NR.min(n - j));
+            // SAFETY: the tile (i.., j..) of C lies inside it (`check`), tasks own disjoint row
+            // and column ranges, and this thread's tiles are configured (`Tiles::configure`,
+            // once per task).
+            unsafe {
+                let out = cp.get().add(i * g.ldc + j);
+                tile(padded, apanel, bpanel, out, g.ldc, rows, cols, overwrite);
             }
         },
     )

@@ -9,7 +9,7 @@
 //! tile of MR × NR accumulators. Elsewhere `available()` is false and callers stay in f32.
 //! Where the CPU also has AMX tiles (`super::amx`), `gemm_bf16` runs the products there instead.
 
-use super::{Gemm, Threads};
+use super::{Blocking, Gemm, Threads};
 use crate::SendPtr;
 
 /// Rows and columns of the register tile: 8 × 32 accumulators in 16 zmm registers.
@@ -73,44 +73,31 @@ pub fn gemm_bf16(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
 /// C's m rows of n (ldc apart) lie inside one allocation, and no other thread accesses them.
 pub(crate) unsafe fn run(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32, threads: Threads) {
     assert!(available(), "gemm_bf16: this CPU lacks AVX-512 BF16");
-    let (m, n, k) = (g.m, g.n, g.k);
+    let (m, n) = (g.m, g.n);
     let ((ars, acs), (brs, bcs)) = g.strides();
-    let (m_panels, n_panels) = (m.div_ceil(MR), n.div_ceil(NR));
     let cp = SendPtr(c);
-    let tiles: Vec<(usize, usize)> = (0..m.div_ceil(MC))
-        .flat_map(|i| (0..n.div_ceil(NC)).map(move |j| (i * MC, j * NC)))
-        .collect();
-    let deepest = KC.min(k).div_ceil(2);
-    super::with_panels(
-        m_panels * MR * deepest,
-        n_panels * NR * deepest,
-        |ap, bp| {
-            for blk in 0..k.div_ceil(KC) {
-                let (p0, kc) = (blk * KC, KC.min(k - blk * KC));
-                let pairs = kc.div_ceil(2);
-                threads.chunks(ap, MR * pairs, m_panels, |i, panel| {
-                    pack(panel, a, i * MR, m, MR, ars, acs, p0, kc)
-                });
-                threads.chunks(bp, NR * pairs, n_panels, |j, panel| {
-                    pack(panel, b, j * NR, n, NR, bcs, brs, p0, kc)
-                });
-                let overwrite = blk == 0 && !g.accumulate;
-                let (ap, bp) = (&*ap, &*bp);
-                threads.each(&tiles, |&(i0, j0)| {
-                    for j in (j0..n.min(j0 + NC)).step_by(NR) {
-                        let bpanel = &bp[j / NR * NR * pairs..][..NR * pairs];
-                        for i in (i0..m.min(i0 + MC)).step_by(MR) {
-                            let apanel = &ap[i / MR * MR * pairs..][..MR * pairs];
-                            let (rows, cols) = (MR.min(m - i), NR.min(n - j));
-                            // SAFETY: the tile (i.., j..) of C lies inside it (`check`), and tasks own
-                            // disjoint row and column ranges.
-                            unsafe {
-                                let out = cp.get().add(i * g.ldc + j);
-                                tile(pairs, apanel, bpanel, out, g.ldc, rows, cols, overwrite);
-                            }
-                        }
-                    }
-                });
+    let blocking = Blocking {
+        mr: MR,
+        nr: NR,
+        kc: KC,
+        mc: MC,
+        nc: NC,
+    };
+    super::blocked(
+        g,
+        threads,
+        blocking,
+        |kc| kc.div_ceil(2),
+        |panel, first, p0, kc| pack(panel, a, first, m, MR, ars, acs, p0, kc),
+        |panel, first, p0, kc| pack(panel, b, first, n, NR, bcs, brs, p0, kc),
+        || (),
+        |pairs, apanel, bpanel, i, j, overwrite| {
+            let (rows, cols) = (MR.min(m - i), NR.min(n - j));
+            // SAFETY: the tile (i.., j..) of C lies inside it (`check`), and tasks own disjoint
+            // row and column ranges.
+            unsafe {
+                let out = cp.get().add(i * g.ldc + j);
+                tile(pairs, apanel, bpanel, out, g.ldc, rows, cols, overwrite);
             }
         },
     )

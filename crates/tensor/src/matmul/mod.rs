@@ -12,7 +12,9 @@
 //! Inside `bf16_products` (a training run whose `train.precision` is bf16) large products round
 //! their operands to bf16 and accumulate in f32: on AMX tiles (`amx`) where the CPU and kernel
 //! allow, else on AVX-512 BF16 registers (`bf16`); `run_bf16` chooses, `Threads` says whether
-//! a product's panels and tiles are spread over the pool or stay on the caller.
+//! a product's panels and tiles are spread over the pool or stay on the caller. Both kernels
+//! share one blocked loop (`blocked`: pack A's and B's panels per k block, then the register
+//! tiles of each task) over per-thread reused panel buffers (`with_panels`).
 
 pub mod amx;
 pub mod bf16;
@@ -232,6 +234,70 @@ fn poison_panels(len: usize) {
             buf.resize(len, 0x7fc0_7fc0);
         }
     });
+}
+
+/// How a bf16 kernel blocks a product: register tiles of `mr` × `nr`, panels `kc` deep, parallel
+/// tasks of `mc` rows by `nc` columns.
+#[derive(Clone, Copy)]
+pub(crate) struct Blocking {
+    pub mr: usize,
+    pub nr: usize,
+    pub kc: usize,
+    pub mc: usize,
+    pub nc: usize,
+}
+
+/// The loop both bf16 kernels share: k in blocks of `kc`; for each block, A's panels
+/// (`pack_a(panel, first_row, p0, kc)`) and B's (`pack_b(panel, first_col, p0, kc)`) packed on
+/// `threads`, `depth(kc)` u32 pairs a row or column, then every task's register tiles,
+/// `tile(depth, a_panel, b_panel, i, j, overwrite)`, after `per_task()` (whose value lives for
+/// the task: AMX configures its tile registers there).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn blocked<G>(
+    g: &Gemm,
+    threads: Threads,
+    bl: Blocking,
+    depth: fn(usize) -> usize,
+    pack_a: impl Fn(&mut [u32], usize, usize, usize) + Send + Sync,
+    pack_b: impl Fn(&mut [u32], usize, usize, usize) + Send + Sync,
+    per_task: impl Fn() -> G + Send + Sync,
+    tile: impl Fn(usize, &[u32], &[u32], usize, usize, bool) + Send + Sync,
+) {
+    let (m, n, k) = (g.m, g.n, g.k);
+    let Blocking { mr, nr, kc, mc, nc } = bl;
+    let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    let tasks: Vec<(usize, usize)> = (0..m.div_ceil(mc))
+        .flat_map(|i| (0..n.div_ceil(nc)).map(move |j| (i * mc, j * nc)))
+        .collect();
+    let deepest = depth(kc.min(k));
+    with_panels(
+        m_panels * mr * deepest,
+        n_panels * nr * deepest,
+        |ap, bp| {
+            for blk in 0..k.div_ceil(kc) {
+                let (p0, kb) = (blk * kc, kc.min(k - blk * kc));
+                let d = depth(kb);
+                threads.chunks(ap, mr * d, m_panels, |i, panel| {
+                    pack_a(panel, i * mr, p0, kb)
+                });
+                threads.chunks(bp, nr * d, n_panels, |j, panel| {
+                    pack_b(panel, j * nr, p0, kb)
+                });
+                let overwrite = blk == 0 && !g.accumulate;
+                let (ap, bp) = (&*ap, &*bp);
+                threads.each(&tasks, |&(i0, j0)| {
+                    let _task = per_task();
+                    for j in (j0..n.min(j0 + nc)).step_by(nr) {
+                        let bpanel = &bp[j / nr * nr * d..][..nr * d];
+                        for i in (i0..m.min(i0 + mc)).step_by(mr) {
+                            let apanel = &ap[i / mr * mr * d..][..mr * d];
+                            tile(d, apanel, bpanel, i, j, overwrite);
+                        }
+                    }
+                });
+            }
+        },
+    )
 }
 
 /// Runs `f` on this thread's packed-panel buffers, of at least `a_len` and `b_len` elements.
