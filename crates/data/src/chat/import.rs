@@ -1,7 +1,7 @@
 //! Conversations from the shapes instruction data comes in:
 //! - `{"messages": [{"role", "content"}]}` (OpenAI; content a string or a list of
 //!   `{"type": "text"|"python"|"python_output", "text"}` parts; a `"tool"` message becomes the
-//!   output part of the assistant message before it),
+//!   output part of the assistant message before it; calculator `tool_calls` become calls),
 //! - `{"conversations": [{"from": "human"|"gpt"|"system", "value"}]}` (ShareGPT),
 //! - `{"instruction", "input", "output"}` (Alpaca),
 //! - `{"question", "answer"}` (GSM8K: `<<48/2=24>>` calculator annotations become tool calls),
@@ -120,8 +120,20 @@ fn from_messages(
     let mut continuing = false;
     for (i, m) in list.iter().enumerate() {
         let role = str_field(m, "role").ok_or(format!("message {i} has no role"))?;
-        let parts = parts_of(m.get("content").unwrap_or(&Value::Null))
+        let mut parts = parts_of(m.get("content").unwrap_or(&Value::Null))
             .map_err(|e| format!("message {i}: {e}"))?;
+        if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
+            if role != "assistant" {
+                return Err(format!(
+                    "message {i}: only assistant messages may hold tool_calls"
+                ));
+            }
+            parts.extend(tool_call_parts(calls).map_err(|e| format!("message {i}: {e}"))?);
+        }
+        // Template messages carry empty content beside tool calls and after a tool's answer.
+        if parts.len() > 1 || continuing {
+            parts.retain(|p| p.kind != PartKind::Text || !p.text.is_empty());
+        }
         match role_of(role).map_err(|e| format!("message {i}: {e}"))? {
             None => {
                 let last = messages
@@ -149,6 +161,37 @@ fn from_messages(
         }
     }
     Ok(Conversation { messages })
+}
+
+/// OpenAI's `tool_calls` as calculator calls: each names the calculator and carries its
+/// expression in `arguments`, an object or the JSON text of one.
+fn tool_call_parts(calls: &Value) -> std::result::Result<Vec<Part>, String> {
+    use super::template::{CALCULATOR, CALCULATOR_ARG};
+    let calls = calls.as_array().ok_or("tool_calls must be a list")?;
+    calls
+        .iter()
+        .map(|c| {
+            let f = &c["function"];
+            if f["name"] != CALCULATOR {
+                return Err(format!(
+                    "tool call to {}: the only tool is {CALCULATOR:?}",
+                    f["name"]
+                ));
+            }
+            let args = match &f["arguments"] {
+                Value::String(s) => serde_json::from_str(s)
+                    .map_err(|e| format!("tool call arguments are not JSON: {e}"))?,
+                v => v.clone(),
+            };
+            let expr = args[CALCULATOR_ARG].as_str().ok_or(format!(
+                "tool call arguments need a string {CALCULATOR_ARG:?}"
+            ))?;
+            Ok(Part {
+                kind: PartKind::Python,
+                text: expr.to_string(),
+            })
+        })
+        .collect()
 }
 
 fn from_sharegpt(

@@ -14,6 +14,7 @@
 
 pub mod import;
 pub mod stream;
+pub mod template;
 
 use base::{Error, Result};
 use bpe::Tokenizer;

@@ -160,3 +160,90 @@ fn chat_import_walks_a_symlink_loop_once() {
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(convs.unwrap().len(), 1);
 }
+
+/// Conversations that exercise every part of the format, for the template's tests.
+fn template_cases() -> Vec<Conversation> {
+    [
+        r#"{"prompt": "Hi", "completion": "Hello there"}"#,
+        r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"},
+            {"role": "assistant", "content": "d"}]}"#,
+        r#"{"messages": [{"role": "user", "content": "What is 48/2?"},
+            {"role": "assistant", "content": [{"type": "text", "text": "It is "},
+              {"type": "python", "text": "48/2"}, {"type": "python_output", "text": "24"},
+              {"type": "text", "text": ", so 24."}]}]}"#,
+        r#"{"messages": [{"role": "user", "content": "x"},
+            {"role": "assistant", "content": [{"type": "python", "text": "1+1"},
+              {"type": "python_output", "text": "2"}, {"type": "python", "text": "2*3"},
+              {"type": "python_output", "text": "6"}]}]}"#,
+        r#"{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3+4=<<3+4=7>>7\n#### 7"}"#,
+    ]
+    .iter()
+    .map(|s| conv(s))
+    .collect()
+}
+
+#[test]
+fn the_frugal_template_renders_the_ids_the_chat_format_trains_on() {
+    use super::template::{to_messages, Template, TemplateContext, FRUGAL_TEMPLATE};
+    let tok = byte_tok();
+    let f = ChatFormat::new(&tok).unwrap();
+    let t = Template::new(FRUGAL_TEMPLATE, "test").unwrap();
+    for c in template_cases() {
+        let text = t
+            .render(&to_messages(&c), &TemplateContext::default())
+            .unwrap();
+        assert_eq!(
+            tok.encode_with_specials(&text),
+            f.render(&c).unwrap().ids,
+            "{text}"
+        );
+        // A prompt ends with the conversation's last user message and opens the reply.
+        let mut prompt = c.clone();
+        prompt.messages.pop();
+        let ctx = TemplateContext {
+            add_generation_prompt: true,
+            ..Default::default()
+        };
+        let text = t.render(&to_messages(&prompt), &ctx).unwrap();
+        assert_eq!(
+            tok.encode_with_specials(&text),
+            f.render_prompt(&prompt, 1 << 20).unwrap()
+        );
+    }
+}
+
+#[test]
+fn template_messages_read_back_as_the_same_conversation() {
+    use super::template::to_messages;
+    for c in template_cases() {
+        let back = conversation_from_json(&serde_json::json!({"messages": to_messages(&c)}));
+        assert_eq!(back.unwrap(), c);
+    }
+}
+
+#[test]
+fn templates_fail_with_the_reason_and_loops_run_out_of_fuel() {
+    use super::template::{Template, TemplateContext};
+    let msgs = serde_json::json!([{"role": "user", "content": "hi"}]);
+    let ctx = TemplateContext::default();
+    let e = Template::new("{% if %}", "cfg.json")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("cfg.json") && e.contains("chat template"), "{e}");
+    let raising = Template::new("{{ raise_exception('roles must alternate') }}", "t").unwrap();
+    let e = raising.render(&msgs, &ctx).unwrap_err().to_string();
+    assert!(e.contains("roles must alternate"), "{e}");
+    let endless =
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
+    let e = Template::new(endless, "t")
+        .unwrap()
+        .render(&msgs, &ctx)
+        .unwrap_err();
+    assert!(e.to_string().contains("fuel"), "{e}");
+    // Python's string methods, which real templates call, work as in transformers.
+    let py = Template::new("{{ messages[0].content.strip().upper() }}", "t").unwrap();
+    let msgs = serde_json::json!([{"role": "user", "content": "  hi "}]);
+    assert_eq!(py.render(&msgs, &ctx).unwrap(), "HI");
+}
