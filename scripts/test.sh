@@ -2,7 +2,7 @@
 # The test command (README, CI): formatting, module cycles, lints, every test of the workspace, the
 # distributed tests on Open MPI, and the kernels again on the optional OpenBLAS backend.
 # Installs what the tests need when missing: libopenblas-dev, chromium, Open MPI and libclang
-# (Debian), and tokenizers, tiktoken and openai in .venv.
+# (Debian), and tokenizers, tiktoken, openai, transformers, jinja2 and gguf in .venv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -33,11 +33,13 @@ if ! dpkg -s libopenmpi-dev openmpi-bin libclang-dev >/dev/null 2>&1; then
 fi
 
 # The tokenizer agreement test compares ids with HF tokenizers and tiktoken (small wheels); the
-# server's tests drive it with the official openai client.
-if ! .venv/bin/python -c 'import tokenizers, tiktoken, openai' >/dev/null 2>&1; then
-    step "installing tokenizers, tiktoken and openai into .venv (for the tokenizer and server tests)"
+# server's tests drive it with the official openai client; the export's tests read it with
+# transformers' tokenizer and chat template (jinja2; no PyTorch: its logits come from fixtures)
+# and with the gguf package.
+if ! .venv/bin/python -c 'import tokenizers, tiktoken, openai, transformers, jinja2, gguf' >/dev/null 2>&1; then
+    step "installing tokenizers, tiktoken, openai, transformers, jinja2 and gguf into .venv (for the tokenizer, server and export tests)"
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install -q tokenizers tiktoken openai
+    .venv/bin/pip install -q tokenizers tiktoken openai transformers jinja2 gguf
 fi
 
 step "cargo fmt --check"

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use app::bench::{bench_infer, bench_speculative, bench_train, peak_rss_mb};
 use clap::Subcommand;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tensor::peak::bench_gemm;
 use train::Config;
 
@@ -81,6 +81,22 @@ pub enum BenchCommand {
         /// Passes over the prompts (both ways each time).
         #[arg(long, default_value_t = 3)]
         reps: usize,
+    },
+    /// Compare a run's logits with another implementation's for the same weights and prompts
+    /// (the file bench/interop/hf_readers.py writes from transformers): prints the largest gap
+    /// per prompt and fails beyond --tol, or when frugal's tokenizer gives other ids for a
+    /// prompt's text.
+    Logits {
+        #[arg(long)]
+        run: PathBuf,
+        /// base, sft, dpo or grpo (default: the last one trained).
+        #[arg(long)]
+        stage: Option<String>,
+        /// safetensors file of ids.{i} and logits.{i}.
+        #[arg(long)]
+        against: PathBuf,
+        #[arg(long, default_value_t = 1e-4)]
+        tol: f32,
     },
 }
 
@@ -199,6 +215,12 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             println!("tokens_per_s: {:.1}", r.tokens_per_step as f64 / (ms / 1e3));
             println!("peak_rss_mb: {:.1}", peak_rss_mb().unwrap_or(f64::NAN));
         }
+        BenchCommand::Logits {
+            run,
+            stage,
+            against,
+            tol,
+        } => logits(&run, stage.as_deref(), &against, tol)?,
         BenchCommand::Infer {
             model: choice,
             prompt_len,
@@ -401,4 +423,37 @@ fn worst_case_encoding(tok: &bpe::Tokenizer, text: &str, reps: usize) {
             fast * 1e3
         );
     }
+}
+
+fn logits(run: &Path, stage: Option<&str>, against: &Path, tol: f32) -> anyhow::Result<()> {
+    let t = train::checkpoint::load_stage(run, stage)?;
+    let prompts = interop::check::read_peer_logits(against)?;
+    let gaps = interop::check::logit_gaps(&t.model, &prompts)?;
+    let mut ok = true;
+    for (i, (p, gap)) in prompts.iter().zip(&gaps).enumerate() {
+        // As transformers encodes: special-token names in the text are those tokens.
+        let ids_agree = p
+            .text
+            .as_ref()
+            .map(|text| t.tok.encode_with_specials(text) == p.ids);
+        println!(
+            "prompt {i}: {} tokens, largest logit gap {gap:.2e}{}",
+            p.ids.len(),
+            match ids_agree {
+                Some(true) => ", same ids",
+                Some(false) => ", OTHER IDS than frugal's tokenizer",
+                None => "",
+            }
+        );
+        ok &= *gap <= tol && ids_agree != Some(false);
+    }
+    let worst = gaps.iter().copied().fold(0f32, f32::max);
+    println!("largest_logit_gap: {worst:.3e} (tolerance {tol:.0e})");
+    anyhow::ensure!(
+        ok,
+        "{} disagrees with {} beyond the tolerance",
+        run.display(),
+        against.display()
+    );
+    Ok(())
 }

@@ -8,6 +8,7 @@ mod cost;
 mod data;
 mod dist;
 mod eval;
+mod export;
 mod plan;
 mod pref;
 mod prefs;
@@ -52,6 +53,9 @@ enum Command {
     /// ARC, MMLU, PIQA, WinoGrande, BoolQ, OpenBookQA, LAMBADA, GSM8K, …; writes RUN/eval/
     /// and the report card in report.md and report.html.
     Eval(eval::EvalArgs),
+    /// Write a run's model for other tools: a Hugging Face checkpoint directory (config.json,
+    /// safetensors, tokenizer files with the chat template).
+    Export(export::ExportArgs),
     /// Distributed training's plumbing: check that the ranks of an mpirun/srun/torchrun
     /// launch can talk, and measure how fast.
     #[command(subcommand)]
@@ -133,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cost(cmd) => cost::run(cmd),
         Command::Report(a) => cost::report(a),
         Command::Eval(a) => on_worker(|| eval::eval(a)),
+        Command::Export(a) => export::export(a),
         Command::Pref(cmd) => on_worker(|| pref::run(cmd)),
         Command::Annotate(a) => annotate::annotate(a),
         Command::Prefs(cmd) => prefs::run(cmd),

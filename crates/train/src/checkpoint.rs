@@ -164,7 +164,7 @@ pub struct Trained {
     pub tok: bpe::Tokenizer,
     pub model: Llama,
     pub checkpoint: PathBuf,
-    /// "sft" or "pretrain": which stage the checkpoint comes from.
+    /// "pretrain", "sft", "dpo" or "grpo": which stage the checkpoint comes from.
     pub stage: &'static str,
 }
 
@@ -183,26 +183,19 @@ pub fn load_weights(dir: &Path, cfg: &model::config::ModelConfig) -> Result<Llam
     Ok(Llama::new(cfg.clone(), params))
 }
 
+/// The trained stages of the recipe in order: each one's name and the subdirectory of the run
+/// that holds its checkpoints ("" for pretraining's).
+pub const STAGES: &[(&str, &str)] = &[
+    ("base", ""),
+    ("sft", "sft"),
+    ("dpo", "dpo"),
+    ("grpo", "grpo"),
+];
+
 /// Loads a run directory's newest model: the SFT stage's (`run/sft/`) when there is one and
 /// `prefer_sft`, else pretraining's.
 pub fn load_trained(run: &Path, prefer_sft: bool) -> Result<Trained> {
-    let cfg_path = run.join("config.toml");
-    if !cfg_path.exists() {
-        return Err(Error::input(
-            run.display().to_string(),
-            "is not a run directory (no config.toml)",
-            "pass the --run directory of `frugal pretrain` or `frugal speedrun` (runs/speedrun)",
-        ));
-    }
-    let cfg = crate::Config::load(&cfg_path, &[])?;
-    let tok_path = run.join("tokenizer.json");
-    let tok = bpe::Tokenizer::load(&tok_path).map_err(|e| {
-        Error::input(
-            tok_path.display().to_string(),
-            e.to_string(),
-            "the run directory is incomplete; rerun pretraining",
-        )
-    })?;
+    let (cfg, tok) = open_run(run)?;
     let sft = run.join("sft");
     let (stage, ckpt) = match list(&sft)?.pop() {
         Some((_, dir)) if prefer_sft => ("sft", dir),
@@ -225,6 +218,66 @@ pub fn load_trained(run: &Path, prefer_sft: bool) -> Result<Trained> {
         checkpoint: ckpt,
         stage,
     })
+}
+
+/// Loads the newest checkpoint of one stage of a run (`base`, `sft`, `dpo` or `grpo`; see
+/// [`STAGES`]), or with `None` of the last stage of the recipe that has one.
+pub fn load_stage(run: &Path, stage: Option<&str>) -> Result<Trained> {
+    let (cfg, tok) = open_run(run)?;
+    let names: Vec<&str> = STAGES.iter().map(|(n, _)| *n).collect();
+    let wanted: Vec<&(&'static str, &str)> = match stage {
+        Some(s) => vec![STAGES.iter().find(|(n, _)| *n == s).ok_or_else(|| {
+            Error::input(
+                format!("--stage {s}"),
+                "is not a stage of the recipe",
+                format!("use one of {}", names.join(", ")),
+            )
+        })?],
+        None => STAGES.iter().rev().collect(),
+    };
+    for &&(name, sub) in &wanted {
+        if let Some((_, ckpt)) = list(&run.join(sub))?.pop() {
+            let model = load_weights(&ckpt, &cfg.model)?;
+            let stage = if name == "base" { "pretrain" } else { name };
+            return Ok(Trained {
+                cfg,
+                tok,
+                model,
+                checkpoint: ckpt,
+                stage,
+            });
+        }
+    }
+    Err(Error::input(
+        run.display().to_string(),
+        match stage {
+            Some(s) => format!("has no checkpoint of the {s} stage"),
+            None => "has no checkpoint yet".to_string(),
+        },
+        "train that stage first, or name another with --stage",
+    ))
+}
+
+/// A run directory's config and tokenizer.
+fn open_run(run: &Path) -> Result<(crate::Config, bpe::Tokenizer)> {
+    let cfg_path = run.join("config.toml");
+    if !cfg_path.exists() {
+        return Err(Error::input(
+            run.display().to_string(),
+            "is not a run directory (no config.toml)",
+            "pass the --run directory of `frugal pretrain` or `frugal speedrun` (runs/speedrun)",
+        ));
+    }
+    let cfg = crate::Config::load(&cfg_path, &[])?;
+    let tok_path = run.join("tokenizer.json");
+    let tok = bpe::Tokenizer::load(&tok_path).map_err(|e| {
+        Error::input(
+            tok_path.display().to_string(),
+            e.to_string(),
+            "the run directory is incomplete; rerun pretraining",
+        )
+    })?;
+    Ok((cfg, tok))
 }
 
 /// Prepares the directory of a tuning stage (`RUN/sft`, `RUN/dpo`, ...): on `resume` its saved

@@ -1,0 +1,66 @@
+//! `frugal export`: a run's stage as a Hugging Face checkpoint directory, for transformers,
+//! vLLM and lm-evaluation-harness.
+
+use clap::{Args, ValueEnum};
+use interop::hf::{self, ExportOptions};
+use interop::{tensors::parse_size, Dtype};
+use std::path::PathBuf;
+use train::checkpoint::load_stage;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// config.json + safetensors + tokenizer files with the chat template (LlamaForCausalLM).
+    Hf,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Run directory.
+    #[arg(long)]
+    run: PathBuf,
+    /// Which stage's newest checkpoint: base, sft, dpo or grpo (default: the last one trained).
+    #[arg(long)]
+    stage: Option<String>,
+    #[arg(long, value_enum, default_value = "hf")]
+    format: Format,
+    /// The directory to write; it must not exist or be empty.
+    #[arg(long)]
+    out: PathBuf,
+    /// Weight type: f32 (exact) or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Largest safetensors shard, as `save_pretrained` takes it (5GB, 500MB).
+    #[arg(long, default_value = "5GB")]
+    max_shard_size: String,
+}
+
+pub fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let opts = ExportOptions {
+        dtype: Dtype::parse(&a.dtype)?,
+        max_shard_bytes: parse_size(&a.max_shard_size)?,
+    };
+    let trained = load_stage(&a.run, a.stage.as_deref())?;
+    let s = match a.format {
+        Format::Hf => hf::export(&trained, &a.out, &opts)?,
+    };
+    println!(
+        "exported {} ({} stage, {}) to {}: {} parameters in {}, {:.1} MB",
+        a.run.display(),
+        trained.stage,
+        trained.checkpoint.display(),
+        s.dir.display(),
+        s.params,
+        opts.dtype.torch_name(),
+        s.bytes as f64 / 1e6
+    );
+    for f in &s.files {
+        println!("  {f}");
+    }
+    if !s.dropped.is_empty() {
+        println!(
+            "left out {} tensors of the multi-token prediction modules (a Llama has none)",
+            s.dropped.len()
+        );
+    }
+    Ok(())
+}

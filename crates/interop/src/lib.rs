@@ -1,0 +1,17 @@
+//! frugal's models in and out of the ecosystem.
+//!
+//! - `hf`: a run's stage as a Hugging Face checkpoint directory (`config.json`, safetensors,
+//!   `tokenizer.json`, `tokenizer_config.json` with the chat template, `generation_config.json`)
+//!   that transformers, vLLM and lm-evaluation-harness load as a Llama.
+//! - `outdir`: export directories appear whole or not at all.
+//! - `tensors`: named tensors in f32 or bf16, sharded safetensors with their index.
+//!
+//! May use: base, bpe, model, data (the chat format and its template), train (run directories
+//! and checkpoints), tensor (bf16 rounding). Used by: cli.
+
+pub mod check;
+pub mod hf;
+pub mod outdir;
+pub mod tensors;
+
+pub use tensors::Dtype;

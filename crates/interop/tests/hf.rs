@@ -1,0 +1,390 @@
+//! The Hugging Face export against the real readers.
+//!
+//! - Live, in every test run: transformers' tokenizer and `apply_chat_template` on an export
+//!   give frugal's ids (needs transformers in $FRUGAL_PYTHON or .venv; scripts/test.sh
+//!   installs it; FRUGAL_SKIP_PEER_TESTS=1 skips knowingly and says so).
+//! - From fixtures transformers wrote (its models need PyTorch, a download too large for the
+//!   test command): an export of a seeded model that `fixtures/export-logits.safetensors` holds
+//!   transformers' logits for. The test exports the same model again, checks the files are the
+//!   ones transformers read, and compares logits. Regenerate with scripts/interop-fixtures.sh.
+
+use interop::hf::{export, ExportOptions};
+use interop::Dtype;
+use model::{save_safetensors, Llama};
+use safetensors::SafeTensors;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use train::checkpoint::load_stage;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("frugal-interop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Text the fixture tokenizer is trained on: words, numbers, code and other scripts, so its
+/// merges cover what the prompts hold.
+fn corpus() -> Vec<String> {
+    let lines = [
+        "It was a dark and stormy night, and the rain fell in torrents.",
+        "Fellow citizens, the state of the Union is strong. What is 48/2? It is 24.",
+        "def add(a, b):\n    return a + b\n\nprint(add(3, 4))  # 7",
+        "Ünïcödé café naïve, 漢字, Ελληνικά, русский 😀 3.14159 1,000,000",
+        "The quick brown fox jumps over the lazy dog. DON'T SHOUT! I'll whisper...",
+    ];
+    (0..30)
+        .map(|i| format!("{} {i}\n", lines[i % lines.len()].repeat(1 + i % 3)))
+        .collect()
+}
+
+/// A run with a tokenizer trained here (320 tokens with the chat specials), a grouped-query
+/// tiny model, and two stages: base (seed 1) and SFT (seed 2).
+fn fixture_run(dir: &Path) -> PathBuf {
+    let mut t = bpe::Trainer::new(bpe::TrainerOptions {
+        vocab_size: 320,
+        ..Default::default()
+    })
+    .unwrap();
+    t.count(&corpus());
+    let tok = t.finish().unwrap();
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    tok.save(&run.join("tokenizer.json")).unwrap();
+    let cfg = include_str!("../../../configs/tiny.toml")
+        .replace(
+            "vocab_size = 128",
+            &format!("vocab_size = {}", tok.vocab_size()),
+        )
+        .replace("context_len = 32", "context_len = 64")
+        .replace("init_std = 0.02", "init_std = 0.2");
+    std::fs::write(run.join("config.toml"), &cfg).unwrap();
+    let model_cfg = train::Config::parse(&cfg, "fixture", &[]).unwrap().model;
+    for (sub, seed) in [("", 1), ("sft", 2)] {
+        let ckpt = run.join(sub).join("checkpoints/step-5");
+        std::fs::create_dir_all(&ckpt).unwrap();
+        let m = Llama::init(model_cfg.clone(), seed);
+        save_safetensors(&m.params, &ckpt.join("model.safetensors")).unwrap();
+    }
+    run
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn an_export_is_a_llama_checkpoint_directory() {
+    let dir = temp("layout");
+    let run = fixture_run(&dir);
+    let sft = load_stage(&run, None).unwrap();
+    assert_eq!(sft.stage, "sft");
+    let out = dir.join("hf");
+    let s = export(&sft, &out, &ExportOptions::default()).unwrap();
+    let cfg = json(&out.join("config.json"));
+    assert_eq!(cfg["architectures"][0], "LlamaForCausalLM");
+    assert_eq!(cfg["num_key_value_heads"], 2);
+    assert_eq!(cfg["num_attention_heads"], 4);
+    assert_eq!(cfg["head_dim"], 8);
+    assert_eq!(cfg["rms_norm_eps"], 1e-5);
+    assert_eq!(cfg["vocab_size"], sft.tok.vocab_size());
+    assert_eq!(cfg["tie_word_embeddings"], false);
+    let stops = &cfg["eos_token_id"];
+    let end = sft.tok.special_id("<|assistant_end|>").unwrap();
+    assert_eq!(stops[0], end, "a chat stage stops at the reply's end first");
+    assert_eq!(
+        json(&out.join("generation_config.json"))["eos_token_id"],
+        *stops
+    );
+    let tc = json(&out.join("tokenizer_config.json"));
+    assert_eq!(tc["chat_template"], data::chat::template::FRUGAL_TEMPLATE);
+    assert_eq!(tc["eos_token"], "<|assistant_end|>");
+    assert_eq!(tc["added_tokens_decoder"][end.to_string()]["special"], true);
+    // Every parameter, by its HF name and shape, in f32.
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.len(), sft.model.params.specs.len());
+    for spec in &sft.model.params.specs {
+        let t = st.tensor(&spec.name).unwrap();
+        assert_eq!(t.shape(), spec.shape.as_slice(), "{}", spec.name);
+        assert_eq!(t.dtype(), safetensors::Dtype::F32);
+    }
+    assert_eq!(s.params, sft.model.params.len());
+    // No partial directory is left beside it.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.to_string_lossy().contains("partial")),
+        "{names:?}"
+    );
+
+    // The base stage stops at the next document.
+    let base = load_stage(&run, Some("base")).unwrap();
+    export(&base, &dir.join("hf-base"), &ExportOptions::default()).unwrap();
+    let bos = base.tok.special_id("<|bos|>").unwrap();
+    assert_eq!(json(&dir.join("hf-base/config.json"))["eos_token_id"], bos);
+}
+
+#[test]
+fn exports_in_bf16_and_in_shards_cover_every_tensor() {
+    let dir = temp("shards");
+    let run = fixture_run(&dir);
+    let t = load_stage(&run, Some("sft")).unwrap();
+    let opts = ExportOptions {
+        dtype: Dtype::Bf16,
+        max_shard_bytes: 30_000,
+    };
+    let out = dir.join("hf");
+    let s = export(&t, &out, &opts).unwrap();
+    assert_eq!(json(&out.join("config.json"))["torch_dtype"], "bfloat16");
+    let index = json(&out.join("model.safetensors.index.json"));
+    let map = index["weight_map"].as_object().unwrap();
+    assert_eq!(map.len(), t.model.params.specs.len());
+    let shards: std::collections::BTreeSet<&str> =
+        map.values().map(|v| v.as_str().unwrap()).collect();
+    assert!(shards.len() > 2, "{shards:?}");
+    let mut total = 0;
+    for file in &shards {
+        assert!(s.files.iter().any(|f| f == file));
+        let bytes = std::fs::read(out.join(file)).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        for (name, view) in st.tensors() {
+            assert_eq!(map[&name], *file);
+            assert_eq!(view.dtype(), safetensors::Dtype::BF16);
+            let spec = t.model.params.spec(&name).unwrap();
+            let want = &t.model.params.data[spec.range()];
+            let got: Vec<f32> = view
+                .data()
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect();
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() <= w.abs() / 128.0, "{name}: {g} for {w}");
+            }
+            total += view.data().len();
+        }
+    }
+    assert_eq!(index["metadata"]["total_size"], total);
+}
+
+#[test]
+fn exports_refuse_what_would_lose_data_or_change_the_model() {
+    let dir = temp("refuse");
+    let run = fixture_run(&dir);
+    let t = load_stage(&run, None).unwrap();
+    // A directory with a user's files in it is never written into.
+    let taken = dir.join("taken");
+    std::fs::create_dir_all(&taken).unwrap();
+    std::fs::write(taken.join("notes.txt"), "mine").unwrap();
+    let e = export(&t, &taken, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not empty"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(taken.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    // An unknown stage names the ones there are.
+    let e = load_stage(&run, Some("rlhf")).err().unwrap().to_string();
+    assert!(e.contains("base, sft, dpo, grpo"), "{e}");
+    let e = load_stage(&run, Some("dpo")).err().unwrap().to_string();
+    assert!(e.contains("no checkpoint of the dpo stage"), "{e}");
+    // Architectures a Llama cannot hold are refused, naming the field.
+    for (field, why) in [
+        ("logit_softcap = 15.0", "logit_softcap"),
+        (
+            "attention = \"mla\"\n[model.mla]\nkv_rank = 16\nrope_dim = 4",
+            "attention = \"mla\"",
+        ),
+    ] {
+        let mut cfg = t.model.cfg.clone();
+        let text = format!("[model]\n{}\n", field);
+        let patch: toml::Value = toml::from_str(&text).unwrap();
+        let mut base = toml::Value::try_from(&cfg).unwrap();
+        for (k, v) in patch["model"].as_table().unwrap() {
+            base.as_table_mut().unwrap().insert(k.clone(), v.clone());
+        }
+        cfg = base.try_into().unwrap();
+        let e = interop::hf::config::llama_config(&cfg, &ids(&t), "float32").unwrap_err();
+        assert!(e.to_string().contains(why), "{e}");
+    }
+}
+
+fn ids(t: &train::checkpoint::Trained) -> interop::hf::config::SpecialIds {
+    interop::hf::config::SpecialIds {
+        bos: t.tok.special_id("<|bos|>").unwrap(),
+        eos: vec![t.tok.special_id("<|assistant_end|>").unwrap()],
+    }
+}
+
+/// The files of the committed export that transformers scored, byte for byte.
+const EXPORT_FILES: &[&str] = &[
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+];
+
+#[test]
+fn transformers_logits_on_the_export_equal_frugals() {
+    let dir = temp("fixture");
+    let run = fixture_run(&dir);
+    let t = load_stage(&run, Some("sft")).unwrap();
+    let out = dir.join("hf");
+    export(&t, &out, &ExportOptions::default()).unwrap();
+    for f in EXPORT_FILES {
+        assert!(
+            std::fs::read(out.join(f)).unwrap()
+                == std::fs::read(fixtures().join("export").join(f)).unwrap(),
+            "{f} differs from the export transformers scored: if the change is meant, run \
+             scripts/interop-fixtures.sh (it needs PyTorch) and commit the new fixtures"
+        );
+    }
+    let prompts =
+        interop::check::read_peer_logits(&fixtures().join("export-logits.safetensors")).unwrap();
+    assert!(prompts.len() >= 4);
+    let gaps = interop::check::logit_gaps(&t.model, &prompts).unwrap();
+    for (p, gap) in prompts.iter().zip(&gaps) {
+        assert!(*gap <= 1e-4, "logit gap {gap} on {:?}", p.text);
+        // transformers' tokenizer gave the ids frugal gives.
+        assert_eq!(
+            t.tok.encode_with_specials(p.text.as_deref().unwrap()),
+            p.ids
+        );
+    }
+}
+
+/// Writes the fixtures the test above reads (run by scripts/interop-fixtures.sh, which then
+/// has transformers score them).
+#[test]
+#[ignore]
+fn write_fixtures() {
+    let dir = temp("write");
+    let run = fixture_run(&dir);
+    let t = load_stage(&run, Some("sft")).unwrap();
+    let out = fixtures().join("export");
+    let _ = std::fs::remove_dir_all(&out);
+    export(&t, &out, &ExportOptions::default()).unwrap();
+    std::fs::copy(
+        run.join("tokenizer.json"),
+        fixtures().join("tokenizer.json"),
+    )
+    .unwrap();
+}
+
+fn python() -> Option<PathBuf> {
+    if std::env::var("FRUGAL_SKIP_PEER_TESTS").as_deref() == Ok("1") {
+        eprintln!("NOTICE: FRUGAL_SKIP_PEER_TESTS=1 — the export NOT checked with transformers");
+        return None;
+    }
+    let py = std::env::var_os("FRUGAL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    let ok = Command::new(&py)
+        .args(["-c", "import transformers"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} cannot import transformers.\nHINT: run scripts/test.sh (it installs it into .venv), \
+         set FRUGAL_PYTHON, or set FRUGAL_SKIP_PEER_TESTS=1 to skip this check knowingly",
+        py.display()
+    );
+    Some(py)
+}
+
+fn reader(py: &Path, args: &[&Path]) -> String {
+    let out = Command::new(py)
+        .arg(repo().join("bench/interop/hf_readers.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "hf_readers.py failed:\n{stdout}\n{stderr}"
+    );
+    stdout.into_owned()
+}
+
+#[test]
+fn transformers_tokenizes_and_renders_chats_as_frugal_does() {
+    let Some(py) = python() else { return };
+    use data::chat::import::conversation_from_json;
+    use data::chat::template::to_messages;
+    use data::chat::ChatFormat;
+    let dir = temp("live");
+    let run = fixture_run(&dir);
+    let t = load_stage(&run, None).unwrap();
+    let out = dir.join("hf");
+    export(&t, &out, &ExportOptions::default()).unwrap();
+
+    let texts: Vec<String> = corpus()
+        .into_iter()
+        .take(5)
+        .chain(["<|user_start|>hi".into()])
+        .collect();
+    std::fs::write(
+        dir.join("texts.json"),
+        serde_json::to_string(&texts).unwrap(),
+    )
+    .unwrap();
+    let theirs: Vec<Vec<u32>> = serde_json::from_str(&reader(
+        &py,
+        &["tokenize".as_ref(), &out, &dir.join("texts.json")],
+    ))
+    .unwrap();
+    for (text, ids) in texts.iter().zip(&theirs) {
+        assert_eq!(&t.tok.encode_with_specials(text), ids, "{text:?}");
+    }
+
+    let f = ChatFormat::new(&t.tok).unwrap();
+    let convs = [
+        r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"},
+            {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "What is 48/2?"},
+            {"role": "assistant", "content": [{"type": "text", "text": "It is "},
+              {"type": "python", "text": "48/2"}, {"type": "python_output", "text": "24"},
+              {"type": "text", "text": ", so 24."}]}]}"#,
+        r#"{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3+4=<<3+4=7>>7\n#### 7"}"#,
+        r#"{"prompt": "def add(a, b):", "completion": "\n    return a + b"}"#,
+    ];
+    let cases: Vec<Value> = convs
+        .iter()
+        .map(|c| {
+            let conv = conversation_from_json(&serde_json::from_str(c).unwrap()).unwrap();
+            let mut prompt = conv.clone();
+            prompt.messages.pop();
+            serde_json::json!({
+                "messages": to_messages(&conv),
+                "ids": f.render(&conv).unwrap().ids,
+                "prompt_messages": to_messages(&prompt),
+                "prompt_ids": f.render_prompt(&prompt, 1 << 20).unwrap(),
+            })
+        })
+        .collect();
+    std::fs::write(
+        dir.join("cases.json"),
+        serde_json::to_string(&cases).unwrap(),
+    )
+    .unwrap();
+    let said = reader(&py, &["template".as_ref(), &out, &dir.join("cases.json")]);
+    assert!(said.contains("agrees"), "{said}");
+}
