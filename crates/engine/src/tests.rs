@@ -248,7 +248,22 @@ fn cached_equals_uncached_greedy_on(model: &Llama) {
 fn cached_logits_match_training_forward() {
     // Multi-token prediction modules are training-only: the engine runs the model without them.
     let mtp = Config::preset("tiny-mtp", &["model.init_std=0.3".into()]).unwrap();
-    for model in [tiny(), tiny_moe(), Llama::init(mtp.model, 3)] {
+    // Qwen2's q/k/v biases (made nonzero) and Llama 3.1's RoPE scaling take the cached path too.
+    let sets = [
+        "model.init_std=0.3",
+        "model.qkv_bias=true",
+        "model.rope_scaling={type=\"llama3\", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_context=16}",
+    ]
+    .map(String::from);
+    let mut biased = Llama::init(Config::preset("tiny", &sets).unwrap().model, 4);
+    assert!(biased.cfg.qkv_bias && biased.cfg.rope_scaling.is_some());
+    for spec in biased.params.specs.clone() {
+        if spec.name.ends_with(".bias") {
+            let mut rng = tensor::Rng::new(spec.offset as u64);
+            rng.fill_normal(&mut biased.params.data[spec.range()], 0.5);
+        }
+    }
+    for model in [tiny(), tiny_moe(), Llama::init(mtp.model, 3), biased] {
         cached_logits_match_training_forward_on(&model);
     }
 }

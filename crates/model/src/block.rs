@@ -82,6 +82,9 @@ impl<D: Device> Llama<D> {
             _ => {
                 let w_qkv = p.at(off.qkv..);
                 dev.gemm(&Gemm::nt(n, cx.qkv, d), a.xn1.all(), w_qkv, a.qkv.all_mut()); // (N, qkv)
+                if let Some(b) = off.qkv_bias {
+                    dev.add_bias(a.qkv.all_mut(), p.at(b..b + cx.qkv));
+                }
                 dev.rope_forward(a.qkv.all_mut(), cx.rope, &self.rope);
             }
         }
@@ -198,6 +201,9 @@ impl<D: Device> Llama<D> {
             self.mla_qkv_backward(m, mla, off.qkv, a, dqkv, dxn, g.rb(), mg, n, cx.seq_len);
         } else {
             dev.rope_backward(bg.dqkv.all_mut(), cx.rope, &self.rope);
+            if let Some(b) = off.qkv_bias {
+                dev.bias_backward(g.at(b..b + cx.qkv), bg.dqkv.all());
+            }
             let dw_qkv = Gemm::tn(cx.qkv, d, n).accumulate(true);
             dev.gemm(&dw_qkv, bg.dqkv.all(), a.xn1.all(), g.at(off.qkv..)); // (qkv, d)
             let w_qkv = p.at(off.qkv..);

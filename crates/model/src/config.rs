@@ -6,6 +6,7 @@
 
 use base::{Error, Result};
 use serde::{Deserialize, Serialize};
+use tensor::ops::rope::RopeScaling;
 
 /// Configs built into the binary, so benchmarks and tests run from any directory.
 pub const PRESETS: &[(&str, &str)] = &[
@@ -142,6 +143,12 @@ pub struct ModelConfig {
     /// Soft cap c of the logits, c·tanh(logit / c) (Gemma 2's final_logit_softcapping; 15 in
     /// nanochat, 30 in modded-nanogpt); 0 for none.
     pub logit_softcap: f32,
+    /// Biases on the query, key and value projections (Qwen2's; Llama has none).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub qkv_bias: bool,
+    /// Stretching of RoPE's frequencies for long contexts (imported models'); none if absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScalingConfig>,
     pub attention: Attention,
     pub mlp: Mlp,
     /// Required when attention = "mla".
@@ -170,11 +177,71 @@ impl Default for ModelConfig {
             init_std: 0.02,
             zero_init_outputs: false,
             logit_softcap: 0.0,
+            qkv_bias: false,
+            rope_scaling: None,
             attention: Attention::Gqa,
             mlp: Mlp::Swiglu,
             mla: Default::default(),
             moe: Default::default(),
             mtp: Default::default(),
+        }
+    }
+}
+
+/// `[model.rope_scaling]`: transformers' `rope_scaling` of the same type (HF names in
+/// brackets).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RopeScalingConfig {
+    /// Position interpolation: every frequency divided by `factor`.
+    Linear { factor: f32 },
+    /// Llama 3.1's frequency-dependent stretch.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        /// The context the model was first trained at [original_max_position_embeddings].
+        original_context: usize,
+    },
+}
+
+impl RopeScalingConfig {
+    /// The kernel's form of it.
+    pub fn to_kernel(scaling: Option<&Self>) -> RopeScaling {
+        match scaling {
+            None => RopeScaling::None,
+            Some(&RopeScalingConfig::Linear { factor }) => RopeScaling::Linear { factor },
+            Some(&RopeScalingConfig::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context,
+            }) => RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context: original_context as f32,
+            },
+        }
+    }
+
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        let bad = |what: &str| Err(("model.rope_scaling", what.to_string()));
+        match *self {
+            RopeScalingConfig::Linear { factor } if factor <= 0.0 => bad("factor must be positive"),
+            RopeScalingConfig::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context,
+            } if factor <= 0.0
+                || low_freq_factor <= 0.0
+                || high_freq_factor <= low_freq_factor
+                || original_context == 0 =>
+            {
+                bad("needs factor > 0, 0 < low_freq_factor < high_freq_factor and original_context > 0")
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -274,6 +341,15 @@ impl ModelConfig {
             return Err((
                 "model.n_kv_heads",
                 format!("{} must divide n_heads {}", m.n_kv_heads, m.n_heads),
+            ));
+        }
+        if let Some(r) = &m.rope_scaling {
+            r.validate()?;
+        }
+        if m.qkv_bias && m.attention == Attention::Mla {
+            return Err((
+                "model.qkv_bias",
+                "applies to grouped-query attention's q/k/v projections, not to attention = \"mla\"".into(),
             ));
         }
         if m.vocab_size > u32::MAX as usize {

@@ -369,6 +369,9 @@ impl Llama {
         } = s;
         let scale = 1.0 / (hd as f32).sqrt();
         linear(n, qkv_w, d, &*xn, &p[off.qkv..], qkv);
+        if let Some(b) = off.qkv_bias {
+            tensor::ops::rows::add_bias(&mut qkv[..n * qkv_w], &p[b..b + qkv_w]);
+        }
         // RoPE at each sequence's own positions, then append k and v to its cache.
         let mut row = 0;
         for (cache, new) in batch.iter_mut() {

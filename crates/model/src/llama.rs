@@ -2,7 +2,7 @@
 //! order (norm → attention → MLP → block → model), as llm.c does: no autodiff graph, every
 //! activation in a preallocated buffer, every gradient of a weight accumulated by one GEMM.
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, RopeScalingConfig};
 use crate::{Params, Workspace};
 use tensor::device::HeadGrads;
 use tensor::ops::cross_entropy::Head;
@@ -45,7 +45,8 @@ impl<D: Device> Llama<D> {
         );
         // Latent attention rotates only each head's last rope_dim channels.
         let rotated = cfg.mla().map_or(cfg.head_dim(), |m| m.rope_dim);
-        let rope = dev.rope_table(cfg.context_len, rotated, cfg.rope_theta);
+        let scaling = RopeScalingConfig::to_kernel(cfg.rope_scaling.as_ref());
+        let rope = dev.rope_table(cfg.context_len, rotated, cfg.rope_theta, scaling);
         Llama {
             cfg,
             params,

@@ -43,6 +43,8 @@ pub struct LayerOffsets {
     /// q_proj, k_proj, v_proj stacked: ((n_heads + 2·n_kv)·hd, d); with latent attention
     /// q_proj alone: (n_heads·hd, d).
     pub qkv: usize,
+    /// q_proj, k_proj, v_proj biases stacked ((n_heads + 2·n_kv)·hd), with `qkv_bias`.
+    pub qkv_bias: Option<usize>,
     pub o: usize,
     pub mlp_norm: usize,
     /// gate_proj, up_proj stacked: (2·hidden, d), hidden = `ModelConfig::dense_hidden`; in a
@@ -147,7 +149,8 @@ impl Params {
         }
     }
 
-    /// Matrices ~ N(0, init_std²) (the output projections zero with `zero_init_outputs`), norm weights = 1, balancing biases = 0, drawn in `specs` order from `seed`.
+    /// Matrices ~ N(0, init_std²) (the output projections zero with `zero_init_outputs`), norm
+    /// weights = 1, biases (projections' and balancing) = 0, drawn in `specs` order from `seed`.
     pub fn init(cfg: &ModelConfig, seed: u64) -> Self {
         let mut p = Self::zeros(cfg);
         let mut rng = Rng::new(seed);
@@ -159,7 +162,7 @@ impl Params {
                 if cfg.zero_init_outputs && is_output_projection(&s.name) {
                     dst.fill(0.0);
                 }
-            } else if !s.trained {
+            } else if !s.trained || s.name.ends_with(".bias") {
                 dst.fill(0.0);
             } else {
                 dst.fill(1.0);
@@ -263,6 +266,14 @@ impl Layout {
                 vec![cfg.n_kv_heads * hd, d],
             );
         }
+        // [q | k | v] biases side by side, like the rows they are added to.
+        let qkv_bias = cfg.qkv_bias.then(|| {
+            let a = format!("{p}.self_attn");
+            let q = self.push(format!("{a}.q_proj.bias"), vec![cfg.n_heads * hd]);
+            self.push(format!("{a}.k_proj.bias"), vec![cfg.n_kv_heads * hd]);
+            self.push(format!("{a}.v_proj.bias"), vec![cfg.n_kv_heads * hd]);
+            q
+        });
         let o = self.push(
             format!("{p}.self_attn.o_proj.weight"),
             vec![d, cfg.n_heads * hd],
@@ -311,6 +322,7 @@ impl Layout {
         LayerOffsets {
             attn_norm,
             qkv,
+            qkv_bias,
             o,
             mlp_norm,
             gate_up,

@@ -12,7 +12,7 @@ use tensor::device::HeadGrads;
 use tensor::ops::attention::AttnShape;
 use tensor::ops::cross_entropy::Head;
 use tensor::ops::moe::Routing;
-use tensor::ops::rope::{RopeLayout, RopeTable};
+use tensor::ops::rope::{RopeLayout, RopeScaling, RopeTable};
 use tensor::ops::rows::KvExpand;
 use tensor::{Cpu, Device, Gemm, Memory, Mut, Ref, Rng};
 
@@ -104,6 +104,14 @@ impl Device for Traced {
         self.hit("add");
         Cpu.add(m(y), r(x))
     }
+    fn add_bias(&self, x: Mut<Self>, bias: Ref<Self>) {
+        self.hit("add_bias");
+        Cpu.add_bias(m(x), r(bias))
+    }
+    fn bias_backward(&self, dbias: Mut<Self>, dy: Ref<Self>) {
+        self.hit("bias_backward");
+        Cpu.bias_backward(m(dbias), r(dy))
+    }
     fn scale(&self, x: Mut<Self>, k: f32) {
         self.hit("scale");
         Cpu.scale(m(x), k)
@@ -149,8 +157,8 @@ impl Device for Traced {
         self.hit("rmsnorm_backward");
         Cpu.rmsnorm_backward(m(dx), m(dw), r(dy), r(x), r(w), r(rstd), d)
     }
-    fn rope_table(&self, context: usize, head_dim: usize, theta: f32) -> RopeTable {
-        Cpu.rope_table(context, head_dim, theta)
+    fn rope_table(&self, context: usize, head_dim: usize, theta: f32, s: RopeScaling) -> RopeTable {
+        Cpu.rope_table(context, head_dim, theta, s)
     }
     fn rope_forward(&self, x: Mut<Self>, layout: RopeLayout, table: &RopeTable) {
         self.hit("rope_forward");

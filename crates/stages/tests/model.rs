@@ -189,6 +189,13 @@ fn softcapped_model_gradient_check() {
     gradient_check_preset("tiny", &["model.logit_softcap=1.0"], 5);
 }
 
+/// With q/k/v biases (Qwen2's) and Llama 3.1's RoPE scaling.
+#[test]
+fn biased_model_gradient_check() {
+    let scaling = "model.rope_scaling={type=\"llama3\", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_context=16}";
+    gradient_check_preset("tiny", &["model.qkv_bias=true", scaling], 5);
+}
+
 /// The same with a mixture of experts: a dense layer then a MoE one with a shared expert,
 /// gates scaled and a sequence-wise balance loss; and MoE in every layer without shared experts.
 /// The selection of experts is piecewise constant: finite differences are only valid where no

@@ -28,7 +28,7 @@ use crate::matmul::{sgemm, Gemm};
 use crate::ops::attention::{attention_backward_docs, attention_forward_docs, AttnShape};
 use crate::ops::cross_entropy::Head;
 use crate::ops::experts::{experts_backward, experts_forward, Experts};
-use crate::ops::rope::{RopeLayout, RopeTable};
+use crate::ops::rope::{RopeLayout, RopeScaling, RopeTable};
 use crate::ops::rows::KvExpand;
 use crate::ops::{cross_entropy, embedding, moe, rmsnorm, rope, rows, swiglu};
 use std::marker::PhantomData;
@@ -75,6 +75,10 @@ pub trait Device: Clone + Send + Sync + 'static {
     fn gemm(&self, g: &Gemm, a: Ref<Self>, b: Ref<Self>, c: Mut<Self>);
     /// y += x.
     fn add(&self, y: Mut<Self>, x: Ref<Self>);
+    /// x (n, w) += bias (w) on every row: `ops::rows::add_bias`.
+    fn add_bias(&self, x: Mut<Self>, bias: Ref<Self>);
+    /// dbias (w) += the column sums of dy (n, w): `ops::rows::bias_backward`.
+    fn bias_backward(&self, dbias: Mut<Self>, dy: Ref<Self>);
     /// x *= k.
     fn scale(&self, x: Mut<Self>, k: f32);
     /// x = v everywhere.
@@ -102,7 +106,8 @@ pub trait Device: Clone + Send + Sync + 'static {
         rstd: Ref<Self>,
         d: usize,
     );
-    fn rope_table(&self, context: usize, head_dim: usize, theta: f32) -> Self::Rope;
+    fn rope_table(&self, context: usize, head_dim: usize, theta: f32, scaling: RopeScaling)
+        -> Self::Rope;
     fn rope_forward(&self, x: Mut<Self>, layout: RopeLayout, table: &Self::Rope);
     fn rope_backward(&self, dx: Mut<Self>, layout: RopeLayout, table: &Self::Rope);
     /// Causal grouped-query attention over packed [q | k | v] rows, within documents when
@@ -521,6 +526,12 @@ impl Device for Cpu {
     fn add(&self, y: Mut<Self>, x: Ref<Self>) {
         crate::ops::add_inplace(y.slice(), x.slice());
     }
+    fn add_bias(&self, x: Mut<Self>, bias: Ref<Self>) {
+        rows::add_bias(x.slice(), bias.slice());
+    }
+    fn bias_backward(&self, dbias: Mut<Self>, dy: Ref<Self>) {
+        rows::bias_backward(dbias.slice(), dy.slice());
+    }
     fn scale(&self, x: Mut<Self>, k: f32) {
         if k != 1.0 {
             x.slice().iter_mut().for_each(|v| *v *= k);
@@ -562,8 +573,14 @@ impl Device for Cpu {
         let (dy, x, w, rstd) = (dy.slice(), x.slice(), w.slice(), rstd.slice());
         rmsnorm::rmsnorm_backward(dx.slice(), dw.slice(), dy, x, w, rstd, d);
     }
-    fn rope_table(&self, context: usize, head_dim: usize, theta: f32) -> RopeTable {
-        RopeTable::new(context, head_dim, theta)
+    fn rope_table(
+        &self,
+        context: usize,
+        head_dim: usize,
+        theta: f32,
+        scaling: RopeScaling,
+    ) -> RopeTable {
+        RopeTable::new(context, head_dim, theta, scaling)
     }
     fn rope_forward(&self, x: Mut<Self>, layout: RopeLayout, table: &RopeTable) {
         rope::rope_forward(x.slice(), layout, table);

@@ -4,6 +4,51 @@
 use crate::ROW_CHUNK;
 use rayon::prelude::*;
 
+/// How the rotation frequencies θ^(−2j/hd) are stretched for contexts longer than training's
+/// (transformers' `rope_scaling` types of the same names).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum RopeScaling {
+    #[default]
+    None,
+    /// Every frequency divided by `factor` (position interpolation).
+    Linear { factor: f32 },
+    /// Llama 3.1's: wavelengths longer than original_context / low_freq_factor are stretched
+    /// by `factor`, those shorter than original_context / high_freq_factor kept, and those
+    /// between blended smoothly.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_context: f32,
+    },
+}
+
+impl RopeScaling {
+    /// The scaled inverse frequency, in f32 as transformers computes it.
+    pub fn apply(self, inv_freq: f32) -> f32 {
+        match self {
+            RopeScaling::None => inv_freq,
+            RopeScaling::Linear { factor } => inv_freq / factor,
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_context: old,
+            } => {
+                let wavelen = 2.0 * std::f32::consts::PI / inv_freq;
+                if wavelen < old / high {
+                    inv_freq
+                } else if wavelen > old / low {
+                    inv_freq / factor
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    (1.0 - smooth) * inv_freq / factor + smooth * inv_freq
+                }
+            }
+        }
+    }
+}
+
 /// cos/sin of every (position, frequency) pair. # Shapes: cos, sin: (context, head_dim / 2).
 #[derive(Clone, Debug)]
 pub struct RopeTable {
@@ -13,21 +58,26 @@ pub struct RopeTable {
 }
 
 impl RopeTable {
-    pub fn new(context: usize, head_dim: usize, theta: f32) -> Self {
+    pub fn new(context: usize, head_dim: usize, theta: f32, scaling: RopeScaling) -> Self {
         assert!(
             head_dim.is_multiple_of(2),
             "rope: head_dim {head_dim} must be even"
         );
         let half = head_dim / 2;
+        // inv_freq is rounded to f32 first, as the reference implementations do.
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|j| {
+                let f = (1.0 / (theta as f64).powf(2.0 * j as f64 / head_dim as f64)) as f32;
+                scaling.apply(f)
+            })
+            .collect();
         let (mut cos, mut sin) = (
             Vec::with_capacity(context * half),
             Vec::with_capacity(context * half),
         );
         for pos in 0..context {
-            for j in 0..half {
-                // inv_freq is rounded to f32 first, as the reference implementations do.
-                let inv_freq = (1.0 / (theta as f64).powf(2.0 * j as f64 / head_dim as f64)) as f32;
-                let angle = pos as f64 * inv_freq as f64;
+            for &f in &inv_freq {
+                let angle = pos as f64 * f as f64;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
             }
@@ -126,7 +176,7 @@ mod tests {
             seq_len: t,
             pos0: 0,
         };
-        let table = RopeTable::new(16, hd, 10000.0);
+        let table = RopeTable::new(16, hd, 10000.0, RopeScaling::None);
         let x = projection(b * t * stride, 1);
         let mut y = x.clone();
         rope_forward(&mut y, layout, &table);

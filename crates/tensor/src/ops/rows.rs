@@ -1,7 +1,8 @@
 //! Row layout ops: rows side by side and apart again (multi-token prediction's [embedding |
-//! hidden] input), and latent attention's per-head keys and values spread from the shared
-//! latent projection. Pure copies (and one sum); kernels so that the model's layer code never
-//! touches a buffer's elements itself.
+//! hidden] input), latent attention's per-head keys and values spread from the shared
+//! latent projection, and a bias added to every row (Qwen2's q/k/v biases) with its gradient,
+//! the column sums. Copies and sums; kernels so that the model's layer code never touches a
+//! buffer's elements itself.
 
 use rayon::prelude::*;
 
@@ -26,6 +27,39 @@ pub fn split_cols(a: &mut [f32], b: &mut [f32], src: &[f32], wa: usize, wb: usiz
             a.copy_from_slice(&s[..wa]);
             b.copy_from_slice(&s[wa..]);
         });
+}
+
+/// x (n, w) += bias (w) on every row.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    x.par_chunks_exact_mut(bias.len()).for_each(|row| {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    });
+}
+
+/// dbias (w) += Σ over rows of dy (n, w): the gradient of `add_bias`. Rows are summed in
+/// blocks in parallel, then the blocks in order, so the result does not depend on the threads.
+pub fn bias_backward(dbias: &mut [f32], dy: &[f32]) {
+    let w = dbias.len();
+    let block = (crate::ROW_CHUNK * 4).max(1) * w;
+    let partial: Vec<Vec<f32>> = dy
+        .par_chunks(block)
+        .map(|rows| {
+            let mut acc = vec![0f32; w];
+            for row in rows.chunks_exact(w) {
+                for (a, v) in acc.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+            acc
+        })
+        .collect();
+    for p in partial {
+        for (d, v) in dbias.iter_mut().zip(p) {
+            *d += v;
+        }
+    }
 }
 
 /// The shapes of latent attention's key/value expansion: `heads` heads of `head_dim`, each key
@@ -117,6 +151,35 @@ pub mod reference {
 mod tests {
     use super::*;
     use crate::check::{dot, projection};
+
+    #[test]
+    fn bias_gradient_is_the_column_sums_and_checks_against_finite_differences() {
+        let (n, w) = (37, 5);
+        let mut rng = crate::Rng::new(3);
+        let mut dy = vec![0f32; n * w];
+        rng.fill_normal(&mut dy, 1.0);
+        let mut db = vec![1f32; w];
+        bias_backward(&mut db, &dy);
+        for j in 0..w {
+            let sum: f64 = (0..n).map(|i| dy[i * w + j] as f64).sum();
+            assert!((db[j] as f64 - 1.0 - sum).abs() < 1e-4, "column {j}");
+        }
+        // L = Σ dy · (x + b): dL/db_j by central differences equals the column sum.
+        let x = vec![0.5f32; n * w];
+        let loss = |b: &[f32]| {
+            let mut y = x.clone();
+            add_bias(&mut y, b);
+            y.iter().zip(&dy).map(|(a, g)| (*a as f64) * (*g as f64)).sum::<f64>()
+        };
+        let b = vec![0.1f32; w];
+        for j in 0..w {
+            let (mut up, mut down) = (b.clone(), b.clone());
+            up[j] += 1e-2;
+            down[j] -= 1e-2;
+            let fd = (loss(&up) - loss(&down)) / 2e-2;
+            assert!((fd - (db[j] as f64 - 1.0)).abs() < 1e-3, "column {j}: {fd}");
+        }
+    }
 
     const S: KvExpand = KvExpand {
         heads: 3,
