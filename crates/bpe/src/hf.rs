@@ -93,7 +93,7 @@ impl Tokenizer {
             "truncation": null,
             "padding": null,
             "added_tokens": added,
-            "normalizer": null,
+            "normalizer": if self.nfc() { json!({"type": "NFC"}) } else { Value::Null },
             "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
                 {"type": "Split", "pattern": {"Regex": self.pattern()}, "behavior": "Isolated", "invert": false},
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
@@ -183,8 +183,11 @@ impl Tokenizer {
             }
         }
         let names: Vec<String> = sorted.into_iter().map(|(_, s)| s).collect();
+        let nfc = nfc_normalizer(&doc["normalizer"])?;
         let splitter = Splitter::new(&pattern)?;
-        Tokenizer::new(splitter, tokens, &names).map_err(|e| e.to_string())
+        Tokenizer::new(splitter, tokens, &names)
+            .map(|t| t.with_nfc(nfc))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -201,5 +204,25 @@ fn split_pattern(pre: &Value) -> Option<String> {
             .iter()
             .find_map(split_pattern),
         _ => None,
+    }
+}
+
+/// Whether a `normalizer` is NFC (alone or as a one-step sequence); None is no normalizer.
+/// Any other normalizer would change text in ways frugal does not reproduce, so it is refused.
+fn nfc_normalizer(n: &Value) -> std::result::Result<bool, String> {
+    match n["type"].as_str() {
+        None if n.is_null() => Ok(false),
+        Some("NFC") => Ok(true),
+        Some("Sequence") => match n["normalizers"].as_array().map(Vec::as_slice) {
+            Some([]) => Ok(false),
+            Some([one]) => nfc_normalizer(one),
+            _ => {
+                Err("normalizer is a sequence of several steps; frugal applies NFC or none".into())
+            }
+        },
+        other => Err(format!(
+            "normalizer {} is not supported; frugal applies NFC or none",
+            other.unwrap_or("(untyped)")
+        )),
     }
 }

@@ -53,6 +53,8 @@ pub struct Tokenizer {
     specials: Vec<(String, u32)>,
     /// Bytes of the longest ordinary token.
     longest: usize,
+    /// Text is put in Unicode normal form C before it is split (Qwen2's tokenizers do this).
+    nfc: bool,
     /// The linear-time encoder of long pieces, built at the first one (None where the
     /// vocabulary's merges are out of order; long pieces are then merged).
     backtrack: OnceLock<Option<Arc<backtrack::Backtrack>>>,
@@ -107,6 +109,7 @@ impl Tokenizer {
             byte_ids,
             specials: list,
             longest: tokens_longest,
+            nfc: false,
             backtrack: OnceLock::new(),
         })
     }
@@ -150,6 +153,28 @@ impl Tokenizer {
 
     pub fn pattern(&self) -> &str {
         self.splitter.pattern()
+    }
+
+    /// The same tokenizer, putting text in Unicode normal form C before encoding it (a
+    /// tokenizer.json `normalizer` of type NFC) when `on`.
+    pub fn with_nfc(mut self, on: bool) -> Self {
+        self.nfc = on;
+        self
+    }
+
+    /// Whether text is NFC-normalised before encoding.
+    pub fn nfc(&self) -> bool {
+        self.nfc
+    }
+
+    /// `text`, NFC-normalised when this tokenizer normalises (borrowed when already normal).
+    fn normalized<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+        if self.nfc && is_nfc_quick(text.chars()) != IsNormalized::Yes {
+            std::borrow::Cow::Owned(text.nfc().collect())
+        } else {
+            std::borrow::Cow::Borrowed(text)
+        }
     }
 
     /// Encodes text, treating special-token strings in it as ordinary text (the safe default
@@ -218,7 +243,7 @@ impl Tokenizer {
     /// O(n²) on a piece of n bytes, so not for untrusted input.
     pub fn encode_by_merging(&self, text: &str) -> Vec<u32> {
         let (mut out, mut parts) = (Vec::new(), Vec::new());
-        self.splitter.split(text, |piece| {
+        self.splitter.split(&self.normalized(text), |piece| {
             encode::encode_piece(
                 piece.as_bytes(),
                 &self.ranks,
@@ -232,7 +257,7 @@ impl Tokenizer {
 
     fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
         let mut parts = Vec::new();
-        self.splitter.split(text, |piece| {
+        self.splitter.split(&self.normalized(text), |piece| {
             let piece = piece.as_bytes();
             if piece.len() > backtrack::LONG_PIECE {
                 if let Some(b) = self.backtrack() {
@@ -292,6 +317,9 @@ impl Tokenizer {
         }
         for (s, _) in &self.specials {
             eat(s.as_bytes());
+        }
+        if self.nfc {
+            eat(b"normalizer: NFC");
         }
         h
     }

@@ -191,3 +191,27 @@ fn a_deeply_nested_tokenizer_file_is_refused_by_name() {
         "{e}"
     );
 }
+
+/// Qwen2's tokenizer.json puts text in normal form C first: a decomposed "é" then encodes as
+/// the precomposed one. Other normalizers are refused by name.
+#[test]
+fn an_nfc_normalizer_is_applied_and_others_are_refused() {
+    let tok = bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap();
+    let mut doc = tok.to_hf_json().unwrap();
+    doc["normalizer"] = serde_json::json!({"type": "NFC"});
+    let nfc = bpe::Tokenizer::from_hf_json(&doc).unwrap();
+    assert!(nfc.nfc() && !tok.nfc());
+    assert_eq!(nfc.encode("cafe\u{301}"), nfc.encode("café"));
+    assert_ne!(tok.encode("cafe\u{301}"), tok.encode("café"));
+    assert_eq!(
+        nfc.encode_with_specials("<|bos|>e\u{301}"),
+        vec![256, 0xc3, 0xa9]
+    );
+    assert_ne!(nfc.fingerprint(), tok.fingerprint());
+    // Written back, it keeps its normalizer.
+    let again = bpe::Tokenizer::from_hf_json(&nfc.to_hf_json().unwrap()).unwrap();
+    assert!(again.nfc());
+    doc["normalizer"] = serde_json::json!({"type": "Lowercase"});
+    let e = bpe::Tokenizer::from_hf_json(&doc).unwrap_err();
+    assert!(e.contains("normalizer Lowercase"), "{e}");
+}

@@ -9,6 +9,7 @@ mod data;
 mod dist;
 mod eval;
 mod export;
+mod import;
 mod plan;
 mod pref;
 mod prefs;
@@ -56,6 +57,9 @@ enum Command {
     /// Write a run's model for other tools: a Hugging Face checkpoint directory (config.json,
     /// safetensors, tokenizer files with the chat template).
     Export(export::ExportArgs),
+    /// Make a run of another tool's model: a Hugging Face checkpoint of the Llama family.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// Distributed training's plumbing: check that the ranks of an mpirun/srun/torchrun
     /// launch can talk, and measure how fast.
     #[command(subcommand)]
@@ -138,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => cost::report(a),
         Command::Eval(a) => on_worker(|| eval::eval(a)),
         Command::Export(a) => export::export(a),
+        Command::Import(cmd) => import::run(cmd),
         Command::Pref(cmd) => on_worker(|| pref::run(cmd)),
         Command::Annotate(a) => annotate::annotate(a),
         Command::Prefs(cmd) => prefs::run(cmd),

@@ -218,14 +218,14 @@ fn exports_refuse_what_would_lose_data_or_change_the_model() {
             base.as_table_mut().unwrap().insert(k.clone(), v.clone());
         }
         cfg = base.try_into().unwrap();
-        let e = interop::hf::config::llama_config(&cfg, &ids(&t), "float32").unwrap_err();
+        let e = interop::hf::config::hf_config(&cfg, &ids(&t), "float32").unwrap_err();
         assert!(e.to_string().contains(why), "{e}");
     }
 }
 
 fn ids(t: &train::checkpoint::Trained) -> interop::hf::config::SpecialIds {
     interop::hf::config::SpecialIds {
-        bos: t.tok.special_id("<|bos|>").unwrap(),
+        bos: t.tok.special_id("<|bos|>"),
         eos: vec![t.tok.special_id("<|assistant_end|>").unwrap()],
     }
 }
@@ -285,6 +285,48 @@ fn write_fixtures() {
         fixtures().join("tokenizer.json"),
     )
     .unwrap();
+    // Tokenizers with other models' special tokens, for the checkpoints transformers saves.
+    for (name, specials, pattern) in TEMPLATE_SPECIALS {
+        let tok = train_tokenizer(specials, pattern);
+        tok.save(&fixtures().join(format!("tokenizer-{name}.json")))
+            .unwrap();
+    }
+}
+
+/// The special tokens and split patterns of the chat formats the transformers-saved fixtures
+/// use. transformers 5 loads a `qwen2` checkpoint's tokenizer with Qwen2's own split pattern
+/// whatever tokenizer.json says, so that fixture's tokenizer is trained with it, as real Qwen2
+/// tokenizers are.
+const TEMPLATE_SPECIALS: &[(&str, &[&str], &str)] = &[
+    (
+        "llama3",
+        &[
+            "<|begin_of_text|>",
+            "<|end_of_text|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+        ],
+        bpe::GPT4_PATTERN,
+    ),
+    (
+        "chatml",
+        &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    ),
+];
+
+/// A byte-level BPE of 320 ordinary tokens trained here on `corpus()`, with `specials`.
+fn train_tokenizer(specials: &[&str], pattern: &str) -> bpe::Tokenizer {
+    let mut t = bpe::Trainer::new(bpe::TrainerOptions {
+        vocab_size: 320 + specials.len(),
+        specials: specials.iter().map(|s| s.to_string()).collect(),
+        pattern: pattern.to_string(),
+        ..Default::default()
+    })
+    .unwrap();
+    t.count(&corpus());
+    t.finish().unwrap()
 }
 
 fn python() -> Option<PathBuf> {

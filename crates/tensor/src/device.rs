@@ -106,8 +106,13 @@ pub trait Device: Clone + Send + Sync + 'static {
         rstd: Ref<Self>,
         d: usize,
     );
-    fn rope_table(&self, context: usize, head_dim: usize, theta: f32, scaling: RopeScaling)
-        -> Self::Rope;
+    fn rope_table(
+        &self,
+        context: usize,
+        head_dim: usize,
+        theta: f32,
+        scaling: RopeScaling,
+    ) -> Self::Rope;
     fn rope_forward(&self, x: Mut<Self>, layout: RopeLayout, table: &Self::Rope);
     fn rope_backward(&self, dx: Mut<Self>, layout: RopeLayout, table: &Self::Rope);
     /// Causal grouped-query attention over packed [q | k | v] rows, within documents when

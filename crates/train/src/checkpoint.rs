@@ -160,6 +160,8 @@ pub fn load_extra(dir: &Path, name: &str, len: usize) -> Result<Vec<f32>> {
 /// A model ready for inference or fine-tuning: the run's config and tokenizer with the
 /// weights of one checkpoint.
 pub struct Trained {
+    /// The run directory.
+    pub run: PathBuf,
     pub cfg: crate::Config,
     pub tok: bpe::Tokenizer,
     pub model: Llama,
@@ -212,6 +214,7 @@ pub fn load_trained(run: &Path, prefer_sft: bool) -> Result<Trained> {
     };
     let model = load_weights(&ckpt, &cfg.model)?;
     Ok(Trained {
+        run: run.to_path_buf(),
         cfg,
         tok,
         model,
@@ -240,6 +243,7 @@ pub fn load_stage(run: &Path, stage: Option<&str>) -> Result<Trained> {
             let model = load_weights(&ckpt, &cfg.model)?;
             let stage = if name == "base" { "pretrain" } else { name };
             return Ok(Trained {
+                run: run.to_path_buf(),
                 cfg,
                 tok,
                 model,

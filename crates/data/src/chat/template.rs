@@ -12,7 +12,9 @@
 
 use super::{Conversation, PartKind, Role};
 use base::{Error, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::path::Path;
 
 /// The calculator as a tool: its name and the one argument its calls carry.
 pub const CALCULATOR: &str = "calculator";
@@ -171,4 +173,48 @@ fn template_error(origin: &str, e: &minijinja::Error) -> Error {
         format!("chat template: {msg}"),
         "fix the template (tokenizer_config.json's chat_template) or the messages it was given",
     )
+}
+
+/// An imported model's own chat format, kept in its run as `chat_template.json`: the template,
+/// the names its `bos_token` and `eos_token` variables take, and the ids that end a reply
+/// (generation_config.json's eos_token_id).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelTemplate {
+    pub chat_template: String,
+    #[serde(default)]
+    pub bos_token: Option<String>,
+    #[serde(default)]
+    pub eos_token: Option<String>,
+    #[serde(default)]
+    pub stop_ids: Vec<u32>,
+}
+
+impl ModelTemplate {
+    pub const FILE: &'static str = "chat_template.json";
+
+    /// The run's own template, or None for a run in frugal's format.
+    pub fn load(run: &Path) -> Result<Option<Self>> {
+        let path = run.join(Self::FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            Error::input(
+                path.display().to_string(),
+                format!("is not a chat template file: {e}"),
+                "import the model again, or delete the file to use frugal's chat format",
+            )
+        })
+    }
+
+    /// What rendering takes besides the messages.
+    pub fn context(&self, add_generation_prompt: bool) -> TemplateContext {
+        TemplateContext {
+            add_generation_prompt,
+            bos_token: self.bos_token.clone().unwrap_or_default(),
+            eos_token: self.eos_token.clone().unwrap_or_default(),
+            tools: None,
+        }
+    }
 }

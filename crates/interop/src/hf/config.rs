@@ -5,13 +5,15 @@
 //! embeddings, no biases. What Llama cannot express is refused, naming the field.
 
 use base::{Error, Result};
-use model::config::{Attention, Mlp, ModelConfig};
+use model::config::{Attention, Mlp, ModelConfig, RopeScalingConfig};
 use serde_json::{json, Value};
+use std::path::Path;
 
 /// Ids `config.json` and `generation_config.json` name.
 #[derive(Clone, Debug)]
 pub struct SpecialIds {
-    pub bos: u32,
+    /// None for models without one (Qwen2).
+    pub bos: Option<u32>,
     /// What ends generation: the chat reply's end and the tokens that could only open another
     /// turn; `<|bos|>` alone for a base model.
     pub eos: Vec<u32>,
@@ -43,8 +45,8 @@ pub fn llama_incompatibility(cfg: &ModelConfig) -> Option<String> {
     None
 }
 
-/// `config.json` of a LlamaForCausalLM with `cfg`'s shape.
-pub fn llama_config(cfg: &ModelConfig, ids: &SpecialIds, torch_dtype: &str) -> Result<Value> {
+/// `config.json` for `cfg`: a LlamaForCausalLM, or with q/k/v biases a Qwen2ForCausalLM.
+pub fn hf_config(cfg: &ModelConfig, ids: &SpecialIds, torch_dtype: &str) -> Result<Value> {
     if let Some(why) = llama_incompatibility(cfg) {
         return Err(Error::config(
             "config.toml",
@@ -56,9 +58,28 @@ pub fn llama_config(cfg: &ModelConfig, ids: &SpecialIds, torch_dtype: &str) -> R
         [one] => json!(one),
         many => json!(many),
     };
-    Ok(json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    let (arch, model_type) = if cfg.qkv_bias {
+        ("Qwen2ForCausalLM", "qwen2")
+    } else {
+        ("LlamaForCausalLM", "llama")
+    };
+    let rope_scaling = match cfg.rope_scaling {
+        None => Value::Null,
+        Some(RopeScalingConfig::Linear { factor }) => {
+            json!({"rope_type": "linear", "factor": short(factor)})
+        }
+        Some(RopeScalingConfig::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_context,
+        }) => json!({"rope_type": "llama3", "factor": short(factor),
+            "low_freq_factor": short(low_freq_factor), "high_freq_factor": short(high_freq_factor),
+            "original_max_position_embeddings": original_context}),
+    };
+    let mut doc = json!({
+        "architectures": [arch],
+        "model_type": model_type,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
         "intermediate_size": cfg.ffn_hidden,
@@ -69,22 +90,233 @@ pub fn llama_config(cfg: &ModelConfig, ids: &SpecialIds, torch_dtype: &str) -> R
         "max_position_embeddings": cfg.context_len,
         "rms_norm_eps": short(cfg.norm_eps),
         "rope_theta": short(cfg.rope_theta),
-        "rope_scaling": null,
+        "rope_scaling": rope_scaling,
         "hidden_act": "silu",
-        "attention_bias": false,
         "attention_dropout": 0.0,
-        "mlp_bias": false,
-        "pretraining_tp": 1,
         "tie_word_embeddings": false,
         "initializer_range": short(cfg.init_std),
         "use_cache": true,
         "bos_token_id": ids.bos,
         "eos_token_id": eos,
         "torch_dtype": torch_dtype,
-    }))
+    });
+    let extra = if cfg.qkv_bias {
+        json!({"use_sliding_window": false, "sliding_window": null,
+               "max_window_layers": cfg.n_layers})
+    } else {
+        json!({"attention_bias": false, "mlp_bias": false, "pretraining_tp": 1})
+    };
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        doc[k] = v.clone();
+    }
+    Ok(doc)
 }
 
 /// An f32 as the shortest decimal that reads back as it (1e-5, not 9.999999747378752e-6).
 pub fn short(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(x as f64)
+}
+
+/// A checkpoint's `config.json` read as a frugal model.
+pub struct HfModel {
+    pub cfg: ModelConfig,
+    /// architectures[0], e.g. LlamaForCausalLM.
+    pub architecture: String,
+    /// tie_word_embeddings: the head is the embedding (frugal keeps two tensors).
+    pub tied: bool,
+    pub notes: Vec<String>,
+}
+
+/// The model types frugal computes exactly: (model_type, architecture, q/k/v biases).
+const FAMILY: &[(&str, &str, bool)] = &[
+    ("llama", "LlamaForCausalLM", false),
+    ("mistral", "MistralForCausalLM", false),
+    ("qwen2", "Qwen2ForCausalLM", true),
+];
+
+/// Reads `doc` (the `config.json` at `path`) as a frugal `[model]` table. Every field that would
+/// change the computation is read or refused by name; `context_len` overrides
+/// max_position_embeddings.
+pub fn hf_model_config(doc: &Value, path: &Path, context_len: Option<usize>) -> Result<HfModel> {
+    let origin = path.display().to_string();
+    let refuse = |field: &str, msg: String| {
+        Error::config(
+            format!("{origin} field {field}"),
+            msg,
+            "import a Llama, Mistral or Qwen2 checkpoint; frugal refuses what it would compute differently",
+        )
+    };
+    let model_type = doc["model_type"].as_str().unwrap_or_default();
+    let Some(&(_, arch, qkv_bias)) = FAMILY.iter().find(|(t, ..)| *t == model_type) else {
+        let known: Vec<&str> = FAMILY.iter().map(|(t, ..)| *t).collect();
+        return Err(refuse(
+            "model_type",
+            format!(
+                "is {:?}; frugal imports {}",
+                doc["model_type"],
+                known.join(", ")
+            ),
+        ));
+    };
+    let architecture = doc["architectures"][0].as_str().unwrap_or(arch).to_string();
+    if architecture != arch {
+        return Err(refuse(
+            "architectures",
+            format!("is {architecture:?}; a {model_type} causal LM is {arch:?}"),
+        ));
+    }
+    let int = |field: &str| -> Result<usize> {
+        doc[field]
+            .as_u64()
+            .filter(|&v| v > 0)
+            .map(|v| v as usize)
+            .ok_or_else(|| {
+                refuse(
+                    field,
+                    format!("is {}, expected a positive integer", doc[field]),
+                )
+            })
+    };
+    let float = |field: &str, default: f64| -> Result<f32> {
+        match &doc[field] {
+            Value::Null => Ok(default as f32),
+            v => v
+                .as_f64()
+                .map(|x| x as f32)
+                .ok_or_else(|| refuse(field, format!("is {v}, expected a number"))),
+        }
+    };
+    let flag = |field: &str| doc[field].as_bool().unwrap_or(false);
+    let (d, n_heads) = (int("hidden_size")?, int("num_attention_heads")?);
+    let n_kv_heads = match &doc["num_key_value_heads"] {
+        Value::Null => n_heads,
+        _ => int("num_key_value_heads")?,
+    };
+    if let Some(hd) = doc["head_dim"].as_u64() {
+        if hd as usize * n_heads != d {
+            return Err(refuse(
+                "head_dim",
+                format!(
+                    "is {hd}, but frugal's heads are hidden_size / num_attention_heads = {}",
+                    d / n_heads
+                ),
+            ));
+        }
+    }
+    let act = doc["hidden_act"].as_str().unwrap_or("silu");
+    if act != "silu" {
+        return Err(refuse(
+            "hidden_act",
+            format!("is {act:?}; frugal's MLP is SwiGLU (silu)"),
+        ));
+    }
+    if flag("mlp_bias") {
+        return Err(refuse(
+            "mlp_bias",
+            "is true; frugal's MLP has no biases".into(),
+        ));
+    }
+    if model_type != "qwen2" && flag("attention_bias") {
+        return Err(refuse(
+            "attention_bias",
+            "is true (biases on q, k, v and o); frugal has q/k/v biases only (Qwen2's)".into(),
+        ));
+    }
+    if flag("use_sliding_window") {
+        return Err(refuse(
+            "use_sliding_window",
+            "is true; frugal's attention is full causal".into(),
+        ));
+    }
+    if doc.get("quantization_config").is_some_and(|q| !q.is_null()) {
+        return Err(refuse(
+            "quantization_config",
+            "is set; import an unquantised checkpoint".into(),
+        ));
+    }
+    let mut notes = Vec::new();
+    let mut context = int("max_position_embeddings")?;
+    if let Some(w) = doc["sliding_window"].as_u64().map(|w| w as usize) {
+        // Within its window, sliding-window attention is full attention.
+        if w < context && model_type == "mistral" {
+            notes.push(format!(
+                "context limited to the sliding window of {w} tokens, where attention is full"
+            ));
+            context = w;
+        }
+    }
+    if let Some(c) = context_len {
+        context = c;
+    }
+    let (theta, rope_scaling) = rope(doc, &refuse)?;
+    let cfg = ModelConfig {
+        vocab_size: int("vocab_size")?,
+        context_len: context,
+        d_model: d,
+        n_layers: int("num_hidden_layers")?,
+        n_heads,
+        n_kv_heads,
+        ffn_hidden: int("intermediate_size")?,
+        rope_theta: theta,
+        norm_eps: float("rms_norm_eps", 1e-6)?,
+        init_std: float("initializer_range", 0.02)?,
+        qkv_bias,
+        rope_scaling,
+        ..Default::default()
+    };
+    cfg.validate().map_err(|(field, msg)| refuse(field, msg))?;
+    Ok(HfModel {
+        cfg,
+        architecture,
+        tied: flag("tie_word_embeddings"),
+        notes,
+    })
+}
+
+/// RoPE's base and scaling: transformers 5's `rope_parameters`, or the older `rope_theta` and
+/// `rope_scaling` fields.
+fn rope(
+    doc: &Value,
+    refuse: &dyn Fn(&str, String) -> Error,
+) -> Result<(f32, Option<RopeScalingConfig>)> {
+    let (params, field) = match (&doc["rope_parameters"], &doc["rope_scaling"]) {
+        (p @ Value::Object(_), _) => (p.clone(), "rope_parameters"),
+        (_, s @ Value::Object(_)) => (s.clone(), "rope_scaling"),
+        _ => (Value::Null, "rope_scaling"),
+    };
+    let theta = params["rope_theta"]
+        .as_f64()
+        .or(doc["rope_theta"].as_f64())
+        .unwrap_or(10000.0) as f32;
+    let kind = params["rope_type"]
+        .as_str()
+        .or(params["type"].as_str())
+        .unwrap_or("default");
+    let num = |k: &str| -> Result<f32> {
+        params[k].as_f64().map(|x| x as f32).ok_or_else(|| {
+            refuse(
+                &format!("{field}.{k}"),
+                format!("is {}, expected a number", params[k]),
+            )
+        })
+    };
+    let scaling = match kind {
+        "default" => None,
+        "linear" => Some(RopeScalingConfig::Linear {
+            factor: num("factor")?,
+        }),
+        "llama3" => Some(RopeScalingConfig::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_context: num("original_max_position_embeddings")? as usize,
+        }),
+        other => return Err(refuse(
+            &format!("{field}.rope_type"),
+            format!(
+                "is {other:?}; frugal computes the \"default\", \"linear\" and \"llama3\" types"
+            ),
+        )),
+    };
+    Ok((theta, scaling))
 }

@@ -1,21 +1,22 @@
 //! `frugal export --format hf`: one stage of a run as a Hugging Face checkpoint directory.
 //!
 //! ```text
-//! config.json               LlamaForCausalLM, torch_dtype f32 or bf16
+//! config.json               LlamaForCausalLM (Qwen2ForCausalLM with q/k/v biases), f32 or bf16
 //! model.safetensors         HF Llama tensor names (or model-0000i-of-0000n + index past a size)
 //! tokenizer.json            the run's byte-level BPE, as frugal writes it
-//! tokenizer_config.json     special tokens and the chat template (frugal's format in Jinja)
+//! tokenizer_config.json     special tokens and the chat template (frugal's format in Jinja, or
+//!                           an imported model's own)
 //! special_tokens_map.json
 //! generation_config.json    the stop tokens
 //! ```
 //! Multi-token prediction modules are training aids with no place in a Llama: they are left out
 //! and the summary says so.
 
-use super::config::{llama_config, SpecialIds};
+use super::config::{hf_config, SpecialIds};
 use crate::outdir::OutDir;
 use crate::tensors::{write_safetensors, Dtype, Named};
 use base::Result;
-use data::chat::template::FRUGAL_TEMPLATE;
+use data::chat::template::{ModelTemplate, FRUGAL_TEMPLATE};
 use data::chat::ChatTokens;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -50,16 +51,8 @@ pub struct ExportSummary {
 /// Writes `t` (a stage's model with its run's tokenizer) to `out` as a HF checkpoint.
 pub fn export(t: &Trained, out: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
     let cfg = &t.model.cfg;
-    let chat = ChatTokens::from_tokenizer(&t.tok)?;
-    let ids = SpecialIds {
-        bos: chat.bos,
-        eos: if t.stage == "pretrain" {
-            vec![chat.bos]
-        } else {
-            chat.reply_stops()
-        },
-    };
-    let config = llama_config(cfg, &ids, opts.dtype.torch_name())?;
+    let chat = chat_identity(t)?;
+    let config = hf_config(cfg, &chat.ids, opts.dtype.torch_name())?;
     let dir = OutDir::create(out)?;
     let (tensors, dropped) = llama_tensors(t);
     let params = tensors.iter().map(|n| n.values.len()).sum();
@@ -71,15 +64,15 @@ pub fn export(t: &Trained, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         opts.max_shard_bytes,
     )?;
     dir.write_json("config.json", &config)?;
-    dir.write_json("generation_config.json", &generation_config(&ids))?;
+    dir.write_json("generation_config.json", &generation_config(&chat.ids))?;
     t.tok.save(&dir.path("tokenizer.json")).map_err(|e| {
         base::Error::input("tokenizer.json", e.to_string(), "check the --out directory")
     })?;
     dir.write_json(
         "tokenizer_config.json",
-        &tokenizer_config(&t.tok, &special_name(&t.tok, ids.eos[0]), cfg.context_len),
+        &tokenizer_config(&t.tok, &chat, cfg.context_len),
     )?;
-    dir.write_json("special_tokens_map.json", &special_tokens_map(t, &ids))?;
+    dir.write_json("special_tokens_map.json", &special_tokens_map(t, &chat))?;
     files.extend(
         [
             "config.json",
@@ -102,6 +95,50 @@ pub fn export(t: &Trained, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         params,
         bytes,
         dropped,
+    })
+}
+
+/// How the exported model is prompted and stopped.
+struct ChatIdentity {
+    template: String,
+    bos: Option<String>,
+    eos: String,
+    ids: SpecialIds,
+}
+
+/// frugal's chat format for its own runs; an imported model's own template, BOS/EOS and stop
+/// ids (RUN/chat_template.json) for runs made by `frugal import`.
+fn chat_identity(t: &Trained) -> Result<ChatIdentity> {
+    if let Some(m) = ModelTemplate::load(&t.run)? {
+        let id = |name: &Option<String>| name.as_deref().and_then(|n| t.tok.special_id(n));
+        let mut eos = m.stop_ids.clone();
+        if eos.is_empty() {
+            eos.extend(id(&m.eos_token));
+        }
+        return Ok(ChatIdentity {
+            ids: SpecialIds {
+                bos: id(&m.bos_token),
+                eos,
+            },
+            template: m.chat_template,
+            bos: m.bos_token,
+            eos: m.eos_token.unwrap_or_default(),
+        });
+    }
+    let chat = ChatTokens::from_tokenizer(&t.tok)?;
+    let eos = if t.stage == "pretrain" {
+        vec![chat.bos]
+    } else {
+        chat.reply_stops()
+    };
+    Ok(ChatIdentity {
+        template: FRUGAL_TEMPLATE.to_string(),
+        bos: Some(special_name(&t.tok, chat.bos)),
+        eos: special_name(&t.tok, eos[0]),
+        ids: SpecialIds {
+            bos: Some(chat.bos),
+            eos,
+        },
     })
 }
 
@@ -141,7 +178,7 @@ fn generation_config(ids: &SpecialIds) -> Value {
 /// Every special token is declared in `added_tokens_decoder`, so transformers treats their
 /// names in rendered templates as the tokens themselves; no BOS is added on encoding, since
 /// the chat template writes it and base-model text starts with it explicitly.
-fn tokenizer_config(tok: &bpe::Tokenizer, eos: &str, context_len: usize) -> Value {
+fn tokenizer_config(tok: &bpe::Tokenizer, chat: &ChatIdentity, context_len: usize) -> Value {
     let added: Map<String, Value> = tok
         .specials()
         .iter()
@@ -155,25 +192,25 @@ fn tokenizer_config(tok: &bpe::Tokenizer, eos: &str, context_len: usize) -> Valu
         .collect();
     json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<|bos|>",
-        "eos_token": eos,
-        "pad_token": "<|bos|>",
+        "bos_token": chat.bos,
+        "eos_token": chat.eos,
+        "pad_token": chat.bos.as_deref().unwrap_or(&chat.eos),
         "unk_token": null,
         "add_bos_token": false,
         "add_eos_token": false,
         "clean_up_tokenization_spaces": false,
         "model_max_length": context_len,
         "added_tokens_decoder": added,
-        "chat_template": FRUGAL_TEMPLATE,
+        "chat_template": chat.template,
     })
 }
 
-fn special_tokens_map(t: &Trained, ids: &SpecialIds) -> Value {
+fn special_tokens_map(t: &Trained, chat: &ChatIdentity) -> Value {
     let extra: Vec<&str> = t.tok.specials().iter().map(|(s, _)| s.as_str()).collect();
     json!({
-        "bos_token": "<|bos|>",
-        "eos_token": special_name(&t.tok, ids.eos[0]),
-        "pad_token": "<|bos|>",
+        "bos_token": chat.bos,
+        "eos_token": chat.eos,
+        "pad_token": chat.bos.as_deref().unwrap_or(&chat.eos),
         "additional_special_tokens": extra,
     })
 }

@@ -169,7 +169,10 @@ mod tests {
         let loss = |b: &[f32]| {
             let mut y = x.clone();
             add_bias(&mut y, b);
-            y.iter().zip(&dy).map(|(a, g)| (*a as f64) * (*g as f64)).sum::<f64>()
+            y.iter()
+                .zip(&dy)
+                .map(|(a, g)| (*a as f64) * (*g as f64))
+                .sum::<f64>()
         };
         let b = vec![0.1f32; w];
         for j in 0..w {
