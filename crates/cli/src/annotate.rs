@@ -105,7 +105,7 @@ pub fn annotate(a: AnnotateArgs) -> anyhow::Result<()> {
     let todo = store.prompts_without_responses()?.len();
     if todo > 0 {
         let (trained, origin) = chat_model(&a.run, a.stage.as_deref())?;
-        let f = ChatFormat::new(&trained.tok)?;
+        let f = ChatFormat::for_run(&trained.tok, &a.run)?;
         let cfg = SampleConfig {
             responses: a.responses,
             sampling: SamplingParams {

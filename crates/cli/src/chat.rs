@@ -132,23 +132,22 @@ impl Session<'_> {
                 return Ok(());
             }
         };
-        let t = self.f.t;
         let ctx = self.model.cfg.context_len;
         let request = Request {
             max_tokens: self.a.max_tokens.min(ctx - prompt.len()),
             prompt,
             sampling: self.sampling,
-            stop: t.reply_stops(),
+            stop: self.f.reply_stops(),
             seed: self.a.seed.wrapping_add(self.turn),
         };
         self.turn += 1;
-        let tools = Tools { tok: self.f.tok, t };
+        let tools = Tools::for_format(self.f);
         let mut streamer = TextStream::new(self.f);
         let delay = std::time::Duration::from_millis(self.a.token_delay_ms);
         let mut write_err = None;
         CANCEL.store(false, Ordering::SeqCst);
         GENERATING.store(true, Ordering::SeqCst);
-        let result = engine::generate(self.model, &[request], Some(&tools), |e: TokenEvent| {
+        let result = engine::generate(self.model, &[request], tools.as_ref(), |e: TokenEvent| {
             if let Err(err) = write!(out, "{}", streamer.push(e.token)).and_then(|_| out.flush()) {
                 write_err = Some(err);
                 return false;
@@ -205,7 +204,7 @@ impl Session<'_> {
 
 pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     let trained = load_trained(&a.run, !a.base)?;
-    let f = ChatFormat::new(&trained.tok)?;
+    let f = ChatFormat::for_run(&trained.tok, &a.run)?;
     let sampling = SamplingParams {
         temperature: a.temperature,
         top_k: a.top_k,

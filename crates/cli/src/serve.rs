@@ -3,7 +3,7 @@
 
 use crate::annotate::chat_model;
 use clap::Args;
-use data::chat::ChatTokens;
+use data::chat::ChatStyle;
 use serve::api::{App, Auth, RequestLimits};
 use serve::http::{ConnLimits, Server};
 use serve::metrics::Metrics;
@@ -65,14 +65,17 @@ pub struct ServeArgs {
 }
 
 /// The model to serve, its tokenizer, a label for it, and the default name.
-fn load(a: &ServeArgs) -> anyhow::Result<(model::Llama, bpe::Tokenizer, String, String)> {
+fn load(
+    a: &ServeArgs,
+) -> anyhow::Result<(model::Llama, bpe::Tokenizer, ChatStyle, String, String)> {
     if let Some(cfg) = &a.dummy_weights {
         let mut cfg = train::Config::load(cfg, &[])?;
         let tok = bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS)?;
         // The vocabulary is the tokenizer's, so every sampled token has text to stream.
         cfg.model.vocab_size = tok.vocab_size();
         let model = model::Llama::init(cfg.model, 0);
-        return Ok((model, tok, "random weights".into(), "dummy".into()));
+        let style = ChatStyle::frugal(&tok)?;
+        return Ok((model, tok, style, "random weights".into(), "dummy".into()));
     }
     let run = a
         .run
@@ -90,7 +93,8 @@ fn load(a: &ServeArgs) -> anyhow::Result<(model::Llama, bpe::Tokenizer, String, 
         .file_name()
         .map_or("frugal".into(), |n| n.to_string_lossy().into_owned());
     let label = format!("{origin}, {}", trained.checkpoint.display());
-    Ok((trained.model, trained.tok, label, name))
+    let style = ChatStyle::of_run(&trained.tok, run)?;
+    Ok((trained.model, trained.tok, style, label, name))
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -114,12 +118,15 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             })
         })
         .transpose()?;
-    let (model, tok, label, default_name) = load(&a)?;
+    let (model, tok, style, label, default_name) = load(&a)?;
     let name = a.model_name.clone().unwrap_or(default_name);
     let ctx = model.cfg.context_len;
     let tok = Arc::new(tok);
-    // Fails, naming the missing tokens, for a tokenizer without the chat specials.
-    let tools = Some((tok.clone(), ChatTokens::from_tokenizer(&tok)?));
+    // The calculator is frugal's format's tool; an imported template has none.
+    let tools = match &style {
+        ChatStyle::Frugal(t) => Some((tok.clone(), *t)),
+        ChatStyle::Template(_) => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let scheduler = Scheduler::start(
         Arc::new(model),
@@ -135,6 +142,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let app = App::new(
         scheduler,
         tok,
+        style,
         name.clone(),
         ctx,
         auth,

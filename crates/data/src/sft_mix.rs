@@ -272,8 +272,8 @@ pub fn build(spec: &MixSpec, f: &ChatFormat) -> Result<Mixture> {
             "add sources with conversations, or raise train.seq_len (up to the model's context)",
         ));
     }
-    let (train, fill) = pack(train_seqs, t, f.t.bos);
-    let (val, _) = pack(val_seqs, t, f.t.bos);
+    let (train, fill) = pack(train_seqs, t, f.bos());
+    let (val, _) = pack(val_seqs, t, f.bos());
     report.train_rows = train.rows();
     report.val_rows = val.rows();
     report.fill = fill;

@@ -62,7 +62,13 @@ pub struct Tools<'a> {
     pub t: ChatTokens,
 }
 
-impl Tools<'_> {
+impl<'a> Tools<'a> {
+    /// The calculator for a chat format that has it: frugal's own (an imported model's
+    /// template has no tool parts).
+    pub fn for_format(f: &'a data::chat::ChatFormat<'a>) -> Option<Self> {
+        f.tokens().map(|t| Tools { tok: f.tok, t })
+    }
+
     /// The forced tokens answering a finished call whose expression tokens are `expr`.
     fn answer(&self, expr: &[u32]) -> Vec<u32> {
         let text = self.tok.decode_lossy(expr).unwrap_or_default();

@@ -62,7 +62,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize, stop: Vec<u32>) -> Request {
 fn tool_call_round_trip() {
     let tok = byte_tok();
     let f = ChatFormat::new(&tok).unwrap();
-    let t = f.t;
+    let t = f.tokens().unwrap();
     let conv = Conversation {
         messages: vec![Message::text(Role::User, "What is 6*7?")],
     };

@@ -36,7 +36,7 @@ pub fn answer(
 ) -> Result<Vec<Answered>> {
     let ctx = model.cfg.context_len;
     let max_new = MAX_REPLY.min(ctx / 2);
-    let t = fmt.t;
+    let bos = fmt.bos();
     let mut requests = Vec::new();
     let mut truncated = Vec::new();
     for (item, shots) in items {
@@ -48,32 +48,31 @@ pub fn answer(
                 Ok(p) => (p, false),
                 // Too long for the chat format: keep the tail of the question.
                 Err(_) => {
-                    let ids = fmt.render(&conv)?.ids;
-                    let (mut p, _) = left_truncated(t.bos, &ids[1..], ctx - max_new - 1);
-                    p.push(t.assistant_start);
+                    let ids = fmt.render_prompt(&conv, usize::MAX)?;
+                    let (p, _) = left_truncated(bos, &ids[1..], ctx - max_new);
                     (p, true)
                 }
             }
         } else {
             let text = format!("{}Question: {}\nAnswer:", prefix("", shots), item.question);
-            left_truncated(t.bos, &fmt.tok.encode(&text), ctx - max_new)
+            left_truncated(bos, &fmt.tok.encode(&text), ctx - max_new)
         };
         truncated.push(cut);
         requests.push(Request {
             max_tokens: max_new.min(ctx - prompt.len()),
             prompt,
             sampling: SamplingParams::greedy(),
-            stop: t.reply_stops(),
+            stop: fmt.reply_stops(),
             seed: 0,
         });
     }
-    let tools = Tools { tok: fmt.tok, t };
+    let tools = Tools::for_format(fmt);
     let mut out = Vec::with_capacity(items.len());
     let batch = batch.max(1);
     for (k, chunk) in requests.chunks(batch).enumerate() {
         // A base model's answer ends at the blank line before its next "Question:".
         let mut text: Vec<Vec<u32>> = vec![Vec::new(); chunk.len()];
-        let done = engine::generate(model, chunk, chat.then_some(&tools), |e| {
+        let done = engine::generate(model, chunk, tools.as_ref().filter(|_| chat), |e| {
             if chat {
                 return true;
             }

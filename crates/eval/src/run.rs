@@ -248,7 +248,7 @@ pub fn evaluate(
 ) -> Result<Vec<StageResults>> {
     let trained = checkpoint::load_trained(run, false)?;
     let (cfg, tok) = (trained.cfg, trained.tok);
-    let fmt = ChatFormat::new(&tok)?;
+    let fmt = ChatFormat::for_run(&tok, run)?;
     let mut chosen = stages(run)?;
     if !opts.stages.is_empty() {
         for s in &opts.stages {
@@ -471,7 +471,7 @@ impl Ctx<'_> {
         r: &mut TaskResult,
     ) -> Result<()> {
         let tok = self.fmt.tok;
-        let bos = self.fmt.t.bos;
+        let bos = self.fmt.bos();
         let ctx = self.model.cfg.context_len;
         let idx = subset(items.len(), self.limit, self.opts.seed);
         let (pool_items, exclude_self) = match pool {

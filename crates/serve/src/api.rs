@@ -230,9 +230,11 @@ mod tests {
     #[test]
     fn health_reports_an_engine_thread_that_ended() {
         let tok = Arc::new(bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap());
+        let chat = data::chat::ChatStyle::frugal(&tok).unwrap();
         let app = App::new(
             crate::scheduler::Scheduler::with_ended_engine(),
             tok,
+            chat,
             "m".into(),
             64,
             Auth::Open,

@@ -77,7 +77,7 @@ pub async fn chat(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Re
         .map_err(|e| {
             ApiError::invalid("messages", one_line(&e.to_string())).code("context_length_exceeded")
         })?;
-    let stop = app.chat.reply_stops();
+    let stop = app.format().reply_stops();
     let started = start(&app, Kind::Chat, req.gen, prompt, stop, arrived)?;
     Ok(respond(app, started).await)
 }
@@ -102,7 +102,7 @@ pub async fn completion(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiRes
         .code("context_length_exceeded"));
     }
     let text = req.prompt;
-    let mut prompt = vec![app.chat.bos];
+    let mut prompt = vec![app.format().bos()];
     prompt.extend(app.tokenize(move |app| app.tok.encode(&text)).await?);
     if prompt.len() >= app.context_len {
         return Err(ApiError::invalid(
@@ -120,7 +120,7 @@ pub async fn completion(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiRes
         Kind::Completion,
         req.gen,
         prompt,
-        vec![app.chat.bos],
+        vec![app.format().bos()],
         arrived,
     )?;
     Ok(respond(app, started).await)

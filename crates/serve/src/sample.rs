@@ -150,8 +150,7 @@ pub fn fill<M: LanguageModel>(
     })?;
     let ctx = model.context_len();
     let todo = store.prompts_without_responses()?;
-    let t = format.t;
-    let tools = Tools { tok: format.tok, t };
+    let tools = Tools::for_format(format);
     let mut out = Filled::default();
     for (done, (id, conv)) in todo.iter().enumerate() {
         let prompt = match format.render_prompt(conv, ctx - 1) {
@@ -168,7 +167,7 @@ pub fn fill<M: LanguageModel>(
                 max_tokens: cfg.max_tokens.min(ctx - prompt.len()),
                 prompt: prompt.clone(),
                 sampling: cfg.sampling,
-                stop: t.reply_stops(),
+                stop: format.reply_stops(),
                 // Per prompt and reply, so a resumed fill samples what a whole one would.
                 seed: cfg
                     .seed
@@ -176,7 +175,7 @@ pub fn fill<M: LanguageModel>(
                     .wrapping_add(k as u64),
             })
             .collect();
-        let completions = engine::generate(model, &requests, Some(&tools), |_| true)?;
+        let completions = engine::generate(model, &requests, tools.as_ref(), |_| true)?;
         let replies: Vec<(String, String)> = completions
             .iter()
             .map(|c| (format.parse_reply(&c.tokens).display(), origin.to_string()))

@@ -1,11 +1,11 @@
-//! The server's state: the model's scheduler, its chat tokens, request limits, the API keys
+//! The server's state: the model's scheduler, its chat style, request limits, the API keys
 //! (kept as SHA-256 digests, compared in full) and the metrics; what every handler reads.
 
 use crate::metrics::Metrics;
 use crate::openai::{ApiError, ApiResult};
 use crate::scheduler::Scheduler;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use data::chat::{ChatFormat, ChatTokens};
+use data::chat::{ChatFormat, ChatStyle};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -108,8 +108,8 @@ impl Auth {
 pub struct App {
     pub scheduler: Scheduler,
     pub tok: Arc<bpe::Tokenizer>,
-    /// The tokenizer's chat tokens, looked up once.
-    pub chat: ChatTokens,
+    /// How conversations become prompts: frugal's format, or an imported model's template.
+    pub chat: ChatStyle,
     pub model_name: String,
     pub context_len: usize,
     pub auth: Auth,
@@ -130,6 +130,7 @@ impl App {
     pub fn new(
         scheduler: Scheduler,
         tok: Arc<bpe::Tokenizer>,
+        chat: ChatStyle,
         model_name: String,
         context_len: usize,
         auth: Auth,
@@ -137,7 +138,6 @@ impl App {
         limits: RequestLimits,
         metrics: Arc<Metrics>,
     ) -> crate::Result<App> {
-        let chat = ChatTokens::from_tokenizer(&tok)?;
         let created = unix_now();
         Ok(App {
             scheduler,
@@ -230,10 +230,7 @@ impl App {
 
     /// The chat format over the served tokenizer.
     pub fn format(&self) -> ChatFormat<'_> {
-        ChatFormat {
-            tok: &self.tok,
-            t: self.chat,
-        }
+        ChatFormat::with_style(&self.tok, self.chat.clone())
     }
 
     /// Checks the bearer key.

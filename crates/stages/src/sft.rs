@@ -172,8 +172,7 @@ pub fn format_check(
     seed: u64,
 ) -> Result<FormatCheck> {
     let ctx = model.cfg.context_len;
-    let t = f.t;
-    let tools = Tools { tok: f.tok, t };
+    let tools = Tools::for_format(f);
     let mut requests = Vec::new();
     for (i, c) in prompts.iter().enumerate() {
         let prompt = f.render_prompt(c, ctx - 1)?;
@@ -182,7 +181,7 @@ pub fn format_check(
             prompt,
             sampling,
             // Any token that would start a new turn also ends the reply, as malformed.
-            stop: t.reply_stops(),
+            stop: f.reply_stops(),
             seed: seed + i as u64,
         });
     }
@@ -191,12 +190,12 @@ pub fn format_check(
     let batch = batch.max(1);
     for (k, chunk) in requests.chunks(batch).enumerate() {
         let t0 = Instant::now();
-        let out = engine::generate(model, chunk, Some(&tools), |_| true)?;
+        let out = engine::generate(model, chunk, tools.as_ref(), |_| true)?;
         decode_s += t0.elapsed().as_secs_f64();
         for (j, c) in out.iter().enumerate() {
             generated += c.tokens.len();
             match (c.finish, c.stop_token) {
-                (Finish::Stop, Some(id)) if id == t.assistant_end => well += 1,
+                (Finish::Stop, Some(id)) if id == f.reply_end() => well += 1,
                 (Finish::Stop, _) => bad_end += 1,
                 _ => cut += 1,
             }
@@ -229,7 +228,7 @@ pub fn sft(
     mut log: impl FnMut(&str),
 ) -> Result<SftSummary> {
     let base = checkpoint::load_trained(run, false)?;
-    let f = ChatFormat::new(&base.tok).map_err(|e| {
+    let f = ChatFormat::for_run(&base.tok, &base.run).map_err(|e| {
         Error::input(
             run.join("tokenizer.json").display().to_string(),
             e.to_string(),

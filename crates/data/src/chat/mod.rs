@@ -207,18 +207,211 @@ impl ChatTokens {
     }
 }
 
+/// How a model's conversations become tokens: frugal's own format (its special tokens, with
+/// the calculator's tool parts), or an imported model's chat template.
+#[derive(Clone)]
+pub enum ChatStyle {
+    Frugal(ChatTokens),
+    Template(std::sync::Arc<TemplateStyle>),
+}
+
+/// An imported model's template, compiled, with the ids it starts and stops at.
+pub struct TemplateStyle {
+    pub template: template::Template,
+    pub model: template::ModelTemplate,
+    /// The document-start token: bos_token, else eos_token (as lm-evaluation-harness prefixes
+    /// a model that has no BOS).
+    pub bos: u32,
+    /// The tokens that end a reply; the first is what a well-formed reply ends with.
+    pub stops: Vec<u32>,
+}
+
+impl ChatStyle {
+    /// frugal's format; fails, naming the missing tokens, for a tokenizer without its specials.
+    pub fn frugal(tok: &Tokenizer) -> Result<Self> {
+        ChatTokens::from_tokenizer(tok).map(ChatStyle::Frugal)
+    }
+
+    /// The style of the run at `run`: its own template when `frugal import` kept one
+    /// (RUN/chat_template.json), else frugal's format.
+    pub fn of_run(tok: &Tokenizer, run: &std::path::Path) -> Result<Self> {
+        let Some(m) = template::ModelTemplate::load(run)? else {
+            return Self::frugal(tok);
+        };
+        let origin = run.join(template::ModelTemplate::FILE);
+        let origin = origin.display().to_string();
+        let id = |name: &Option<String>| name.as_deref().and_then(|n| tok.special_id(n));
+        let mut stops = m.stop_ids.clone();
+        if let Some(eos) = id(&m.eos_token) {
+            if !stops.contains(&eos) {
+                stops.insert(0, eos);
+            }
+        }
+        let bos = id(&m.bos_token).or(stops.first().copied());
+        let (Some(bos), false) = (bos, stops.is_empty()) else {
+            return Err(Error::input(
+                origin,
+                "names no stop token the tokenizer has (eos_token, stop_ids)",
+                "set eos_token to the special token that ends the model's replies",
+            ));
+        };
+        let template = template::Template::new(&m.chat_template, &origin)?;
+        Ok(ChatStyle::Template(std::sync::Arc::new(TemplateStyle {
+            template,
+            model: m,
+            bos,
+            stops,
+        })))
+    }
+}
+
 /// Renders conversations with one tokenizer.
 pub struct ChatFormat<'a> {
     pub tok: &'a Tokenizer,
-    pub t: ChatTokens,
+    pub style: ChatStyle,
 }
 
 impl<'a> ChatFormat<'a> {
+    /// frugal's chat format.
     pub fn new(tok: &'a Tokenizer) -> Result<Self> {
         Ok(ChatFormat {
             tok,
-            t: ChatTokens::from_tokenizer(tok)?,
+            style: ChatStyle::frugal(tok)?,
         })
+    }
+
+    /// The chat format of the run at `run` (see [`ChatStyle::of_run`]).
+    pub fn for_run(tok: &'a Tokenizer, run: &std::path::Path) -> Result<Self> {
+        Ok(ChatFormat {
+            tok,
+            style: ChatStyle::of_run(tok, run)?,
+        })
+    }
+
+    pub fn with_style(tok: &'a Tokenizer, style: ChatStyle) -> Self {
+        ChatFormat { tok, style }
+    }
+
+    /// frugal's special tokens, for what only its format has (the calculator's tool parts);
+    /// None for an imported template.
+    pub fn tokens(&self) -> Option<ChatTokens> {
+        match &self.style {
+            ChatStyle::Frugal(t) => Some(*t),
+            ChatStyle::Template(_) => None,
+        }
+    }
+
+    /// The token documents start with (and packed rows are padded with).
+    pub fn bos(&self) -> u32 {
+        match &self.style {
+            ChatStyle::Frugal(t) => t.bos,
+            ChatStyle::Template(s) => s.bos,
+        }
+    }
+
+    /// The token a well-formed reply ends with.
+    pub fn reply_end(&self) -> u32 {
+        match &self.style {
+            ChatStyle::Frugal(t) => t.assistant_end,
+            ChatStyle::Template(s) => s.stops[0],
+        }
+    }
+
+    /// The tokens that end a reply.
+    pub fn reply_stops(&self) -> Vec<u32> {
+        match &self.style {
+            ChatStyle::Frugal(t) => t.reply_stops(),
+            ChatStyle::Template(s) => s.stops.clone(),
+        }
+    }
+
+    /// A conversation's prompt and one reply to it, as tokens: the prompt (ending where the
+    /// reply starts), the reply's text, and what closes it (the reply's end token, and what
+    /// the template writes after it). Preference pairs are scored on these.
+    pub fn prompt_and_reply(
+        &self,
+        prompt: &Conversation,
+        reply: &str,
+    ) -> Result<(Vec<u32>, Vec<u32>, Vec<u32>)> {
+        match &self.style {
+            ChatStyle::Frugal(t) => {
+                let mut p = self.render(prompt)?.ids;
+                p.push(t.assistant_start);
+                Ok((p, self.tok.encode(reply), vec![t.assistant_end]))
+            }
+            ChatStyle::Template(s) => {
+                let p = self.render_prompt(prompt, usize::MAX)?;
+                let mut whole = prompt.clone();
+                whole.messages.push(Message::text(Role::Assistant, reply));
+                let ids = self.template_ids(s, &whole, false)?;
+                let rest = ids.strip_prefix(p.as_slice()).ok_or_else(|| {
+                    template_mismatch("the prompt with a generation prompt is not a prefix of the conversation with its reply")
+                })?;
+                let end = rest
+                    .iter()
+                    .position(|id| s.stops.contains(id))
+                    .unwrap_or(rest.len());
+                Ok((p, rest[..end].to_vec(), rest[end..].to_vec()))
+            }
+        }
+    }
+
+    /// The ids of a conversation through an imported template.
+    fn template_ids(
+        &self,
+        s: &TemplateStyle,
+        conv: &Conversation,
+        prompt: bool,
+    ) -> Result<Vec<u32>> {
+        let msgs = template::to_messages(conv);
+        let text = s.template.render(&msgs, &s.model.context(prompt))?;
+        Ok(self.tok.encode_with_specials(&text))
+    }
+
+    /// A conversation through an imported template, with its loss mask: each assistant
+    /// message's span is where the conversation up to it goes beyond the same conversation
+    /// prompted for it (rendered with the generation prompt), up to and including its stop
+    /// token. Templates that render earlier turns differently once later ones follow cannot
+    /// be masked this way and are refused.
+    fn render_template(&self, s: &TemplateStyle, conv: &Conversation) -> Result<Rendered> {
+        let conv = &inline_calculations(conv);
+        let full = self.template_ids(s, conv, false)?;
+        let mut r = Rendered {
+            mask: vec![0; full.len()],
+            ids: full,
+            message_starts: Vec::new(),
+        };
+        for i in 0..conv.messages.len() {
+            let before = Conversation {
+                messages: conv.messages[..i].to_vec(),
+            };
+            let upto = Conversation {
+                messages: conv.messages[..=i].to_vec(),
+            };
+            let start = if i == 0 {
+                0
+            } else {
+                self.template_ids(s, &before, false)?.len()
+            };
+            r.message_starts.push(start);
+            if conv.messages[i].role != Role::Assistant {
+                continue;
+            }
+            let prompt = self.template_ids(s, &before, true)?;
+            let through = self.template_ids(s, &upto, false)?;
+            if !through.starts_with(&prompt) || !r.ids.starts_with(&through) {
+                return Err(template_mismatch(&format!(
+                    "message {i}: the conversation's tokens up to it are not a prefix of the whole conversation's"
+                )));
+            }
+            let span = &through[prompt.len()..];
+            let end = span
+                .iter()
+                .position(|id| s.stops.contains(id))
+                .map_or(span.len(), |e| e + 1);
+            r.mask[prompt.len()..prompt.len() + end].fill(1);
+        }
+        Ok(r)
     }
 
     fn push(&self, r: &mut Rendered, ids: &[u32], train: bool) {
@@ -231,7 +424,10 @@ impl<'a> ChatFormat<'a> {
     pub fn render(&self, conv: &Conversation) -> Result<Rendered> {
         conv.validate()
             .map_err(|e| Error::input("conversation", e, "fix the conversation's roles"))?;
-        let t = &self.t;
+        let t = match &self.style {
+            ChatStyle::Frugal(t) => t,
+            ChatStyle::Template(s) => return self.render_template(s, conv),
+        };
         let mut r = Rendered::default();
         self.push(&mut r, &[t.bos], false);
         for m in &conv.messages {
@@ -326,26 +522,52 @@ impl<'a> ChatFormat<'a> {
                 "shorten the message or start a new conversation",
             ));
         }
-        let mut r = self.render(conv)?;
-        r.ids.push(self.t.assistant_start);
-        if r.ids.len() > max_len {
+        let ids = match &self.style {
+            ChatStyle::Frugal(t) => {
+                let mut ids = self.render(conv)?.ids;
+                ids.push(t.assistant_start);
+                ids
+            }
+            ChatStyle::Template(s) => {
+                conv.validate()
+                    .map_err(|e| Error::input("conversation", e, "fix the conversation's roles"))?;
+                self.template_ids(s, conv, true)?
+            }
+        };
+        if ids.len() > max_len {
             let last = conv.messages.len() - 1;
             return Err(Error::input(
                 format!("conversation message {last}"),
                 format!(
                     "the prompt is {} tokens, over the limit of {max_len} (the model's context less room for a reply)",
-                    r.ids.len()
+                    ids.len()
                 ),
                 "shorten the message or start a new conversation",
             ));
         }
-        Ok(r.ids)
+        Ok(ids)
     }
 
     /// Parses the tokens of one assistant reply (what follows `<|assistant_start|>`, with or
     /// without the closing `<|assistant_end|>`) back into a message.
     pub fn parse_reply(&self, ids: &[u32]) -> Message {
-        let t = &self.t;
+        let t = match &self.style {
+            ChatStyle::Frugal(t) => t,
+            ChatStyle::Template(s) => {
+                // An imported model's reply is text up to its stop token.
+                let end = ids
+                    .iter()
+                    .position(|id| s.stops.contains(id))
+                    .unwrap_or(ids.len());
+                let text: Vec<u32> = ids[..end]
+                    .iter()
+                    .copied()
+                    .filter(|&id| (id as usize) < self.tok.n_ordinary())
+                    .collect();
+                let text = self.tok.decode_lossy(&text).unwrap_or_default();
+                return Message::text(Role::Assistant, text);
+            }
+        };
         let mut parts: Vec<Part> = Vec::new();
         let mut kind = PartKind::Text;
         let mut run: Vec<u32> = Vec::new();
@@ -381,6 +603,37 @@ impl<'a> ChatFormat<'a> {
             parts,
         }
     }
+}
+
+/// The conversation with calculator calls written into the text as GSM8K writes them
+/// (`<<48/2=24>>`): an imported model's template has no tool parts, and the model is then
+/// taught to do the arithmetic itself.
+fn inline_calculations(conv: &Conversation) -> Conversation {
+    let mut out = conv.clone();
+    for m in &mut out.messages {
+        if m.parts.iter().all(|p| p.kind == PartKind::Text) {
+            continue;
+        }
+        let text: String = m
+            .parts
+            .iter()
+            .map(|p| match p.kind {
+                PartKind::Text => p.text.clone(),
+                PartKind::Python => format!("<<{}=", p.text),
+                PartKind::PythonOutput => format!("{}>>", p.text),
+            })
+            .collect();
+        *m = Message::text(m.role, text);
+    }
+    out
+}
+
+fn template_mismatch(what: &str) -> Error {
+    Error::input(
+        "chat template",
+        format!("{what}, so the assistant's tokens cannot be told apart"),
+        "this model's template renders earlier turns differently when more follow; tune it on single-turn data",
+    )
 }
 
 #[cfg(test)]

@@ -21,14 +21,13 @@ impl<'a> TextStream<'a> {
     /// The text that token `id` completes (often empty: part of a character, or a special
     /// token that is not shown).
     pub fn push(&mut self, id: u32) -> String {
-        let t = &self.f.t;
-        let marker = match id {
+        let marker = self.f.tokens().and_then(|t| match id {
             x if x == t.python_start => Some("[calc: "),
             x if x == t.output_start => Some(" = "),
             x if x == t.output_end => Some("]"),
             x if x == t.python_end => Some(""),
             _ => None,
-        };
+        });
         match (marker, self.f.tok.token_bytes(id)) {
             (Some(m), _) => {
                 let mut s = self.flush(true);
@@ -80,7 +79,7 @@ mod tests {
             vec!["", "é", "="],
             "the two bytes of é come together"
         );
-        let t = f.t;
+        let t = f.tokens().unwrap();
         let ids = [
             b'x' as u32,
             t.python_start,

@@ -247,3 +247,66 @@ fn templates_fail_with_the_reason_and_loops_run_out_of_fuel() {
     let msgs = serde_json::json!([{"role": "user", "content": "  hi "}]);
     assert_eq!(py.render(&msgs, &ctx).unwrap(), "HI");
 }
+
+/// A ChatML template over a byte tokenizer with ChatML's specials: the mask covers each reply
+/// through its `<|im_end|>` and nothing of the prompt or of what follows the end.
+#[test]
+fn an_imported_template_renders_and_masks_the_replies() {
+    use super::template::{ModelTemplate, Template};
+    use super::{ChatStyle, TemplateStyle};
+    let tok = Tokenizer::bytes_only(&["<|endoftext|>", "<|im_start|>", "<|im_end|>"]).unwrap();
+    let chatml = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    let model = ModelTemplate {
+        chat_template: chatml.into(),
+        bos_token: None,
+        eos_token: Some("<|im_end|>".into()),
+        stop_ids: vec![],
+    };
+    let style = ChatStyle::Template(std::sync::Arc::new(TemplateStyle {
+        template: Template::new(chatml, "t").unwrap(),
+        model,
+        bos: 256,
+        stops: vec![258],
+    }));
+    let f = ChatFormat::with_style(&tok, style);
+    assert!(f.tokens().is_none());
+    assert_eq!(
+        (f.bos(), f.reply_end(), f.reply_stops()),
+        (256, 258, vec![258])
+    );
+    let c = conv(
+        r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+            {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": [{"type": "text", "text": "it is "},
+              {"type": "python", "text": "2+2"}, {"type": "python_output", "text": "4"}]}]}"#,
+    );
+    let r = f.render(&c).unwrap();
+    let text = String::from_utf8_lossy(&tok.decode(&r.ids).unwrap()).into_owned();
+    assert_eq!(
+        text,
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\nit is <<2+2=4>><|im_end|>\n"
+    );
+    let trained: Vec<u32> = r
+        .ids
+        .iter()
+        .zip(&r.mask)
+        .filter(|(_, &m)| m == 1)
+        .map(|(&i, _)| i)
+        .collect();
+    let trained = String::from_utf8_lossy(&tok.decode(&trained).unwrap()).into_owned();
+    assert_eq!(trained, "yo<|im_end|>it is <<2+2=4>><|im_end|>");
+    assert_eq!(r.message_starts.len(), 4);
+    assert_eq!(r.message_starts[0], 0);
+    // The prompt opens the assistant's turn; a reply parses back to its text.
+    let mut p = c.clone();
+    p.messages.truncate(3);
+    let ids = f.render_prompt(&p, 1000).unwrap();
+    assert!(String::from_utf8_lossy(&tok.decode(&ids).unwrap())
+        .ends_with("2+2?<|im_end|>\n<|im_start|>assistant\n"));
+    let reply = f.parse_reply(&tok.encode_with_specials("four<|im_end|>\nignored"));
+    assert_eq!(reply, Message::text(Role::Assistant, "four"));
+    // A preference pair's reply and its closing tokens.
+    let (prompt, body, end) = f.prompt_and_reply(&p, "four").unwrap();
+    assert_eq!(prompt, ids);
+    assert_eq!(tok.decode(&body).unwrap(), b"four");
+    assert_eq!(tok.decode(&end).unwrap(), b"<|im_end|>\n");
+}

@@ -311,12 +311,14 @@ fn rope(
             high_freq_factor: num("high_freq_factor")?,
             original_context: num("original_max_position_embeddings")? as usize,
         }),
-        other => return Err(refuse(
-            &format!("{field}.rope_type"),
-            format!(
+        other => {
+            return Err(refuse(
+                &format!("{field}.rope_type"),
+                format!(
                 "is {other:?}; frugal computes the \"default\", \"linear\" and \"llama3\" types"
             ),
-        )),
+            ))
+        }
     };
     Ok((theta, scaling))
 }

@@ -58,6 +58,7 @@ pub fn start(s: Setup) -> Server {
     let app = App::new(
         scheduler,
         tok,
+        data::chat::ChatStyle::Frugal(t),
         "tiny".into(),
         CONTEXT,
         s.auth,

@@ -85,25 +85,24 @@ struct Rows {
     y: Vec<u32>,
 }
 
-/// A pair as two whole token sequences, each at most `seq + 1` long: the `<|bos|>`-started
-/// prompt (cut from the left to fit), the reply (cut to `max_reply` tokens) and
-/// `<|assistant_end|>`. Returns them, the prompt's length and whether it was cut.
+/// A pair as two whole token sequences, each at most `seq + 1` long: the prompt (cut after
+/// its first token to fit), the reply (cut to `max_reply` tokens) and its closing tokens
+/// (`<|assistant_end|>` in frugal's format). Returns them, the prompt's length and whether it was cut.
 pub(super) fn pair_tokens(
     f: &ChatFormat,
     p: &Pair,
     seq: usize,
     max_reply: usize,
 ) -> Result<([Vec<u32>; 2], usize, bool)> {
-    let t = f.t;
-    let mut prompt = f.render(&p.prompt)?.ids;
-    prompt.push(t.assistant_start);
-    let reply = |text: &str| {
-        let mut ids = f.tok.encode(text);
-        ids.truncate(max_reply - 1);
-        ids.push(t.assistant_end);
+    let (mut prompt, chosen, chosen_end) = f.prompt_and_reply(&p.prompt, &p.chosen)?;
+    let (_, rejected, rejected_end) = f.prompt_and_reply(&p.prompt, &p.rejected)?;
+    // The reply is cut to fit max_reply with its closing tokens kept.
+    let reply = |mut ids: Vec<u32>, end: Vec<u32>| {
+        ids.truncate(max_reply.saturating_sub(end.len()));
+        ids.extend(end);
         ids
     };
-    let (c, r) = (reply(&p.chosen), reply(&p.rejected));
+    let (c, r) = (reply(chosen, chosen_end), reply(rejected, rejected_end));
     let room = seq + 1 - c.len().max(r.len());
     let cut = prompt.len() > room;
     if cut {
@@ -193,7 +192,7 @@ pub fn train(
     let seq = t.seq_len;
     let resolved = toml::to_string(cfg).expect("a DpoConfig serialises");
     let (sft, dir) = stage::open(run, "dpo", "DPO", &resolved, seq, resume)?;
-    let f = ChatFormat::new(&sft.tok)?;
+    let f = ChatFormat::for_run(&sft.tok, &sft.run)?;
 
     let d = &cfg.dpo;
     let split = stage::split_pairs(

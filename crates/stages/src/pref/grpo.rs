@@ -199,7 +199,6 @@ fn rollouts(
     seq: usize,
     seed: u64,
 ) -> Result<(Vec<Rollout>, u64)> {
-    let t = fmt.t;
     let mut requests = Vec::with_capacity(problems.len() * copies);
     let mut prompts = Vec::with_capacity(problems.len());
     for p in problems {
@@ -208,8 +207,7 @@ fn rollouts(
         let ids = match fmt.render_prompt(&p.prompt, limit) {
             Ok(ids) => ids,
             Err(_) => {
-                let mut ids = fmt.render(&p.prompt)?.ids;
-                ids.push(t.assistant_start);
+                let mut ids = fmt.render_prompt(&p.prompt, usize::MAX)?;
                 ids.drain(1..1 + ids.len() - limit);
                 ids
             }
@@ -219,15 +217,15 @@ fn rollouts(
                 prompt: ids.clone(),
                 sampling,
                 max_tokens: max_reply,
-                stop: vec![t.assistant_end],
+                stop: vec![fmt.reply_end()],
                 seed: seed ^ ((requests.len() as u64 + 1) * 0x9E37_79B9) ^ c as u64,
             });
         }
         prompts.push(ids);
     }
-    let tools = Tools { tok: fmt.tok, t };
+    let tools = Tools::for_format(fmt);
     let mut forced: Vec<Vec<bool>> = vec![Vec::new(); requests.len()];
-    let done = engine::generate(model, &requests, Some(&tools), |e| {
+    let done = engine::generate(model, &requests, tools.as_ref(), |e| {
         forced[e.seq].push(e.forced);
         true
     })?;
@@ -251,7 +249,7 @@ fn rollouts(
                 .enumerate()
                 .map(|(i, c)| (prompts[i / copies].as_slice(), c.tokens.as_slice()))
                 .collect();
-            rm.score_replies(&replies, t.assistant_end)
+            rm.score_replies(&replies, fmt.reply_end())
                 .into_iter()
                 .map(|r| Scored {
                     reward: r,
@@ -268,7 +266,7 @@ fn rollouts(
         let mut is_forced: Vec<bool> = vec![false; prompt.len()];
         is_forced.extend(&forced[i]);
         if c.finish == Finish::Stop {
-            full.push(t.assistant_end);
+            full.push(fmt.reply_end());
             is_forced.push(false);
         }
         full.truncate(seq + 1);
@@ -532,7 +530,7 @@ pub fn train(
     };
     let resolved = toml::to_string(cfg).expect("a GrpoConfig serialises");
     let (sft, dir) = stage::open(run, "grpo", "GRPO", &resolved, t.seq_len, resume)?;
-    let fmt = ChatFormat::new(&sft.tok)?;
+    let fmt = ChatFormat::for_run(&sft.tok, &sft.run)?;
     let (train_set, val, skipped_rows) = problems(cfg)?;
     log(&format!(
         "{:?}: {} training prompts, {} held out, G = {}",
@@ -707,14 +705,15 @@ impl<'a> Grpo<'a> {
 
     /// The step line's and record's figures of the step's rollouts and the last update.
     fn figures(&self, kl: f64, clipped: usize, actions: usize) -> (String, serde_json::Value) {
-        let (rs, t) = (&self.rs, self.fmt.t);
+        let rs = &self.rs;
+        let call = self.fmt.tokens().map(|t| t.python_start);
         let n = rs.len() as f64;
         let mean = |f: &dyn Fn(&Rollout) -> f64| rs.iter().map(f).sum::<f64>() / n;
         let reward = mean(&|r| r.scored.reward);
         let acc = mean(&|r| f64::from(u8::from(r.scored.correct)));
         let formed = mean(&|r| f64::from(u8::from(r.scored.well_formed)));
         let len = mean(&|r| r.reply.len() as f64);
-        let tool = mean(&|r| f64::from(u8::from(r.reply.contains(&t.python_start))));
+        let tool = mean(&|r| f64::from(u8::from(call.is_some_and(|c| r.reply.contains(&c)))));
         let tool_right = mean(&|r| f64::from(u8::from(r.scored.tool_right)));
         let flat = rs
             .chunks(self.g.group_size)
@@ -892,7 +891,7 @@ mod tests {
                 // A reply that stopped before its budget was trained on its stop token last;
                 // the rest are its own tokens in order, forced tool output left out.
                 if r.reply.len() < 24 {
-                    assert_eq!(chosen.pop(), Some(fmt.t.assistant_end));
+                    assert_eq!(chosen.pop(), Some(fmt.reply_end()));
                 }
                 let mut rest = r.reply.iter();
                 assert!(chosen.iter().all(|c| rest.any(|t| t == c)));

@@ -233,7 +233,7 @@ pub fn train(
     let seq = t.seq_len;
     let resolved = toml::to_string(cfg).expect("an RmConfig serialises");
     let (sft, dir) = stage::open(run, "rm", "the reward model", &resolved, seq, resume)?;
-    let f = ChatFormat::new(&sft.tok)?;
+    let f = ChatFormat::for_run(&sft.tok, &sft.run)?;
 
     let r = &cfg.rm;
     let split = stage::split_pairs(
