@@ -1,9 +1,9 @@
-//! `frugal export`: a run's stage as a Hugging Face checkpoint directory, for transformers,
-//! vLLM and lm-evaluation-harness.
+//! `frugal export`: a run's stage as a Hugging Face checkpoint directory (transformers, vLLM,
+//! lm-evaluation-harness) or as a GGUF file (llama.cpp).
 
 use clap::{Args, ValueEnum};
 use interop::hf::{self, ExportOptions};
-use interop::{tensors::parse_size, Dtype};
+use interop::{gguf, tensors::parse_size, Dtype};
 use std::path::PathBuf;
 use train::checkpoint::load_stage;
 
@@ -11,6 +11,8 @@ use train::checkpoint::load_stage;
 pub enum Format {
     /// config.json + safetensors + tokenizer files with the chat template (LlamaForCausalLM).
     Hf,
+    /// One GGUF file for llama.cpp, with the tokenizer and chat template in its metadata.
+    Gguf,
 }
 
 #[derive(Args)]
@@ -26,7 +28,7 @@ pub struct ExportArgs {
     /// The directory to write; it must not exist or be empty.
     #[arg(long)]
     out: PathBuf,
-    /// Weight type: f32 (exact) or bf16.
+    /// Weight type: f32 (exact) or bf16; for GGUF also f16 and q8_0.
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Largest safetensors shard, as `save_pretrained` takes it (5GB, 500MB).
@@ -35,32 +37,54 @@ pub struct ExportArgs {
 }
 
 pub fn export(a: ExportArgs) -> anyhow::Result<()> {
-    let opts = ExportOptions {
-        dtype: Dtype::parse(&a.dtype)?,
-        max_shard_bytes: parse_size(&a.max_shard_size)?,
-    };
     let trained = load_stage(&a.run, a.stage.as_deref())?;
-    let s = match a.format {
-        Format::Hf => hf::export(&trained, &a.out, &opts)?,
-    };
-    println!(
-        "exported {} ({} stage, {}) to {}: {} parameters in {}, {:.1} MB",
+    let from = format!(
+        "{} ({} stage, {})",
         a.run.display(),
         trained.stage,
-        trained.checkpoint.display(),
-        s.dir.display(),
-        s.params,
-        opts.dtype.torch_name(),
-        s.bytes as f64 / 1e6
+        trained.checkpoint.display()
     );
-    for f in &s.files {
-        println!("  {f}");
-    }
-    if !s.dropped.is_empty() {
-        println!(
-            "left out {} tensors of the multi-token prediction modules (a Llama has none)",
-            s.dropped.len()
-        );
+    match a.format {
+        Format::Hf => {
+            let opts = ExportOptions {
+                dtype: Dtype::parse(&a.dtype)?,
+                max_shard_bytes: parse_size(&a.max_shard_size)?,
+            };
+            let s = hf::export(&trained, &a.out, &opts)?;
+            println!(
+                "exported {from} to {}: {} parameters in {}, {:.1} MB",
+                s.dir.display(),
+                s.params,
+                opts.dtype.torch_name(),
+                s.bytes as f64 / 1e6
+            );
+            for f in &s.files {
+                println!("  {f}");
+            }
+            if !s.dropped.is_empty() {
+                println!(
+                    "left out {} tensors of the multi-token prediction modules (a Llama has none)",
+                    s.dropped.len()
+                );
+            }
+        }
+        Format::Gguf => {
+            let s = gguf::export(&trained, &a.out, gguf::GgufType::parse(&a.dtype)?)?;
+            println!(
+                "exported {from} to {}: {} architecture, {} tensors, {:.1} MB",
+                s.path.display(),
+                s.architecture,
+                s.tensors,
+                s.bytes as f64 / 1e6
+            );
+            if !s.fallbacks.is_empty() {
+                println!(
+                    "  {} matrices in f16: Q8_0 needs rows in multiples of 32 ({})",
+                    s.fallbacks.len(),
+                    s.fallbacks.join(", ")
+                );
+            }
+        }
     }
     Ok(())
 }

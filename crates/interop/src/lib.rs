@@ -3,6 +3,7 @@
 //! - `hf`: a run's stage as a Hugging Face checkpoint directory (`config.json`, safetensors,
 //!   `tokenizer.json`, `tokenizer_config.json` with the chat template, `generation_config.json`)
 //!   that transformers, vLLM and lm-evaluation-harness load as a Llama.
+//! - `gguf`: the same as one GGUF file for llama.cpp (F32, F16, BF16, Q8_0), frugal's own writer.
 //! - `outdir`: export directories appear whole or not at all.
 //! - `tensors`: named tensors in f32 or bf16, sharded safetensors with their index.
 //!
@@ -10,6 +11,7 @@
 //! and checkpoints), tensor (bf16 rounding). Used by: cli.
 
 pub mod check;
+pub mod gguf;
 pub mod hf;
 pub mod outdir;
 pub mod tensors;

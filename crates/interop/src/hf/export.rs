@@ -54,7 +54,7 @@ pub fn export(t: &Trained, out: &Path, opts: &ExportOptions) -> Result<ExportSum
     let chat = chat_identity(t)?;
     let config = hf_config(cfg, &chat.ids, opts.dtype.torch_name())?;
     let dir = OutDir::create(out)?;
-    let (tensors, dropped) = llama_tensors(t);
+    let (tensors, dropped) = mtp_free_tensors(t);
     let params = tensors.iter().map(|n| n.values.len()).sum();
     let mut files = write_safetensors(
         &dir.path(""),
@@ -99,16 +99,16 @@ pub fn export(t: &Trained, out: &Path, opts: &ExportOptions) -> Result<ExportSum
 }
 
 /// How the exported model is prompted and stopped.
-struct ChatIdentity {
-    template: String,
-    bos: Option<String>,
-    eos: String,
-    ids: SpecialIds,
+pub(crate) struct ChatIdentity {
+    pub(crate) template: String,
+    pub(crate) bos: Option<String>,
+    pub(crate) eos: String,
+    pub(crate) ids: SpecialIds,
 }
 
 /// frugal's chat format for its own runs; an imported model's own template, BOS/EOS and stop
 /// ids (RUN/chat_template.json) for runs made by `frugal import`.
-fn chat_identity(t: &Trained) -> Result<ChatIdentity> {
+pub(crate) fn chat_identity(t: &Trained) -> Result<ChatIdentity> {
     if let Some(m) = ModelTemplate::load(&t.run)? {
         let id = |name: &Option<String>| name.as_deref().and_then(|n| t.tok.special_id(n));
         let mut eos = m.stop_ids.clone();
@@ -143,7 +143,7 @@ fn chat_identity(t: &Trained) -> Result<ChatIdentity> {
 }
 
 /// The tensors a Llama has, in the run's order, and the names of those it has not.
-fn llama_tensors(t: &Trained) -> (Vec<Named<'_>>, Vec<String>) {
+pub(crate) fn mtp_free_tensors(t: &Trained) -> (Vec<Named<'_>>, Vec<String>) {
     let p = &t.model.params;
     let n_layers = t.model.cfg.n_layers;
     let is_mtp = |name: &str| {
