@@ -41,6 +41,14 @@ pub struct ChatArgs {
     /// Pause after each streamed token (milliseconds): for demonstrations and the terminal test.
     #[arg(long, default_value_t = 0, hide = true)]
     token_delay_ms: u64,
+    /// After each reply, print a line `ids: {"prompt": [...], "reply": [...]}` (for comparing
+    /// token for token with other engines: bench/interop/llama_cpp.sh).
+    #[arg(long, hide = true)]
+    print_ids: bool,
+    /// Leave the calculator out: the model's own tokens follow its calls (what an engine
+    /// without frugal's tool does).
+    #[arg(long, hide = true)]
+    no_tools: bool,
 }
 
 /// Set while a reply is being generated; Ctrl-C then only sets CANCEL.
@@ -133,6 +141,7 @@ impl Session<'_> {
             }
         };
         let ctx = self.model.cfg.context_len;
+        let prompt_ids = self.a.print_ids.then(|| prompt.clone());
         let request = Request {
             max_tokens: self.a.max_tokens.min(ctx - prompt.len()),
             prompt,
@@ -141,7 +150,7 @@ impl Session<'_> {
             seed: self.a.seed.wrapping_add(self.turn),
         };
         self.turn += 1;
-        let tools = Tools::for_format(self.f);
+        let tools = Tools::for_format(self.f).filter(|_| !self.a.no_tools);
         let mut streamer = TextStream::new(self.f);
         let delay = std::time::Duration::from_millis(self.a.token_delay_ms);
         let mut write_err = None;
@@ -167,6 +176,10 @@ impl Session<'_> {
             Finish::Cancelled => writeln!(out, "\n[stopped]")?,
             Finish::Length => writeln!(out, "\n[cut at {} tokens]", c.tokens.len())?,
             Finish::Stop => writeln!(out)?,
+        }
+        if let Some(p) = prompt_ids {
+            let ids = serde_json::json!({"prompt": p, "reply": c.tokens});
+            writeln!(out, "ids: {ids}")?;
         }
         let reply = self.f.parse_reply(&c.tokens);
         self.conv.messages.push(reply);
