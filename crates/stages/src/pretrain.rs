@@ -86,6 +86,7 @@ pub fn pretrain_on(
         after: vec![&data.shards],
         prefix: "",
         resume,
+        lora: None,
     };
     let mut tr = Trainer::open(setup, Llama::init(cfg.model.clone(), t.seed), log)?;
     let loader = Loader::new(train_stream, bos, t.seq_len, t.seed, tr.state.cursor)?;

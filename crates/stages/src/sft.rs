@@ -30,6 +30,9 @@ use train::{write_report, At, Objective, Report, Setup, Step, Trainer, Update};
 pub struct SftConfig {
     pub train: TrainConfig,
     pub sft: SftSection,
+    /// Tune LoRA adapters on the base model instead of its weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<train::lora::LoraConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,6 +85,9 @@ impl SftConfig {
 impl Validate for SftConfig {
     fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
         self.train.validate()?;
+        if let Some(l) = &self.lora {
+            l.validate()?;
+        }
         let s = &self.sft;
         if s.sources.is_empty() {
             return Err(("sft.sources", "lists no sources".into()));
@@ -257,6 +263,7 @@ pub fn sft(
         after: Vec::new(),
         prefix: "sft ",
         resume,
+        lora: cfg.lora.as_ref().map(|l| (l, base.checkpoint.as_path())),
     };
     let mut tr = Trainer::open(setup, base.model, log)?;
     tr.log(&format!("fine-tuning {}", base.checkpoint.display()));

@@ -1,5 +1,6 @@
 //! Checkpoints: `checkpoints/step-N/` holding model.safetensors (HF names), optim.safetensors
-//! (AdamW/Muon moments) and state.json (step, data cursor, RNG, loss guard). A checkpoint is
+//! (AdamW/Muon moments) and state.json (step, data cursor, RNG, loss guard); a LoRA stage's
+//! hold its adapters instead (`lora`), naming the frozen checkpoint they adapt. A checkpoint is
 //! written into a hidden temporary directory, every file fsynced, then renamed into place, so a
 //! crash or a full disk leaves either the whole new checkpoint or none of it — and the previous
 //! one untouched.
@@ -55,31 +56,110 @@ pub fn save_with(
     keep: usize,
     extra: &[(&str, &[f32])],
 ) -> Result<PathBuf> {
+    publish(run, state.step, keep, |tmp| {
+        save_safetensors(&model.params, &tmp.join("model.safetensors"))?;
+        save_flat(
+            &tmp.join("optim.safetensors"),
+            &[("m", &opt.m), ("v", &opt.v)],
+        )?;
+        write_state(tmp, state, opt.step)?;
+        write_extra(tmp, extra)
+    })
+}
+
+/// A LoRA stage's checkpoint: the adapters as a PEFT adapter directory naming the frozen base
+/// checkpoint, their moments in adapter_optim.safetensors, state.json and any extra tensors.
+pub fn save_adapters(
+    run: &Path,
+    adapters: &crate::lora::Adapters,
+    state: &TrainState,
+    keep: usize,
+    extra: &[(&str, &[f32])],
+) -> Result<PathBuf> {
     let root = run.join("checkpoints");
     std::fs::create_dir_all(&root).map_err(io(&root))?;
     let dir = root.join(format!("step-{}", state.step));
-    let tmp = root.join(format!(".step-{}.tmp", state.step));
+    let base = relative(&dir, &adapters.base_checkpoint)?;
+    publish(run, state.step, keep, |tmp| {
+        adapters.write_peft(
+            tmp,
+            &adapters.base_checkpoint.display().to_string(),
+            Some(&base),
+        )?;
+        save_flat(
+            &tmp.join("adapter_optim.safetensors"),
+            &[("m", &adapters.m), ("v", &adapters.v)],
+        )?;
+        write_state(tmp, state, adapters.step)?;
+        write_extra(tmp, extra)
+    })
+}
+
+/// Loads a LoRA checkpoint into `adapters`; returns its training state.
+pub fn load_adapters(dir: &Path, adapters: &mut crate::lora::Adapters) -> Result<TrainState> {
+    adapters.read(dir, Some(&dir.join("adapter_optim.safetensors")))?;
+    let (state, step) = read_state(dir)?;
+    adapters.step = step;
+    Ok(state)
+}
+
+/// `to` as a path relative to the directory `from` (both made absolute first).
+fn relative(from: &Path, to: &Path) -> Result<PathBuf> {
+    let abs = |p: &Path| -> Result<PathBuf> {
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir().map_err(io(p))?.join(p)
+        };
+        // Lexically normalised: `from` does not exist yet.
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                c => out.push(c),
+            }
+        }
+        Ok(out)
+    };
+    let (from, to) = (abs(from)?, abs(to)?);
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut rel = PathBuf::new();
+    for _ in from.components().skip(common) {
+        rel.push("..");
+    }
+    for c in to.components().skip(common) {
+        rel.push(c);
+    }
+    Ok(rel)
+}
+
+/// Writes checkpoint `step` of `run`: `write` fills a hidden temporary directory, every file
+/// in it is fsynced, and the directory is renamed into place; then all but the newest `keep`
+/// are deleted.
+fn publish(
+    run: &Path,
+    step: usize,
+    keep: usize,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let root = run.join("checkpoints");
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    let dir = root.join(format!("step-{step}"));
+    let tmp = root.join(format!(".step-{step}.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    save_safetensors(&model.params, &tmp.join("model.safetensors"))?;
-    save_flat(
-        &tmp.join("optim.safetensors"),
-        &[("m", &opt.m), ("v", &opt.v)],
-    )?;
-    let json = serde_json::json!({"state": state, "optimizer_step": opt.step});
-    std::fs::write(
-        tmp.join("state.json"),
-        serde_json::to_vec_pretty(&json).unwrap_or_default(),
-    )
-    .map_err(io(&tmp))?;
-    for f in ["model.safetensors", "optim.safetensors", "state.json"] {
-        fsync(&tmp.join(f))?;
-    }
-    if !extra.is_empty() {
-        save_flat(&tmp.join("extra.safetensors"), extra)?;
-        fsync(&tmp.join("extra.safetensors"))?;
+    write(&tmp)?;
+    for e in std::fs::read_dir(&tmp).map_err(io(&tmp))? {
+        fsync(&e.map_err(io(&tmp))?.path())?;
     }
     // The directory's entries reach the disk before the rename publishes it.
     fsync(&tmp)?;
@@ -94,6 +174,41 @@ pub fn save_with(
         std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     Ok(dir)
+}
+
+fn write_state(dir: &Path, state: &TrainState, optimizer_step: u64) -> Result<()> {
+    let json = serde_json::json!({"state": state, "optimizer_step": optimizer_step});
+    std::fs::write(
+        dir.join("state.json"),
+        serde_json::to_vec_pretty(&json).unwrap_or_default(),
+    )
+    .map_err(io(dir))
+}
+
+fn write_extra(dir: &Path, extra: &[(&str, &[f32])]) -> Result<()> {
+    if !extra.is_empty() {
+        save_flat(&dir.join("extra.safetensors"), extra)?;
+    }
+    Ok(())
+}
+
+/// A checkpoint's state.json: the training state and the optimizer's step count.
+fn read_state(dir: &Path) -> Result<(TrainState, u64)> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let damaged = |e: serde_json::Error| {
+        Error::input(
+            path.display().to_string(),
+            e.to_string(),
+            "the checkpoint is damaged; resume from an older one",
+        )
+    };
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(damaged)?;
+    let step = json["optimizer_step"].as_u64().unwrap_or(0);
+    Ok((
+        serde_json::from_value(json["state"].clone()).map_err(damaged)?,
+        step,
+    ))
 }
 
 /// Complete checkpoints, oldest first.
@@ -133,23 +248,9 @@ pub fn load(dir: &Path, model: &mut Llama, opt: &mut Optimizer) -> Result<TrainS
     let n = model.params.len();
     opt.m = load_flat(&dir.join("optim.safetensors"), "m", n)?;
     opt.v = load_flat(&dir.join("optim.safetensors"), "v", n)?;
-    let path = dir.join("state.json");
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Error::input(
-            path.display().to_string(),
-            e.to_string(),
-            "the checkpoint is damaged; resume from an older one",
-        )
-    })?;
-    opt.step = json["optimizer_step"].as_u64().unwrap_or(0);
-    serde_json::from_value(json["state"].clone()).map_err(|e| {
-        Error::input(
-            path.display().to_string(),
-            e.to_string(),
-            "the checkpoint is damaged; resume from an older one",
-        )
-    })
+    let (state, step) = read_state(dir)?;
+    opt.step = step;
+    Ok(state)
 }
 
 /// A tensor of `len` values from a checkpoint's `extra.safetensors` (see `save_with`).
@@ -172,6 +273,23 @@ pub struct Trained {
 
 /// The weights of the checkpoint in `dir`, for a model of `cfg`.
 pub fn load_weights(dir: &Path, cfg: &model::config::ModelConfig) -> Result<Llama> {
+    if let Some((lora, base)) = crate::lora::adapter_of(dir)? {
+        // A LoRA stage's checkpoint: its frozen base (itself possibly adapted) plus adapters.
+        let mut model = load_weights(&base, cfg).map_err(|e| {
+            Error::input(
+                dir.join("adapter_config.json").display().to_string(),
+                format!(
+                    "its base checkpoint {} cannot be loaded: {e}",
+                    base.display()
+                ),
+                "keep the checkpoint a LoRA stage was tuned from (or retrain the stage)",
+            )
+        })?;
+        let mut adapters = crate::lora::Adapters::new(&lora, &model, &base)?;
+        adapters.read(dir, None)?;
+        adapters.merge_into(&mut model.params);
+        return Ok(model);
+    }
     let path = dir.join("model.safetensors");
     let mut params = model::Params::zeros(cfg);
     let extra = load_safetensors(&mut params, &path)?;

@@ -17,6 +17,7 @@ mod clock;
 pub mod config;
 pub mod dist;
 pub mod faults;
+pub mod lora;
 pub mod optim;
 mod ranks;
 mod schedule;

@@ -18,6 +18,7 @@ use crate::clock::{due, LoopClock};
 use crate::config::{DistConfig, TrainConfig};
 use crate::dist::{Collective, Replica};
 use crate::faults::Faults;
+use crate::lora::Adapters;
 use crate::optim::Optimizer;
 use crate::ranks;
 use crate::schedule::lr_scale;
@@ -31,6 +32,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tensor::ops::adamw::AdamWHyper;
 use tensor::Rng;
 
 /// Where a line of the run's log goes.
@@ -147,6 +149,9 @@ pub struct Setup<'a> {
     /// Starts each step line ("sft " → "sft step 12 | …").
     pub prefix: &'a str,
     pub resume: bool,
+    /// Tune LoRA adapters on the frozen model instead of its weights: the `[lora]` table and
+    /// the checkpoint the model was loaded from (which adapter checkpoints name as their base).
+    pub lora: Option<(&'a crate::lora::LoraConfig, &'a Path)>,
 }
 
 /// What a finished loop reports.
@@ -213,6 +218,8 @@ pub struct Trainer<'a> {
     guard: LossGuard,
     faults: Faults,
     grads: Vec<f32>,
+    /// The adapters trained instead of the model's weights, with `Setup::lora`.
+    lora: Option<Adapters>,
     resumed_from: Option<PathBuf>,
     /// This invocation's steps: milliseconds and tokens.
     step_ms: Vec<f64>,
@@ -244,13 +251,21 @@ impl<'a> Trainer<'a> {
         });
         let unsplittable = crate::optim::unsplittable(t, &model.params);
         let replica = Replica::new(comm, &setup.dist, model.params.len(), &unsplittable);
-        let mut opt = Optimizer::new_shard(t, &model.params, replica.owned());
+        let mut lora = open_adapters(&setup, &model, &mut log)?;
+        // With adapters the model's weights are frozen: its optimizer holds no state.
+        let shard = match lora {
+            Some(_) => 0..0,
+            None => replica.owned(),
+        };
+        let mut opt = Optimizer::new_shard(t, &model.params, shard);
         let mut state = fresh_state(t);
         let mut resumed_from = None;
         if setup.resume {
-            if let Some((dir, restored)) =
-                ranks::restore(&replica, setup.dir, t, &mut model, &mut opt)?
-            {
+            let restored = match lora.as_mut() {
+                Some(ad) => restore_adapters(setup.dir, ad, &mut model)?,
+                None => ranks::restore(&replica, setup.dir, t, &mut model, &mut opt)?,
+            };
+            if let Some((dir, restored)) = restored {
                 log(&format!(
                     "resumed from {} (step {})",
                     dir.display(),
@@ -282,6 +297,7 @@ impl<'a> Trainer<'a> {
         };
         Ok(Trainer {
             grads: vec![0f32; model.params.len()],
+            lora,
             clock: LoopClock::start(&state),
             model,
             opt,
@@ -389,16 +405,33 @@ impl<'a> Trainer<'a> {
     /// updates what this rank owns and shares the updated shards. Returns the norm.
     fn clip_and_update(&mut self, obj: &mut impl Objective, s: &Step, lr: f32) -> Result<f64> {
         let t = self.setup.train;
+        if let Some(ad) = self.lora.as_mut() {
+            let norm = (ad.project(&self.grads) + s.outside_sum_sq).sqrt();
+            let clip = clip_factor(t, norm);
+            let hyper = AdamWHyper {
+                lr: t.lr * lr,
+                beta1: t.beta1,
+                beta2: t.beta2,
+                eps: t.eps,
+                weight_decay: t.weight_decay,
+            };
+            ad.update(&hyper, clip);
+            ad.merge_into(&mut self.model.params);
+            let update = Update {
+                step: self.state.step,
+                lr_scale: lr,
+                clip,
+            };
+            obj.after_update(&mut self.model, update);
+            return Ok(norm);
+        }
         let own = self.replica.owned();
         self.replica.sync_grads(&mut self.grads)?;
         let norm = match self.replica.grad_norm(&self.grads)? {
             n if s.outside_sum_sq > 0.0 => (n.powi(2) + s.outside_sum_sq).sqrt(),
             n => n,
         };
-        let clip = match t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
-            true => (t.grad_clip as f64 / norm) as f32,
-            false => 1.0,
-        };
+        let clip = clip_factor(t, norm);
         if clip < 1.0 {
             self.grads[own.clone()]
                 .par_iter_mut()
@@ -460,13 +493,16 @@ impl<'a> Trainer<'a> {
                 "lower train.lr, raise train.warmup_steps, or check the data around this point",
             ));
         }
-        let restored = ranks::restore(
-            &self.replica,
-            self.setup.dir,
-            t,
-            &mut self.model,
-            &mut self.opt,
-        )?;
+        let restored = match self.lora.as_mut() {
+            Some(ad) => restore_adapters(self.setup.dir, ad, &mut self.model)?,
+            None => ranks::restore(
+                &self.replica,
+                self.setup.dir,
+                t,
+                &mut self.model,
+                &mut self.opt,
+            )?,
+        };
         let Some((dir, restored)) = restored else {
             self.log("loss guard: no checkpoint to roll back to yet; continuing");
             return Ok(());
@@ -551,6 +587,16 @@ impl<'a> Trainer<'a> {
         }
         let (t, dir) = (self.setup.train, self.setup.dir);
         let extra = obj.extra_tensors();
+        if let Some(ad) = &self.lora {
+            let dir =
+                crate::checkpoint::save_adapters(dir, ad, &self.state, t.keep_checkpoints, &extra)?;
+            let (prefix, step) = (self.setup.prefix, self.state.step);
+            self.log(&format!(
+                "{prefix}step {step} | checkpoint {} (adapters)",
+                dir.display()
+            ));
+            return Ok(());
+        }
         let saved = ranks::save(
             &mut self.replica,
             dir,
@@ -639,6 +685,54 @@ impl<'a> Trainer<'a> {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+}
+
+/// The factor that clips a gradient of global `norm` to `train.grad_clip` (1: no clipping).
+fn clip_factor(t: &TrainConfig, norm: f64) -> f32 {
+    match t.grad_clip > 0.0 && norm > t.grad_clip as f64 {
+        true => (t.grad_clip as f64 / norm) as f32,
+        false => 1.0,
+    }
+}
+
+/// The adapters `setup.lora` asks for, on one process, announced in the log.
+fn open_adapters(setup: &Setup, model: &Llama, log: &mut Box<Log>) -> Result<Option<Adapters>> {
+    let Some((cfg, base)) = setup.lora else {
+        return Ok(None);
+    };
+    if setup.comm.world() > 1 {
+        return Err(Error::config(
+            "lora",
+            "LoRA trains on one process",
+            "launch the stage without mpirun/torchrun, or remove the [lora] table",
+        ));
+    }
+    let ad = Adapters::new(cfg, model, base)?;
+    let total = model.params.len();
+    log(&format!(
+        "LoRA: rank {}, alpha {}, on {}: {} trained parameters ({:.2}% of {total}); the base {} is frozen",
+        cfg.rank,
+        cfg.alpha,
+        cfg.target_modules.join(", "),
+        ad.len(),
+        100.0 * ad.len() as f64 / total as f64,
+        base.display()
+    ));
+    Ok(Some(ad))
+}
+
+/// The newest adapter checkpoint of `dir` into `ad` and, merged, into `model`.
+fn restore_adapters(
+    dir: &Path,
+    ad: &mut Adapters,
+    model: &mut Llama,
+) -> Result<Option<(PathBuf, TrainState)>> {
+    let Some((_, newest)) = crate::checkpoint::list(dir)?.pop() else {
+        return Ok(None);
+    };
+    let state = crate::checkpoint::load_adapters(&newest, ad)?;
+    ad.merge_into(&mut model.params);
+    Ok(Some((newest, state)))
 }
 
 /// A fresh run's state.

@@ -28,6 +28,9 @@ pub struct DpoConfig {
     /// `batch_size` is pairs per step; `seq_len` the longest prompt + reply.
     pub train: TrainConfig,
     pub dpo: DpoSection,
+    /// Tune LoRA adapters on the SFT model instead of its weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<train::lora::LoraConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,6 +66,9 @@ impl DpoConfig {
 impl Validate for DpoConfig {
     fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
         self.train.validate()?;
+        if let Some(l) = &self.lora {
+            l.validate()?;
+        }
         let cfg = self;
         match &cfg.dpo {
             d if d.sources.is_empty() => Err(("dpo.sources", "lists no files".into())),
@@ -204,7 +210,12 @@ pub fn train(
     )?;
     let (train_rows, val_rows) = (&split.train[..], &split.val[..]);
     let policy = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
-    let mut tr = Trainer::open(stage::setup(t, run, &dir, "dpo ", resume), policy, log)?;
+    let lora = cfg.lora.as_ref().map(|l| (l, sft.checkpoint.as_path()));
+    let mut tr = Trainer::open(
+        stage::setup(t, run, &dir, "dpo ", resume, lora),
+        policy,
+        log,
+    )?;
     let mut obj = Dpo::new(cfg, &sft, train_rows, val_rows, &mut tr)?;
     let out = tr.run(&mut obj)?;
     let summary = DpoSummary {

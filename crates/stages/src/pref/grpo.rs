@@ -31,6 +31,9 @@ pub struct GrpoConfig {
     /// `batch_size` is prompts per step; `seq_len` the longest prompt + reply.
     pub train: TrainConfig,
     pub grpo: GrpoSection,
+    /// Tune LoRA adapters on the SFT model instead of its weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<train::lora::LoraConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +111,9 @@ impl GrpoConfig {
 impl Validate for GrpoConfig {
     fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
         self.train.validate()?;
+        if let Some(l) = &self.lora {
+            l.validate()?;
+        }
         let cfg = self;
         {
             let (g, seq) = (&cfg.grpo, cfg.train.seq_len);
@@ -540,7 +546,12 @@ pub fn train(
         g.group_size
     ));
     let policy = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
-    let mut tr = Trainer::open(stage::setup(t, run, &dir, "grpo ", resume), policy, log)?;
+    let lora = cfg.lora.as_ref().map(|l| (l, sft.checkpoint.as_path()));
+    let mut tr = Trainer::open(
+        stage::setup(t, run, &dir, "grpo ", resume, lora),
+        policy,
+        log,
+    )?;
     let mut obj = Grpo::new(cfg, &sft, &fmt, &judge, &train_set, &val, &mut tr)?;
     let out = tr.run(&mut obj)?;
     let (before, after) = (obj.before, obj.after);

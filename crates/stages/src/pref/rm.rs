@@ -248,7 +248,7 @@ pub fn train(
     )?;
     let (train_set, val) = (&split.train[..], &split.val[..]);
     let trunk = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
-    let mut tr = Trainer::open(stage::setup(t, run, &dir, "rm ", resume), trunk, log)?;
+    let mut tr = Trainer::open(stage::setup(t, run, &dir, "rm ", resume, None), trunk, log)?;
     let mut obj = Rm::new(cfg, &sft, train_set, val, &tr);
     let before = obj.after;
     tr.log(&format!(

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use train::checkpoint::{self, Trained};
 use train::config::{DistConfig, TrainConfig};
 use train::dist::Solo;
+use train::lora::LoraConfig;
 use train::{Report, Setup};
 
 /// Loads the SFT model of `run`, checks that rows of `seq` tokens fit its context, and
@@ -44,12 +45,14 @@ pub(crate) fn open(
 
 /// Where a preference stage trains: one process, checkpoints and metrics in `dir`, billed as
 /// the run's "preference" stage.
+/// With `lora`, adapters on the SFT checkpoint `base` are tuned instead of its weights.
 pub(crate) fn setup<'a>(
     t: &'a TrainConfig,
     run: &'a Path,
     dir: &'a Path,
     prefix: &'a str,
     resume: bool,
+    lora: Option<(&'a LoraConfig, &'a Path)>,
 ) -> Setup<'a> {
     Setup {
         comm: &Solo,
@@ -61,6 +64,7 @@ pub(crate) fn setup<'a>(
         after: Vec::new(),
         prefix,
         resume,
+        lora,
     }
 }
 
