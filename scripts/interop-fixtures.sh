@@ -3,8 +3,8 @@
 # and its tokenizer, then transformers (with PyTorch, from .venv) scores and writes the rest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-.venv/bin/python -c 'import torch, transformers' || {
-    echo "needs torch and transformers in .venv: .venv/bin/pip install torch transformers" >&2
+.venv/bin/python -c 'import torch, transformers, peft' || {
+    echo "needs torch, transformers and peft in .venv: .venv/bin/pip install torch transformers peft" >&2
     exit 1
 }
 cargo test -p interop --test hf -- --ignored --exact write_fixtures

@@ -10,6 +10,8 @@ tokenizers):
     qwen2/                      a Qwen2ForCausalLM: q/k/v biases, tied embeddings, ChatML
     */logits.safetensors        transformers' logits on each, for `frugal bench logits`
     */chat.json                 conversations and the ids apply_chat_template gives them
+    peft/logits.safetensors     peft's logits of frugal's adapters (fixtures/peft) loaded onto
+                                transformers' model of the export
 """
 import json
 import os
@@ -72,12 +74,36 @@ def save_checkpoint(out, model, tokenizer_json, template, bos, eos):
     json.dump(cases, open(os.path.join(out, "chat.json"), "w"), indent=1)
 
 
+def peft_logits(fixtures):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    export = os.path.join(fixtures, "export")
+    tok = hf_readers.tokenizer(export)
+    base = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, os.path.join(fixtures, "peft"))
+    model.eval()
+    tensors, meta = {}, {}
+    with torch.no_grad():
+        for i, text in enumerate(hf_readers.PROMPTS):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            x = torch.tensor([ids], dtype=torch.int64)
+            tensors[f"ids.{i}"] = x[0].clone()
+            tensors[f"logits.{i}"] = model(x).logits[0].float().contiguous()
+            meta[f"text.{i}"] = text
+    save_file(tensors, os.path.join(fixtures, "peft", "logits.safetensors"), metadata=meta)
+    print(f"PeftModel over {type(base).__name__}: {len(tensors) // 2} prompts scored")
+
+
 def main(fixtures):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     hf_readers.logits(os.path.join(fixtures, "export"),
                       os.path.join(fixtures, "export-logits.safetensors"))
+    peft_logits(fixtures)
     torch.manual_seed(0)
     llama_tok = os.path.join(fixtures, "tokenizer-llama3.json")
     n = len(json.load(open(llama_tok))["model"]["vocab"]) + 5

@@ -13,6 +13,8 @@ pub enum Format {
     Hf,
     /// One GGUF file for llama.cpp, with the tokenizer and chat template in its metadata.
     Gguf,
+    /// A LoRA stage's adapters as a PEFT adapter directory (for the HF export of its base).
+    Peft,
 }
 
 #[derive(Args)]
@@ -34,6 +36,10 @@ pub struct ExportArgs {
     /// Largest safetensors shard, as `save_pretrained` takes it (5GB, 500MB).
     #[arg(long, default_value = "5GB")]
     max_shard_size: String,
+    /// With --format peft: the base model the adapters go on, as PEFT names it (the path of
+    /// the base stage's --format hf export, or a model id).
+    #[arg(long)]
+    base_model: Option<String>,
 }
 
 pub fn export(a: ExportArgs) -> anyhow::Result<()> {
@@ -67,6 +73,18 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
                     s.dropped.len()
                 );
             }
+        }
+        Format::Peft => {
+            let base = a.base_model.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("--format peft needs --base-model: the path of the base stage's `--format hf` export (or a model id)")
+            })?;
+            let s = interop::peft::export(&trained, &a.out, base)?;
+            println!(
+                "exported the adapters of {from} to {}: {} parameters, for {base} (frugal's base checkpoint {})",
+                s.dir.display(),
+                s.params,
+                s.base_checkpoint.display()
+            );
         }
         Format::Gguf => {
             let s = gguf::export(&trained, &a.out, gguf::GgufType::parse(&a.dtype)?)?;

@@ -4,6 +4,7 @@
 //!   `tokenizer.json`, `tokenizer_config.json` with the chat template, `generation_config.json`)
 //!   that transformers, vLLM and lm-evaluation-harness load as a Llama.
 //! - `gguf`: the same as one GGUF file for llama.cpp (F32, F16, BF16, Q8_0), frugal's own writer.
+//! - `peft`: a LoRA stage's adapters as a PEFT adapter directory.
 //! - `outdir`: export directories appear whole or not at all.
 //! - `tensors`: named tensors in f32 or bf16, sharded safetensors with their index.
 //!
@@ -14,6 +15,7 @@ pub mod check;
 pub mod gguf;
 pub mod hf;
 pub mod outdir;
+pub mod peft;
 pub mod tensors;
 
 pub use tensors::Dtype;

@@ -285,6 +285,13 @@ fn write_fixtures() {
         fixtures().join("tokenizer.json"),
     )
     .unwrap();
+    // Adapters on the exported model, for peft to load onto it.
+    let peft = fixtures().join("peft");
+    let _ = std::fs::remove_dir_all(&peft);
+    std::fs::create_dir_all(&peft).unwrap();
+    fixture_adapters(&t.model)
+        .write_peft(&peft, "../export", None)
+        .unwrap();
     // Tokenizers with other models' special tokens, for the checkpoints transformers saves.
     for (name, specials, pattern) in TEMPLATE_SPECIALS {
         let tok = train_tokenizer(specials, pattern);
@@ -429,4 +436,50 @@ fn transformers_tokenizes_and_renders_chats_as_frugal_does() {
     .unwrap();
     let said = reader(&py, &["template".as_ref(), &out, &dir.join("cases.json")]);
     assert!(said.contains("agrees"), "{said}");
+}
+
+/// LoRA adapters (rank 4, every projection) with every entry drawn, B included, so that the
+/// merge moves every adapted weight.
+fn fixture_adapters(model: &Llama) -> train::lora::Adapters {
+    let cfg = train::lora::LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..Default::default()
+    };
+    let mut ad = train::lora::Adapters::new(&cfg, model, Path::new("base")).unwrap();
+    tensor::Rng::new(11).fill_normal(&mut ad.data, 0.2);
+    ad
+}
+
+/// A PEFT adapter written by frugal, loaded by peft onto transformers' model of the export:
+/// its logits equal frugal's model with the adapters merged.
+#[test]
+fn peft_loads_frugals_adapters_with_the_merged_models_logits() {
+    let dir = temp("peft");
+    let run = fixture_run(&dir);
+    let t = load_stage(&run, Some("sft")).unwrap();
+    // The committed adapters are what frugal writes for them today.
+    let ours = dir.join("peft");
+    std::fs::create_dir_all(&ours).unwrap();
+    fixture_adapters(&t.model)
+        .write_peft(&ours, "../export", None)
+        .unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        assert!(
+            std::fs::read(ours.join(f)).unwrap()
+                == std::fs::read(fixtures().join("peft").join(f)).unwrap(),
+            "{f} differs from the adapters peft loaded: run scripts/interop-fixtures.sh and commit"
+        );
+    }
+    let ad = train::lora::Adapters::from_peft(&fixtures().join("peft"), &t.model).unwrap();
+    let mut merged = Llama::new(t.model.cfg.clone(), t.model.params.clone());
+    ad.merge_into(&mut merged.params);
+    let peer =
+        interop::check::read_peer_logits(&fixtures().join("peft/logits.safetensors")).unwrap();
+    let gaps = interop::check::logit_gaps(&merged, &peer).unwrap();
+    let unmerged = interop::check::logit_gaps(&t.model, &peer).unwrap();
+    for ((p, gap), far) in peer.iter().zip(&gaps).zip(&unmerged) {
+        assert!(*gap <= 1e-4, "logit gap {gap} on {:?}", p.text);
+        assert!(*far > 1e-2, "the adapters change the logits ({far})");
+    }
 }

@@ -361,9 +361,8 @@ impl Adapters {
     }
 }
 
-/// What `adapter_config.json` in a LoRA checkpoint says: its [lora] table and the frozen
-/// checkpoint (resolved against the adapter's directory). None for other checkpoints.
-pub fn adapter_of(dir: &Path) -> Result<Option<(LoraConfig, PathBuf)>> {
+/// A PEFT `adapter_config.json`'s LoRA settings, and frugal's base checkpoint when it names one.
+fn peft_config(dir: &Path) -> Result<Option<(LoraConfig, Option<String>)>> {
     let path = dir.join("adapter_config.json");
     if !path.exists() {
         return Ok(None);
@@ -373,22 +372,68 @@ pub fn adapter_of(dir: &Path) -> Result<Option<(LoraConfig, PathBuf)>> {
         Error::input(
             path.display().to_string(),
             msg,
-            "the checkpoint is damaged; resume from an older one",
+            "pass a PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors)",
         )
     };
     let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let base = doc["frugal_base_checkpoint"]
-        .as_str()
-        .ok_or_else(|| bad("has no frugal_base_checkpoint".into()))?;
+    if doc["peft_type"] != "LORA" {
+        return Err(bad(format!(
+            "peft_type is {}, not \"LORA\"",
+            doc["peft_type"]
+        )));
+    }
+    for (field, off) in [
+        ("use_dora", false),
+        ("use_rslora", false),
+        ("fan_in_fan_out", false),
+    ] {
+        if doc[field].as_bool().unwrap_or(off) != off {
+            return Err(bad(format!("{field} is set; frugal applies plain LoRA")));
+        }
+    }
     let cfg = LoraConfig {
         rank: doc["r"].as_u64().ok_or_else(|| bad("has no r".into()))? as usize,
         alpha: doc["lora_alpha"]
             .as_f64()
             .ok_or_else(|| bad("has no lora_alpha".into()))? as f32,
-        dropout: doc["lora_dropout"].as_f64().unwrap_or(0.0) as f32,
+        dropout: 0.0,
         target_modules: serde_json::from_value(doc["target_modules"].clone())
-            .map_err(|e| bad(e.to_string()))?,
+            .map_err(|e| bad(format!("target_modules: {e}")))?,
         seed: doc["frugal_seed"].as_u64().unwrap_or(0),
     };
-    Ok(Some((cfg, dir.join(base))))
+    cfg.validate().map_err(|(f, m)| bad(format!("{f}: {m}")))?;
+    Ok(Some((
+        cfg,
+        doc["frugal_base_checkpoint"].as_str().map(String::from),
+    )))
+}
+
+/// What `adapter_config.json` in a LoRA checkpoint says: its [lora] table and the frozen
+/// checkpoint (resolved against the adapter's directory). None for other checkpoints.
+pub fn adapter_of(dir: &Path) -> Result<Option<(LoraConfig, PathBuf)>> {
+    match peft_config(dir)? {
+        None => Ok(None),
+        Some((cfg, Some(base))) => Ok(Some((cfg, dir.join(base)))),
+        Some((_, None)) => Err(Error::input(
+            dir.join("adapter_config.json").display().to_string(),
+            "names no frugal_base_checkpoint",
+            "a checkpoint's adapters must name the checkpoint they adapt",
+        )),
+    }
+}
+
+impl Adapters {
+    /// The adapters of a PEFT LoRA directory, for `model` (their base).
+    pub fn from_peft(dir: &Path, model: &Llama) -> Result<Self> {
+        let (cfg, _) = peft_config(dir)?.ok_or_else(|| {
+            Error::input(
+                dir.display().to_string(),
+                "has no adapter_config.json",
+                "pass a PEFT LoRA adapter directory",
+            )
+        })?;
+        let mut ad = Adapters::new(&cfg, model, dir)?;
+        ad.read(dir, None)?;
+        Ok(ad)
+    }
 }
