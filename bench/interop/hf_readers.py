@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The real Hugging Face readers on frugal's exports and checkpoints.
 
+    peft BASE ADAPTER OUT            the same with peft's PeftModel of ADAPTER over BASE
     logits DIR OUT.safetensors       transformers loads DIR (AutoModelForCausalLM, f32) and
                                      writes its logits on PROMPTS, tokenized by DIR's own
                                      tokenizer, as ids.{i} / logits.{i} with text.{i} in the
@@ -29,7 +30,7 @@ def tokenizer(path):
     return AutoTokenizer.from_pretrained(path)
 
 
-def logits(path, out):
+def logits(path, out, adapter=None):
     import torch
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
@@ -37,6 +38,10 @@ def logits(path, out):
     torch.manual_seed(0)
     tok = tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
     model.eval()
     tensors, meta = {}, {}
     with torch.no_grad():
@@ -76,7 +81,8 @@ def tokenize(path, texts_path):
 
 
 if __name__ == "__main__":
-    cmds = {"logits": logits, "template": template, "tokenize": tokenize}
-    if len(sys.argv) != 4 or sys.argv[1] not in cmds:
+    cmds = {"logits": logits, "template": template, "tokenize": tokenize,
+            "peft": lambda base, adapter, out: logits(base, out, adapter)}
+    if len(sys.argv) != 4 + (sys.argv[1:2] == ["peft"]) or sys.argv[1] not in cmds:
         sys.exit(__doc__)
-    cmds[sys.argv[1]](sys.argv[2], sys.argv[3])
+    cmds[sys.argv[1]](*sys.argv[2:])
