@@ -81,6 +81,33 @@ fn dpo_learns_a_consistent_preference_and_resumes_exactly() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// DPO with LoRA on the SFT model: the preference is learnt by adapters alone (the
+/// checkpoints hold no model.safetensors), and the stage reads back as SFT + merged adapters.
+#[test]
+fn dpo_learns_the_preference_with_lora_adapters_alone() {
+    let dir = temp("dpo-lora");
+    let run = tiny_run(&dir);
+    let path = dir.join("dpo.toml");
+    let cfg = config(&dir, 8);
+    let text = toml::to_string(&cfg).unwrap() + "\n[lora]\nrank = 4\nalpha = 8.0\n";
+    std::fs::write(&path, text).unwrap();
+    let cfg = DpoConfig::load(&path, &["train.lr=1e-2".into()]).unwrap();
+    let s = train(&cfg, &run, false, |_| {}).unwrap();
+    assert!(s.after.accuracy >= 0.9 && s.after.margin > 0.0, "{s:?}");
+    let last = run.join("dpo/checkpoints/step-8");
+    assert!(last.join("adapter_model.safetensors").is_file());
+    assert!(!last.join("model.safetensors").exists());
+    let sft = train::checkpoint::load_stage(&run, Some("sft")).unwrap();
+    let dpo = train::checkpoint::load_stage(&run, Some("dpo")).unwrap();
+    let moved = |name: &str| {
+        let spec = sft.model.params.spec(name).unwrap();
+        sft.model.params.data[spec.range()] != dpo.model.params.data[spec.range()]
+    };
+    assert!(moved("model.layers.0.self_attn.q_proj.weight"));
+    assert!(!moved("model.embed_tokens.weight") && !moved("model.norm.weight"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn dpo_needs_an_sft_model() {
     let dir = temp("dpo-nosft");
