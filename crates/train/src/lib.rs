@@ -3,7 +3,8 @@
 //! Owns: the run configuration (`config`: `[model]`, `[train]`, `[data]`, `[dist]`), the one
 //! training loop every stage runs (`trainer`, with its clock and cadence, learning-rate
 //! schedules, metrics file and cross-rank checkpoints inside) and the faults tests inject into
-//! it (`faults`), the optimizers over the flat parameter buffer (`optim`), validation loss
+//! it (`faults`), the optimizers over the flat parameter buffer (`optim`), LoRA adapters and
+//! their PEFT files (`lora`), validation loss
 //! (`validation`), checkpoints (`checkpoint`) and the collectives of distributed training
 //! (`dist`).
 //!
