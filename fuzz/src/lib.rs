@@ -134,6 +134,41 @@ pub fn openai_request(data: &[u8]) {
     let _ = serve::openai::completion_request(data);
 }
 
+/// A Hugging Face `config.json`, any bytes: read as a frugal model or refused by field; an
+/// accepted shape must be buildable (its parameter count is bounded before anything is sized).
+pub fn hf_config(data: &[u8]) {
+    if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(data) {
+        let path = std::path::Path::new("config.json");
+        if let Ok(m) = interop::hf::config::hf_model_config(&doc, path, None) {
+            let _ = model::config::ModelConfig::validate(&m.cfg);
+        }
+    }
+}
+
+/// A chat template, any bytes: compiled, then rendered on a two-turn conversation within the
+/// fuel limit (a template that loops runs out of fuel instead of hanging).
+pub fn chat_template(data: &[u8]) {
+    let Ok(source) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(t) = data::chat::template::Template::new(source, "fuzz") else {
+        return;
+    };
+    let msgs = serde_json::json!([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2+3?"},
+        {"role": "assistant", "content": "5", "tool_calls": [{"type": "function", "function": {"name": "calculator", "arguments": {"expression": "2+3"}}}]},
+        {"role": "tool", "content": "5"},
+    ]);
+    let ctx = data::chat::template::TemplateContext {
+        add_generation_prompt: true,
+        bos_token: "<s>".into(),
+        eos_token: "</s>".into(),
+        tools: None,
+    };
+    let _ = t.render(&msgs, &ctx);
+}
+
 /// Every target by name, for replaying a corpus.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("bpe_encode", bpe_encode),
@@ -147,4 +182,6 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("html", html),
     ("calculator", calculator),
     ("openai_request", openai_request),
+    ("hf_config", hf_config),
+    ("chat_template", chat_template),
 ];

@@ -228,6 +228,16 @@ fn bad_checkpoints_are_refused_naming_the_file_and_field() {
         })
     });
     assert!(e.contains("lacks") && e.contains("model.layers.2."), "{e}");
+    // A config far larger than its weights is refused before anything is allocated.
+    let e = import_error("qwen2", |d| {
+        edit_json(&d.join("config.json"), |c| {
+            c["hidden_size"] = 4_000_000.into()
+        })
+    });
+    assert!(
+        e.contains("implies") && e.contains("more than its weight files"),
+        "{e}"
+    );
     // A shard the index names is missing.
     let e = import_error("llama-gqa", |d| {
         std::fs::rename(

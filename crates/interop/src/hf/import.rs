@@ -75,6 +75,7 @@ pub fn import(dir: &Path, run: &Path, opts: &ImportOptions) -> Result<ImportSumm
             "pair the checkpoint with the tokenizer it was trained with",
         ));
     }
+    check_size(dir, &cfg, tied)?;
     let mut params = Params::zeros(&cfg);
     let dropped = read_weights(dir, &mut params, tied)?;
     if tied {
@@ -249,6 +250,33 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         "holds neither model.safetensors nor model.safetensors.index.json",
         "pass a Hugging Face checkpoint directory saved in safetensors (save_pretrained's default)",
     ))
+}
+
+/// Refuses a config.json that implies more parameters than its weight files could hold (at
+/// two bytes each, a tied head excepted), before anything is sized from it: a damaged or
+/// hostile config must not make the import allocate without bound.
+fn check_size(dir: &Path, cfg: &model::config::ModelConfig, tied: bool) -> Result<()> {
+    let implied = model::arch::Arch::from_model(cfg, 1).params().total;
+    let head = if tied {
+        (cfg.vocab_size * cfg.d_model) as f64
+    } else {
+        0.0
+    };
+    let bytes: u64 = weight_files(dir)?
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    if implied - head > bytes as f64 / 2.0 {
+        return Err(Error::input(
+            dir.join("config.json").display().to_string(),
+            format!(
+                "implies {implied:.0} parameters, more than its weight files ({bytes} bytes) hold"
+            ),
+            "check that config.json belongs to these weights and that every shard is there",
+        ));
+    }
+    Ok(())
 }
 
 /// Fills `params` from the checkpoint's tensors, converting them to f32. With `tied`, the
