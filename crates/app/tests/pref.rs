@@ -289,3 +289,46 @@ fn grpo_config_errors_name_the_field() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// GRPO with LoRA on the SFT model: the rollouts are sampled from the merged model, the
+/// updates move only adapters, and the stage reads back as SFT + adapters.
+#[test]
+fn grpo_updates_lora_adapters_alone() {
+    let dir = temp("grpo-lora");
+    let run = tiny_run(&dir);
+    let rm_cfg = rm::RmConfig::load(
+        &stage_config(
+            &dir,
+            "rm",
+            "[rm]\nval_pairs = 10\nmax_reply_tokens = 16\nhead_lr = 1e-2",
+            4,
+        ),
+        &[],
+    )
+    .unwrap();
+    rm::train(&rm_cfg, &run, false, |_| {}).unwrap();
+    let path = stage_config(
+        &dir,
+        "grpo",
+        "[grpo]\nreward = \"reward_model\"\ngroup_size = 4\nmax_reply_tokens = 8\nval_prompts = 4\nbeta = 0.01",
+        4,
+    );
+    let text = std::fs::read_to_string(&path).unwrap()
+        + "\n[lora]\nrank = 2\nalpha = 4.0\ntarget_modules = [\"q_proj\", \"v_proj\"]\n";
+    std::fs::write(&path, text).unwrap();
+    let cfg = grpo::GrpoConfig::load(&path, &["train.lr=3e-2".into()]).unwrap();
+    grpo::train(&cfg, &run, false, |_| {}).unwrap();
+    let last = run.join("grpo/checkpoints/step-4");
+    assert!(
+        last.join("adapter_model.safetensors").is_file()
+            && !last.join("model.safetensors").exists()
+    );
+    let sft = train::checkpoint::load_stage(&run, Some("sft")).unwrap();
+    let tuned = train::checkpoint::load_stage(&run, Some("grpo")).unwrap();
+    for spec in &sft.model.params.specs {
+        let moved = sft.model.params.data[spec.range()] != tuned.model.params.data[spec.range()];
+        let adapted = spec.name.ends_with("q_proj.weight") || spec.name.ends_with("v_proj.weight");
+        assert_eq!(moved, adapted, "{}", spec.name);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -158,3 +158,63 @@ fn serve_refuses_to_start_without_keys_or_with_bad_ones() {
         assert!(!o.status.success() && out(&o).contains(says), "{}", out(&o));
     }
 }
+
+/// An imported model (the transformers-saved Qwen2 fixture) is served in its own chat format:
+/// a chat completion answers, and the prompt it reports is ChatML's.
+#[test]
+fn an_imported_model_is_served_with_its_own_template() {
+    let dir = std::env::temp_dir().join(format!("frugal-serve-imported-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = dir.join("run");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/tests/fixtures/qwen2");
+    let o = frugal(&[
+        "import",
+        "hf",
+        fixture.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--context-len",
+        "128",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let keys = dir.join("keys.txt");
+    std::fs::write(&keys, format!("{KEY}\n")).unwrap();
+    let s = serve(&run, &keys);
+    let body = r#"{"model": "run", "messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 4, "temperature": 0}"#;
+    let addr = s
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let json: serde_json::Value =
+        serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["object"], "chat.completion");
+    // The prompt is the run's template's rendering (ChatML, its default system prompt too).
+    let tok = bpe::Tokenizer::load(&run.join("tokenizer.json")).unwrap();
+    let f = data::chat::ChatFormat::for_run(&tok, &run).unwrap();
+    let conv = data::chat::Conversation {
+        messages: vec![data::chat::Message::text(
+            data::chat::Role::User,
+            "What is 2+2?",
+        )],
+    };
+    let prompt = f.render_prompt(&conv, 128).unwrap();
+    assert!(tok
+        .decode_lossy(&prompt)
+        .unwrap()
+        .contains("<|im_start|>system\nYou are a helpful assistant."));
+    assert_eq!(json["usage"]["prompt_tokens"], prompt.len(), "{json}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
