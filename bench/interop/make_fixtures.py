@@ -4,6 +4,7 @@ scripts/interop-fixtures.sh, after the Rust side has written fixtures/export and
 tokenizers):
 
     export-logits.safetensors   transformers' logits on the frugal export in fixtures/export
+    export-deepseek/            an export of DeepSeek-V3's shape, with transformers' logits
     llama-gqa/                  a LlamaForCausalLM saved by transformers itself: grouped-query
                                 attention, Llama 3.1 RoPE scaling, vocabulary padded past the
                                 tokenizer's, a Llama-3-style chat template
@@ -103,6 +104,8 @@ def main(fixtures):
 
     hf_readers.logits(os.path.join(fixtures, "export"),
                       os.path.join(fixtures, "export-logits.safetensors"))
+    hf_readers.logits(os.path.join(fixtures, "export-deepseek"),
+                      os.path.join(fixtures, "export-deepseek", "logits.safetensors"))
     peft_logits(fixtures)
     torch.manual_seed(0)
     llama_tok = os.path.join(fixtures, "tokenizer-llama3.json")

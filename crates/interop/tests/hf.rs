@@ -50,6 +50,19 @@ fn corpus() -> Vec<String> {
 /// A run with a tokenizer trained here (320 tokens with the chat specials), a grouped-query
 /// tiny model, and two stages: base (seed 1) and SFT (seed 2).
 fn fixture_run(dir: &Path) -> PathBuf {
+    fixture_run_with(dir, &[], "")
+}
+
+/// DeepSeek-V3's shape of the fixture: latent attention, a dense layer then a mixture of
+/// experts with a shared one.
+const DEEPSEEK: (&[(&str, &str)], &str) = (
+    &[("attention = \"gqa\"", "attention = \"mla\""), ("mlp = \"swiglu\"", "mlp = \"moe\""), ("n_kv_heads = 2", "n_kv_heads = 4")],
+    "[model.mla]\nkv_rank = 12\nrope_dim = 4\nlatent_eps = 1e-6\n\n[model.moe]\nrouted_experts = 4\ntop_k = 2\nshared_experts = 1\n\
+     expert_hidden = 16\ndense_layers = 1\nroute_scale = 2.5\n\n",
+);
+
+/// `fixture_run` with `replace` applied to the tiny config and `tables` before its [train].
+fn fixture_run_with(dir: &Path, replace: &[(&str, &str)], tables: &str) -> PathBuf {
     let mut t = bpe::Trainer::new(bpe::TrainerOptions {
         vocab_size: 320,
         ..Default::default()
@@ -67,12 +80,21 @@ fn fixture_run(dir: &Path) -> PathBuf {
         )
         .replace("context_len = 32", "context_len = 64")
         .replace("init_std = 0.02", "init_std = 0.2");
+    let mut cfg = replace.iter().fold(cfg, |c, (a, b)| c.replace(a, b));
+    cfg = cfg.replace("[train]", &format!("{tables}[train]"));
     std::fs::write(run.join("config.toml"), &cfg).unwrap();
     let model_cfg = train::Config::parse(&cfg, "fixture", &[]).unwrap().model;
     for (sub, seed) in [("", 1), ("sft", 2)] {
         let ckpt = run.join(sub).join("checkpoints/step-5");
         std::fs::create_dir_all(&ckpt).unwrap();
-        let m = Llama::init(model_cfg.clone(), seed);
+        let mut m = Llama::init(model_cfg.clone(), seed);
+        // Balancing biases off zero, so that they steer the experts' choice as trained ones do.
+        for spec in m.params.specs.clone() {
+            if spec.name.ends_with("e_score_correction_bias") {
+                tensor::Rng::new(spec.offset as u64)
+                    .fill_normal(&mut m.params.data[spec.range()], 0.3);
+            }
+        }
         save_safetensors(&m.params, &ckpt.join("model.safetensors")).unwrap();
     }
     run
@@ -202,12 +224,16 @@ fn exports_refuse_what_would_lose_data_or_change_the_model() {
     assert!(e.contains("base, sft, dpo, grpo"), "{e}");
     let e = load_stage(&run, Some("dpo")).err().unwrap().to_string();
     assert!(e.contains("no checkpoint of the dpo stage"), "{e}");
-    // Architectures a Llama cannot hold are refused, naming the field.
+    // Architectures no Hugging Face model computes the same are refused, naming the field.
     for (field, why) in [
         ("logit_softcap = 15.0", "logit_softcap"),
         (
-            "attention = \"mla\"\n[model.mla]\nkv_rank = 16\nrope_dim = 4",
-            "attention = \"mla\"",
+            "mlp = \"moe\"\n[model.moe]\nrouted_experts = 4\ntop_k = 2\nexpert_hidden = 16",
+            "mlp = \"moe\" with attention = \"gqa\"",
+        ),
+        (
+            "attention = \"mla\"\nn_kv_heads = 4\n[model.mla]\nkv_rank = 12\nrope_dim = 4",
+            "model.mla.latent_eps is 0.00001",
         ),
     ] {
         let mut cfg = t.model.cfg.clone();
@@ -283,6 +309,16 @@ fn write_fixtures() {
     std::fs::copy(
         run.join("tokenizer.json"),
         fixtures().join("tokenizer.json"),
+    )
+    .unwrap();
+    // The DeepSeek-V3 shape, for transformers' DeepseekV3ForCausalLM.
+    let ds = fixture_run_with(&dir.join("deepseek"), DEEPSEEK.0, DEEPSEEK.1);
+    let out = fixtures().join("export-deepseek");
+    let _ = std::fs::remove_dir_all(&out);
+    export(
+        &load_stage(&ds, Some("sft")).unwrap(),
+        &out,
+        &ExportOptions::default(),
     )
     .unwrap();
     // Adapters on the exported model, for peft to load onto it.
@@ -481,5 +517,35 @@ fn peft_loads_frugals_adapters_with_the_merged_models_logits() {
     for ((p, gap), far) in peer.iter().zip(&gaps).zip(&unmerged) {
         assert!(*gap <= 1e-4, "logit gap {gap} on {:?}", p.text);
         assert!(*far > 1e-2, "the adapters change the logits ({far})");
+    }
+}
+
+/// The DeepSeek-V3 shape (latent attention, a dense layer, then shared and routed experts with
+/// sigmoid gates scaled by 2.5): transformers' DeepseekV3ForCausalLM reads the export with
+/// frugal's logits.
+#[test]
+fn transformers_reads_a_deepseek_v3_export_with_frugals_logits() {
+    let dir = temp("deepseek");
+    let run = fixture_run_with(&dir, DEEPSEEK.0, DEEPSEEK.1);
+    let t = load_stage(&run, Some("sft")).unwrap();
+    let out = dir.join("hf");
+    export(&t, &out, &ExportOptions::default()).unwrap();
+    for f in EXPORT_FILES {
+        assert!(
+            std::fs::read(out.join(f)).unwrap() == std::fs::read(fixtures().join("export-deepseek").join(f)).unwrap(),
+            "{f} differs from the export transformers scored: run scripts/interop-fixtures.sh and commit"
+        );
+    }
+    let cfg = json(&out.join("config.json"));
+    assert_eq!(cfg["architectures"][0], "DeepseekV3ForCausalLM");
+    assert_eq!(cfg["first_k_dense_replace"], 1);
+    let prompts =
+        interop::check::read_peer_logits(&fixtures().join("export-deepseek/logits.safetensors"))
+            .unwrap();
+    for (p, gap) in prompts
+        .iter()
+        .zip(interop::check::logit_gaps(&t.model, &prompts).unwrap())
+    {
+        assert!(gap <= 1e-4, "logit gap {gap} on {:?}", p.text);
     }
 }

@@ -56,6 +56,17 @@ pub struct MlaConfig {
     pub kv_rank: usize,
     /// RoPE channels of each query and of the one shared key [qk_rope_head_dim].
     pub rope_dim: usize,
+    /// ε of the latent's RMSNorm; `norm_eps` when absent. DeepSeek's own models (and
+    /// transformers' DeepseekV3) fix it at 1e-6, which a model meant for them must use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_eps: Option<f32>,
+}
+
+impl MlaConfig {
+    /// ε of the latent's RMSNorm in a model whose other norms use `norm_eps`.
+    pub fn latent_eps(&self, norm_eps: f32) -> f32 {
+        self.latent_eps.unwrap_or(norm_eps)
+    }
 }
 
 /// MLP variant, fixed at load time.

@@ -60,7 +60,8 @@ impl Llama {
             dst.copy_from_slice(&row[..rank]);
         }
         let w = &p[off.kv_norm..][..rank];
-        rmsnorm_forward(cn, rstd_c, lat_c, w, rank, c.norm_eps);
+        let eps = c.mla().map_or(c.norm_eps, |m| m.latent_eps(c.norm_eps));
+        rmsnorm_forward(cn, rstd_c, lat_c, w, rank, eps);
         for (row, src) in lat.chunks_exact_mut(kw).zip(cn.chunks_exact(rank)) {
             row[..rank].copy_from_slice(src);
         }

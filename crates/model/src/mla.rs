@@ -66,7 +66,11 @@ impl<D: Device> Llama<D> {
         dev.gemm(&Gemm::nt(n, md.rope, d), xn1, w_pe, acts.kpe.all_mut());
         let norm = p.at(off.kv_norm..off.kv_norm + md.rank);
         let (cn, rstd) = (acts.cn.all_mut(), acts.rstd.all_mut());
-        dev.rmsnorm_forward(cn, rstd, acts.c.all(), norm, md.rank, self.cfg.norm_eps);
+        let eps = self
+            .cfg
+            .mla()
+            .map_or(self.cfg.norm_eps, |m| m.latent_eps(self.cfg.norm_eps));
+        dev.rmsnorm_forward(cn, rstd, acts.c.all(), norm, md.rank, eps);
         let kv_b = Gemm::nt(n, md.kv, md.rank);
         dev.gemm(&kv_b, acts.cn.all(), p.at(off.kv_b..), acts.kv.all_mut());
         let whole = RopeLayout {

@@ -19,40 +19,78 @@ pub struct SpecialIds {
     pub eos: Vec<u32>,
 }
 
-/// Why `cfg` has no Llama equivalent, naming the field; None when it has one.
+/// Why `cfg` has no Llama equivalent (what GGUF's `llama` and `qwen2` take), naming the
+/// field; None when it has one.
 pub fn llama_incompatibility(cfg: &ModelConfig) -> Option<String> {
     if cfg.attention == Attention::Mla {
         return Some(
-            "model.attention = \"mla\": latent attention is DeepSeek-V2/V3's, and the export of \
-             that architecture (DeepseekV3ForCausalLM) is not written yet"
+            "model.attention = \"mla\": latent attention is DeepSeek-V2/V3's, which this export \
+             does not write (the Hugging Face export does, as DeepseekV3ForCausalLM)"
                 .into(),
         );
     }
     if cfg.mlp == Mlp::Moe {
         return Some(
-            "model.mlp = \"moe\": mixture-of-experts is DeepSeek-V3's, and the export of that \
-             architecture (DeepseekV3ForCausalLM) is not written yet"
+            "model.mlp = \"moe\": mixture-of-experts is DeepSeek-V3's, which this export does \
+             not write (the Hugging Face export does, with attention = \"mla\")"
                 .into(),
         );
     }
-    if cfg.logit_softcap != 0.0 {
-        return Some(format!(
-            "model.logit_softcap = {}: LlamaForCausalLM has no logit soft cap, so its logits \
-             would differ",
-            cfg.logit_softcap
-        ));
-    }
-    None
+    softcap(cfg)
 }
 
-/// `config.json` for `cfg`: a LlamaForCausalLM, or with q/k/v biases a Qwen2ForCausalLM.
+fn softcap(cfg: &ModelConfig) -> Option<String> {
+    (cfg.logit_softcap != 0.0).then(|| {
+        format!(
+            "model.logit_softcap = {}: neither Llama nor DeepSeek-V3 has a logit soft cap, so \
+             its logits would differ",
+            cfg.logit_softcap
+        )
+    })
+}
+
+/// Why `cfg` has no Hugging Face architecture, naming the field; None when it has one: a
+/// Llama (dense, grouped-query), a Qwen2 (with q/k/v biases) or a DeepSeek-V3 (latent
+/// attention, with dense or mixture-of-experts MLPs).
+pub fn hf_incompatibility(cfg: &ModelConfig) -> Option<String> {
+    if cfg.mlp == Mlp::Moe && cfg.attention == Attention::Gqa {
+        return Some(
+            "model.mlp = \"moe\" with attention = \"gqa\": DeepSeek's sigmoid-routed experts \
+             exist in Hugging Face only with latent attention (DeepseekV3ForCausalLM), and \
+             Mixtral's or Qwen2-MoE's softmax routing computes differently"
+                .into(),
+        );
+    }
+    if let Some(m) = cfg.mla().filter(|m| m.latent_eps(cfg.norm_eps) != 1e-6) {
+        return Some(format!(
+            "model.mla.latent_eps is {} (model.norm_eps when unset): DeepseekV3 fixes its latent \
+             norm's epsilon at 1e-6, so the logits would differ; models meant for it set \
+             model.mla.latent_eps = 1e-6 when trained",
+            m.latent_eps(cfg.norm_eps)
+        ));
+    }
+    if cfg.attention == Attention::Mla && cfg.rope_scaling.is_some() {
+        return Some(
+            "model.rope_scaling with attention = \"mla\": DeepSeek-V3 scales latent attention's \
+             RoPE with YaRN, which frugal does not compute"
+                .into(),
+        );
+    }
+    softcap(cfg)
+}
+
+/// `config.json` for `cfg`: a LlamaForCausalLM, with q/k/v biases a Qwen2ForCausalLM, with
+/// latent attention a DeepseekV3ForCausalLM.
 pub fn hf_config(cfg: &ModelConfig, ids: &SpecialIds, torch_dtype: &str) -> Result<Value> {
-    if let Some(why) = llama_incompatibility(cfg) {
+    if let Some(why) = hf_incompatibility(cfg) {
         return Err(Error::config(
             "config.toml",
             why,
-            "export a dense model (attention = \"gqa\", mlp = \"swiglu\", logit_softcap = 0)",
+            "export a Llama-style or DeepSeek-V3-style model (latent attention with experts), without logit_softcap",
         ));
+    }
+    if let Some(m) = cfg.mla() {
+        return Ok(deepseek_v3_config(cfg, m, ids, torch_dtype));
     }
     let eos = match ids.eos.as_slice() {
         [one] => json!(one),
@@ -110,6 +148,64 @@ pub fn hf_config(cfg: &ModelConfig, ids: &SpecialIds, torch_dtype: &str) -> Resu
         doc[k] = v.clone();
     }
     Ok(doc)
+}
+
+/// DeepseekV3ForCausalLM's `config.json`: no query latent (q_lora_rank null, DeepSeek-V2-Lite's
+/// shape), RoPE on halves (rope_interleave false, as frugal rotates), one routing group (no
+/// group-limited routing), gates normalised over the chosen experts and scaled, the first
+/// `dense_layers` layers dense (all of them without experts). Multi-token prediction modules
+/// are left out (num_nextn_predict_layers 0).
+fn deepseek_v3_config(
+    cfg: &ModelConfig,
+    m: &model::config::MlaConfig,
+    ids: &SpecialIds,
+    torch_dtype: &str,
+) -> Value {
+    let hd = cfg.head_dim();
+    let eos = match ids.eos.as_slice() {
+        [one] => json!(one),
+        many => json!(many),
+    };
+    let moe = cfg.moe.as_ref().filter(|_| cfg.mlp == Mlp::Moe);
+    json!({
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "model_type": "deepseek_v3",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.ffn_hidden,
+        "moe_intermediate_size": moe.map_or(cfg.ffn_hidden, |e| e.expert_hidden),
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_heads,
+        "n_shared_experts": moe.map_or(1, |e| e.shared_experts),
+        "n_routed_experts": moe.map_or(2, |e| e.routed_experts),
+        "num_experts_per_tok": moe.map_or(1, |e| e.top_k),
+        "routed_scaling_factor": moe.map_or(1.0, |e| short(e.route_scale)),
+        "first_k_dense_replace": moe.map_or(cfg.n_layers, |e| e.dense_layers),
+        "n_group": 1,
+        "topk_group": 1,
+        "norm_topk_prob": true,
+        "kv_lora_rank": m.kv_rank,
+        "q_lora_rank": null,
+        "qk_rope_head_dim": m.rope_dim,
+        "qk_nope_head_dim": hd - m.rope_dim,
+        "v_head_dim": hd,
+        "rope_interleave": false,
+        "num_nextn_predict_layers": 0,
+        "max_position_embeddings": cfg.context_len,
+        "rms_norm_eps": short(cfg.norm_eps),
+        "rope_theta": short(cfg.rope_theta),
+        "rope_scaling": null,
+        "hidden_act": "silu",
+        "attention_bias": false,
+        "attention_dropout": 0.0,
+        "tie_word_embeddings": false,
+        "initializer_range": short(cfg.init_std),
+        "use_cache": true,
+        "bos_token_id": ids.bos,
+        "eos_token_id": eos,
+        "torch_dtype": torch_dtype,
+    })
 }
 
 /// An f32 as the shortest decimal that reads back as it (1e-5, not 9.999999747378752e-6).
