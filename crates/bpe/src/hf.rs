@@ -25,8 +25,10 @@ pub fn bytes_to_unicode() -> [char; 256] {
     map
 }
 
-fn to_unicode(bytes: &[u8], map: &[char; 256]) -> String {
-    bytes.iter().map(|&b| map[b as usize]).collect()
+/// `bytes_to_unicode()`, built once.
+fn byte_chars() -> &'static [char; 256] {
+    static MAP: std::sync::OnceLock<[char; 256]> = std::sync::OnceLock::new();
+    MAP.get_or_init(bytes_to_unicode)
 }
 
 /// Writes `path` so that it appears whole or not at all.
@@ -68,18 +70,29 @@ impl Tokenizer {
         Ok(merges)
     }
 
-    /// The `tokenizer.json` document.
-    pub fn to_hf_json(&self) -> Result<Value> {
-        let map = bytes_to_unicode();
-        let name = |id: u32| to_unicode(self.token_bytes(id).unwrap_or_default(), &map);
-        let vocab: serde_json::Map<String, Value> = (0..self.n_ordinary() as u32)
-            .map(|id| (name(id), json!(id)))
-            .collect();
-        let merges: Vec<Value> = self
+    /// Ordinary token `id` as tokenizer.json and GGUF name it: its bytes through GPT-2's
+    /// byte-to-character map (empty for an id that is not an ordinary token).
+    pub fn token_name(&self, id: u32) -> String {
+        let map = byte_chars();
+        let bytes = self.token_bytes(id).unwrap_or_default();
+        bytes.iter().map(|&b| map[b as usize]).collect()
+    }
+
+    /// The merge list as tokenizer.json and GGUF write it: "left right", by token names.
+    pub fn merge_names(&self) -> Result<Vec<String>> {
+        Ok(self
             .merges()?
             .into_iter()
-            .map(|(l, r)| json!(format!("{} {}", name(l), name(r))))
+            .map(|(l, r)| format!("{} {}", self.token_name(l), self.token_name(r)))
+            .collect())
+    }
+
+    /// The `tokenizer.json` document.
+    pub fn to_hf_json(&self) -> Result<Value> {
+        let vocab: serde_json::Map<String, Value> = (0..self.n_ordinary() as u32)
+            .map(|id| (self.token_name(id), json!(id)))
             .collect();
+        let merges: Vec<Value> = self.merge_names()?.into_iter().map(Value::from).collect();
         let added: Vec<Value> = self
             .specials()
             .iter()

@@ -17,12 +17,11 @@
 
 use crate::hf::export::{chat_identity, mtp_free_tensors};
 use crate::outdir::OutDir;
-use crate::tensors::Named;
+use crate::tensors::{f32_to_f16, Dtype, Named};
 use base::{Error, Result};
 use model::config::{ModelConfig, RopeScalingConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use tensor::matmul::bf16::to_bf16;
 use train::checkpoint::Trained;
 
 /// Weight types of a GGUF export.
@@ -275,15 +274,9 @@ fn tokenizer_metadata(t: &Trained) -> Result<Vec<(String, Meta)>> {
         ));
     }
     let chat = chat_identity(t)?;
-    let map = bpe::hf::bytes_to_unicode();
-    let name = |id: u32| -> String {
-        tok.token_bytes(id)
-            .unwrap_or_default()
-            .iter()
-            .map(|&b| map[b as usize])
-            .collect()
-    };
-    let mut tokens: Vec<String> = (0..tok.n_ordinary() as u32).map(name).collect();
+    let mut tokens: Vec<String> = (0..tok.n_ordinary() as u32)
+        .map(|id| tok.token_name(id))
+        .collect();
     let mut types = vec![NORMAL; tokens.len()];
     for (s, _) in tok.specials() {
         tokens.push(s.clone());
@@ -294,12 +287,9 @@ fn tokenizer_metadata(t: &Trained) -> Result<Vec<(String, Meta)>> {
         tokens.push(format!("[PAD{i}]"));
         types.push(UNUSED);
     }
-    let merges: Vec<String> = tok
-        .merges()
-        .map_err(|e| Error::input("tokenizer.json", e.to_string(), "retrain the tokenizer"))?
-        .into_iter()
-        .map(|(l, r)| format!("{} {}", name(l), name(r)))
-        .collect();
+    let merges = tok
+        .merge_names()
+        .map_err(|e| Error::input("tokenizer.json", e.to_string(), "retrain the tokenizer"))?;
     let mut m = vec![
         ("tokenizer.ggml.model".into(), Meta::Str("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Meta::Str(pre.into())),
@@ -438,15 +428,9 @@ fn llama3_factors(cfg: &ModelConfig) -> Vec<f32> {
 /// `values` as bytes of `ty` (Q8_0: blocks along the rows, which are multiples of 32 long).
 pub fn encode(ty: GgufType, values: &[f32]) -> Vec<u8> {
     match ty {
-        GgufType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgufType::F16 => values
-            .iter()
-            .flat_map(|&v| f32_to_f16(v).to_le_bytes())
-            .collect(),
-        GgufType::Bf16 => values
-            .iter()
-            .flat_map(|&v| to_bf16(v).to_le_bytes())
-            .collect(),
+        GgufType::F32 => Dtype::F32.encode(values),
+        GgufType::F16 => Dtype::F16.encode(values),
+        GgufType::Bf16 => Dtype::Bf16.encode(values),
         GgufType::Q8_0 => {
             let mut out = Vec::with_capacity(values.len() / QK8_0 * (2 + QK8_0));
             for block in values.chunks(QK8_0) {
@@ -460,39 +444,6 @@ pub fn encode(ty: GgufType, values: &[f32]) -> Vec<u8> {
             out
         }
     }
-}
-
-/// f32 → IEEE half, rounding to nearest even (NaN stays NaN, overflow goes to infinity).
-pub fn f32_to_f16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        // Subnormal or zero: shift the mantissa (with its implicit 1) into place.
-        if e < -10 {
-            return sign;
-        }
-        let m = man | 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = m >> shift;
-        let rem = m & ((1 << shift) - 1);
-        let mid = 1 << (shift - 1);
-        let round = (rem > mid || (rem == mid && half & 1 == 1)) as u32;
-        return sign | (half + round) as u16;
-    }
-    let half = ((e as u32) << 10) | (man >> 13);
-    let rem = man & 0x1fff;
-    let round = (rem > 0x1000 || (rem == 0x1000 && half & 1 == 1)) as u32;
-    // A carry out of the mantissa correctly bumps the exponent (up to infinity).
-    sign | (half + round) as u16
 }
 
 /// Header, metadata, tensor infos, padding, data; returns the file's size.
@@ -537,29 +488,6 @@ fn write_file(path: &Path, meta: &[(String, Meta)], tensors: &[GgufTensor]) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn halves_round_to_nearest_even_like_numpy() {
-        // (f32, f16 bits) pairs numpy's astype(float16) gives.
-        let cases: &[(f32, u16)] = &[
-            (1.0, 0x3c00),
-            (-2.0, 0xc000),
-            (65504.0, 0x7bff),
-            (65520.0, 0x7c00), // rounds up to infinity
-            (1e-8, 0x0000),
-            (5.960_464_5e-8, 0x0001), // the smallest subnormal
-            (2.980_232_2e-8, 0x0000), // half of it: ties to even (zero)
-            (0.333_333_34, 0x3555),
-            (1.000_488_3, 0x3c00),  // 1 + 2^-11: halfway, to even
-            (1.001_464_8, 0x3c02),  // 1 + 3·2^-11: halfway, to even (up)
-            (6.097_555e-5, 0x03ff), // largest subnormal
-        ];
-        for &(x, h) in cases {
-            assert_eq!(f32_to_f16(x), h, "{x}");
-        }
-        assert_eq!(f32_to_f16(f32::NAN) & 0x7c00, 0x7c00);
-        assert_ne!(f32_to_f16(f32::NAN) & 0x3ff, 0);
-    }
 
     #[test]
     fn interleaving_meets_the_same_pairs() {

@@ -1,6 +1,8 @@
-//! Named tensors in safetensors files, in f32 or bf16, sharded past a size the way
-//! `save_pretrained` shards (`model-00001-of-00003.safetensors` and
-//! `model.safetensors.index.json` mapping each tensor to its file).
+//! The element types exports write and imports read (f32, f16, bf16: encoding, decoding and
+//! IEEE half conversion, shared by the HF and GGUF writers and the HF reader), and named
+//! tensors in safetensors files, sharded past a size the way `save_pretrained` shards
+//! (`model-00001-of-00003.safetensors` and `model.safetensors.index.json` mapping each tensor
+//! to its file).
 
 use base::{Error, Result};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
@@ -13,6 +15,8 @@ use tensor::matmul::bf16::to_bf16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dtype {
     F32,
+    /// IEEE half, rounded to nearest even (GGUF's F16; HF exports offer f32 and bf16).
+    F16,
     /// Rounded to nearest even, as PyTorch's `.to(torch.bfloat16)` does.
     Bf16,
 }
@@ -33,18 +37,20 @@ impl Dtype {
     pub fn torch_name(self) -> &'static str {
         match self {
             Dtype::F32 => "float32",
+            Dtype::F16 => "float16",
             Dtype::Bf16 => "bfloat16",
         }
     }
     pub fn bytes(self) -> usize {
         match self {
             Dtype::F32 => 4,
-            Dtype::Bf16 => 2,
+            Dtype::F16 | Dtype::Bf16 => 2,
         }
     }
     fn safetensors(self) -> StDtype {
         match self {
             Dtype::F32 => StDtype::F32,
+            Dtype::F16 => StDtype::F16,
             Dtype::Bf16 => StDtype::BF16,
         }
     }
@@ -52,12 +58,95 @@ impl Dtype {
     pub fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {
             Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::F16 => values
+                .iter()
+                .flat_map(|&v| f32_to_f16(v).to_le_bytes())
+                .collect(),
             Dtype::Bf16 => values
                 .iter()
                 .flat_map(|&v| to_bf16(v).to_le_bytes())
                 .collect(),
         }
     }
+}
+
+/// f32 → IEEE half, rounding to nearest even (NaN stays NaN, overflow goes to infinity).
+pub fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        // Subnormal or zero: shift the mantissa (with its implicit 1) into place.
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = m >> shift;
+        let rem = m & ((1 << shift) - 1);
+        let mid = 1 << (shift - 1);
+        let round = (rem > mid || (rem == mid && half & 1 == 1)) as u32;
+        return sign | (half + round) as u16;
+    }
+    let half = ((e as u32) << 10) | (man >> 13);
+    let rem = man & 0x1fff;
+    let round = (rem > 0x1000 || (rem == 0x1000 && half & 1 == 1)) as u32;
+    // A carry out of the mantissa correctly bumps the exponent (up to infinity).
+    sign | (half + round) as u16
+}
+
+/// Little-endian `bytes` of `dtype` into f32 `dst` (same element count, checked by shape).
+pub fn decode_into(
+    dst: &mut [f32],
+    dtype: StDtype,
+    bytes: &[u8],
+) -> std::result::Result<(), String> {
+    match dtype {
+        StDtype::F32 => {
+            for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        StDtype::BF16 => {
+            for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
+                *d = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+            }
+        }
+        StDtype::F16 => {
+            for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
+                *d = f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+            }
+        }
+        other => return Err(format!("is {other:?}")),
+    }
+    Ok(())
+}
+
+/// IEEE half → single, subnormals and infinities included.
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // Subnormal: f · 2^-24.
+            let v = f as f32 * 2f32.powi(-24);
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, 0) => sign | 0x7f80_0000,
+        (0x1f, f) => sign | 0x7fc0_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
 }
 
 /// One tensor to write: its name, shape and values.
@@ -167,6 +256,42 @@ pub fn write_safetensors(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn halves_round_to_nearest_even_like_numpy() {
+        // (f32, f16 bits) pairs numpy's astype(float16) gives.
+        let cases: &[(f32, u16)] = &[
+            (1.0, 0x3c00),
+            (-2.0, 0xc000),
+            (65504.0, 0x7bff),
+            (65520.0, 0x7c00), // rounds up to infinity
+            (1e-8, 0x0000),
+            (5.960_464_5e-8, 0x0001), // the smallest subnormal
+            (2.980_232_2e-8, 0x0000), // half of it: ties to even (zero)
+            (0.333_333_34, 0x3555),
+            (1.000_488_3, 0x3c00),  // 1 + 2^-11: halfway, to even
+            (1.001_464_8, 0x3c02),  // 1 + 3·2^-11: halfway, to even (up)
+            (6.097_555e-5, 0x03ff), // largest subnormal
+        ];
+        for &(x, h) in cases {
+            assert_eq!(f32_to_f16(x), h, "{x}");
+        }
+        assert_eq!(f32_to_f16(f32::NAN) & 0x7c00, 0x7c00);
+        assert_ne!(f32_to_f16(f32::NAN) & 0x3ff, 0);
+    }
+
+    #[test]
+    fn half_precision_decodes_exactly() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x8001), -(2f32.powi(-24)));
+        assert_eq!(f16_to_f32(0x0000), 0.0);
+        assert!(f16_to_f32(0x7c00).is_infinite());
+        assert!(f16_to_f32(0x7e00).is_nan());
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+    }
 
     #[test]
     fn sizes_parse_and_bad_ones_are_named() {

@@ -20,7 +20,7 @@ use crate::outdir::OutDir;
 use base::{Error, Result};
 use data::chat::template::{ModelTemplate, Template};
 use model::{save_safetensors, Params};
-use safetensors::{tensor::Dtype as StDtype, SafeTensors};
+use safetensors::SafeTensors;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -180,20 +180,7 @@ fn read_tokenizer(path: &Path) -> Result<bpe::Tokenizer> {
     }
     let tok = bpe::Tokenizer::from_hf_json(&doc).map_err(refuse)?;
     // The file's merges must be the ones rank order implies, in the same order.
-    let names = bpe::hf::bytes_to_unicode();
-    let name = |id: u32| -> String {
-        tok.token_bytes(id)
-            .unwrap_or_default()
-            .iter()
-            .map(|&b| names[b as usize])
-            .collect()
-    };
-    let ours: Vec<String> = tok
-        .merges()
-        .map_err(|e| refuse(e.to_string()))?
-        .into_iter()
-        .map(|(l, r)| format!("{} {}", name(l), name(r)))
-        .collect();
+    let ours = tok.merge_names().map_err(|e| refuse(e.to_string()))?;
     let theirs: Vec<String> = model["merges"]
         .as_array()
         .map(|m| {
@@ -318,15 +305,14 @@ fn read_weights(dir: &Path, params: &mut Params, tied: bool) -> Result<Vec<Strin
                     "check that config.json belongs to these weights",
                 ));
             }
-            decode_into(&mut params.data[spec.range()], view.dtype(), view.data()).map_err(
-                |msg| {
+            crate::tensors::decode_into(&mut params.data[spec.range()], view.dtype(), view.data())
+                .map_err(|msg| {
                     Error::weights(
                         &path,
                         format!("tensor {name}: {msg}"),
                         "convert the checkpoint to f32, bf16 or f16",
                     )
-                },
-            )?;
+                })?;
             found.insert(name, path.clone());
         }
     }
@@ -356,48 +342,6 @@ fn read_weights(dir: &Path, params: &mut Params, tied: bool) -> Result<Vec<Strin
         ));
     }
     Ok(dropped)
-}
-
-/// Little-endian `bytes` of `dtype` into f32 `dst` (same element count, checked by shape).
-fn decode_into(dst: &mut [f32], dtype: StDtype, bytes: &[u8]) -> std::result::Result<(), String> {
-    match dtype {
-        StDtype::F32 => {
-            for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
-                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        StDtype::BF16 => {
-            for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
-                *d = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
-            }
-        }
-        StDtype::F16 => {
-            for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
-                *d = f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
-            }
-        }
-        other => return Err(format!("is {other:?}")),
-    }
-    Ok(())
-}
-
-/// IEEE half → single, subnormals and infinities included.
-pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // Subnormal: f · 2^-24.
-            let v = f as f32 * 2f32.powi(-24);
-            return if sign != 0 { -v } else { v };
-        }
-        (0x1f, 0) => sign | 0x7f80_0000,
-        (0x1f, f) => sign | 0x7fc0_0000 | (f << 13),
-        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
 }
 
 /// The checkpoint's chat template with what rendering it needs: `chat_template` of
@@ -456,22 +400,4 @@ fn read_chat_template(dir: &Path) -> Result<Option<ModelTemplate>> {
         eos_token: token(&tc["eos_token"]),
         stop_ids,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::f16_to_f32;
-
-    #[test]
-    fn half_precision_decodes_exactly() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x7bff), 65504.0);
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-        assert_eq!(f16_to_f32(0x8001), -(2f32.powi(-24)));
-        assert_eq!(f16_to_f32(0x0000), 0.0);
-        assert!(f16_to_f32(0x7c00).is_infinite());
-        assert!(f16_to_f32(0x7e00).is_nan());
-        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
-    }
 }
