@@ -137,6 +137,12 @@ fn stage_config(dir: &Path, name: &str, section: &str, steps: usize) -> std::pat
     path
 }
 
+/// The reward model's config on `pairs`, for `steps` steps.
+fn rm_config(dir: &Path, steps: usize) -> rm::RmConfig {
+    let section = "[rm]\nval_pairs = 10\nmax_reply_tokens = 16\nhead_lr = 1e-2";
+    rm::RmConfig::load(&stage_config(dir, "rm", section, steps), &[]).unwrap()
+}
+
 fn files(dir: &Path, names: &[&str]) -> Vec<Vec<u8>> {
     names
         .iter()
@@ -152,16 +158,7 @@ const GRPO_STEPS: usize = 48;
 fn reward_model_then_grpo_learn_and_resume_exactly() {
     let dir = temp("rm-grpo");
     let run = tiny_run(&dir);
-    let rm_cfg = rm::RmConfig::load(
-        &stage_config(
-            &dir,
-            "rm",
-            "[rm]\nval_pairs = 10\nmax_reply_tokens = 16\nhead_lr = 1e-2",
-            8,
-        ),
-        &[],
-    )
-    .unwrap();
+    let rm_cfg = rm_config(&dir, 8);
     let s = rm::train(&rm_cfg, &run, false, |_| {}).unwrap();
     assert!(s.after.accuracy >= 0.9, "{s:?}");
     assert!(s.after.margin > s.before.margin);
@@ -296,17 +293,7 @@ fn grpo_config_errors_name_the_field() {
 fn grpo_updates_lora_adapters_alone() {
     let dir = temp("grpo-lora");
     let run = tiny_run(&dir);
-    let rm_cfg = rm::RmConfig::load(
-        &stage_config(
-            &dir,
-            "rm",
-            "[rm]\nval_pairs = 10\nmax_reply_tokens = 16\nhead_lr = 1e-2",
-            4,
-        ),
-        &[],
-    )
-    .unwrap();
-    rm::train(&rm_cfg, &run, false, |_| {}).unwrap();
+    rm::train(&rm_config(&dir, 4), &run, false, |_| {}).unwrap();
     let path = stage_config(
         &dir,
         "grpo",

@@ -113,24 +113,14 @@ pub struct Stage {
     pub chat: bool,
 }
 
-/// The stages of the recipe, in order, and the subdirectory each keeps its checkpoints in.
-const STAGES: &[(&str, &str, bool)] = &[
-    ("base", "", false),
-    ("sft", "sft", true),
-    ("dpo", "dpo", true),
-    ("grpo", "grpo", true),
-];
-
-/// The stages of `run` that have a checkpoint.
+/// The stages of `run` that have a checkpoint, in the recipe's order (`checkpoint::STAGES`);
+/// every stage after pretraining answers in the chat format.
 pub fn stages(run: &Path) -> Result<Vec<Stage>> {
     let mut out = Vec::new();
-    for &(name, sub, chat) in STAGES {
-        let dir = if sub.is_empty() {
-            run.to_path_buf()
-        } else {
-            run.join(sub)
-        };
+    for &(name, sub) in checkpoint::STAGES {
+        let dir = run.join(sub);
         if !checkpoint::list(&dir)?.is_empty() {
+            let chat = name != "base";
             out.push(Stage { name, dir, chat });
         }
     }

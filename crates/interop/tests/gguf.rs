@@ -11,56 +11,10 @@ use interop::hf::{import, ImportOptions};
 use safetensors::SafeTensors;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use train::checkpoint::load_stage;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("frugal-gguf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn python() -> Option<PathBuf> {
-    if std::env::var("FRUGAL_SKIP_PEER_TESTS").as_deref() == Ok("1") {
-        eprintln!(
-            "NOTICE: FRUGAL_SKIP_PEER_TESTS=1 — GGUF exports NOT checked with the gguf reader"
-        );
-        return None;
-    }
-    let py = std::env::var_os("FRUGAL_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv/bin/python"));
-    let ok = Command::new(&py)
-        .args(["-c", "import gguf, safetensors"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{} cannot import gguf and safetensors.\nHINT: run scripts/test.sh (it installs them into .venv), \
-         set FRUGAL_PYTHON, or set FRUGAL_SKIP_PEER_TESTS=1 to skip this check knowingly",
-        py.display()
-    );
-    Some(py)
-}
-
-fn check(py: &Path, args: &[&Path]) {
-    let out = Command::new(py)
-        .arg(repo().join("bench/interop/gguf_check.py"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gguf_check.py failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+mod support;
+use support::{fixtures, python, run_script, temp};
 
 fn as_json(m: &Meta) -> Value {
     match m {
@@ -76,8 +30,10 @@ fn as_json(m: &Meta) -> Value {
 
 #[test]
 fn the_gguf_reader_reads_back_every_key_and_tensor() {
-    let Some(py) = python() else { return };
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let Some(py) = python("gguf, safetensors", "GGUF exports with the gguf reader") else {
+        return;
+    };
+    let fixtures = fixtures();
     let dir = temp("read");
     for name in ["export", "llama-gqa", "qwen2"] {
         let run = dir.join(name);
@@ -95,12 +51,10 @@ fn the_gguf_reader_reads_back_every_key_and_tensor() {
             files.push(s.path);
         }
         let back = dir.join(format!("{name}.safetensors"));
-        check(&py, &[Path::new("read"), &files[0], &back]);
+        run_script(&py, "gguf_check.py", &[Path::new("read"), &files[0], &back]);
         let quantized: Vec<&Path> = files[1..].iter().map(PathBuf::as_path).collect();
-        check(
-            &py,
-            &[&[Path::new("quant"), &files[0]][..], &quantized[..]].concat(),
-        );
+        let args = [&[Path::new("quant"), &files[0]][..], &quantized[..]].concat();
+        run_script(&py, "gguf_check.py", &args);
 
         let bytes = std::fs::read(&back).unwrap();
         let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();

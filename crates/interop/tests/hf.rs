@@ -14,23 +14,10 @@ use model::{save_safetensors, Llama};
 use safetensors::SafeTensors;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use train::checkpoint::load_stage;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("frugal-interop-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod support;
+use support::{fixtures, python, run_script, temp};
 
 /// Text the fixture tokenizer is trained on: words, numbers, code and other scripts, so its
 /// merges cover what the prompts hold.
@@ -372,47 +359,11 @@ fn train_tokenizer(specials: &[&str], pattern: &str) -> bpe::Tokenizer {
     t.finish().unwrap()
 }
 
-fn python() -> Option<PathBuf> {
-    if std::env::var("FRUGAL_SKIP_PEER_TESTS").as_deref() == Ok("1") {
-        eprintln!("NOTICE: FRUGAL_SKIP_PEER_TESTS=1 — the export NOT checked with transformers");
-        return None;
-    }
-    let py = std::env::var_os("FRUGAL_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv/bin/python"));
-    let ok = Command::new(&py)
-        .args(["-c", "import transformers"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{} cannot import transformers.\nHINT: run scripts/test.sh (it installs it into .venv), \
-         set FRUGAL_PYTHON, or set FRUGAL_SKIP_PEER_TESTS=1 to skip this check knowingly",
-        py.display()
-    );
-    Some(py)
-}
-
-fn reader(py: &Path, args: &[&Path]) -> String {
-    let out = Command::new(py)
-        .arg(repo().join("bench/interop/hf_readers.py"))
-        .args(args)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "hf_readers.py failed:\n{stdout}\n{stderr}"
-    );
-    stdout.into_owned()
-}
-
 #[test]
 fn transformers_tokenizes_and_renders_chats_as_frugal_does() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("transformers", "the export with transformers' tokenizer") else {
+        return;
+    };
     use data::chat::import::conversation_from_json;
     use data::chat::template::to_messages;
     use data::chat::ChatFormat;
@@ -432,11 +383,9 @@ fn transformers_tokenizes_and_renders_chats_as_frugal_does() {
         serde_json::to_string(&texts).unwrap(),
     )
     .unwrap();
-    let theirs: Vec<Vec<u32>> = serde_json::from_str(&reader(
-        &py,
-        &["tokenize".as_ref(), &out, &dir.join("texts.json")],
-    ))
-    .unwrap();
+    let args = [Path::new("tokenize"), &out, &dir.join("texts.json")];
+    let theirs: Vec<Vec<u32>> =
+        serde_json::from_str(&run_script(&py, "hf_readers.py", &args)).unwrap();
     for (text, ids) in texts.iter().zip(&theirs) {
         assert_eq!(&t.tok.encode_with_specials(text), ids, "{text:?}");
     }
@@ -470,7 +419,11 @@ fn transformers_tokenizes_and_renders_chats_as_frugal_does() {
         serde_json::to_string(&cases).unwrap(),
     )
     .unwrap();
-    let said = reader(&py, &["template".as_ref(), &out, &dir.join("cases.json")]);
+    let said = run_script(
+        &py,
+        "hf_readers.py",
+        &["template".as_ref(), &out, &dir.join("cases.json")],
+    );
     assert!(said.contains("agrees"), "{said}");
 }
 

@@ -7,19 +7,11 @@ use data::chat::template::{ModelTemplate, Template};
 use interop::hf::{export, import, ExportOptions, ImportOptions};
 use model::config::RopeScalingConfig;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use train::checkpoint::load_stage;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("frugal-import-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod support;
+use support::{fixtures, temp};
 
 const OPTS: ImportOptions = ImportOptions { context_len: None };
 

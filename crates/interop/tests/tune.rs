@@ -5,40 +5,17 @@
 use data::chat::{ChatFormat, Conversation, Message, Role};
 use engine::{generate, Request, SamplingParams, Tools};
 use interop::hf::{export, import, ExportOptions, ImportOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use train::checkpoint::load_stage;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+mod support;
+use support::{fixtures, temp};
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("frugal-tune-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn sft_config(dir: &Path) -> stages::sft::SftConfig {
-    let path = dir.join("convs.jsonl");
-    let rows: String = (0..24)
-        .map(|i| {
-            serde_json::json!({"messages": [
-                {"role": "user", "content": format!("what is {i} plus one?")},
-                {"role": "assistant", "content": format!("{}", i + 1)},
-            ]})
-            .to_string()
-                + "\n"
-        })
-        .collect();
-    std::fs::write(&path, rows).unwrap();
-    let text = format!(
-        "[train]\nbatch_size = 2\nseq_len = 96\nlr = 3e-3\nsteps = 8\nwarmup_steps = 1\neval_every = 4\n\
-         checkpoint_every = 4\nseed = 1\n\n[sft]\nval_fraction = 0.2\nformat_check = 0\n\n\
-         [[sft.sources]]\nname = \"sums\"\npath = {path:?}\n"
-    );
-    stages::sft::SftConfig::parse(&text, "test", &[]).unwrap()
-}
+// The SFT tests' conversations and config ("what is i plus one?"), from the stages crate.
+#[path = "../../stages/tests/common/mod.rs"]
+mod common;
+#[path = "../../stages/tests/common/sft.rs"]
+mod sft_common;
 
 #[test]
 fn an_imported_qwen2_is_tuned_prompted_and_exported_in_its_own_format() {
@@ -100,4 +77,16 @@ fn an_imported_qwen2_is_tuned_prompted_and_exported_in_its_own_format() {
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["architectures"][0], "Qwen2ForCausalLM");
+}
+
+/// The SFT tests' config with room for ChatML's system prompt: 8 steps of 96 tokens.
+fn sft_config(dir: &Path) -> stages::sft::SftConfig {
+    let set = [
+        "train.seq_len=96",
+        "train.lr=3e-3",
+        "train.steps=8",
+        "train.eval_every=4",
+        "train.checkpoint_every=4",
+    ];
+    sft_common::sft_config(dir, &set.map(String::from))
 }

@@ -86,17 +86,10 @@ fn lora_tunes_adapters_on_a_frozen_base_and_resumes_to_the_same_weights() {
             &tuned.model.params.data[spec.range()],
             &base.model.params.data[spec.range()],
         );
-        let adapted = [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]
-        .iter()
-        .any(|m| spec.name.ends_with(&format!("{m}.weight")));
+        // The default [lora] targets every projection.
+        let adapted = train::lora::MODULES
+            .iter()
+            .any(|m| spec.name.ends_with(&format!("{m}.weight")));
         assert_eq!(a != b, adapted, "{}", spec.name);
     }
     // Killed after the step-3 checkpoint (the later one removed) and resumed: the same

@@ -56,7 +56,7 @@ pub fn save_with(
     keep: usize,
     extra: &[(&str, &[f32])],
 ) -> Result<PathBuf> {
-    publish(run, state.step, keep, |tmp| {
+    publish(run, state.step, keep, |tmp, _| {
         save_safetensors(&model.params, &tmp.join("model.safetensors"))?;
         save_flat(
             &tmp.join("optim.safetensors"),
@@ -76,11 +76,9 @@ pub fn save_adapters(
     keep: usize,
     extra: &[(&str, &[f32])],
 ) -> Result<PathBuf> {
-    let root = run.join("checkpoints");
-    std::fs::create_dir_all(&root).map_err(io(&root))?;
-    let dir = root.join(format!("step-{}", state.step));
-    let base = relative(&dir, &adapters.base_checkpoint)?;
-    publish(run, state.step, keep, |tmp| {
+    publish(run, state.step, keep, |tmp, dir| {
+        // Named relative to where the checkpoint will be, so that the run can move.
+        let base = relative(dir, &adapters.base_checkpoint)?;
         adapters.write_peft(
             tmp,
             &adapters.base_checkpoint.display().to_string(),
@@ -140,14 +138,14 @@ fn relative(from: &Path, to: &Path) -> Result<PathBuf> {
     Ok(rel)
 }
 
-/// Writes checkpoint `step` of `run`: `write` fills a hidden temporary directory, every file
-/// in it is fsynced, and the directory is renamed into place; then all but the newest `keep`
-/// are deleted.
+/// Writes checkpoint `step` of `run`: `write(tmp, dir)` fills a hidden temporary directory
+/// `tmp` that will become `dir`, every file in it is fsynced, and it is renamed into place;
+/// then all but the newest `keep` are deleted.
 fn publish(
     run: &Path,
     step: usize,
     keep: usize,
-    write: impl FnOnce(&Path) -> Result<()>,
+    write: impl FnOnce(&Path, &Path) -> Result<()>,
 ) -> Result<PathBuf> {
     let root = run.join("checkpoints");
     std::fs::create_dir_all(&root).map_err(io(&root))?;
@@ -157,7 +155,7 @@ fn publish(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    write(&tmp)?;
+    write(&tmp, &dir)?;
     for e in std::fs::read_dir(&tmp).map_err(io(&tmp))? {
         fsync(&e.map_err(io(&tmp))?.path())?;
     }

@@ -152,12 +152,9 @@ impl Adapters {
         let (mut targets, mut at, mut base_at) = (Vec::new(), 0, 0);
         for l in 0..model.cfg.n_layers {
             for m in &cfg.target_modules {
-                let group = if m.ends_with("_proj")
-                    && ["gate", "up", "down"].iter().any(|g| m.starts_with(g))
-                {
-                    "mlp"
-                } else {
-                    "self_attn"
+                let group = match m.as_str() {
+                    "gate_proj" | "up_proj" | "down_proj" => "mlp",
+                    _ => "self_attn",
                 };
                 let name = format!("model.layers.{l}.{group}.{m}.weight");
                 let spec = p.spec(&name).ok_or_else(|| {
@@ -211,11 +208,6 @@ impl Adapters {
 
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
-    }
-
-    /// Bytes held besides the model: adapters, their gradients and moments, frozen copies.
-    pub fn bytes(&self) -> usize {
-        4 * (4 * self.data.len() + self.base.len())
     }
 
     /// W = W₀ + (α/r)·B·A for every target, into the model's parameters.

@@ -381,35 +381,33 @@ impl<'a> ChatFormat<'a> {
             ids: full,
             message_starts: Vec::new(),
         };
+        // The conversation up to message i, rendered once each: its length is where message
+        // i + 1 starts.
+        let mut start = 0;
         for i in 0..conv.messages.len() {
+            r.message_starts.push(start);
             let before = Conversation {
                 messages: conv.messages[..i].to_vec(),
             };
             let upto = Conversation {
                 messages: conv.messages[..=i].to_vec(),
             };
-            let start = if i == 0 {
-                0
-            } else {
-                self.template_ids(s, &before, false)?.len()
-            };
-            r.message_starts.push(start);
-            if conv.messages[i].role != Role::Assistant {
-                continue;
-            }
-            let prompt = self.template_ids(s, &before, true)?;
             let through = self.template_ids(s, &upto, false)?;
-            if !through.starts_with(&prompt) || !r.ids.starts_with(&through) {
-                return Err(template_mismatch(&format!(
-                    "message {i}: the conversation's tokens up to it are not a prefix of the whole conversation's"
-                )));
+            if conv.messages[i].role == Role::Assistant {
+                let prompt = self.template_ids(s, &before, true)?;
+                if !through.starts_with(&prompt) || !r.ids.starts_with(&through) {
+                    return Err(template_mismatch(&format!(
+                        "message {i}: the conversation's tokens up to it are not a prefix of the whole conversation's"
+                    )));
+                }
+                let span = &through[prompt.len()..];
+                let end = span
+                    .iter()
+                    .position(|id| s.stops.contains(id))
+                    .map_or(span.len(), |e| e + 1);
+                r.mask[prompt.len()..prompt.len() + end].fill(1);
             }
-            let span = &through[prompt.len()..];
-            let end = span
-                .iter()
-                .position(|id| s.stops.contains(id))
-                .map_or(span.len(), |e| e + 1);
-            r.mask[prompt.len()..prompt.len() + end].fill(1);
+            start = through.len();
         }
         Ok(r)
     }

@@ -19,6 +19,16 @@ pub struct SpecialIds {
     pub eos: Vec<u32>,
 }
 
+impl SpecialIds {
+    /// `eos_token_id` as config.json writes it: one id, or the list of them.
+    fn eos_json(&self) -> Value {
+        match self.eos.as_slice() {
+            [one] => json!(one),
+            many => json!(many),
+        }
+    }
+}
+
 /// Why `cfg` has no Llama equivalent (what GGUF's `llama` and `qwen2` take), naming the
 /// field; None when it has one.
 pub fn llama_incompatibility(cfg: &ModelConfig) -> Option<String> {
@@ -92,10 +102,7 @@ pub fn hf_config(cfg: &ModelConfig, ids: &SpecialIds, torch_dtype: &str) -> Resu
     if let Some(m) = cfg.mla() {
         return Ok(deepseek_v3_config(cfg, m, ids, torch_dtype));
     }
-    let eos = match ids.eos.as_slice() {
-        [one] => json!(one),
-        many => json!(many),
-    };
+    let eos = ids.eos_json();
     let (arch, model_type) = if cfg.qkv_bias {
         ("Qwen2ForCausalLM", "qwen2")
     } else {
@@ -162,10 +169,7 @@ fn deepseek_v3_config(
     torch_dtype: &str,
 ) -> Value {
     let hd = cfg.head_dim();
-    let eos = match ids.eos.as_slice() {
-        [one] => json!(one),
-        many => json!(many),
-    };
+    let eos = ids.eos_json();
     let moe = cfg.moe.as_ref().filter(|_| cfg.mlp == Mlp::Moe);
     json!({
         "architectures": ["DeepseekV3ForCausalLM"],

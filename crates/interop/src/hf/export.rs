@@ -16,8 +16,8 @@ use super::config::{hf_config, SpecialIds};
 use crate::outdir::OutDir;
 use crate::tensors::{write_safetensors, Dtype, Named};
 use base::Result;
-use data::chat::template::{ModelTemplate, FRUGAL_TEMPLATE};
-use data::chat::ChatTokens;
+use data::chat::template::FRUGAL_TEMPLATE;
+use data::chat::ChatStyle;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use train::checkpoint::Trained;
@@ -109,23 +109,22 @@ pub(crate) struct ChatIdentity {
 /// frugal's chat format for its own runs; an imported model's own template, BOS/EOS and stop
 /// ids (RUN/chat_template.json) for runs made by `frugal import`.
 pub(crate) fn chat_identity(t: &Trained) -> Result<ChatIdentity> {
-    if let Some(m) = ModelTemplate::load(&t.run)? {
-        let id = |name: &Option<String>| name.as_deref().and_then(|n| t.tok.special_id(n));
-        let mut eos = m.stop_ids.clone();
-        if eos.is_empty() {
-            eos.extend(id(&m.eos_token));
+    let chat = match ChatStyle::of_run(&t.tok, &t.run)? {
+        ChatStyle::Template(s) => {
+            let m = &s.model;
+            return Ok(ChatIdentity {
+                ids: SpecialIds {
+                    // The model's own BOS only: the style's fallback to EOS is frugal's.
+                    bos: m.bos_token.as_deref().and_then(|n| t.tok.special_id(n)),
+                    eos: s.stops.clone(),
+                },
+                template: m.chat_template.clone(),
+                bos: m.bos_token.clone(),
+                eos: m.eos_token.clone().unwrap_or_default(),
+            });
         }
-        return Ok(ChatIdentity {
-            ids: SpecialIds {
-                bos: id(&m.bos_token),
-                eos,
-            },
-            template: m.chat_template,
-            bos: m.bos_token,
-            eos: m.eos_token.unwrap_or_default(),
-        });
-    }
-    let chat = ChatTokens::from_tokenizer(&t.tok)?;
+        ChatStyle::Frugal(chat) => chat,
+    };
     let eos = if t.stage == "pretrain" {
         vec![chat.bos]
     } else {
