@@ -58,12 +58,8 @@ pub fn save_with(
 ) -> Result<PathBuf> {
     publish(run, state.step, keep, |tmp, _| {
         save_safetensors(&model.params, &tmp.join("model.safetensors"))?;
-        save_flat(
-            &tmp.join("optim.safetensors"),
-            &[("m", &opt.m), ("v", &opt.v)],
-        )?;
-        write_state(tmp, state, opt.step)?;
-        write_extra(tmp, extra)
+        let moments = (&opt.m[..], &opt.v[..]);
+        write_training(tmp, "optim.safetensors", moments, state, opt.step, extra)
     })
 }
 
@@ -84,12 +80,9 @@ pub fn save_adapters(
             &adapters.base_checkpoint.display().to_string(),
             Some(&base),
         )?;
-        save_flat(
-            &tmp.join("adapter_optim.safetensors"),
-            &[("m", &adapters.m), ("v", &adapters.v)],
-        )?;
-        write_state(tmp, state, adapters.step)?;
-        write_extra(tmp, extra)
+        let moments = (&adapters.m[..], &adapters.v[..]);
+        let file = "adapter_optim.safetensors";
+        write_training(tmp, file, moments, state, adapters.step, extra)
     })
 }
 
@@ -174,16 +167,23 @@ fn publish(
     Ok(dir)
 }
 
-fn write_state(dir: &Path, state: &TrainState, optimizer_step: u64) -> Result<()> {
+/// What every checkpoint holds besides its weights: the optimizer's moments in `moments_file`,
+/// state.json (the training state and the optimizer's step count) and any extra tensors.
+fn write_training(
+    dir: &Path,
+    moments_file: &str,
+    (m, v): (&[f32], &[f32]),
+    state: &TrainState,
+    optimizer_step: u64,
+    extra: &[(&str, &[f32])],
+) -> Result<()> {
+    save_flat(&dir.join(moments_file), &[("m", m), ("v", v)])?;
     let json = serde_json::json!({"state": state, "optimizer_step": optimizer_step});
     std::fs::write(
         dir.join("state.json"),
         serde_json::to_vec_pretty(&json).unwrap_or_default(),
     )
-    .map_err(io(dir))
-}
-
-fn write_extra(dir: &Path, extra: &[(&str, &[f32])]) -> Result<()> {
+    .map_err(io(dir))?;
     if !extra.is_empty() {
         save_flat(&dir.join("extra.safetensors"), extra)?;
     }

@@ -99,10 +99,10 @@ pub fn hf_config(cfg: &ModelConfig, ids: &SpecialIds, torch_dtype: &str) -> Resu
             "export a Llama-style or DeepSeek-V3-style model (latent attention with experts), without logit_softcap",
         ));
     }
+    let shared = shared_fields(cfg, ids, torch_dtype);
     if let Some(m) = cfg.mla() {
-        return Ok(deepseek_v3_config(cfg, m, ids, torch_dtype));
+        return Ok(with(shared, deepseek_v3_fields(cfg, m)));
     }
-    let eos = ids.eos_json();
     let (arch, model_type) = if cfg.qkv_bias {
         ("Qwen2ForCausalLM", "qwen2")
     } else {
@@ -122,64 +122,67 @@ pub fn hf_config(cfg: &ModelConfig, ids: &SpecialIds, torch_dtype: &str) -> Resu
             "low_freq_factor": short(low_freq_factor), "high_freq_factor": short(high_freq_factor),
             "original_max_position_embeddings": original_context}),
     };
-    let mut doc = json!({
-        "architectures": [arch],
-        "model_type": model_type,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.d_model,
-        "intermediate_size": cfg.ffn_hidden,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_kv_heads,
-        "head_dim": cfg.head_dim(),
-        "max_position_embeddings": cfg.context_len,
-        "rms_norm_eps": short(cfg.norm_eps),
-        "rope_theta": short(cfg.rope_theta),
-        "rope_scaling": rope_scaling,
-        "hidden_act": "silu",
-        "attention_dropout": 0.0,
-        "tie_word_embeddings": false,
-        "initializer_range": short(cfg.init_std),
-        "use_cache": true,
-        "bos_token_id": ids.bos,
-        "eos_token_id": eos,
-        "torch_dtype": torch_dtype,
-    });
+    let doc = with(
+        shared,
+        json!({
+            "architectures": [arch],
+            "model_type": model_type,
+            "num_key_value_heads": cfg.n_kv_heads,
+            "head_dim": cfg.head_dim(),
+            "rope_scaling": rope_scaling,
+        }),
+    );
     let extra = if cfg.qkv_bias {
         json!({"use_sliding_window": false, "sliding_window": null,
                "max_window_layers": cfg.n_layers})
     } else {
         json!({"attention_bias": false, "mlp_bias": false, "pretraining_tp": 1})
     };
-    for (k, v) in extra.as_object().into_iter().flatten() {
-        doc[k] = v.clone();
-    }
-    Ok(doc)
+    Ok(with(doc, extra))
 }
 
-/// DeepseekV3ForCausalLM's `config.json`: no query latent (q_lora_rank null, DeepSeek-V2-Lite's
+/// The fields every architecture's config.json has the same way.
+fn shared_fields(cfg: &ModelConfig, ids: &SpecialIds, torch_dtype: &str) -> Value {
+    json!({
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.ffn_hidden,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "max_position_embeddings": cfg.context_len,
+        "rms_norm_eps": short(cfg.norm_eps),
+        "rope_theta": short(cfg.rope_theta),
+        "hidden_act": "silu",
+        "attention_dropout": 0.0,
+        "tie_word_embeddings": false,
+        "initializer_range": short(cfg.init_std),
+        "use_cache": true,
+        "bos_token_id": ids.bos,
+        "eos_token_id": ids.eos_json(),
+        "torch_dtype": torch_dtype,
+    })
+}
+
+/// `doc` with `more`'s fields added.
+fn with(mut doc: Value, more: Value) -> Value {
+    for (k, v) in more.as_object().into_iter().flatten() {
+        doc[k] = v.clone();
+    }
+    doc
+}
+
+/// DeepseekV3ForCausalLM's own fields: no query latent (q_lora_rank null, DeepSeek-V2-Lite's
 /// shape), RoPE on halves (rope_interleave false, as frugal rotates), one routing group (no
 /// group-limited routing), gates normalised over the chosen experts and scaled, the first
 /// `dense_layers` layers dense (all of them without experts). Multi-token prediction modules
 /// are left out (num_nextn_predict_layers 0).
-fn deepseek_v3_config(
-    cfg: &ModelConfig,
-    m: &model::config::MlaConfig,
-    ids: &SpecialIds,
-    torch_dtype: &str,
-) -> Value {
+fn deepseek_v3_fields(cfg: &ModelConfig, m: &model::config::MlaConfig) -> Value {
     let hd = cfg.head_dim();
-    let eos = ids.eos_json();
     let moe = cfg.moe.as_ref().filter(|_| cfg.mlp == Mlp::Moe);
     json!({
         "architectures": ["DeepseekV3ForCausalLM"],
         "model_type": "deepseek_v3",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.d_model,
-        "intermediate_size": cfg.ffn_hidden,
         "moe_intermediate_size": moe.map_or(cfg.ffn_hidden, |e| e.expert_hidden),
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.n_heads,
         "n_shared_experts": moe.map_or(1, |e| e.shared_experts),
         "n_routed_experts": moe.map_or(2, |e| e.routed_experts),
@@ -196,19 +199,8 @@ fn deepseek_v3_config(
         "v_head_dim": hd,
         "rope_interleave": false,
         "num_nextn_predict_layers": 0,
-        "max_position_embeddings": cfg.context_len,
-        "rms_norm_eps": short(cfg.norm_eps),
-        "rope_theta": short(cfg.rope_theta),
         "rope_scaling": null,
-        "hidden_act": "silu",
         "attention_bias": false,
-        "attention_dropout": 0.0,
-        "tie_word_embeddings": false,
-        "initializer_range": short(cfg.init_std),
-        "use_cache": true,
-        "bos_token_id": ids.bos,
-        "eos_token_id": eos,
-        "torch_dtype": torch_dtype,
     })
 }
 
