@@ -11,6 +11,10 @@
 //! (`<|output_start|> 24 <|output_end|>`), as in nanochat. The mask is 1 on assistant text, on
 //! tool calls with their delimiters, and on `<|assistant_end|>`; it is 0 on everything the model
 //! is given: the prompt, `<|assistant_start|>`, and tool output (the engine forces it).
+//!
+//! An imported model keeps its own format instead: [`ChatStyle`] is frugal's format or the
+//! model's chat template (`template`, rendered with minijinja), and the same methods render,
+//! mask and parse in either, so every consumer serves both.
 
 pub mod import;
 pub mod stream;

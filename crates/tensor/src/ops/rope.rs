@@ -1,5 +1,6 @@
 //! Rotary position embedding, rotate-half convention (HF Llama): within each head, element j
-//! pairs with j + hd/2 and the pair is rotated by angle pos · θ^(−2j/hd).
+//! pairs with j + hd/2 and the pair is rotated by angle pos · θ^(−2j/hd), the frequencies
+//! optionally stretched for long contexts (`RopeScaling`: linear, Llama 3.1's).
 
 use crate::ROW_CHUNK;
 use rayon::prelude::*;
