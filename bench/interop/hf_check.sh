@@ -4,7 +4,7 @@
 # asks for, on the speedrun's model.
 #  1. export the base stage (f32) → transformers' logits = frugal's (bench logits, 1e-4)
 #  2. import that export as a new run → its logits = transformers' too
-#  3. SFT on it with LoRA (rank 8) and, for comparison, full fine-tuning, STEPS steps each:
+#  3. SFT on it with LoRA (rank 8, dropout 0.05) and, for comparison, full fine-tuning, STEPS steps each:
 #     trained parameters, tokens/s, peak RSS, checkpoint size
 #  4. export the LoRA stage merged (--format hf) and as a PEFT adapter (--format peft):
 #     transformers' logits of the merged export and peft's of base + adapter = frugal's
@@ -33,7 +33,7 @@ cp -r "$work/run" "$work/full"
 echo "== 3. SFT, $STEPS steps: LoRA rank 8 against full fine-tuning"
 common=(--set train.steps="$STEPS" --set train.eval_every="$STEPS" --set train.checkpoint_every="$STEPS" --set sft.format_check=0)
 for how in full lora; do
-    dir=$work/run; extra=(--set lora.rank=8 --set lora.alpha=16.0 --set train.lr=1e-3)
+    dir=$work/run; extra=(--set lora.rank=8 --set lora.alpha=16.0 --set lora.dropout=0.05 --set train.lr=1e-3)
     [ $how = full ] && { dir=$work/full; extra=(); }
     /usr/bin/time -f "peak_rss_mb %M" -o "$work/$how.time" $frugal sft --run "$dir" "${common[@]}" "${extra[@]}" >"$work/$how.log" 2>&1
     rss=$(awk '{print int($2 / 1024)}' "$work/$how.time")

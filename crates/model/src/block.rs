@@ -4,6 +4,7 @@
 //! experts' SwiGLU plus the routed experts. The model's layers and its multi-token prediction
 //! modules are all such blocks.
 
+use crate::adapters::{LoraPass, Proj};
 use crate::workspace::{BlockGrads, LayerActs};
 use crate::{LayerOffsets, Llama};
 use tensor::ops::attention::AttnShape;
@@ -60,8 +61,8 @@ impl<D: Device> Llama<D> {
     }
 
     /// Block `l` (from n_layers on, a multi-token prediction module's): x_out = block(x_in),
-    /// keeping activations in `a`. Adds its routed experts' token counts to `load`; returns its
-    /// sequence-wise balance loss (0 without one).
+    /// keeping activations in `a` (and the adapters' in `side`, with LoRA). Adds its routed
+    /// experts' token counts to `load`; returns its sequence-wise balance loss (0 without one).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn block_forward(
         &self,
@@ -72,6 +73,7 @@ impl<D: Device> Llama<D> {
         a: &mut LayerActs<D>,
         cx: BlockCtx,
         load: &mut [u64],
+        side: &mut Option<LoraPass<D>>,
     ) -> f64 {
         let (n, d, eps) = (cx.n, self.cfg.d_model, self.cfg.norm_eps);
         let (dev, p) = (&self.dev, &self.params.data);
@@ -85,6 +87,7 @@ impl<D: Device> Llama<D> {
                 if let Some(b) = off.qkv_bias {
                     dev.add_bias(a.qkv.all_mut(), p.at(b..b + cx.qkv));
                 }
+                self.side_forward(l, Proj::Qkv, a.xn1.all(), a.qkv.all_mut(), cx.qkv, side);
                 dev.rope_forward(a.qkv.all_mut(), cx.rope, &self.rope);
             }
         }
@@ -92,6 +95,7 @@ impl<D: Device> Llama<D> {
         dev.attention_forward(att, lse, a.qkv.all(), cx.attn, cx.starts); // (N, att)
         let o = Gemm::nt(n, d, cx.att);
         dev.gemm(&o, a.att.all(), p.at(off.o..), a.x_mid.all_mut()); // (N, d)
+        self.side_forward(l, Proj::O, a.att.all(), a.x_mid.all_mut(), d, side);
         dev.add(a.x_mid.all_mut(), x_in);
         let norm2 = p.at(off.mlp_norm..off.mlp_norm + d);
         dev.rmsnorm_forward(
@@ -106,6 +110,7 @@ impl<D: Device> Llama<D> {
         if hid > 0 {
             let gate_up = Gemm::nt(n, 2 * hid, d);
             dev.gemm(&gate_up, a.xn2.all(), p.at(off.gate_up..), a.gu.all_mut()); // (N, 2·hid)
+            self.side_forward(l, Proj::GateUp, a.xn2.all(), a.gu.all_mut(), 2 * hid, side);
             dev.swiglu_forward(a.h.all_mut(), a.gu.all(), hid);
             dev.gemm(
                 &Gemm::nt(n, d, hid),
@@ -113,6 +118,7 @@ impl<D: Device> Llama<D> {
                 p.at(off.down..),
                 x_out.rb(),
             ); // (N, d)
+            self.side_forward(l, Proj::Down, a.h.all(), x_out.rb(), d, side);
         } else {
             dev.fill(x_out.rb(), 0.0);
         }
@@ -133,7 +139,8 @@ impl<D: Device> Llama<D> {
 
     /// The backward of `block_forward`: `bg.dresid` holds dL/dx_out on entry and dL/dx_in on
     /// return; weight gradients accumulate into `g` (laid out like the parameters up to the
-    /// head). A balance loss enters with `aux_weight` per sequence.
+    /// head, or with LoRA like the adapters, the frozen weights getting none). A balance loss
+    /// enters with `aux_weight` per sequence.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn block_backward(
         &self,
@@ -145,9 +152,11 @@ impl<D: Device> Llama<D> {
         bg: &mut BlockGrads<D>,
         cx: BlockCtx,
         aux_weight: f32,
+        side: &mut Option<LoraPass<D>>,
     ) {
         let (n, d) = (cx.n, self.cfg.d_model);
         let (dev, p) = (&self.dev, &self.params.data);
+        let frozen = self.lora.is_some();
         // MLP. bg.dresid holds dL/dx_out.
         let hid = self.cfg.dense_hidden(l);
         if hid > 0 {
@@ -159,16 +168,24 @@ impl<D: Device> Llama<D> {
                 p.at(off.down..),
                 dh.at_mut(..n * hid),
             ); // dh (N, hid)
-            let dw_down = Gemm::tn(d, hid, n).accumulate(true);
-            dev.gemm(&dw_down, dresid, a.h.all(), g.at(off.down..)); // dW_down (d, hid)
+            if frozen {
+                let dh = dh.at_mut(..n * hid);
+                self.side_backward(l, Proj::Down, dresid, d, a.h.all(), dh, &mut g, side);
+            } else {
+                let dw_down = Gemm::tn(d, hid, n).accumulate(true);
+                dev.gemm(&dw_down, dresid, a.h.all(), g.at(off.down..)); // dW_down (d, hid)
+            }
             let (dh, gu) = (dh.at(..n * hid), a.gu.all());
             dev.swiglu_backward(dgu.at_mut(..n * 2 * hid), dh, gu, hid);
             let dgu = dgu.at(..n * 2 * hid);
-            let dw_gate_up = Gemm::tn(2 * hid, d, n).accumulate(true);
-            dev.gemm(&dw_gate_up, dgu, a.xn2.all(), g.at(off.gate_up..)); // (2·hid, d)
+            if !frozen {
+                let dw_gate_up = Gemm::tn(2 * hid, d, n).accumulate(true);
+                dev.gemm(&dw_gate_up, dgu, a.xn2.all(), g.at(off.gate_up..)); // (2·hid, d)
+            }
             let w_gate_up = p.at(off.gate_up..);
-            dev.gemm(&Gemm::nn(n, d, 2 * hid), dgu, w_gate_up, bg.dxn.all_mut());
-        // dxn2 (N, d)
+            dev.gemm(&Gemm::nn(n, d, 2 * hid), dgu, w_gate_up, bg.dxn.all_mut()); // dxn2 (N, d)
+            let (xn2, dxn) = (a.xn2.all(), bg.dxn.all_mut());
+            self.side_backward(l, Proj::GateUp, dgu, 2 * hid, xn2, dxn, &mut g, side);
         } else {
             dev.fill(bg.dxn.all_mut(), 0.0);
         }
@@ -178,10 +195,11 @@ impl<D: Device> Llama<D> {
             let aux = (cx.seq_len, aux_weight);
             self.moe_backward(m, moe, a.xn2.all(), dout, dx, g.rb(), acts, scratch, aux);
         }
-        let (w2, g2) = (
-            p.at(off.mlp_norm..off.mlp_norm + d),
-            g.at(off.mlp_norm..off.mlp_norm + d),
-        );
+        let w2 = p.at(off.mlp_norm..off.mlp_norm + d);
+        let g2 = match frozen {
+            true => bg.dnorm.all_mut(),
+            false => g.at(off.mlp_norm..off.mlp_norm + d),
+        };
         let (dxn, x_mid, rstd2) = (bg.dxn.all(), a.x_mid.all(), a.rstd2.all());
         dev.rmsnorm_backward(bg.dresid.all_mut(), g2, dxn, x_mid, w2, rstd2, d);
         // Attention. bg.dresid now holds dL/dx_mid.
@@ -192,8 +210,13 @@ impl<D: Device> Llama<D> {
             p.at(off.o..),
             bg.datt.all_mut(),
         ); // datt (N, att)
-        let dw_o = Gemm::tn(d, cx.att, n).accumulate(true);
-        dev.gemm(&dw_o, dresid, a.att.all(), g.at(off.o..)); // dW_o (d, att)
+        if frozen {
+            let (att, datt) = (a.att.all(), bg.datt.all_mut());
+            self.side_backward(l, Proj::O, dresid, d, att, datt, &mut g, side);
+        } else {
+            let dw_o = Gemm::tn(d, cx.att, n).accumulate(true);
+            dev.gemm(&dw_o, dresid, a.att.all(), g.at(off.o..)); // dW_o (d, att)
+        }
         let (datt, qkv, att, lse) = (bg.datt.all(), a.qkv.all(), a.att.all(), a.lse.all());
         dev.attention_backward(bg.dqkv.all_mut(), datt, qkv, att, lse, cx.attn, cx.starts);
         if let (Some(m), Some(mla)) = (self.cfg.mla(), &off.mla) {
@@ -201,11 +224,13 @@ impl<D: Device> Llama<D> {
             self.mla_qkv_backward(m, mla, off.qkv, a, dqkv, dxn, g.rb(), mg, n, cx.seq_len);
         } else {
             dev.rope_backward(bg.dqkv.all_mut(), cx.rope, &self.rope);
-            if let Some(b) = off.qkv_bias {
-                dev.bias_backward(g.at(b..b + cx.qkv), bg.dqkv.all());
+            if !frozen {
+                if let Some(b) = off.qkv_bias {
+                    dev.bias_backward(g.at(b..b + cx.qkv), bg.dqkv.all());
+                }
+                let dw_qkv = Gemm::tn(cx.qkv, d, n).accumulate(true);
+                dev.gemm(&dw_qkv, bg.dqkv.all(), a.xn1.all(), g.at(off.qkv..)); // (qkv, d)
             }
-            let dw_qkv = Gemm::tn(cx.qkv, d, n).accumulate(true);
-            dev.gemm(&dw_qkv, bg.dqkv.all(), a.xn1.all(), g.at(off.qkv..)); // (qkv, d)
             let w_qkv = p.at(off.qkv..);
             dev.gemm(
                 &Gemm::nn(n, d, cx.qkv),
@@ -213,11 +238,14 @@ impl<D: Device> Llama<D> {
                 w_qkv,
                 bg.dxn.all_mut(),
             ); // dxn1 (N, d)
+            let (dqkv, xn1, dxn) = (bg.dqkv.all(), a.xn1.all(), bg.dxn.all_mut());
+            self.side_backward(l, Proj::Qkv, dqkv, cx.qkv, xn1, dxn, &mut g, side);
         }
-        let (w1, g1) = (
-            p.at(off.attn_norm..off.attn_norm + d),
-            g.at(off.attn_norm..off.attn_norm + d),
-        );
+        let w1 = p.at(off.attn_norm..off.attn_norm + d);
+        let g1 = match frozen {
+            true => bg.dnorm.all_mut(),
+            false => g.at(off.attn_norm..off.attn_norm + d),
+        };
         let (dxn, rstd1) = (bg.dxn.all(), a.rstd1.all());
         dev.rmsnorm_backward(bg.dresid.all_mut(), g1, dxn, x_in, w1, rstd1, d);
     }

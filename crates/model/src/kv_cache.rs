@@ -3,6 +3,7 @@
 //! Sequences of different lengths run together: their new tokens are stacked into one matrix,
 //! so every projection is one GEMM for the whole batch, and only attention is per sequence.
 
+use crate::adapters::Proj;
 use crate::language_model::{token_score, LanguageModel, TokenScore};
 
 use crate::workspace::MoeActs;
@@ -313,7 +314,7 @@ impl Llama {
         );
         match (c.mla(), &off.mla) {
             (Some(m), Some(mla)) => self.mla_attention(m, mla, off.qkv, slot, batch, rows, s),
-            _ => self.gqa_attention(off, slot, batch, rows, s),
+            _ => self.gqa_attention(l, off, slot, batch, rows, s),
         }
         let Scratch {
             xn,
@@ -326,6 +327,7 @@ impl Llama {
             ..
         } = s;
         linear(n, d, att_w, &*att, &p[off.o..], o);
+        self.side_infer(l, Proj::O, &att[..n * att_w], o, d);
         add_inplace(x, &*o);
         rmsnorm_forward(xn, rstd, &*x, &p[off.mlp_norm..][..d], d, eps);
         // The dense SwiGLU (a MoE layer's shared experts), then the routed experts.
@@ -334,8 +336,10 @@ impl Llama {
             gu.resize(n * 2 * hid, 0.0);
             h.resize(n * hid, 0.0);
             linear(n, 2 * hid, d, &*xn, &p[off.gate_up..], gu);
+            self.side_infer(l, Proj::GateUp, xn, gu, 2 * hid);
             swiglu_forward(h, &*gu, hid);
             linear(n, d, hid, &*h, &p[off.down..], o);
+            self.side_infer(l, Proj::Down, h, o, d);
         } else {
             o.fill(0.0);
         }
@@ -345,10 +349,11 @@ impl Llama {
         add_inplace(x, &*o);
     }
 
-    /// Grouped-query attention of the stacked new rows (normed in `s.xn`) into `s.att`,
-    /// appending their keys and values to each cache's layer `slot`.
+    /// Grouped-query attention of block `l`'s stacked new rows (normed in `s.xn`) into
+    /// `s.att`, appending their keys and values to each cache's layer `slot`.
     fn gqa_attention(
         &self,
+        l: usize,
         off: &LayerOffsets,
         slot: usize,
         batch: &mut [(&mut KvCache, &[u32])],
@@ -372,6 +377,7 @@ impl Llama {
         if let Some(b) = off.qkv_bias {
             tensor::ops::rows::add_bias(&mut qkv[..n * qkv_w], &p[b..b + qkv_w]);
         }
+        self.side_infer(l, Proj::Qkv, &xn[..n * d], &mut qkv[..n * qkv_w], qkv_w);
         // RoPE at each sequence's own positions, then append k and v to its cache.
         let mut row = 0;
         for (cache, new) in batch.iter_mut() {

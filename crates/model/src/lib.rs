@@ -2,7 +2,8 @@
 //!
 //! Owns: the model's shape and presets (`config`), all parameters in one flat buffer with HF
 //! names (`params`), activation buffers (`workspace`), the explicit forward and backward
-//! passes of the model (`llama`), of one block (`block`), of the routed experts of a
+//! passes of the model (`llama`), of one block (`block`), of LoRA adapters beside its frozen
+//! projections (`lora`), of the routed experts of a
 //! mixture-of-experts MLP (`moe`), of latent attention's projections (`mla`) and of the
 //! multi-token prediction modules (`mtp`); the forward through a KV cache (`kv_cache`, and
 //! `kv_mla` for latent attention in its absorbed form) behind the engine's
@@ -17,6 +18,7 @@
 //! Uses: `tensor` (kernels and the device seam), `base` (errors, config parsing). Exposes: the modules above that
 //! callers name (`config`, `arch`, `language_model`) and the model's types at the root.
 
+mod adapters;
 pub mod arch;
 mod block;
 pub mod config;
@@ -24,6 +26,7 @@ mod kv_cache;
 mod kv_mla;
 pub mod language_model;
 mod llama;
+pub mod lora;
 mod mla;
 mod moe;
 mod mtp;

@@ -2,6 +2,7 @@
 //! order (norm → attention → MLP → block → model), as llm.c does: no autodiff graph, every
 //! activation in a preallocated buffer, every gradient of a weight accumulated by one GEMM.
 
+use crate::adapters::{Lora, LoraPass};
 use crate::config::{ModelConfig, RopeScalingConfig};
 use crate::{Params, Workspace};
 use tensor::device::HeadGrads;
@@ -15,6 +16,8 @@ pub struct Llama<D: Device = Cpu> {
     pub params: Params<D>,
     pub(crate) rope: D::Rope,
     pub(crate) dev: D,
+    /// LoRA adapters beside the frozen weights (`attach_lora`).
+    pub(crate) lora: Option<Lora<D>>,
 }
 
 impl Llama {
@@ -52,6 +55,7 @@ impl<D: Device> Llama<D> {
             params,
             rope,
             dev,
+            lora: None,
         }
     }
 
@@ -65,11 +69,11 @@ impl<D: Device> Llama<D> {
     }
 
     /// Embedding, all layers and the final norm, leaving activations in `ws` and the normalised
-    /// final hidden states in `ws.xf`.
+    /// final hidden states in `ws.xf`. A pass that `train`s draws LoRA's dropout masks.
     ///
     /// # Shapes
     /// tokens: (B·T) row-major, ids < vocab_size (checked where data enters frugal).
-    fn forward_trunk(&self, tokens: &[u32], ws: &mut Workspace<D>) {
+    fn forward_trunk(&self, tokens: &[u32], ws: &mut Workspace<D>, train: bool) {
         assert!(
             tokens.len() == ws.tokens() && ws.seq_len <= self.cfg.context_len,
             "forward: tokens do not fit the workspace"
@@ -78,13 +82,21 @@ impl<D: Device> Llama<D> {
         let (dev, p, pr) = (&self.dev, &self.params.data, &self.params);
         let eps = self.cfg.norm_eps;
         dev.embedding_forward(ws.resid.at_mut(..n * d), tokens, p.at(pr.embed..), d);
+        if let Some(lora) = &self.lora {
+            if !ws.lora.as_ref().is_some_and(|acts| lora.fit(acts, n)) {
+                ws.lora = Some(lora.acts(dev, n));
+            }
+            let key = train.then(|| lora.next_key()).flatten();
+            ws.lora.as_mut().expect("sized above").key = key;
+        }
         let cx = self.block_ctx(ws.batch, ws.seq_len, ws.doc_starts.as_deref());
         let mut balance = 0f64;
         for (l, (off, a)) in pr.layers.iter().zip(ws.layers.iter_mut()).enumerate() {
             let (before, after) = ws.resid.at_mut(..).split_at((l + 1) * n * d);
             let (x_in, x_out) = (before.view().at(l * n * d..), after.into_at(..n * d));
             let load = &mut ws.expert_load[l];
-            balance += self.block_forward(l, off, x_in, x_out, a, cx, load);
+            let mut side = ws.lora.as_mut().map(|acts| LoraPass::layer(acts, l));
+            balance += self.block_forward(l, off, x_in, x_out, a, cx, load, &mut side);
         }
         ws.balance_loss = balance;
         let last = ws.resid.at(self.cfg.n_layers * n * d..);
@@ -94,7 +106,7 @@ impl<D: Device> Llama<D> {
 
     /// Summed cross-entropy over targets that are not `IGNORE`, and their count.
     pub fn loss(&self, tokens: &[u32], targets: &[u32], ws: &mut Workspace<D>) -> (f64, usize) {
-        self.forward_trunk(tokens, ws);
+        self.forward_trunk(tokens, ws, false);
         let head = self.params.data.at(self.params.lm_head..);
         let scratch = &mut ws.logits_scratch;
         self.dev
@@ -103,7 +115,7 @@ impl<D: Device> Llama<D> {
 
     /// Logits of every position: (B·T, vocab), on the host.
     pub fn logits(&self, tokens: &[u32], ws: &mut Workspace<D>) -> Vec<f32> {
-        self.forward_trunk(tokens, ws);
+        self.forward_trunk(tokens, ws, false);
         let (n, d, v) = (ws.tokens(), self.cfg.d_model, self.cfg.vocab_size);
         let mut out = self.dev.zeros(n * v);
         let head = self.params.data.at(self.params.lm_head..);
@@ -114,7 +126,8 @@ impl<D: Device> Llama<D> {
         logits
     }
 
-    /// Forward and backward: accumulates into `grads` (laid out like `params.data`) the gradient
+    /// Forward and backward: accumulates into `grads` (laid out like `params.data`, or like the
+    /// adapters with LoRA: see `trainable_len`) the gradient
     /// of `grad_scale` · Σ losses, and returns (Σ losses, count). For a mean loss over one batch
     /// pass grad_scale = 1 / count; over accumulated micro-batches, 1 / (total count).
     pub fn forward_backward<'g>(
@@ -131,7 +144,7 @@ impl<D: Device> Llama<D> {
         }
         // With multi-token prediction modules: their loss trains the trunk too (its gradient
         // joins the main one at the last layer's output), and `ws.mtp_loss()` reports it.
-        self.forward_trunk(tokens, ws);
+        self.forward_trunk(tokens, ws, true);
         let aux_weight = grad_scale * ws.seq_len as f32;
         self.mtp_forward_backward(tokens, targets, grads.rb(), grad_scale, aux_weight, ws);
         self.backward_weighted_at(tokens, targets, None, 1.0, grads, grad_scale, ws)
@@ -157,7 +170,7 @@ impl<D: Device> Llama<D> {
         temperature: f32,
         ws: &mut Workspace<D>,
     ) -> Vec<f64> {
-        self.forward_trunk(tokens, ws);
+        self.forward_trunk(tokens, ws, false);
         let mut out = vec![0f64; targets.len()];
         let w = self.params.data.at(self.params.lm_head..);
         let head = self.head_shape().at_temperature(temperature);
@@ -180,7 +193,7 @@ impl<D: Device> Llama<D> {
         grad_scale: f32,
         ws: &mut Workspace<D>,
     ) -> (f64, usize) {
-        self.forward_trunk(tokens, ws);
+        self.forward_trunk(tokens, ws, true);
         self.backward_weighted_at(tokens, targets, weights, 1.0, grads, grad_scale, ws)
     }
 
@@ -202,11 +215,17 @@ impl<D: Device> Llama<D> {
         let grads = grads.into();
         assert_eq!(
             grads.len(),
-            self.params.len(),
-            "forward_backward: gradient buffer does not match the parameters"
+            self.trainable_len(),
+            "forward_backward: gradient buffer does not match the trained parameters"
         );
-        let (g_rest, g_head) = grads.split_at(self.params.lm_head);
-        // Head + loss: dxf (N, d) into ws.g.dxn; dW_head accumulated.
+        let (g_rest, g_head) = match self.lora {
+            Some(_) => (grads, None),
+            None => {
+                let (rest, head) = grads.split_at(self.params.lm_head);
+                (rest, Some(head))
+            }
+        };
+        // Head + loss: dxf (N, d) into ws.g.dxn; dW_head accumulated (none when frozen).
         let head = HeadGrads {
             dx: ws.g.dxn.all_mut(),
             dw: g_head,
@@ -228,7 +247,7 @@ impl<D: Device> Llama<D> {
     /// The normalised final hidden states of every position, (B·T, d): what the LM head reads,
     /// and what a reward model's scalar head reads instead.
     pub fn hidden_states<'w>(&self, tokens: &[u32], ws: &'w mut Workspace<D>) -> Ref<'w, D> {
-        self.forward_trunk(tokens, ws);
+        self.forward_trunk(tokens, ws, false);
         ws.xf.all()
     }
 
@@ -244,18 +263,21 @@ impl<D: Device> Llama<D> {
     ) {
         let (dxf, grads) = (dxf.into(), grads.into());
         assert!(
-            grads.len() == self.params.len() && dxf.len() == ws.g.dxn.numel(),
+            grads.len() == self.trainable_len() && dxf.len() == ws.g.dxn.numel(),
             "backward_from_hidden: buffers do not match the model"
         );
         self.dev.copy(ws.g.dxn.all_mut(), dxf);
         let aux_weight = 1.0 / ws.batch as f32;
-        let g_rest = grads.into_at(..self.params.lm_head);
+        let g_rest = match self.lora {
+            Some(_) => grads,
+            None => grads.into_at(..self.params.lm_head),
+        };
         self.backward_trunk(tokens, g_rest, aux_weight, ws);
     }
 
     /// The backward pass below the head: `ws.g.dxn` holds dL/d(final hidden states); gradients
-    /// accumulate into `g_rest`, the parameters before the LM head. A MoE balance loss enters
-    /// with `aux_weight` per sequence.
+    /// accumulate into `g_rest`, the parameters before the LM head (with LoRA, the adapters).
+    /// A MoE balance loss enters with `aux_weight` per sequence.
     fn backward_trunk(
         &self,
         tokens: &[u32],
@@ -267,8 +289,12 @@ impl<D: Device> Llama<D> {
         let (dev, p, pr) = (&self.dev, &self.params.data, &self.params);
         let last = ws.resid.at(self.cfg.n_layers * n * d..);
         dev.fill(ws.g.dresid.all_mut(), 0.0);
-        let (fw, fg) = (p.at(pr.final_norm..), g_rest.at(pr.final_norm..));
-        let (fw, fg) = (fw.at(..d), fg.into_at(..d));
+        let frozen = self.lora.is_some();
+        let fw = p.at(pr.final_norm..pr.final_norm + d);
+        let fg = match frozen {
+            true => ws.g.dnorm.all_mut(),
+            false => g_rest.at(pr.final_norm..pr.final_norm + d),
+        };
         let (dxn, rstd) = (ws.g.dxn.all(), ws.rstd_f.all());
         dev.rmsnorm_backward(ws.g.dresid.all_mut(), fg, dxn, last, fw, rstd, d);
         if std::mem::take(&mut ws.mtp_pending) {
@@ -278,9 +304,13 @@ impl<D: Device> Llama<D> {
         let cx = self.block_ctx(ws.batch, ws.seq_len, ws.doc_starts.as_deref());
         for (l, (off, a)) in pr.layers.iter().zip(ws.layers.iter()).enumerate().rev() {
             let x_in = ws.resid.at(l * n * d..(l + 1) * n * d);
-            self.block_backward(l, off, x_in, a, g_rest.rb(), &mut ws.g, cx, aux_weight);
+            let mut side = ws.lora.as_mut().map(|acts| LoraPass::layer(acts, l));
+            let (g, bg) = (g_rest.rb(), &mut ws.g);
+            self.block_backward(l, off, x_in, a, g, bg, cx, aux_weight, &mut side);
         }
-        let g_embed = g_rest.into_at(pr.embed..);
-        dev.embedding_backward(g_embed, ws.g.dresid.all(), tokens, d);
+        if !frozen {
+            let g_embed = g_rest.into_at(pr.embed..);
+            dev.embedding_backward(g_embed, ws.g.dresid.all(), tokens, d);
+        }
     }
 }

@@ -87,8 +87,16 @@ impl<D: Device> Llama<D> {
         dev.gemm(&eh, mt.cat.all(), p.at(off.eh_proj..), mt.x0.all_mut());
         let load = &mut ws.expert_load[nl + k - 1];
         let (x0, out) = (mt.x0.all(), mt.out.all_mut());
-        ws.balance_loss +=
-            self.block_forward(nl + k - 1, &off.block, x0, out, &mut mt.block, cx, load);
+        ws.balance_loss += self.block_forward(
+            nl + k - 1,
+            &off.block,
+            x0,
+            out,
+            &mut mt.block,
+            cx,
+            load,
+            &mut None,
+        );
         let norm = p.at(off.norm..off.norm + d);
         let (xf, rstd_f) = (mt.xf.all_mut(), mt.rstd_f.all_mut());
         dev.rmsnorm_forward(xf, rstd_f, mt.out.all(), norm, d, eps);
@@ -106,7 +114,7 @@ impl<D: Device> Llama<D> {
         let mt = &ws.mtp[k - 1];
         let grads = HeadGrads {
             dx: ws.g.dxn.all_mut(),
-            dw: g_head,
+            dw: Some(g_head),
             scale,
             weights: None,
         };
@@ -149,6 +157,7 @@ impl<D: Device> Llama<D> {
             &mut ws.g,
             cx,
             aux_weight,
+            &mut None,
         );
         // ws.g.dresid: dL/dx0. Through eh_proj to [d enorm | d hnorm].
         // dW_eh (d, 2d), then dcat (N, 2d) over cat: its forward values are spent.

@@ -2,7 +2,7 @@
 //! every step, so a training step allocates nothing.
 
 use crate::config::ModelConfig;
-use tensor::{Cpu, Device};
+use tensor::{Cpu, Device, Memory};
 
 /// What one layer's forward pass keeps for its backward pass. N = batch · seq_len rows.
 pub(crate) struct LayerActs<D: Device> {
@@ -170,6 +170,39 @@ pub(crate) struct BlockGrads<D: Device> {
     pub dh: D::Mem,
     pub moe: MoeGrads<D>,
     pub mla: MlaGrads<D>,
+    /// Where a frozen norm's weight gradient goes (d), computed with its input's and unread.
+    pub dnorm: D::Mem,
+}
+
+/// LoRA's side path over a batch (`model::lora`): T = s·A·drop(x) of each adapter of each
+/// layer (N, r), kept for the backward, and scratch for a dropped input or its gradient.
+pub(crate) struct LoraActs<D: Device> {
+    pub t: Vec<Vec<D::Mem>>,
+    pub u: D::Mem,
+    pub dt: D::Mem,
+    /// The masks' key of the forward these activations are from; None: no dropout.
+    pub key: Option<u64>,
+}
+
+impl<D: Device> LoraActs<D> {
+    /// Buffers for `per_layer[l]` adapters in layer l, of rank r, the widest input `widest`
+    /// wide, over n rows.
+    pub fn new(dev: &D, per_layer: &[usize], r: usize, widest: usize, n: usize) -> Self {
+        let t = per_layer
+            .iter()
+            .map(|&k| (0..k).map(|_| dev.zeros(n * r)).collect());
+        LoraActs {
+            t: t.collect(),
+            u: dev.zeros(n * widest),
+            dt: dev.zeros(n * r),
+            key: None,
+        }
+    }
+
+    /// Whether these were sized for `per_layer` adapters of rank r over n rows.
+    pub fn fits(&self, per_layer: &[usize], r: usize, n: usize) -> bool {
+        self.t.iter().map(Vec::len).eq(per_layer.iter().copied()) && self.dt.numel() == n * r
+    }
 }
 
 /// One multi-token prediction module's forward state.
@@ -224,6 +257,8 @@ pub struct Workspace<D: Device = Cpu> {
     pub(crate) expert_load: Vec<Vec<u64>>,
     /// The sequence-wise balance loss of the last forward pass, summed over its sequences.
     pub(crate) balance_loss: f64,
+    /// LoRA's side path, sized at the first pass of a model with adapters.
+    pub(crate) lora: Option<LoraActs<D>>,
 }
 
 impl Workspace {
@@ -289,6 +324,7 @@ impl<D: Device> Workspace<D> {
                 dh: z(n * max_hid),
                 moe,
                 mla: MlaGrads::new(dev, cfg, n),
+                dnorm: z(d),
             },
             logits_scratch: dev.zeros(0),
             mtp,
@@ -298,6 +334,7 @@ impl<D: Device> Workspace<D> {
             mtp_objective: 0.0,
             expert_load,
             balance_loss: 0.0,
+            lora: None,
         }
     }
 

@@ -120,6 +120,10 @@ impl Device for Traced {
         self.hit("fill");
         Cpu.fill(m(x), v)
     }
+    fn dropout(&self, x: Mut<Self>, p: f32, key: u64) {
+        self.hit("dropout");
+        Cpu.dropout(m(x), p, key)
+    }
     fn copy(&self, dst: Mut<Self>, src: Ref<Self>) {
         self.hit("copy");
         Cpu.copy(m(dst), r(src))
@@ -212,7 +216,7 @@ impl Device for Traced {
         self.hit("lm_head_loss");
         let grads = grads.map(|g| HeadGrads {
             dx: m(g.dx),
-            dw: m(g.dw),
+            dw: g.dw.map(m),
             scale: g.scale,
             weights: g.weights,
         });

@@ -392,8 +392,9 @@ impl<'a> Sft<'a> {
         let (b, seq) = (t.batch_size, t.seq_len);
         let micro = (t.batch_tokens / (b * seq)).max(1);
         // Packed rows are charged whole: padding costs the same FLOPs as text. The count is
-        // pretraining's, multi-token prediction modules included.
-        let per_token = model::arch::flops_per_token(&tr.model.cfg, seq);
+        // pretraining's, multi-token prediction modules included (less the frozen weights'
+        // gradients with LoRA).
+        let per_token = tr.model.train_flops_per_token(seq);
         Sft {
             train: &mix.train,
             val: &mix.val,

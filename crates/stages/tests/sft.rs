@@ -37,9 +37,10 @@ fn the_sft_ledger_counts_the_multi_token_prediction_modules() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// LoRA on the SFT stage: the base stays frozen, the checkpoints hold only the adapters (a PEFT
-/// adapter directory naming the base), the loss falls, a killed run resumes to the same
-/// adapters, and the stage loads everywhere as base + merged adapters.
+/// LoRA on the SFT stage, with dropout: the base stays frozen, the checkpoints hold only the
+/// adapters (a PEFT adapter directory naming the base), the loss falls, a killed run resumes to
+/// the same adapters (the same dropout masks), and the stage loads everywhere as base + merged
+/// adapters.
 #[test]
 fn lora_tunes_adapters_on_a_frozen_base_and_resumes_to_the_same_weights() {
     use train::checkpoint::{list, load_stage};
@@ -48,6 +49,7 @@ fn lora_tunes_adapters_on_a_frozen_base_and_resumes_to_the_same_weights() {
     let lora = [
         "lora.rank=4".to_string(),
         "lora.alpha=8.0".into(),
+        "lora.dropout=0.1".into(),
         "train.lr=1e-2".into(),
     ];
     let cfg = sft_config(&dir, &lora);
@@ -71,6 +73,7 @@ fn lora_tunes_adapters_on_a_frozen_base_and_resumes_to_the_same_weights() {
             .unwrap();
     assert_eq!(peft["peft_type"], "LORA");
     assert_eq!(peft["r"], 4);
+    assert!((peft["lora_dropout"].as_f64().unwrap() - 0.1).abs() < 1e-6);
     let adapter_bytes = std::fs::metadata(last.join("adapter_model.safetensors"))
         .unwrap()
         .len();

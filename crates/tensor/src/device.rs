@@ -30,7 +30,7 @@ use crate::ops::cross_entropy::Head;
 use crate::ops::experts::{experts_backward, experts_forward, Experts};
 use crate::ops::rope::{RopeLayout, RopeScaling, RopeTable};
 use crate::ops::rows::KvExpand;
-use crate::ops::{cross_entropy, embedding, moe, rmsnorm, rope, rows, swiglu};
+use crate::ops::{cross_entropy, dropout, embedding, moe, rmsnorm, rope, rows, swiglu};
 use std::marker::PhantomData;
 use std::ops::{Bound, Range, RangeBounds};
 
@@ -83,6 +83,8 @@ pub trait Device: Clone + Send + Sync + 'static {
     fn scale(&self, x: Mut<Self>, k: f32);
     /// x = v everywhere.
     fn fill(&self, x: Mut<Self>, v: f32);
+    /// x ⊙ mask / (1 − p) in place, the mask a hash of `key`: `ops::dropout`.
+    fn dropout(&self, x: Mut<Self>, p: f32, key: u64);
     /// dst = src (same length).
     fn copy(&self, dst: Mut<Self>, src: Ref<Self>);
     fn embedding_forward(&self, out: Mut<Self>, tokens: &[u32], table: Ref<Self>, d: usize);
@@ -236,8 +238,8 @@ pub trait Device: Clone + Send + Sync + 'static {
 pub struct HeadGrads<'a, D: Device> {
     /// dL/dx, (n, d), overwritten.
     pub dx: Mut<'a, D>,
-    /// dL/dW, (vocab, d), accumulated.
-    pub dw: Mut<'a, D>,
+    /// dL/dW, (vocab, d), accumulated; None when the head is frozen.
+    pub dw: Option<Mut<'a, D>>,
     pub scale: f32,
     /// Per-row multipliers on the host, (n).
     pub weights: Option<&'a [f32]>,
@@ -545,6 +547,9 @@ impl Device for Cpu {
     fn fill(&self, x: Mut<Self>, v: f32) {
         x.slice().fill(v);
     }
+    fn dropout(&self, x: Mut<Self>, p: f32, key: u64) {
+        dropout::dropout(x.slice(), p, key);
+    }
     fn copy(&self, dst: Mut<Self>, src: Ref<Self>) {
         dst.slice().copy_from_slice(src.slice());
     }
@@ -633,7 +638,7 @@ impl Device for Cpu {
     ) -> (f64, usize) {
         let grads = grads.map(|g| cross_entropy::LossGrads {
             dx: g.dx.slice(),
-            dw: g.dw.slice(),
+            dw: g.dw.map(|w| w.slice()),
             scale: g.scale,
             weights: g.weights,
         });

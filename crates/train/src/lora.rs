@@ -2,12 +2,11 @@
 //! and B (out × r) the only trained tensors; A starts as PEFT starts it, U(±1/√in), and B at
 //! zero, so training starts from the base model exactly.
 //!
-//! The adapters are merged into the model's weights before each gradient pass, so every
-//! objective, kernel and device computes as it does for full fine-tuning; the pass's gradient
-//! of each adapted weight, dW, is then projected onto the adapters: dA = (α/r)·Bᵀ·dW and
-//! dB = (α/r)·dW·Aᵀ. That is exact without dropout on the adapter's input, which the merged
-//! form cannot express (so `dropout` must be 0); it keeps the full gradient buffer, and saves
-//! the optimizer's moments of every frozen weight and the checkpoints' copies of them.
+//! Training runs the adapters as a side path beside the frozen weights (`model::lora`): the
+//! model's passes add s·B·A·drop(x) to each adapted projection and return the adapters'
+//! gradients alone, so neither the frozen weights' gradients nor their optimizer moments
+//! exist, and dropout on the adapter's input is exact. This module owns the adapters' host
+//! copy, their AdamW state, their PEFT files and the merge for inference.
 //!
 //! Checkpoints of a LoRA stage hold only the adapters, as a PEFT adapter directory
 //! (`adapter_config.json`, `adapter_model.safetensors`), their moments and the training state;
@@ -15,6 +14,7 @@
 //! merges them), so evaluation, chat, serving and export read a LoRA stage like any other.
 
 use base::{Error, Result};
+use model::lora::{Adapter, Lora};
 use model::{Llama, Params};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -42,7 +42,7 @@ pub struct LoraConfig {
     pub rank: usize,
     /// α: the update is scaled by α / r.
     pub alpha: f32,
-    /// Dropout on the adapter's input; must be 0 (see the module's comment).
+    /// Dropout on the adapter's input (PEFT's lora_dropout), in [0, 1).
     pub dropout: f32,
     /// Which projections get adapters (of `MODULES`) [target_modules].
     pub target_modules: Vec<String>,
@@ -70,11 +70,8 @@ impl LoraConfig {
         if self.alpha.is_nan() || self.alpha <= 0.0 {
             return Err(("lora.alpha", "must be positive".into()));
         }
-        if self.dropout != 0.0 {
-            return Err((
-                "lora.dropout",
-                "must be 0: frugal merges the adapters into the weights for each pass, which dropout on their input cannot be".into(),
-            ));
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(("lora.dropout", "must be in [0, 1)".into()));
         }
         if self.target_modules.is_empty() {
             return Err(("lora.target_modules", "names no module".into()));
@@ -108,8 +105,6 @@ struct Target {
     cols: usize,
     /// Where its A (rank × cols) and then B (rows × rank) sit in `Adapters::data`.
     at: usize,
-    /// Where its frozen W₀ sits in `Adapters::base`.
-    base_at: usize,
 }
 
 impl Target {
@@ -126,17 +121,17 @@ impl Target {
     }
 }
 
-/// The adapters of one model, their optimizer state and the frozen weights they adapt.
+/// The adapters of one model and their optimizer state.
 pub struct Adapters {
     pub cfg: LoraConfig,
     targets: Vec<Target>,
+    /// Each decoder layer's adapters, as the model's side path places them.
+    layers: Vec<Vec<Adapter>>,
     /// Every target's A then B.
     pub data: Vec<f32>,
-    pub grads: Vec<f32>,
     pub m: Vec<f32>,
     pub v: Vec<f32>,
     pub step: u64,
-    base: Vec<f32>,
     /// The checkpoint the frozen weights came from (recorded in every adapter checkpoint).
     pub base_checkpoint: PathBuf,
 }
@@ -149,56 +144,93 @@ impl Adapters {
             .map_err(|(f, m)| Error::config(f, m, "fix the [lora] table"))?;
         let p = &model.params;
         let r = cfg.rank;
-        let (mut targets, mut at, mut base_at) = (Vec::new(), 0, 0);
+        let (mut targets, mut layers, mut at) = (Vec::new(), Vec::new(), 0);
         for l in 0..model.cfg.n_layers {
+            let mut layer = Vec::new();
             for m in &cfg.target_modules {
                 let group = match m.as_str() {
                     "gate_proj" | "up_proj" | "down_proj" => "mlp",
                     _ => "self_attn",
                 };
                 let name = format!("model.layers.{l}.{group}.{m}.weight");
+                let site = Adapter::of(&model.cfg, l, m, at).map_err(|why| {
+                    Error::config(
+                        "lora.target_modules",
+                        why,
+                        "target the projections the model has",
+                    )
+                })?;
                 let spec = p.spec(&name).ok_or_else(|| {
                     Error::config(
                         "lora.target_modules",
-                        format!("{m:?}: the model has no {name} (a mixture-of-experts or latent-attention layer?)"),
+                        format!("{m:?}: the model has no {name}"),
                         "target the projections the model has",
                     )
                 })?;
                 let (rows, cols) = (spec.shape[0], spec.shape[1]);
+                assert_eq!(
+                    (site.rows, site.cols),
+                    (rows, cols),
+                    "{name}: adapter shape"
+                );
                 let t = Target {
                     name,
                     offset: spec.offset,
                     rows,
                     cols,
                     at,
-                    base_at,
                 };
                 at += t.len(r);
-                base_at += rows * cols;
                 targets.push(t);
+                layer.push(site);
             }
+            layers.push(layer);
+        }
+        if !p.mtp.is_empty() {
+            return Err(Error::config(
+                "lora",
+                "the model has multi-token prediction modules; LoRA tunes models without them",
+                "remove the [lora] table, or tune a model without model.mtp",
+            ));
         }
         let mut data = vec![0f32; at];
         let mut rng = Rng::new(cfg.seed);
-        let mut base = Vec::with_capacity(base_at);
         for t in &targets {
             let bound = 1.0 / (t.cols as f32).sqrt();
             for a in &mut data[t.at..t.at + t.a_len(r)] {
                 *a = (2.0 * rng.uniform() as f32 - 1.0) * bound;
             }
-            base.extend_from_slice(&p.data[t.offset..t.offset + t.rows * t.cols]);
         }
         Ok(Adapters {
             cfg: cfg.clone(),
-            grads: vec![0.0; at],
             m: vec![0.0; at],
             v: vec![0.0; at],
             step: 0,
             targets,
+            layers,
             data,
-            base,
             base_checkpoint: base_checkpoint.to_path_buf(),
         })
+    }
+
+    /// Attaches these adapters to `model` (their base): its passes run them as a side path and
+    /// train them alone.
+    pub fn attach(&self, model: &mut Llama) {
+        let c = &self.cfg;
+        let lora = Lora::new(
+            c.rank,
+            c.scale(),
+            c.dropout,
+            self.layers.clone(),
+            self.data.clone(),
+        );
+        model.attach_lora(lora);
+    }
+
+    /// Copies these adapters' weights into the ones attached to `model`.
+    pub fn install(&self, model: &mut Llama) {
+        let lora = model.lora_mut().expect("install: no adapters attached");
+        lora.weights.copy_from_slice(&self.data);
     }
 
     /// Parameters trained.
@@ -210,42 +242,28 @@ impl Adapters {
         self.data.is_empty()
     }
 
-    /// W = W₀ + (α/r)·B·A for every target, into the model's parameters.
+    /// W₀ += (α/r)·B·A for every target: the frozen weights `params` (these adapters' base)
+    /// become the tuned model's, for inference and export.
     pub fn merge_into(&self, params: &mut Params) {
         let (r, s) = (self.cfg.rank, self.cfg.scale());
         for t in &self.targets {
             let (a, b) = self.data[t.at..t.at + t.len(r)].split_at(t.a_len(r));
             let sb: Vec<f32> = b.iter().map(|x| s * x).collect();
             let w = &mut params.data[t.offset..t.offset + t.rows * t.cols];
-            w.copy_from_slice(&self.base[t.base_at..t.base_at + t.rows * t.cols]);
             sgemm(&Gemm::nn(t.rows, t.cols, r).accumulate(true), &sb, a, w);
         }
     }
 
-    /// The adapters' gradients from the model's (laid out like its parameters): dA = s·Bᵀ·dW,
-    /// dB = s·dW·Aᵀ. Returns their Σ g².
-    pub fn project(&mut self, model_grads: &[f32]) -> f64 {
-        let (r, s) = (self.cfg.rank, self.cfg.scale());
-        for t in &self.targets {
-            let dw = &model_grads[t.offset..t.offset + t.rows * t.cols];
-            let (a, b) = self.data[t.at..t.at + t.len(r)].split_at(t.a_len(r));
-            let (da, db) = self.grads[t.at..t.at + t.len(r)].split_at_mut(t.a_len(r));
-            sgemm(&Gemm::tn(r, t.cols, t.rows), b, dw, da);
-            sgemm(&Gemm::nt(t.rows, r, t.cols), dw, a, db);
-        }
-        self.grads.iter_mut().for_each(|g| *g *= s);
-        self.grads.iter().map(|&g| (g as f64) * (g as f64)).sum()
-    }
-
-    /// AdamW on the adapters with `clip` applied to their gradients.
-    pub fn update(&mut self, hyper: &AdamWHyper, clip: f32) {
+    /// AdamW on the adapters from their gradients `grads` (a LoRA pass's buffer), scaled by
+    /// `clip` first.
+    pub fn update(&mut self, grads: &mut [f32], hyper: &AdamWHyper, clip: f32) {
         if clip < 1.0 {
-            self.grads.iter_mut().for_each(|g| *g *= clip);
+            grads.iter_mut().for_each(|g| *g *= clip);
         }
         self.step += 1;
         adamw_update(
             &mut self.data,
-            &self.grads,
+            grads,
             &mut self.m,
             &mut self.v,
             hyper,
@@ -388,7 +406,7 @@ fn peft_config(dir: &Path) -> Result<Option<(LoraConfig, Option<String>)>> {
         alpha: doc["lora_alpha"]
             .as_f64()
             .ok_or_else(|| bad("has no lora_alpha".into()))? as f32,
-        dropout: 0.0,
+        dropout: doc["lora_dropout"].as_f64().unwrap_or(0.0) as f32,
         target_modules: serde_json::from_value(doc["target_modules"].clone())
             .map_err(|e| bad(format!("target_modules: {e}")))?,
         seed: doc["frugal_seed"].as_u64().unwrap_or(0),

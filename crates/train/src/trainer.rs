@@ -251,7 +251,7 @@ impl<'a> Trainer<'a> {
         });
         let unsplittable = crate::optim::unsplittable(t, &model.params);
         let replica = Replica::new(comm, &setup.dist, model.params.len(), &unsplittable);
-        let mut lora = open_adapters(&setup, &model, &mut log)?;
+        let mut lora = open_adapters(&setup, &mut model, &mut log)?;
         // With adapters the model's weights are frozen: its optimizer holds no state.
         let shard = match lora {
             Some(_) => 0..0,
@@ -296,7 +296,7 @@ impl<'a> Trainer<'a> {
             false => None,
         };
         Ok(Trainer {
-            grads: vec![0f32; model.params.len()],
+            grads: vec![0f32; model.trainable_len()],
             lora,
             clock: LoopClock::start(&state),
             model,
@@ -371,6 +371,11 @@ impl<'a> Trainer<'a> {
         let mut norm = 0.0;
         for round in 0..obj.updates_per_step() {
             self.grads.fill(0.0);
+            if let Some(lora) = self.model.lora_mut() {
+                // The step's dropout masks follow from the seed and the step, as on resume.
+                let key = (t.seed << 32) ^ ((at_step as u64) << 8) ^ round as u64;
+                lora.reseed(tensor::ops::dropout::subkey(key, 0x10AA));
+            }
             let s = obj.gradient(
                 &self.model,
                 &mut self.grads,
@@ -406,7 +411,8 @@ impl<'a> Trainer<'a> {
     fn clip_and_update(&mut self, obj: &mut impl Objective, s: &Step, lr: f32) -> Result<f64> {
         let t = self.setup.train;
         if let Some(ad) = self.lora.as_mut() {
-            let norm = (ad.project(&self.grads) + s.outside_sum_sq).sqrt();
+            let sum_sq: f64 = self.grads.iter().map(|&g| g as f64 * g as f64).sum();
+            let norm = (sum_sq + s.outside_sum_sq).sqrt();
             let clip = clip_factor(t, norm);
             let hyper = AdamWHyper {
                 lr: t.lr * lr,
@@ -415,8 +421,8 @@ impl<'a> Trainer<'a> {
                 eps: t.eps,
                 weight_decay: t.weight_decay,
             };
-            ad.update(&hyper, clip);
-            ad.merge_into(&mut self.model.params);
+            ad.update(&mut self.grads, &hyper, clip);
+            ad.install(&mut self.model);
             let update = Update {
                 step: self.state.step,
                 lr_scale: lr,
@@ -695,8 +701,9 @@ fn clip_factor(t: &TrainConfig, norm: f64) -> f32 {
     }
 }
 
-/// The adapters `setup.lora` asks for, on one process, announced in the log.
-fn open_adapters(setup: &Setup, model: &Llama, log: &mut Box<Log>) -> Result<Option<Adapters>> {
+/// The adapters `setup.lora` asks for, on one process, attached to `model` and announced in
+/// the log.
+fn open_adapters(setup: &Setup, model: &mut Llama, log: &mut Box<Log>) -> Result<Option<Adapters>> {
     let Some((cfg, base)) = setup.lora else {
         return Ok(None);
     };
@@ -708,11 +715,13 @@ fn open_adapters(setup: &Setup, model: &Llama, log: &mut Box<Log>) -> Result<Opt
         ));
     }
     let ad = Adapters::new(cfg, model, base)?;
+    ad.attach(model);
     let total = model.params.len();
     log(&format!(
-        "LoRA: rank {}, alpha {}, on {}: {} trained parameters ({:.2}% of {total}); the base {} is frozen",
+        "LoRA: rank {}, alpha {}, dropout {}, on {}: {} trained parameters ({:.2}% of {total}); the base {} is frozen",
         cfg.rank,
         cfg.alpha,
+        cfg.dropout,
         cfg.target_modules.join(", "),
         ad.len(),
         100.0 * ad.len() as f64 / total as f64,
@@ -721,7 +730,7 @@ fn open_adapters(setup: &Setup, model: &Llama, log: &mut Box<Log>) -> Result<Opt
     Ok(Some(ad))
 }
 
-/// The newest adapter checkpoint of `dir` into `ad` and, merged, into `model`.
+/// The newest adapter checkpoint of `dir` into `ad` and the adapters attached to `model`.
 fn restore_adapters(
     dir: &Path,
     ad: &mut Adapters,
@@ -731,7 +740,7 @@ fn restore_adapters(
         return Ok(None);
     };
     let state = crate::checkpoint::load_adapters(&newest, ad)?;
-    ad.merge_into(&mut model.params);
+    ad.install(model);
     Ok(Some((newest, state)))
 }
 

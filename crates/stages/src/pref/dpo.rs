@@ -293,7 +293,9 @@ impl<'a> Dpo<'a> {
             pairs: Shuffled::new(train.len(), t.seed, tr.state.cursor),
             batch: b,
             seq,
-            flops_per_token: per_token * 8.0 / 6.0,
+            // The policy's forward and backward, and the reference's forward.
+            flops_per_token: tr.model.train_flops_per_token(sft.cfg.train.seq_len)
+                + per_token / 3.0,
             ws,
             x: vec![0u32; 2 * b * seq],
             y: vec![0u32; 2 * b * seq],

@@ -591,8 +591,10 @@ struct Grpo<'a> {
     batch: usize,
     seq: usize,
     sampling: SamplingParams,
-    /// Model FLOPs of a forward pass per token.
+    /// Model FLOPs of a forward pass per token, and of the policy's backward (less with LoRA,
+    /// whose frozen weights get no gradient).
     fwd_flops: f64,
+    bwd_flops: f64,
     ws: Workspace,
     x: Vec<u32>,
     y: Vec<u32>,
@@ -653,6 +655,7 @@ impl<'a> Grpo<'a> {
                 ..SamplingParams::default()
             },
             fwd_flops,
+            bwd_flops: tr.model.train_flops_per_token(sft.cfg.train.seq_len) - fwd_flops,
             ws: tr.model.workspace(rows, seq),
             x: vec![0u32; rows * seq],
             y: vec![0u32; rows * seq],
@@ -751,15 +754,15 @@ impl Objective for Grpo<'_> {
         // update on the sampling policy itself, whose log-probabilities are old_lp. Later
         // rounds score the updated policy.
         let later;
-        let (fed, passes, lp) = match at.round {
+        let (fed, forwards, lp) = match at.round {
             0 => {
                 let fed = self.sample_groups(model, at.step)?;
-                (fed, 4.0, &self.old_lp)
+                (fed, 2.0, &self.old_lp)
             }
             _ => {
                 let (x, y) = (&self.x, &self.y);
                 later = model.token_logprobs_at(x, y, self.g.temperature, &mut self.ws);
-                (0, 3.0, &later)
+                (0, 1.0, &later)
             }
         };
         let lens: Vec<usize> = self.rs.iter().map(|r| r.actions).collect();
@@ -785,7 +788,8 @@ impl Objective for Grpo<'_> {
         Ok(Step {
             loss,
             tokens: if at.round == 0 { trained } else { 0 },
-            flops: (fed as f64 + trained as f64 * passes) * self.fwd_flops,
+            flops: fed as f64 * self.fwd_flops
+                + trained as f64 * (forwards * self.fwd_flops + self.bwd_flops),
             sampled: fed,
             line,
             fields,

@@ -55,8 +55,9 @@ impl Head {
 pub struct LossGrads<'a> {
     /// dL/dx, (n, d), overwritten.
     pub dx: &'a mut [f32],
-    /// dL/dW, (vocab, d), accumulated.
-    pub dw: &'a mut [f32],
+    /// dL/dW, (vocab, d), accumulated; None when the head is frozen (LoRA), which skips the
+    /// pass's largest GEMM.
+    pub dw: Option<&'a mut [f32]>,
     /// Multiplier of every gradient: 1 / (number of targets in the whole batch) for a mean loss.
     pub scale: f32,
     /// Per-row multipliers on top of `scale`, (n): the gradient is then that of Σ wᵢ·lossᵢ.
@@ -153,7 +154,9 @@ fn head_xent(
                 w,
                 &mut g.dx[r0 * d..(r0 + rows) * d],
             );
-            sgemm(&Gemm::tn(vocab, d, rows).accumulate(true), logits, xc, g.dw);
+            if let Some(dw) = g.dw.as_deref_mut() {
+                sgemm(&Gemm::tn(vocab, d, rows).accumulate(true), logits, xc, dw);
+            }
         }
     }
     (loss, count)
@@ -287,7 +290,7 @@ mod tests {
         let (mut dx, mut dw, mut scratch) = (vec![0.0; n * d], vec![0.0; vocab * d], Vec::new());
         let grads = LossGrads {
             dx: &mut dx,
-            dw: &mut dw,
+            dw: Some(&mut dw),
             scale: 1.0 / count as f32,
             weights: None,
         };
@@ -339,7 +342,7 @@ mod tests {
         let (mut dx, mut dw, mut scratch) = (vec![0.0; n * d], vec![0.0; vocab * d], Vec::new());
         let grads = LossGrads {
             dx: &mut dx,
-            dw: &mut dw,
+            dw: Some(&mut dw),
             scale: 1.0,
             weights: Some(&weights),
         };
