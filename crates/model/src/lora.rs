@@ -85,13 +85,8 @@ impl<D: Device> Llama<D> {
                 .split_at(r * ad.cols);
             let input = match s.key {
                 Some(key) => {
-                    let u = s.u.at_mut(..n * ad.cols);
-                    dev.copy(u, x);
-                    dev.dropout(
-                        s.u.at_mut(..n * ad.cols),
-                        lora.dropout,
-                        subkey(key, j as u64),
-                    );
+                    let (u, key) = (s.u.at_mut(..n * ad.cols), subkey(key, j as u64));
+                    dev.dropout(u, x, lora.dropout, key, false);
                     s.u.at(..n * ad.cols)
                 }
                 None => x,
@@ -143,8 +138,7 @@ impl<D: Device> Llama<D> {
             // dA (r, cols) += dTᵀ·drop(x), the forward's mask regenerated from its key.
             let input = match key {
                 Some(key) => {
-                    dev.copy(s.u.at_mut(..n * cols), x);
-                    dev.dropout(s.u.at_mut(..n * cols), lora.dropout, key);
+                    dev.dropout(s.u.at_mut(..n * cols), x, lora.dropout, key, false);
                     s.u.at(..n * cols)
                 }
                 None => x,
@@ -159,8 +153,7 @@ impl<D: Device> Llama<D> {
             match key {
                 Some(key) => {
                     dev.gemm(&Gemm::nn(n, cols, r), dt, a, s.u.at_mut(..n * cols));
-                    dev.dropout(s.u.at_mut(..n * cols), lora.dropout, key);
-                    dev.add(dx.rb(), s.u.at(..n * cols));
+                    dev.dropout(dx.rb(), s.u.at(..n * cols), lora.dropout, key, true);
                 }
                 None => dev.gemm(&Gemm::nn(n, cols, r).accumulate(true), dt, a, dx.rb()),
             }

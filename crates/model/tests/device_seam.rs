@@ -120,9 +120,9 @@ impl Device for Traced {
         self.hit("fill");
         Cpu.fill(m(x), v)
     }
-    fn dropout(&self, x: Mut<Self>, p: f32, key: u64) {
+    fn dropout(&self, out: Mut<Self>, x: Ref<Self>, p: f32, key: u64, accumulate: bool) {
         self.hit("dropout");
-        Cpu.dropout(m(x), p, key)
+        Cpu.dropout(m(out), r(x), p, key, accumulate)
     }
     fn copy(&self, dst: Mut<Self>, src: Ref<Self>) {
         self.hit("copy");

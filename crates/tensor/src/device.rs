@@ -83,8 +83,8 @@ pub trait Device: Clone + Send + Sync + 'static {
     fn scale(&self, x: Mut<Self>, k: f32);
     /// x = v everywhere.
     fn fill(&self, x: Mut<Self>, v: f32);
-    /// x ⊙ mask / (1 − p) in place, the mask a hash of `key`: `ops::dropout`.
-    fn dropout(&self, x: Mut<Self>, p: f32, key: u64);
+    /// out = [out +] x ⊙ mask / (1 − p), the mask a hash of `key`: `ops::dropout`.
+    fn dropout(&self, out: Mut<Self>, x: Ref<Self>, p: f32, key: u64, accumulate: bool);
     /// dst = src (same length).
     fn copy(&self, dst: Mut<Self>, src: Ref<Self>);
     fn embedding_forward(&self, out: Mut<Self>, tokens: &[u32], table: Ref<Self>, d: usize);
@@ -547,8 +547,8 @@ impl Device for Cpu {
     fn fill(&self, x: Mut<Self>, v: f32) {
         x.slice().fill(v);
     }
-    fn dropout(&self, x: Mut<Self>, p: f32, key: u64) {
-        dropout::dropout(x.slice(), p, key);
+    fn dropout(&self, out: Mut<Self>, x: Ref<Self>, p: f32, key: u64, accumulate: bool) {
+        dropout::dropout(out.slice(), x.slice(), p, key, accumulate);
     }
     fn copy(&self, dst: Mut<Self>, src: Ref<Self>) {
         dst.slice().copy_from_slice(src.slice());
