@@ -1,5 +1,5 @@
 //! The analytic FLOP count against the kernels' own count over one training step of the
-//! reference preset. Its own test binary: the kernels' counter is process-wide, and no other
+//! reference preset, of full fine-tuning and of LoRA. Its own test binary: the kernels' counter is
 //! test may run kernels beside it.
 
 use model::Llama;
@@ -34,5 +34,30 @@ fn analytic_flops_match_the_kernels_count_on_the_reference_preset() {
     assert!(
         palm > counted * 1.02,
         "the causal discount should be visible at T = {t}"
+    );
+
+    // With LoRA adapters on every projection the frozen weights get no gradient: the ledger
+    // bills 2 FLOPs less per frozen matmul weight and 6 per adapter float, and so must the
+    // kernels count.
+    let mut model = model;
+    let lora = train::lora::LoraConfig::default();
+    let adapters = train::lora::Adapters::new(&lora, &model, std::path::Path::new("base")).unwrap();
+    adapters.attach(&mut model);
+    let mut grads = vec![0f32; model.trainable_len()];
+    let before = tensor::flops::total();
+    model.forward_backward(&x, &y, &mut grads, 1.0 / (b * t) as f32, &mut ws);
+    let counted_lora = (tensor::flops::total() - before) as f64;
+    let billed_less = model::arch::flops_per_token(&cfg.model, t) - model.train_flops_per_token(t);
+    let analytic_lora = analytic - billed_less * (b * t) as f64;
+    let rel = (counted_lora - analytic_lora).abs() / analytic_lora;
+    println!("LoRA: counted {counted_lora:.4e} analytic {analytic_lora:.4e} rel {rel:.2e}");
+    assert!(
+        rel < 0.02,
+        "LoRA: counted {counted_lora:.4e} vs analytic {analytic_lora:.4e}: {:.2}% apart",
+        100.0 * rel
+    );
+    assert!(
+        counted_lora < 0.8 * counted,
+        "{counted_lora:.4e} vs {counted:.4e}"
     );
 }
