@@ -1,6 +1,6 @@
 //! The analytic FLOP count against the kernels' own count over one training step of the
-//! reference preset, of full fine-tuning and of LoRA. Its own test binary: the kernels' counter is
-//! test may run kernels beside it.
+//! reference preset, of full fine-tuning and of LoRA. Its own test binary: the kernels' counter
+//! is process-wide, and no other test may run kernels beside it.
 
 use model::Llama;
 use model::{Arch, AttnConvention};
