@@ -4,9 +4,21 @@
 
 use crate::config::ModelConfig;
 use crate::workspace::LoraActs;
+use crate::LayerOffsets;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tensor::ops::dropout::subkey;
-use tensor::{Device, Memory};
+use tensor::{Device, Memory, Ref};
+
+/// The projections LoRA adapts, by the names PEFT gives them in Llama-family models.
+pub const MODULES: &[&str] = &[
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 /// The fused projections of a decoder layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +75,28 @@ impl Adapter {
     /// Floats of A and B at rank r.
     pub fn len(&self, r: usize) -> usize {
         r * (self.rows + self.cols)
+    }
+
+    /// Where the adapted weight (its rows of the fused projection) starts in the parameters
+    /// of a layer laid out as `off`.
+    pub fn weight_offset(&self, off: &LayerOffsets) -> usize {
+        let fused = match self.proj {
+            Proj::Qkv => off.qkv,
+            Proj::O => off.o,
+            Proj::GateUp => off.gate_up,
+            Proj::Down => off.down,
+        };
+        fused + self.row0 * self.cols
+    }
+
+    /// This adapter's A (rank × cols) and B (rows × rank) in the adapters' buffer.
+    pub(crate) fn weights<'w, D: Device>(
+        &self,
+        all: Ref<'w, D>,
+        r: usize,
+    ) -> (Ref<'w, D>, Ref<'w, D>) {
+        all.at(self.at..self.at + self.len(r))
+            .split_at(r * self.cols)
     }
 }
 

@@ -3,7 +3,7 @@
 //! Owns: the model's shape and presets (`config`), all parameters in one flat buffer with HF
 //! names (`params`), activation buffers (`workspace`), the explicit forward and backward
 //! passes of the model (`llama`), of one block (`block`), of LoRA adapters beside its frozen
-//! projections (`lora`), of the routed experts of a
+//! projections (`lora`, their types in `adapters`), of the routed experts of a
 //! mixture-of-experts MLP (`moe`), of latent attention's projections (`mla`) and of the
 //! multi-token prediction modules (`mtp`); the forward through a KV cache (`kv_cache`, and
 //! `kv_mla` for latent attention in its absorbed form) behind the engine's

@@ -15,7 +15,7 @@
 //! Only dense, grouped-query layers take adapters; latent attention, mixture-of-experts layers
 //! and multi-token prediction modules are refused by name.
 
-pub use crate::adapters::{Adapter, Lora, Proj};
+pub use crate::adapters::{Adapter, Lora, Proj, MODULES};
 
 use crate::adapters::LoraPass;
 use crate::Llama;
@@ -79,18 +79,9 @@ impl<D: Device> Llama<D> {
                 continue;
             }
             let n = x.len() / ad.cols;
-            let (a, b) = lora
-                .weights
-                .at(ad.at..ad.at + ad.len(r))
-                .split_at(r * ad.cols);
-            let input = match s.key {
-                Some(key) => {
-                    let (u, key) = (s.u.at_mut(..n * ad.cols), subkey(key, j as u64));
-                    dev.dropout(u, x, lora.dropout, key, false);
-                    s.u.at(..n * ad.cols)
-                }
-                None => x,
-            };
+            let (a, b) = ad.weights(lora.weights.all(), r);
+            let key = s.key.map(|k| subkey(k, j as u64));
+            let input = dropped(dev, x, &mut *s.u, lora.dropout, key);
             let t = s.t[j].all_mut();
             dev.gemm(&Gemm::nt(n, r, ad.cols), input, a, t); // (N, r)
             dev.scale(s.t[j].all_mut(), lora.scale);
@@ -123,7 +114,7 @@ impl<D: Device> Llama<D> {
                 continue;
             }
             let (n, cols) = (x.len() / ad.cols, ad.cols);
-            let (a, b) = lora.weights.at(ad.at..ad.at + ad.len(r)).split_at(r * cols);
+            let (a, b) = ad.weights(lora.weights.all(), r);
             let dy = dy.at(ad.row0..);
             let mut ga = g.at(ad.at..ad.at + ad.len(r));
             // dB (rows, r) += dyᵀ·T, T = s·drop(x)·Aᵀ as the forward kept it.
@@ -136,13 +127,7 @@ impl<D: Device> Llama<D> {
             let dt = s.dt.at(..n * r);
             let key = s.key.map(|k| subkey(k, j as u64));
             // dA (r, cols) += dTᵀ·drop(x), the forward's mask regenerated from its key.
-            let input = match key {
-                Some(key) => {
-                    dev.dropout(s.u.at_mut(..n * cols), x, lora.dropout, key, false);
-                    s.u.at(..n * cols)
-                }
-                None => x,
-            };
+            let input = dropped(dev, x, &mut *s.u, lora.dropout, key);
             dev.gemm(
                 &Gemm::tn(r, cols, n).accumulate(true),
                 dt,
@@ -161,6 +146,21 @@ impl<D: Device> Llama<D> {
     }
 }
 
+/// drop(x): x itself without a mask key, else x masked into the scratch `u`.
+fn dropped<'a, D: Device>(
+    dev: &D,
+    x: Ref<'a, D>,
+    u: &'a mut D::Mem,
+    p: f32,
+    key: Option<u64>,
+) -> Ref<'a, D> {
+    let Some(key) = key else {
+        return x;
+    };
+    dev.dropout(u.at_mut(..x.len()), x, p, key, false);
+    u.at(..x.len())
+}
+
 impl Llama {
     /// The KV-cache forward's side path: y (n, ld) += s·x·Aᵀ·Bᵀ for layer `l`'s adapters on
     /// `proj`, x (n, cols); no dropout (inference).
@@ -171,7 +171,8 @@ impl Llama {
         let r = lora.rank;
         for ad in lora.layers[l].iter().filter(|a| a.proj == proj) {
             let n = x.len() / ad.cols;
-            let (a, b) = lora.weights[ad.at..ad.at + ad.len(r)].split_at(r * ad.cols);
+            let (a, b) = ad.weights((&lora.weights).into(), r);
+            let (a, b) = (a.slice(), b.slice());
             let mut t = vec![0f32; n * r];
             tensor::sgemm(&Gemm::nt(n, r, ad.cols), x, a, &mut t);
             t.iter_mut().for_each(|v| *v *= lora.scale);
@@ -187,16 +188,6 @@ mod tests {
     use crate::{LanguageModel, ModelConfig, Params, Workspace};
     use tensor::check::{assert_close, grad_check, projection};
 
-    const MODULES: [&str; 7] = [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ];
-
     /// The tiny model with q/k/v biases (every term of the projections), and adapters of rank
     /// 3 on every projection with random A and B (B is zero only at a fresh start).
     fn adapted(dropout: f32) -> (Llama, Vec<Vec<Adapter>>, Vec<f32>) {
@@ -209,12 +200,12 @@ mod tests {
         let mut at = 0;
         let layers: Vec<Vec<Adapter>> = (0..cfg.n_layers)
             .map(|l| {
-                let layer = MODULES.map(|name| {
+                let layer = MODULES.iter().map(|name| {
                     let ad = Adapter::of(&cfg, l, name, at).unwrap();
                     at += ad.len(3);
                     ad
                 });
-                layer.to_vec()
+                layer.collect()
             })
             .collect();
         let w: Vec<f32> = projection(at, 9).iter().map(|v| 0.3 * v).collect();
@@ -227,12 +218,7 @@ mod tests {
         let mut p: Params = m.params.clone();
         for (off, layer) in m.params.layers.iter().zip(layers) {
             for ad in layer {
-                let base = match ad.proj {
-                    Proj::Qkv => off.qkv,
-                    Proj::O => off.o,
-                    Proj::GateUp => off.gate_up,
-                    Proj::Down => off.down,
-                } + ad.row0 * ad.cols;
+                let base = ad.weight_offset(off);
                 let (a, b) = w[ad.at..ad.at + ad.len(3)].split_at(3 * ad.cols);
                 for i in 0..ad.rows {
                     for j in 0..ad.cols {
@@ -288,12 +274,7 @@ mod tests {
         let mut want = vec![0f32; w.len()];
         for (off, layer) in reference.params.layers.iter().zip(&layers) {
             for ad in layer {
-                let base = match ad.proj {
-                    Proj::Qkv => off.qkv,
-                    Proj::O => off.o,
-                    Proj::GateUp => off.gate_up,
-                    Proj::Down => off.down,
-                } + ad.row0 * ad.cols;
+                let base = ad.weight_offset(off);
                 let dw = &full[base..base + ad.rows * ad.cols];
                 let (a, b) = w[ad.at..ad.at + ad.len(3)].split_at(3 * ad.cols);
                 let (da, db) = want[ad.at..ad.at + ad.len(3)].split_at_mut(3 * ad.cols);

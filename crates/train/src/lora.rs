@@ -23,16 +23,7 @@ use tensor::matmul::{sgemm, Gemm};
 use tensor::ops::adamw::{adamw_update, AdamWHyper};
 use tensor::Rng;
 
-/// The modules PEFT names for Llama-family models.
-pub const MODULES: &[&str] = &[
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+pub use model::lora::MODULES;
 
 /// `[lora]` of a tuning stage's config (PEFT's LoraConfig names).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

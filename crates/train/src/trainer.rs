@@ -373,8 +373,8 @@ impl<'a> Trainer<'a> {
             self.grads.fill(0.0);
             if let Some(lora) = self.model.lora_mut() {
                 // The step's dropout masks follow from the seed and the step, as on resume.
-                let key = (t.seed << 32) ^ ((at_step as u64) << 8) ^ round as u64;
-                lora.reseed(tensor::ops::dropout::subkey(key, 0x10AA));
+                use tensor::ops::dropout::subkey;
+                lora.reseed(subkey(subkey(t.seed, at_step as u64), round as u64));
             }
             let s = obj.gradient(
                 &self.model,
