@@ -1,11 +1,12 @@
 //! An imported model goes through the recipe in its own chat format: SFT on conversations
 //! rendered by its template (the loss only on its replies), generation that stops at its
-//! stop token, and an export that carries its template on.
+//! stop token, the preference stages (reward model, DPO and GRPO, with LoRA) on pairs and
+//! rollouts in that format, and an export that carries its template on.
 
 use data::chat::{ChatFormat, Conversation, Message, Role};
 use engine::{generate, Request, SamplingParams, Tools};
 use interop::hf::{export, import, ExportOptions, ImportOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use train::checkpoint::load_stage;
 
 mod support;
@@ -77,6 +78,121 @@ fn an_imported_qwen2_is_tuned_prompted_and_exported_in_its_own_format() {
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["architectures"][0], "Qwen2ForCausalLM");
+}
+
+/// The imported Qwen2 after SFT, then the preference stages on it: the reward model and DPO
+/// (LoRA) learn a consistent preference on pairs rendered by its ChatML template, and GRPO
+/// (LoRA) samples ChatML rollouts scored by that reward model. Each stage reads back and
+/// exports as a Qwen2 with its template.
+#[test]
+fn an_imported_qwen2_learns_preferences_in_its_own_format() {
+    let dir = temp("qwen2-pref");
+    let run = dir.join("run");
+    import(
+        &fixtures().join("qwen2"),
+        &run,
+        &ImportOptions {
+            context_len: Some(128),
+        },
+    )
+    .unwrap();
+    stages::sft::sft(&sft_config(&dir), &run, false, |_| {}).unwrap();
+    let sft = load_stage(&run, Some("sft")).unwrap();
+    let f = ChatFormat::for_run(&sft.tok, &run).unwrap();
+
+    // What the preference stages score: ChatML's prompt up to the assistant's header, the
+    // reply, and the template's closing <|im_end|>.
+    let prompt = Conversation {
+        messages: vec![Message::text(Role::User, "Question 1?")],
+    };
+    let (p, reply, end) = f.prompt_and_reply(&prompt, "Yes, gladly.").unwrap();
+    let text = |ids: &[u32]| sft.tok.decode_lossy(ids).unwrap();
+    assert!(
+        text(&p).ends_with("<|im_start|>user\nQuestion 1?<|im_end|>\n<|im_start|>assistant\n"),
+        "{:?}",
+        text(&p)
+    );
+    assert_eq!(text(&reply), "Yes, gladly.");
+    assert!(text(&end).starts_with("<|im_end|>"), "{:?}", text(&end));
+
+    let pairs = pairs(&dir);
+    let rm_cfg = stage_config(&dir, "rm", "[rm]\nval_pairs = 10\nmax_reply_tokens = 16\nhead_lr = 1e-2", &pairs, "");
+    let rm_cfg = stages::pref::rm::RmConfig::load(&rm_cfg, &[]).unwrap();
+    let s = stages::pref::rm::train(&rm_cfg, &run, false, |_| {}).unwrap();
+    assert!(s.after.accuracy >= 0.9, "reward model: {s:?}");
+
+    let lora = "\n[lora]\nrank = 4\nalpha = 8.0\n";
+    let dpo_cfg = stage_config(&dir, "dpo", "[dpo]\nbeta = 0.5\nval_pairs = 10\nmax_reply_tokens = 16", &pairs, lora);
+    let dpo_cfg = stages::pref::dpo::DpoConfig::load(&dpo_cfg, &["train.lr=1e-2".into()]).unwrap();
+    let s = stages::pref::dpo::train(&dpo_cfg, &run, false, |_| {}).unwrap();
+    assert_eq!(s.before.accuracy, 0.0, "the policy starts as the reference");
+    assert!(s.after.accuracy >= 0.9 && s.after.margin > 0.0, "DPO: {s:?}");
+
+    let grpo_cfg = stage_config(
+        &dir,
+        "grpo",
+        "[grpo]\nreward = \"reward_model\"\ngroup_size = 4\nmax_reply_tokens = 8\nval_prompts = 4\nbeta = 0.01",
+        &pairs,
+        lora,
+    );
+    let grpo_cfg = stages::pref::grpo::GrpoConfig::load(&grpo_cfg, &["train.lr=1e-2".into()]).unwrap();
+    let s = stages::pref::grpo::train(&grpo_cfg, &run, false, |_| {}).unwrap();
+    assert_eq!(s.steps, 8);
+    assert!(s.after.mean_reward.is_finite(), "GRPO: {s:?}");
+
+    for stage in ["dpo", "grpo"] {
+        let last = run.join(format!("{stage}/checkpoints/step-8"));
+        assert!(
+            last.join("adapter_model.safetensors").is_file() && !last.join("model.safetensors").exists(),
+            "{stage}: a LoRA stage checkpoints its adapters alone"
+        );
+        let t = load_stage(&run, Some(stage)).unwrap();
+        let hf = dir.join(format!("hf-{stage}"));
+        export(&t, &hf, &ExportOptions::default()).unwrap();
+        let read = |name: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(hf.join(name)).unwrap()).unwrap()
+        };
+        assert_eq!(read("config.json")["architectures"][0], "Qwen2ForCausalLM");
+        assert!(read("tokenizer_config.json")["chat_template"]
+            .as_str()
+            .unwrap()
+            .contains("<|im_start|>"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pairs where the preferred reply always agrees and the other always refuses.
+fn pairs(dir: &Path) -> PathBuf {
+    let f = dir.join("pairs.jsonl");
+    let rows: String = (0..60)
+        .map(|i| {
+            serde_json::json!({
+                "prompt": format!("Question {i}?"),
+                "chosen": "Yes, gladly.",
+                "rejected": "No way.",
+                "annotator": "tester"
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&f, rows).unwrap();
+    f
+}
+
+/// A preference stage's config on `pairs`: 8 steps of 4 rows of 96 tokens (room for ChatML's
+/// system prompt), then `section` and `more`.
+fn stage_config(dir: &Path, name: &str, section: &str, pairs: &Path, more: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[train]\nbatch_size = 4\nseq_len = 96\nlr = 3e-3\nweight_decay = 0.0\nsteps = 8\nwarmup_steps = 1\n\
+             eval_every = 4\ncheckpoint_every = 4\nseed = 3\n\n{section}\nsources = [{pairs:?}]\n{more}"
+        ),
+    )
+    .unwrap();
+    path
 }
 
 /// The SFT tests' config with room for ChatML's system prompt: 8 steps of 96 tokens.

@@ -5,7 +5,7 @@
 use crate::config::ModelConfig;
 use crate::workspace::LoraActs;
 use crate::LayerOffsets;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tensor::ops::dropout::subkey;
 use tensor::{Device, Memory, Ref};
 
@@ -113,6 +113,8 @@ pub struct Lora<D: Device> {
     /// Each training pass takes the next key (see `next_key`).
     passes: AtomicU64,
     seed: u64,
+    /// Live `Llama::frozen_base` guards: while any is, passes skip the side path.
+    pub(crate) off: AtomicUsize,
 }
 
 impl<D: Device> Lora<D> {
@@ -136,7 +138,13 @@ impl<D: Device> Lora<D> {
             weights,
             passes: AtomicU64::new(0),
             seed: 0,
+            off: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether passes run the side path now (no `Llama::frozen_base` guard is live).
+    pub fn on(&self) -> bool {
+        self.off.load(Ordering::Relaxed) == 0
     }
 
     /// Floats of every adapter: the length of the gradient buffer of a LoRA pass.

@@ -82,7 +82,8 @@ impl<D: Device> Llama<D> {
         let (dev, p, pr) = (&self.dev, &self.params.data, &self.params);
         let eps = self.cfg.norm_eps;
         dev.embedding_forward(ws.resid.at_mut(..n * d), tokens, p.at(pr.embed..), d);
-        if let Some(lora) = &self.lora {
+        let on = self.side().is_some();
+        if let Some(lora) = self.side() {
             if !ws.lora.as_ref().is_some_and(|acts| lora.fit(acts, n)) {
                 ws.lora = Some(lora.acts(dev, n));
             }
@@ -95,7 +96,8 @@ impl<D: Device> Llama<D> {
             let (before, after) = ws.resid.at_mut(..).split_at((l + 1) * n * d);
             let (x_in, x_out) = (before.view().at(l * n * d..), after.into_at(..n * d));
             let load = &mut ws.expert_load[l];
-            let mut side = ws.lora.as_mut().map(|acts| LoraPass::layer(acts, l));
+            let acts = ws.lora.as_mut().filter(|_| on);
+            let mut side = acts.map(|acts| LoraPass::layer(acts, l));
             balance += self.block_forward(l, off, x_in, x_out, a, cx, load, &mut side);
         }
         ws.balance_loss = balance;
@@ -290,6 +292,10 @@ impl<D: Device> Llama<D> {
         let last = ws.resid.at(self.cfg.n_layers * n * d..);
         dev.fill(ws.g.dresid.all_mut(), 0.0);
         let frozen = self.lora.is_some();
+        assert!(
+            !frozen || self.side().is_some(),
+            "backward: the adapters are switched off (a frozen_base guard is live)"
+        );
         let fw = p.at(pr.final_norm..pr.final_norm + d);
         let fg = match frozen {
             true => ws.g.dnorm.all_mut(),

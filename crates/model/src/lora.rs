@@ -19,6 +19,7 @@ pub use crate::adapters::{Adapter, Lora, Proj, MODULES};
 
 use crate::adapters::LoraPass;
 use crate::Llama;
+use std::sync::atomic::Ordering;
 use tensor::ops::dropout::subkey;
 use tensor::{Device, Gemm, Memory, Mut, Ref};
 
@@ -38,6 +39,25 @@ impl<D: Device> Llama<D> {
 
     pub fn lora_mut(&mut self) -> Option<&mut Lora<D>> {
         self.lora.as_mut()
+    }
+
+    /// The frozen base alone, on this model's own weights: until the guard drops, passes skip
+    /// the side path, so under LoRA this is the model the adapters started from. The
+    /// preference stages score their reference with it instead of keeping a second copy of
+    /// the weights. The switch is the model's, not the guard's: every pass made meanwhile, by
+    /// any holder of the model, sees the base, so the guard is for one sequence of passes.
+    /// Gradient passes refuse to run under it. Without adapters it changes nothing.
+    pub fn frozen_base(&self) -> FrozenBase<'_, D> {
+        if let Some(lora) = &self.lora {
+            lora.off.fetch_add(1, Ordering::Relaxed);
+        }
+        FrozenBase(self)
+    }
+
+    /// The adapters whose side path passes run now: the attached ones, unless a
+    /// `frozen_base` guard is live.
+    pub(crate) fn side(&self) -> Option<&Lora<D>> {
+        self.lora.as_ref().filter(|l| l.on())
     }
 
     /// Forward and backward FLOPs per token trained on sequences of `seq_len`, as this model
@@ -161,11 +181,30 @@ fn dropped<'a, D: Device>(
     u.at(..x.len())
 }
 
+/// A model with its adapters switched off (`Llama::frozen_base`); they come back on when it
+/// drops.
+pub struct FrozenBase<'a, D: Device>(&'a Llama<D>);
+
+impl<D: Device> std::ops::Deref for FrozenBase<'_, D> {
+    type Target = Llama<D>;
+    fn deref(&self) -> &Llama<D> {
+        self.0
+    }
+}
+
+impl<D: Device> Drop for FrozenBase<'_, D> {
+    fn drop(&mut self) {
+        if let Some(lora) = &self.0.lora {
+            lora.off.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Llama {
     /// The KV-cache forward's side path: y (n, ld) += s·x·Aᵀ·Bᵀ for layer `l`'s adapters on
     /// `proj`, x (n, cols); no dropout (inference).
     pub(crate) fn side_infer(&self, l: usize, proj: Proj, x: &[f32], y: &mut [f32], ld: usize) {
-        let Some(lora) = &self.lora else {
+        let Some(lora) = self.side() else {
             return;
         };
         let r = lora.rank;
@@ -255,6 +294,42 @@ mod tests {
             reference.forward(&mut [(&mut b, step)], &mut lb);
             assert_close(&la, &lb, 1e-4, "KV-cache forward");
         }
+    }
+
+    #[test]
+    fn the_frozen_base_is_the_model_without_its_adapters() {
+        let (m, _, _) = adapted(0.0);
+        let base = Llama::new(m.cfg.clone(), m.params.clone());
+        let (tokens, _) = batch(&m);
+        let ws = || Workspace::new(&m.cfg, 2, 16);
+        let adapted_logits = m.logits(&tokens, &mut ws());
+        let want = base.logits(&tokens, &mut ws());
+        assert!(
+            adapted_logits != want,
+            "the adapters must change the logits for this check to mean anything"
+        );
+        {
+            let frozen = m.frozen_base();
+            // Nested guards: the adapters stay off until the outer one drops.
+            drop(m.frozen_base());
+            assert_eq!(frozen.logits(&tokens, &mut ws()), want, "training forward");
+            let (mut a, mut b) = (frozen.new_cache(), base.new_cache());
+            let (mut la, mut lb) = (vec![0f32; 128], vec![0f32; 128]);
+            frozen.forward(&mut [(&mut a, &tokens[..9])], &mut la);
+            base.forward(&mut [(&mut b, &tokens[..9])], &mut lb);
+            assert_eq!(la, lb, "KV-cache forward");
+        }
+        assert_eq!(m.logits(&tokens, &mut ws()), adapted_logits, "back on");
+    }
+
+    #[test]
+    #[should_panic(expected = "adapters are switched off")]
+    fn a_gradient_pass_refuses_the_frozen_base() {
+        let (m, _, _) = adapted(0.0);
+        let (tokens, targets) = batch(&m);
+        let mut g = vec![0f32; m.trainable_len()];
+        let frozen = m.frozen_base();
+        frozen.forward_backward(&tokens, &targets, &mut g, 1.0, &mut Workspace::new(&m.cfg, 2, 16));
     }
 
     #[test]

@@ -324,6 +324,12 @@ impl<'a> Trainer<'a> {
         (self.log)(line)
     }
 
+    /// The model and the log at once, for work outside the steps that reports as it goes
+    /// (a reference model's evaluation on the trained model's frozen base).
+    pub fn model_and_log(&mut self) -> (&Llama, &mut Log<'a>) {
+        (&self.model, &mut *self.log)
+    }
+
     /// Bills work done outside the steps (a frozen reference's pass): `tokens` through the
     /// model, `flops` model FLOPs.
     pub fn bill(&mut self, tokens: u64, flops: f64) -> Result<()> {

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tensor::ops::cross_entropy::IGNORE;
-use train::checkpoint::Trained;
 use train::config::TrainConfig;
 use train::trainer::Log;
 use train::{write_report, At, Objective, Report, Step, Trainer};
@@ -209,14 +208,17 @@ pub fn train(
         |p| encode_pair(&f, p, seq, d.max_reply_tokens),
     )?;
     let (train_rows, val_rows) = (&split.train[..], &split.val[..]);
-    let policy = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
+    // The reference's log-probabilities are all DPO needs of it: scored before training
+    // starts, the SFT model then becomes the policy itself, with no second copy kept (under
+    // LoRA, adapters beside its frozen weights).
+    let refs = References::score(&sft.model, train_rows, val_rows, cfg);
     let lora = cfg.lora.as_ref().map(|l| (l, sft.checkpoint.as_path()));
     let mut tr = Trainer::open(
         stage::setup(t, run, &dir, "dpo ", resume, lora),
-        policy,
+        sft.model,
         log,
     )?;
-    let mut obj = Dpo::new(cfg, &sft, train_rows, val_rows, &mut tr)?;
+    let mut obj = Dpo::new(cfg, &sft.cfg, refs, train_rows, val_rows, &mut tr)?;
     let out = tr.run(&mut obj)?;
     let summary = DpoSummary {
         steps: out.steps,
@@ -258,50 +260,73 @@ struct Dpo<'a> {
     after: PairEval,
 }
 
+/// What DPO needs of its frozen reference: every pair's log-probabilities, and the starting
+/// point measured with them.
+struct References {
+    train: Vec<(f64, f64)>,
+    val: Vec<(f64, f64)>,
+    before: PairEval,
+    secs: f64,
+    ws: Workspace,
+}
+
+impl References {
+    /// Scores every pair with the reference, and the held-out pairs with it as the policy.
+    fn score(reference: &Llama, train: &[Rows], val: &[Rows], cfg: &DpoConfig) -> Self {
+        let t0 = Instant::now();
+        let mut ws = reference.workspace(2 * cfg.train.batch_size, cfg.train.seq_len);
+        let ref_train = pair_logps(reference, train, &mut ws);
+        let ref_val = pair_logps(reference, val, &mut ws);
+        let secs = t0.elapsed().as_secs_f64();
+        let before = evaluate(reference, val, &ref_val, cfg.dpo.beta, &mut ws);
+        References {
+            train: ref_train,
+            val: ref_val,
+            before,
+            secs,
+            ws,
+        }
+    }
+}
+
 impl<'a> Dpo<'a> {
-    /// Scores every pair with the reference (billed: its pass is part of the method's cost)
-    /// and measures the starting point.
+    /// Bills the reference's pass (part of the method's cost) and sets up the steps.
     fn new(
         cfg: &DpoConfig,
-        sft: &Trained,
+        sft_cfg: &train::Config,
+        refs: References,
         train: &'a [Rows],
         val: &'a [Rows],
         tr: &mut Trainer,
     ) -> Result<Self> {
         let t = &cfg.train;
         let (b, seq) = (t.batch_size, t.seq_len);
-        let reference = &sft.model;
-        let per_token = model::arch::flops_per_token(&sft.cfg.model, sft.cfg.train.seq_len);
-        let t0 = Instant::now();
-        let mut ws = reference.workspace(2 * b, seq);
-        let ref_train = pair_logps(reference, train, &mut ws);
-        let ref_val = pair_logps(reference, val, &mut ws);
+        let per_token = model::arch::flops_per_token(&sft_cfg.model, sft_cfg.train.seq_len);
         tr.log(&format!(
             "reference log-probabilities of {} pairs in {:.1}s",
             train.len() + val.len(),
-            t0.elapsed().as_secs_f64()
+            refs.secs
         ));
         let ref_tokens = (2 * (train.len() + val.len()) * seq) as u64;
         tr.bill(ref_tokens, ref_tokens as f64 * per_token / 3.0)?;
-        let before = evaluate(reference, val, &ref_val, cfg.dpo.beta, &mut ws);
         Ok(Dpo {
             beta: cfg.dpo.beta,
             train,
             val,
-            ref_train,
-            ref_val,
+            ref_train: refs.train,
+            ref_val: refs.val,
             pairs: Shuffled::new(train.len(), t.seed, tr.state.cursor),
             batch: b,
             seq,
             // The policy's forward and backward, and the reference's forward.
-            flops_per_token: tr.model.train_flops_per_token(sft.cfg.train.seq_len)
+            flops_per_token: tr.model.train_flops_per_token(sft_cfg.train.seq_len)
                 + per_token / 3.0,
-            ws,
+            ws: refs.ws,
             x: vec![0u32; 2 * b * seq],
             y: vec![0u32; 2 * b * seq],
             w: vec![0f32; 2 * b * seq],
-            before,
-            after: before,
+            before: refs.before,
+            after: refs.before,
         })
     }
 }

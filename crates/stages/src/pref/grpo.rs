@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tensor::ops::cross_entropy::IGNORE;
-use train::checkpoint::Trained;
 use train::config::TrainConfig;
 use train::trainer::Log;
 use train::{write_report, At, Objective, Report, Step, Trainer};
@@ -545,14 +544,23 @@ pub fn train(
         val.len(),
         g.group_size
     ));
-    let policy = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
+    // Under LoRA the policy is the SFT model itself, adapters beside its frozen weights, and
+    // the reference is that frozen base: one copy of the weights. Full fine-tuning keeps a
+    // frozen copy for the reference.
+    let (policy, reference) = match cfg.lora {
+        Some(_) => (sft.model, None),
+        None => {
+            let copy = Llama::new(sft.cfg.model.clone(), sft.model.params.clone());
+            (copy, Some(&sft.model))
+        }
+    };
     let lora = cfg.lora.as_ref().map(|l| (l, sft.checkpoint.as_path()));
     let mut tr = Trainer::open(
         stage::setup(t, run, &dir, "grpo ", resume, lora),
         policy,
         log,
     )?;
-    let mut obj = Grpo::new(cfg, &sft, &fmt, &judge, &train_set, &val, &mut tr)?;
+    let mut obj = Grpo::new(cfg, &sft.cfg, reference, &fmt, &judge, &train_set, &val, &mut tr)?;
     let out = tr.run(&mut obj)?;
     let (before, after) = (obj.before, obj.after);
     let (change, change_ci95) = paired_change(&before.per_prompt, &after.per_prompt);
@@ -585,7 +593,8 @@ struct Grpo<'a> {
     judge: &'a Judge,
     train: &'a [Problem],
     val: &'a [Problem],
-    reference: &'a Llama,
+    /// The frozen reference; None under LoRA, whose reference is the policy's frozen base.
+    reference: Option<&'a Llama>,
     prompts: Shuffled,
     seed: u64,
     batch: usize,
@@ -611,9 +620,11 @@ struct Grpo<'a> {
 
 impl<'a> Grpo<'a> {
     /// Measures the SFT model on the held-out prompts (billed) before any update.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cfg: &'a GrpoConfig,
-        sft: &'a Trained,
+        sft_cfg: &train::Config,
+        reference: Option<&'a Llama>,
         fmt: &'a ChatFormat<'a>,
         judge: &'a Judge,
         train: &'a [Problem],
@@ -622,18 +633,13 @@ impl<'a> Grpo<'a> {
     ) -> Result<Self> {
         let (t, g) = (&cfg.train, &cfg.grpo);
         let (seq, rows) = (t.seq_len, t.batch_size * g.group_size);
-        let fwd_flops = model::arch::flops_per_token(&sft.cfg.model, sft.cfg.train.seq_len) / 3.0;
-        let reference = &sft.model;
-        let mut log = |line: &str| tr.log(line);
-        let (before, fed) = evaluate(
-            reference,
-            fmt,
-            judge,
-            val,
-            g.max_reply_tokens,
-            seq,
-            &mut log,
-        )?;
+        let fwd_flops = model::arch::flops_per_token(&sft_cfg.model, sft_cfg.train.seq_len) / 3.0;
+        let (before, fed) = {
+            let (policy, log) = tr.model_and_log();
+            let frozen = policy.frozen_base();
+            let model = reference.unwrap_or(&frozen);
+            evaluate(model, fmt, judge, val, g.max_reply_tokens, seq, &mut |l| log(l))?
+        };
         tr.bill(fed, fed as f64 * fwd_flops)?;
         tr.log(&format!(
             "SFT model on {} held-out prompts: accuracy {:.3} ± {:.3} ({} right), well-formed {:.2}, mean reward {:.3}",
@@ -655,7 +661,7 @@ impl<'a> Grpo<'a> {
                 ..SamplingParams::default()
             },
             fwd_flops,
-            bwd_flops: tr.model.train_flops_per_token(sft.cfg.train.seq_len) - fwd_flops,
+            bwd_flops: tr.model.train_flops_per_token(sft_cfg.train.seq_len) - fwd_flops,
             ws: tr.model.workspace(rows, seq),
             x: vec![0u32; rows * seq],
             y: vec![0u32; rows * seq],
@@ -710,9 +716,11 @@ impl<'a> Grpo<'a> {
         // the ratio and the policy gradient then refer to the distribution that drew the
         // replies, and the KL compares the policy and the reference at the same temperature.
         let temp = g.temperature;
-        self.ref_lp = self
-            .reference
-            .token_logprobs_at(&self.x, &self.y, temp, &mut self.ws);
+        let (x, y, ws) = (&self.x, &self.y, &mut self.ws);
+        self.ref_lp = match self.reference {
+            Some(r) => r.token_logprobs_at(x, y, temp, ws),
+            None => model.frozen_base().token_logprobs_at(x, y, temp, ws),
+        };
         self.old_lp = model.token_logprobs_at(&self.x, &self.y, temp, &mut self.ws);
         Ok(fed)
     }
