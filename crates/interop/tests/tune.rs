@@ -116,17 +116,32 @@ fn an_imported_qwen2_learns_preferences_in_its_own_format() {
     assert!(text(&end).starts_with("<|im_end|>"), "{:?}", text(&end));
 
     let pairs = pairs(&dir);
-    let rm_cfg = stage_config(&dir, "rm", "[rm]\nval_pairs = 10\nmax_reply_tokens = 16\nhead_lr = 1e-2", &pairs, "");
+    let rm_cfg = stage_config(
+        &dir,
+        "rm",
+        "[rm]\nval_pairs = 10\nmax_reply_tokens = 16\nhead_lr = 1e-2",
+        &pairs,
+        "",
+    );
     let rm_cfg = stages::pref::rm::RmConfig::load(&rm_cfg, &[]).unwrap();
     let s = stages::pref::rm::train(&rm_cfg, &run, false, |_| {}).unwrap();
     assert!(s.after.accuracy >= 0.9, "reward model: {s:?}");
 
     let lora = "\n[lora]\nrank = 4\nalpha = 8.0\n";
-    let dpo_cfg = stage_config(&dir, "dpo", "[dpo]\nbeta = 0.5\nval_pairs = 10\nmax_reply_tokens = 16", &pairs, lora);
+    let dpo_cfg = stage_config(
+        &dir,
+        "dpo",
+        "[dpo]\nbeta = 0.5\nval_pairs = 10\nmax_reply_tokens = 16",
+        &pairs,
+        lora,
+    );
     let dpo_cfg = stages::pref::dpo::DpoConfig::load(&dpo_cfg, &["train.lr=1e-2".into()]).unwrap();
     let s = stages::pref::dpo::train(&dpo_cfg, &run, false, |_| {}).unwrap();
     assert_eq!(s.before.accuracy, 0.0, "the policy starts as the reference");
-    assert!(s.after.accuracy >= 0.9 && s.after.margin > 0.0, "DPO: {s:?}");
+    assert!(
+        s.after.accuracy >= 0.9 && s.after.margin > 0.0,
+        "DPO: {s:?}"
+    );
 
     let grpo_cfg = stage_config(
         &dir,
@@ -135,7 +150,8 @@ fn an_imported_qwen2_learns_preferences_in_its_own_format() {
         &pairs,
         lora,
     );
-    let grpo_cfg = stages::pref::grpo::GrpoConfig::load(&grpo_cfg, &["train.lr=1e-2".into()]).unwrap();
+    let grpo_cfg =
+        stages::pref::grpo::GrpoConfig::load(&grpo_cfg, &["train.lr=1e-2".into()]).unwrap();
     let s = stages::pref::grpo::train(&grpo_cfg, &run, false, |_| {}).unwrap();
     assert_eq!(s.steps, 8);
     assert!(s.after.mean_reward.is_finite(), "GRPO: {s:?}");
@@ -143,7 +159,8 @@ fn an_imported_qwen2_learns_preferences_in_its_own_format() {
     for stage in ["dpo", "grpo"] {
         let last = run.join(format!("{stage}/checkpoints/step-8"));
         assert!(
-            last.join("adapter_model.safetensors").is_file() && !last.join("model.safetensors").exists(),
+            last.join("adapter_model.safetensors").is_file()
+                && !last.join("model.safetensors").exists(),
             "{stage}: a LoRA stage checkpoints its adapters alone"
         );
         let t = load_stage(&run, Some(stage)).unwrap();

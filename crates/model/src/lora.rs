@@ -329,7 +329,13 @@ mod tests {
         let (tokens, targets) = batch(&m);
         let mut g = vec![0f32; m.trainable_len()];
         let frozen = m.frozen_base();
-        frozen.forward_backward(&tokens, &targets, &mut g, 1.0, &mut Workspace::new(&m.cfg, 2, 16));
+        frozen.forward_backward(
+            &tokens,
+            &targets,
+            &mut g,
+            1.0,
+            &mut Workspace::new(&m.cfg, 2, 16),
+        );
     }
 
     #[test]

@@ -560,7 +560,9 @@ pub fn train(
         policy,
         log,
     )?;
-    let mut obj = Grpo::new(cfg, &sft.cfg, reference, &fmt, &judge, &train_set, &val, &mut tr)?;
+    let mut obj = Grpo::new(
+        cfg, &sft.cfg, reference, &fmt, &judge, &train_set, &val, &mut tr,
+    )?;
     let out = tr.run(&mut obj)?;
     let (before, after) = (obj.before, obj.after);
     let (change, change_ci95) = paired_change(&before.per_prompt, &after.per_prompt);
@@ -638,7 +640,9 @@ impl<'a> Grpo<'a> {
             let (policy, log) = tr.model_and_log();
             let frozen = policy.frozen_base();
             let model = reference.unwrap_or(&frozen);
-            evaluate(model, fmt, judge, val, g.max_reply_tokens, seq, &mut |l| log(l))?
+            evaluate(model, fmt, judge, val, g.max_reply_tokens, seq, &mut |l| {
+                log(l)
+            })?
         };
         tr.bill(fed, fed as f64 * fwd_flops)?;
         tr.log(&format!(

@@ -18,6 +18,9 @@
 
 pub mod amx;
 pub mod bf16;
+mod few_rows;
+
+pub use few_rows::{sgemm_nt_few_rows, FEW_ROWS};
 
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -381,177 +384,6 @@ pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     run_gemm_crate(g, a, b, c, gemm::Parallelism::Rayon(threads));
 }
 
-/// Rows of A up to which `sgemm_nt_few_rows` is the better kernel. Measured on the speedrun
-/// model's decode step (2 cores, `frugal bench infer`): with AVX-512 registers it takes 3.2 ms
-/// at 16 rows against 5.5 ms packed, and ties at 32; the portable loop takes 3.7 ms at 8 rows
-/// against 4.8 ms packed, but 6.5 ms at 16 against 5.5.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-pub const FEW_ROWS: usize = 16;
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-pub const FEW_ROWS: usize = 8;
-
-/// C (m, n) = A (m, k) · B (n, k)ᵀ for a few rows of A: the decode step of inference, where m
-/// is the batch and B a weight matrix too large for the caches. A packed GEMM copies B before
-/// using it, tripling its memory traffic; here every row of B is read from memory once. With
-/// AVX-512 a register tile of 4 rows of A by 4 rows of B is accumulated at a time (the
-/// `avx512` module); elsewhere four rows of A at a time, each into its own vector accumulators.
-/// Measured against the gemm crate on the reference model's shapes with weights out of cache:
-/// 1.3–2.5x at m = 4..8, equal at m = 1 (portable loop); see [`FEW_ROWS`] for the tile.
-pub fn sgemm_nt_few_rows(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(
-        a.len() == m * k && b.len() >= n * k && c.len() == m * n,
-        "sgemm_nt_few_rows: shapes"
-    );
-    crate::flops::add(2 * (m * n * k) as u64);
-    const COLS: usize = 32;
-    // Cᵀ (n, m), so that each task owns whole rows of its output.
-    let mut ct = vec![0f32; n * m];
-    ct.par_chunks_mut(COLS * m)
-        .enumerate()
-        .for_each(|(chunk, out)| columns(m, k, a, &b[chunk * COLS * k..], out));
-    for (j, col) in ct.chunks_exact(m).enumerate() {
-        for (i, &v) in col.iter().enumerate() {
-            c[i * n + j] = v;
-        }
-    }
-}
-
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-use avx512::columns;
-
-/// out (cols, m) = rows of B (cols of them, each k long) · Aᵀ (m rows of k): four rows of A
-/// at a time against one row of B.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-fn columns(m: usize, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
-    for (j, col) in out.chunks_exact_mut(m).enumerate() {
-        let w = &b[j * k..(j + 1) * k];
-        let mut i = 0;
-        while i + 4 <= m {
-            col[i..i + 4].copy_from_slice(&dots::<4>(&a[i * k..(i + 4) * k], k, w));
-            i += 4;
-        }
-        for (r, o) in col.iter_mut().enumerate().skip(i) {
-            *o = dots::<1>(&a[r * k..(r + 1) * k], k, w)[0];
-        }
-    }
-}
-
-/// The dot products of M consecutive rows of x (each k long) with w, in one pass over w.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-#[inline]
-fn dots<const M: usize>(x: &[f32], k: usize, w: &[f32]) -> [f32; M] {
-    const L: usize = 16;
-    let mut acc = [[0f32; L]; M];
-    let full = k / L * L;
-    for c in (0..full).step_by(L) {
-        // Fixed-size views: no bounds checks inside, so the lane loop becomes one vector op.
-        let wc: &[f32; L] = w[c..c + L].try_into().expect("L elements");
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let xc: &[f32; L] = x[r * k + c..r * k + c + L].try_into().expect("L elements");
-            for l in 0..L {
-                acc[l] += xc[l] * wc[l];
-            }
-        }
-    }
-    let mut out = [0f32; M];
-    for (r, o) in out.iter_mut().enumerate() {
-        let tail: f32 = (full..k).map(|i| x[r * k + i] * w[i]).sum();
-        *o = acc[r].iter().sum::<f32>() + tail;
-    }
-    out
-}
-
-/// The few-rows product with AVX-512 registers: a tile of up to four rows of A by four rows
-/// of B is accumulated in 16 vector registers, so each vector loaded feeds up to four fused
-/// multiply-adds (the portable loop reloads a row of A for every row of B, and its loads, not
-/// its arithmetic, set the pace).
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    /// out (cols, m) = rows of B (cols of them, each k long) · Aᵀ (m rows of k).
-    pub fn columns(m: usize, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
-        let cols = out.len() / m;
-        assert!(a.len() >= m * k && b.len() >= cols * k);
-        let mut j = 0;
-        while j < cols {
-            let nj = (cols - j).min(4);
-            let mut i = 0;
-            while i < m {
-                let mi = (m - i).min(4);
-                let mut t = [[0f32; 4]; 4];
-                // SAFETY: rows i..i+mi of A and j..j+nj of B lie inside the slices (asserted
-                // above); AVX-512F is enabled at compile time (the cfg on this module).
-                unsafe {
-                    let (x, w) = (a.as_ptr().add(i * k), b.as_ptr().add(j * k));
-                    match (mi, nj) {
-                        (4, 4) => tile::<4, 4>(x, w, k, &mut t),
-                        (3, 4) => tile::<3, 4>(x, w, k, &mut t),
-                        (2, 4) => tile::<2, 4>(x, w, k, &mut t),
-                        (1, 4) => tile::<1, 4>(x, w, k, &mut t),
-                        _ => {
-                            for (r, row) in t.iter_mut().enumerate().take(mi) {
-                                for (q, v) in row.iter_mut().enumerate().take(nj) {
-                                    let mut one = [[0f32; 4]; 4];
-                                    tile::<1, 1>(x.add(r * k), w.add(q * k), k, &mut one);
-                                    *v = one[0][0];
-                                }
-                            }
-                        }
-                    }
-                }
-                for (r, row) in t.iter().enumerate().take(mi) {
-                    for (q, &v) in row.iter().enumerate().take(nj) {
-                        out[(j + q) * m + i + r] = v;
-                    }
-                }
-                i += mi;
-            }
-            j += nj;
-        }
-    }
-
-    /// t[r][q] = x_r · w_q for M rows x_r and N rows w_q (each k long, consecutive).
-    #[inline(always)]
-    unsafe fn tile<const M: usize, const N: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        t: &mut [[f32; 4]; 4],
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); N]; M];
-        let full = k / 16 * 16;
-        let mut c = 0;
-        while c < full {
-            let wv: [__m512; N] = std::array::from_fn(|q| _mm512_loadu_ps(w.add(q * k + c)));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let xv = _mm512_loadu_ps(x.add(r * k + c));
-                for (a, &wq) in acc.iter_mut().zip(&wv) {
-                    *a = _mm512_fmadd_ps(xv, wq, *a);
-                }
-            }
-            c += 16;
-        }
-        if full < k {
-            // The tail, with masked loads that read nothing past the row.
-            let mask: __mmask16 = (1u32 << (k - full)) as u16 - 1;
-            let wv: [__m512; N] =
-                std::array::from_fn(|q| _mm512_maskz_loadu_ps(mask, w.add(q * k + full)));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let xv = _mm512_maskz_loadu_ps(mask, x.add(r * k + full));
-                for (a, &wq) in acc.iter_mut().zip(&wv) {
-                    *a = _mm512_fmadd_ps(xv, wq, *a);
-                }
-            }
-        }
-        for r in 0..M {
-            for q in 0..N {
-                t[r][q] = _mm512_reduce_add_ps(acc[r][q]);
-            }
-        }
-    }
-}
-
 /// Products at least this large run in bf16 on the calling thread inside `bf16_products`
 /// (`sgemm_on_caller`): AMX tiles pay for their packing from about here (attention's 64-query
 /// blocks against a few hundred keys are 1–2 MFLOP).
@@ -785,6 +617,9 @@ mod tests {
             (5, 40, 33),
             (8, 1000, 384),
             (16, 70, 64),
+            (2, 67, 200),
+            (7, 33, 9),
+            (1, 8192, 192),
         ] {
             let g = Gemm::nt(m, n, k);
             let a = random(m * k, &mut rng);
