@@ -4,8 +4,9 @@
 //! read once for everyone — then a token is sampled for each. [`crate::generate`] is a batcher
 //! given all its requests at once; the server admits requests as they arrive.
 
+use crate::Tools;
 use crate::{apply_repetition_penalty, sample_logits};
-use crate::{check, Completion, Finish, LanguageModel, Request, TokenEvent, Tools};
+use crate::{check, Completion, Finish, LanguageModel, Report, Request, TokenEvent, TokenLogprob};
 use base::Result;
 use tensor::Rng;
 
@@ -24,6 +25,8 @@ struct Live<C> {
     fed: usize,
     /// Expression tokens of an open calculator call.
     call: Option<Vec<u32>>,
+    report: Report,
+    prompt_logprobs: Vec<TokenLogprob>,
 }
 
 impl<C> Live<C> {
@@ -35,6 +38,7 @@ impl<C> Live<C> {
                 finish,
                 stop_token,
                 prompt_tokens: self.fed,
+                prompt_logprobs: self.prompt_logprobs,
             },
         )
     }
@@ -79,6 +83,11 @@ impl<'a, M: LanguageModel> Batcher<'a, M> {
     /// request does not fit the model (empty prompt, over the context, unknown token ids,
     /// invalid sampling).
     pub fn admit(&mut self, id: usize, req: Request) -> Result<()> {
+        self.admit_reporting(id, req, Report::default())
+    }
+
+    /// `admit`, reporting the log-probabilities `report` asks for.
+    pub fn admit_reporting(&mut self, id: usize, req: Request, report: Report) -> Result<()> {
         check(self.model, id, &req)?;
         let s = Live {
             id,
@@ -89,9 +98,12 @@ impl<'a, M: LanguageModel> Batcher<'a, M> {
             rng: Rng::new(req.seed),
             fed: 0,
             call: None,
+            report,
+            prompt_logprobs: Vec::new(),
             req,
         };
-        if s.req.max_tokens == 0 {
+        // Nothing to generate and nothing to score: done without a forward pass.
+        if s.req.max_tokens == 0 && !report.prompt {
             self.done.push(s.complete(Finish::Length, None));
         } else {
             self.live.push(s);
@@ -119,6 +131,7 @@ impl<'a, M: LanguageModel> Batcher<'a, M> {
         &mut self,
         mut on_token: impl FnMut(TokenEvent) -> bool,
     ) -> Vec<(usize, Completion)> {
+        self.score_prompts();
         let mut finished = std::mem::take(&mut self.done);
         if self.live.is_empty() {
             return finished;
@@ -143,8 +156,11 @@ impl<'a, M: LanguageModel> Batcher<'a, M> {
             s.fed += s.pending.len();
             s.pending.clear();
             let l = &mut self.logits[row * vocab..(row + 1) * vocab];
+            // The model's own distribution, before the penalty changes the logits.
+            let raw = s.report.top.map(|k| (k, l.to_vec()));
             apply_repetition_penalty(l, &s.seen, r.sampling.repetition_penalty);
             let next = sample_logits(l, r.sampling, &mut s.rng);
+            let mut logprob = raw.map(|(k, raw)| TokenLogprob::of(&raw, next, k));
             if r.stop.contains(&next) {
                 ended[row] = Some((Finish::Stop, Some(next)));
                 continue;
@@ -173,6 +189,8 @@ impl<'a, M: LanguageModel> Batcher<'a, M> {
                     seq: s.id,
                     token: tok,
                     forced: k > 0,
+                    logprob: logprob.take(),
+                    prompt_logprobs: std::mem::take(&mut s.prompt_logprobs),
                 });
                 if !keep {
                     ended[row] = Some((Finish::Cancelled, None));
@@ -195,5 +213,40 @@ impl<'a, M: LanguageModel> Batcher<'a, M> {
             }
         }
         finished
+    }
+
+    /// Scores the prompts of newly admitted sequences whose report asks for it: all but the
+    /// last prompt token go through the model with the logits of every position kept, so the
+    /// prompt is still computed once; the last is fed by the step as usual. A sequence with
+    /// nothing to generate ends here.
+    fn score_prompts(&mut self) {
+        let model = self.model;
+        for s in self.live.iter_mut() {
+            if !(s.report.prompt && s.fed == 0) {
+                continue;
+            }
+            let n = s.pending.len();
+            let k = s.report.top.unwrap_or(0);
+            let targets = &s.req.prompt[1..];
+            let mut scored = Vec::with_capacity(n - 1);
+            if n > 1 {
+                let mut batch = [(&mut s.cache, &s.pending[..n - 1])];
+                model.forward_all(&mut batch, &mut |_, j, row| {
+                    scored.push(TokenLogprob::of(row, targets[j], k))
+                });
+                s.fed += n - 1;
+                s.pending.drain(..n - 1);
+            }
+            s.prompt_logprobs = scored;
+        }
+        let mut row = 0;
+        while row < self.live.len() {
+            if self.live[row].req.max_tokens == 0 {
+                let s = self.live.remove(row);
+                self.done.push(s.complete(Finish::Length, None));
+            } else {
+                row += 1;
+            }
+        }
     }
 }

@@ -9,10 +9,12 @@
 
 pub mod batcher;
 pub mod calculator;
+pub mod logprobs;
 pub mod sampling;
 pub mod speculative;
 
 pub use batcher::Batcher;
+pub use logprobs::{Report, TokenLogprob};
 pub use model::{KvCache, LanguageModel, TokenScore};
 pub use sampling::{apply_repetition_penalty, sample_logits, SamplingParams};
 pub use speculative::{greedy_speculative, SpecStats};
@@ -53,6 +55,9 @@ pub struct Completion {
     pub stop_token: Option<u32>,
     /// Tokens the model computed a forward pass for (prompt + fed tokens).
     pub prompt_tokens: usize,
+    /// The prompt's tokens after the first, scored, when the [`Report`] asked for them and no
+    /// [`TokenEvent`] carried them (nothing was generated).
+    pub prompt_logprobs: Vec<TokenLogprob>,
 }
 
 /// What the engine needs for the calculator tool: the chat tokens and a tokenizer to read the
@@ -80,13 +85,18 @@ impl<'a> Tools<'a> {
     }
 }
 
-/// An event reported while generating: a token of sequence `seq`, and whether the engine
-/// forced it (tool output) rather than the model choosing it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An event reported while generating: a token of sequence `seq`, whether the engine forced
+/// it (tool output) rather than the model choosing it, and its log-probability when the
+/// sequence's [`Report`] asks for them (none for a forced token: the model did not choose it).
+#[derive(Clone, Debug, PartialEq)]
 pub struct TokenEvent {
     pub seq: usize,
     pub token: u32,
     pub forced: bool,
+    pub logprob: Option<TokenLogprob>,
+    /// With a sequence's first token, the prompt's scores when the report asks for them (a
+    /// sequence that generates nothing has them in its [`Completion`]).
+    pub prompt_logprobs: Vec<TokenLogprob>,
 }
 
 /// Checks a request against the model before any work is done.

@@ -66,6 +66,7 @@ pub fn greedy_speculative(
         finish,
         stop_token,
         prompt_tokens: model.cache_len(main),
+        prompt_logprobs: Vec::new(),
     };
     if limit == 0 {
         return Ok((finish(out, Finish::Length, None, &main), stats));

@@ -561,3 +561,79 @@ fn speculative_decoding_needs_a_prediction_module() {
     let err = greedy_speculative(&tiny(), &[1, 2], 8, &[]).unwrap_err();
     assert!(err.to_string().contains("multi-token prediction"), "{err}");
 }
+
+/// Echo and logprobs through the batcher: the prompt's scores equal the model's `score` (the
+/// evaluation path) and come with the first token; each sampled token's score is taken on the
+/// model's own logits, whatever the temperature; with max_tokens 0 the prompt is scored and
+/// nothing generated. The Llama's one-pass `forward_all` equals the default one-at-a-time one.
+#[test]
+fn reports_score_prompts_as_evaluation_does_and_tokens_as_sampled() {
+    let m = tiny();
+    let prompt: Vec<u32> = (0..12u32).map(|i| (i * 7 + 3) % 64).collect();
+    let mut cache = m.new_cache();
+    let want = m.score(&mut [(&mut cache, &prompt[..11])], &[&prompt[1..]]);
+    let report = Report {
+        top: Some(2),
+        prompt: true,
+    };
+    let sampled = |max_tokens| Request {
+        prompt: prompt.clone(),
+        sampling: SamplingParams {
+            temperature: 1.5,
+            ..SamplingParams::default()
+        },
+        max_tokens,
+        stop: Vec::new(),
+        seed: 5,
+    };
+    let mut b = Batcher::new(&m, None);
+    b.admit_reporting(0, sampled(3), report).unwrap();
+    b.admit_reporting(1, sampled(0), report).unwrap();
+    let mut events = Vec::new();
+    let mut done = Vec::new();
+    while !b.is_empty() {
+        done.extend(b.step(|e| {
+            events.push(e);
+            true
+        }));
+    }
+    let check = |got: &[TokenLogprob]| {
+        assert_eq!(got.len(), 11);
+        for (g, w) in got.iter().zip(&want[0]) {
+            assert!((g.logprob - w.logprob).abs() < 1e-5, "{g:?} against {w:?}");
+            assert_eq!(g.top.len(), 2);
+            assert_eq!(g.top[0].0 == g.token, w.greedy);
+        }
+    };
+    check(&events[0].prompt_logprobs);
+    assert!(events[1..].iter().all(|e| e.prompt_logprobs.is_empty()));
+    let zero = done.iter().find(|(id, _)| *id == 1).unwrap();
+    assert!(zero.1.tokens.is_empty());
+    check(&zero.1.prompt_logprobs);
+    // Each sampled token, scored on the logits after the prompt and the tokens before it.
+    assert_eq!(events.len(), 3);
+    let mut seq = prompt.clone();
+    for e in &events {
+        let mut c = m.new_cache();
+        let targets: Vec<u32> = seq[1..].iter().copied().chain([e.token]).collect();
+        let s = m.score(&mut [(&mut c, &seq[..])], &[&targets]);
+        let lp = e.logprob.as_ref().unwrap();
+        assert!((lp.logprob - s[0].last().unwrap().logprob).abs() < 1e-5);
+        seq.push(e.token);
+    }
+    // One pass over the new tokens, or one token at a time: the same logits.
+    let (mut one, mut all) = (Vec::new(), Vec::new());
+    let mut c = m.new_cache();
+    m.forward_all(&mut [(&mut c, &prompt[..])], &mut |_, _, l| {
+        all.push(l.to_vec())
+    });
+    let mut c = m.new_cache();
+    let mut logits = vec![0f32; m.vocab_size()];
+    for t in &prompt {
+        m.forward(&mut [(&mut c, std::slice::from_ref(t))], &mut logits);
+        one.push(logits.clone());
+    }
+    for (a, b) in all.iter().zip(&one) {
+        tensor::check::assert_close(a, b, 1e-4, "forward_all");
+    }
+}

@@ -239,6 +239,30 @@ impl LanguageModel for Llama {
             })
             .collect()
     }
+
+    fn forward_all(
+        &self,
+        batch: &mut [(&mut KvCache, &[u32])],
+        each: &mut dyn FnMut(usize, usize, &[f32]),
+    ) {
+        let (d, vocab) = (self.cfg.d_model, self.cfg.vocab_size);
+        let x = self.trunk(batch);
+        let places: Vec<(usize, usize)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, new))| (0..new.len()).map(move |j| (i, j)))
+            .collect();
+        // The head in slices of rows, as `score` runs it.
+        const ROWS: usize = 256;
+        let mut logits = Vec::new();
+        for (xs, at) in x.chunks(ROWS * d).zip(places.chunks(ROWS)) {
+            logits.resize(at.len() * vocab, 0.0);
+            self.head(xs, &mut logits);
+            for (row, &(i, j)) in logits.chunks_exact(vocab).zip(at) {
+                each(i, j, row);
+            }
+        }
+    }
 }
 
 impl Llama {

@@ -26,6 +26,24 @@ pub trait LanguageModel {
     ) -> Vec<Vec<TokenScore>> {
         one_at_a_time(self, batch, targets)
     }
+
+    /// Appends the new tokens like `forward`, and hands `each(i, j, logits)` the logits that
+    /// follow new token j of sequence i, for every new token, in order (a prompt's
+    /// log-probabilities and its likeliest tokens at each place). The default feeds one token
+    /// at a time; a model overrides it with one pass.
+    fn forward_all(
+        &self,
+        batch: &mut [(&mut Self::Cache, &[u32])],
+        each: &mut dyn FnMut(usize, usize, &[f32]),
+    ) {
+        let mut logits = vec![0f32; self.vocab_size()];
+        for (i, (cache, new)) in batch.iter_mut().enumerate() {
+            for j in 0..new.len() {
+                self.forward(&mut [(&mut **cache, &new[j..j + 1])], &mut logits);
+                each(i, j, &logits);
+            }
+        }
+    }
 }
 
 /// What the model thought of one given token.

@@ -7,7 +7,7 @@
 //! disconnects, the body is dropped, the channel closes, and the engine thread sees the job's
 //! receiver gone and ends the sequence at its next step.
 
-use crate::openai::{self, ApiError, ApiResult, Generation, StopMatcher};
+use crate::openai::{self, ApiError, ApiResult, Generation, Prompt, StopMatcher};
 use crate::scheduler::{Job, Out, Submit};
 use crate::state::{unix_now, App};
 use axum::body::{Body, Bytes};
@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use data::chat::stream::TextStream;
 use data::chat::ChatFormat;
-use engine::{Finish, Request};
+use engine::{Finish, Report, Request, TokenLogprob};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -59,6 +59,10 @@ struct Started {
     id: String,
     /// A token has arrived (the time to the first one is measured).
     began: bool,
+    report: Report,
+    /// A completion's prompt as the client sent it (no <|bos|> of the server's), to come back
+    /// before the reply (`echo`).
+    echo: Option<Vec<u32>>,
 }
 
 pub async fn chat(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
@@ -78,7 +82,15 @@ pub async fn chat(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Re
             ApiError::invalid("messages", one_line(&e.to_string())).code("context_length_exceeded")
         })?;
     let stop = app.format().reply_stops();
-    let started = start(&app, Kind::Chat, req.gen, prompt, stop, arrived)?;
+    let started = start(
+        &app,
+        Kind::Chat,
+        req.gen,
+        prompt,
+        stop,
+        arrived,
+        Report::default(),
+    )?;
     Ok(respond(app, started).await)
 }
 
@@ -88,22 +100,26 @@ pub async fn completion(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiRes
     let body = app.read_body(&headers, body).await?;
     let req = openai::completion_request(&body)?;
     app.check_model(&req.gen.model)?;
-    // Text that cannot fit is refused before it is encoded (see `ChatFormat::render_prompt`).
-    let most = (app.context_len - 1).saturating_mul(app.tok.max_token_bytes());
-    if req.prompt.len() > most {
-        return Err(ApiError::invalid(
-            "prompt",
-            format!(
-                "the prompt is {} bytes, over the limit of {most} bytes that the context of {} tokens can cover",
-                req.prompt.len(),
-                app.context_len
-            ),
-        )
-        .code("context_length_exceeded"));
-    }
-    let text = req.prompt;
-    let mut prompt = vec![app.format().bos()];
-    prompt.extend(app.tokenize(move |app| app.tok.encode(&text)).await?);
+    // A text prompt follows the model's <|bos|>; token ids are the client's as they are.
+    let (prompt, shown) = match req.prompt {
+        Prompt::Text(text) => {
+            let ids = encode_completion(&app, text).await?;
+            (ids, 1)
+        }
+        Prompt::Ids(ids) => {
+            let vocab = app.tok.vocab_size();
+            if let Some(i) = ids.iter().position(|&id| id as usize >= vocab) {
+                return Err(ApiError::invalid(
+                    "prompt",
+                    format!(
+                        "prompt[{i}] is token {}, outside the vocabulary of {vocab}",
+                        ids[i]
+                    ),
+                ));
+            }
+            (ids, 0)
+        }
+    };
     if prompt.len() >= app.context_len {
         return Err(ApiError::invalid(
             "prompt",
@@ -115,15 +131,42 @@ pub async fn completion(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiRes
         )
         .code("context_length_exceeded"));
     }
-    let started = start(
+    let report = Report {
+        top: req.logprobs,
+        prompt: req.echo && req.logprobs.is_some(),
+    };
+    let echo = req.echo.then(|| prompt[shown..].to_vec());
+    let mut started = start(
         &app,
         Kind::Completion,
         req.gen,
         prompt,
         vec![app.format().bos()],
         arrived,
+        report,
     )?;
+    started.echo = echo;
     Ok(respond(app, started).await)
+}
+
+/// A completion's text prompt as tokens after <|bos|>. Text that cannot fit is refused before
+/// it is encoded (see `ChatFormat::render_prompt`).
+async fn encode_completion(app: &Arc<App>, text: String) -> ApiResult<Vec<u32>> {
+    let most = (app.context_len - 1).saturating_mul(app.tok.max_token_bytes());
+    if text.len() > most {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "the prompt is {} bytes, over the limit of {most} bytes that the context of {} tokens can cover",
+                text.len(),
+                app.context_len
+            ),
+        )
+        .code("context_length_exceeded"));
+    }
+    let mut prompt = vec![app.format().bos()];
+    prompt.extend(app.tokenize(move |app| app.tok.encode(&text)).await?);
+    Ok(prompt)
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -146,6 +189,7 @@ fn start(
     prompt: Vec<u32>,
     stop: Vec<u32>,
     arrived: Instant,
+    report: Report,
 ) -> ApiResult<Started> {
     let room = app.context_len - prompt.len();
     let max_tokens = match gen.max_tokens {
@@ -175,6 +219,7 @@ fn start(
             stop,
             seed: gen.seed.unwrap_or(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         },
+        report,
         tx,
     };
     match app.scheduler.submit(job) {
@@ -186,6 +231,8 @@ fn start(
             arrived,
             id: format!("{}-{n:x}", kind.id_prefix()),
             began: false,
+            report,
+            echo: None,
         }),
         Submit::Full => {
             app.metrics.rejected.fetch_add(1, Relaxed);
@@ -268,27 +315,50 @@ fn reason(finish: Finish) -> &'static str {
     }
 }
 
-/// What the engine's next message adds to a reply.
-enum Piece {
-    Text(String),
-    /// The last text, and how the reply ended.
-    Last(String, End),
+/// What the engine's next message adds to a reply: text, and the log-probabilities of the
+/// token behind it and of the prompt (those come with the first token, or with the end when
+/// nothing was generated), as the request asked.
+struct Piece {
+    text: String,
+    /// The token, and its log-probability (none for a forced one, or when not asked for).
+    token: Option<(u32, Option<TokenLogprob>)>,
+    prompt: Vec<TokenLogprob>,
+    /// How the reply ended, with its last piece.
+    end: Option<End>,
+}
+
+impl Piece {
+    fn last(text: String, end: End, prompt: Vec<TokenLogprob>) -> Self {
+        Piece {
+            text,
+            token: None,
+            prompt,
+            end: Some(end),
+        }
+    }
 }
 
 async fn next_piece(app: &App, s: &mut Started, reply: &mut Reply<'_>) -> Piece {
     match s.rx.recv().await {
-        Some(Out::Token { token, .. }) => {
+        Some(Out::Token {
+            token,
+            logprob,
+            prompt_logprobs,
+            ..
+        }) => {
             if !std::mem::replace(&mut s.began, true) {
                 app.metrics.ttft.observe(s.arrived.elapsed());
             }
-            let text = reply.token(token);
-            if reply.stopped {
-                Piece::Last(text, End::Finished("stop"))
-            } else {
-                Piece::Text(text)
+            Piece {
+                text: reply.token(token),
+                token: Some((token, logprob)),
+                prompt: prompt_logprobs,
+                end: reply.stopped.then_some(End::Finished("stop")),
             }
         }
-        Some(Out::Done { shutdown: true, .. }) => Piece::Last(String::new(), End::Shutdown),
+        Some(Out::Done { shutdown: true, .. }) => {
+            Piece::last(String::new(), End::Shutdown, Vec::new())
+        }
         Some(Out::Done { completion, .. }) => {
             let rest = reply.finish();
             let why = if reply.stopped {
@@ -296,10 +366,14 @@ async fn next_piece(app: &App, s: &mut Started, reply: &mut Reply<'_>) -> Piece 
             } else {
                 reason(completion.finish)
             };
-            Piece::Last(rest, End::Finished(why))
+            Piece::last(rest, End::Finished(why), completion.prompt_logprobs)
         }
-        Some(Out::Failed(e)) => Piece::Last(String::new(), End::Failed(e)),
-        None => Piece::Last(String::new(), End::Failed("the engine thread ended".into())),
+        Some(Out::Failed(e)) => Piece::last(String::new(), End::Failed(e), Vec::new()),
+        None => Piece::last(
+            String::new(),
+            End::Failed("the engine thread ended".into()),
+            Vec::new(),
+        ),
     }
 }
 
@@ -315,13 +389,15 @@ async fn whole(app: Arc<App>, mut s: Started) -> Response {
     let f = app.format();
     let mut reply = Reply::new(&f, s.gen.stop.clone());
     let mut text = String::new();
+    // The generated tokens' log-probabilities, and the prompt's.
+    let (mut generated, mut prompt) = (Vec::new(), Vec::new());
     let end = loop {
-        match next_piece(&app, &mut s, &mut reply).await {
-            Piece::Text(t) => text.push_str(&t),
-            Piece::Last(t, end) => {
-                text.push_str(&t);
-                break end;
-            }
+        let p = next_piece(&app, &mut s, &mut reply).await;
+        text.push_str(&p.text);
+        generated.extend(p.token);
+        prompt.extend(p.prompt);
+        if let Some(end) = p.end {
+            break end;
         }
     };
     // Dropping the receiver ends the sequence if it is still running (a stop string).
@@ -339,12 +415,23 @@ async fn whole(app: Arc<App>, mut s: Started) -> Response {
             "logprobs": null,
             "finish_reason": finish,
         }),
-        Kind::Completion => json!({
-            "index": 0,
-            "text": text,
-            "logprobs": null,
-            "finish_reason": finish,
-        }),
+        Kind::Completion => {
+            let echoed = s.echo.as_deref().unwrap_or_default();
+            let shown = match echoed.is_empty() {
+                true => String::new(),
+                false => app.tok.decode_lossy(echoed).unwrap_or_default(),
+            };
+            let logprobs = match s.report.top {
+                Some(_) => completion_logprobs(&app.tok, echoed, &prompt, &generated),
+                None => Value::Null,
+            };
+            json!({
+                "index": 0,
+                "text": shown + &text,
+                "logprobs": logprobs,
+                "finish_reason": finish,
+            })
+        }
     };
     Json(json!({
         "id": s.id,
@@ -355,6 +442,43 @@ async fn whole(app: Arc<App>, mut s: Started) -> Response {
         "usage": openai::usage(s.prompt_tokens, reply.tokens),
     }))
     .into_response()
+}
+
+/// A completion's `logprobs` object, OpenAI's legacy shape: each token's text, log-probability
+/// and likeliest alternatives ({text: logprob}), and where its text starts (in characters).
+/// A token the calculator forced into the reply has no score (null): the model did not choose
+/// it.
+/// With `echo` the prompt's tokens come first; the engine scored each after the ones before
+/// it, so only a prompt that began with the client's own first token (ids, not text after
+/// the server's <|bos|>) has a first token without a score (null).
+fn completion_logprobs(
+    tok: &bpe::Tokenizer,
+    echoed: &[u32],
+    prompt: &[TokenLogprob],
+    generated: &[(u32, Option<TokenLogprob>)],
+) -> Value {
+    let piece = |id: u32| tok.decode_lossy(&[id]).unwrap_or_default();
+    // The scores cover the echoed prompt's last tokens: all of them after <|bos|>, all but
+    // the first for ids.
+    let unscored = echoed.len().saturating_sub(prompt.len());
+    let echo = echoed[..unscored].iter().map(|&id| (id, None));
+    let scored = prompt.iter().map(|t| (t.token, Some(t)));
+    let generated = generated.iter().map(|(id, t)| (*id, t.as_ref()));
+    let (mut tokens, mut lps, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
+    let mut at = 0usize;
+    for (id, t) in echo.chain(scored).chain(generated) {
+        let text = piece(id);
+        offsets.push(at);
+        at += text.chars().count();
+        tokens.push(Value::String(text));
+        lps.push(t.map_or(Value::Null, |t| json!(t.logprob)));
+        tops.push(t.map_or(Value::Null, |t| {
+            let top: serde_json::Map<String, Value> =
+                t.top.iter().map(|&(i, lp)| (piece(i), json!(lp))).collect();
+            Value::Object(top)
+        }));
+    }
+    json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
 }
 
 /// A response body fed by a channel of ready frames.
@@ -445,10 +569,8 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
         return;
     }
     let end = loop {
-        let (text, end) = match next_piece(&app, &mut s, &mut reply).await {
-            Piece::Text(t) => (t, None),
-            Piece::Last(t, end) => (t, Some(end)),
-        };
+        // Streams carry no log-probabilities (`completion_request` refuses them).
+        let Piece { text, end, .. } = next_piece(&app, &mut s, &mut reply).await;
         if !text.is_empty()
             && tx
                 .send(event(&chunk(Some(&text), None, false)))

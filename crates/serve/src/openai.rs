@@ -1,7 +1,7 @@
 //! OpenAI's wire format: request bodies read strictly (a wrong type names its field), errors in
 //! OpenAI's shape `{"error": {"message", "type", "param", "code"}}`, and stop strings matched
-//! on the streamed text. Fields frugal cannot honour (logprobs, tools, n > 1, penalties other
-//! than its own) are refused with a 400 rather than silently ignored.
+//! on the streamed text. Fields frugal cannot honour (chat logprobs, tools, n > 1, penalties
+//! other than its own) are refused with a 400 rather than silently ignored.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -105,8 +105,25 @@ pub struct ChatRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompletionRequest {
     pub gen: Generation,
-    pub prompt: String,
+    pub prompt: Prompt,
+    /// Each token's log-probability and this many of the likeliest tokens at its place (OpenAI's
+    /// `logprobs`, 0 to 5); None: none.
+    pub logprobs: Option<usize>,
+    /// The prompt comes back before the completion, scored when `logprobs` is set: what
+    /// log-likelihood evaluation (lm-evaluation-harness's `local-completions`) asks.
+    pub echo: bool,
 }
+
+/// A completion's prompt: text (encoded after the model's <|bos|>), or token ids as the
+/// client's own tokenizer made them (used as they are).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+/// Most alternatives per token a completion's `logprobs` may ask for (OpenAI's limit).
+pub const MAX_COMPLETION_LOGPROBS: usize = 5;
 
 fn type_name(v: &Value) -> &'static str {
     match v {
@@ -210,12 +227,14 @@ fn generation(o: &Map<String, Value>) -> ApiResult<Generation> {
         Some(m) => Some(("max_completion_tokens", m)),
         None => integer(o, "max_tokens")?.map(|m| ("max_tokens", m)),
     };
+    // 0 generates nothing: what a completion that echoes its prompt to score it asks
+    // (`completion_request` refuses it otherwise).
     let max_tokens = match max {
         None => None,
-        Some((name, m)) if m < 1 => {
+        Some((name, m)) if m < 0 => {
             return Err(ApiError::invalid(
                 name,
-                format!("{name} is {m}; it must be at least 1"),
+                format!("{name} is {m}; it must be at least 0 (0 with echo: score the prompt)"),
             ))
         }
         Some((_, m)) => Some(usize::try_from(m).unwrap_or(usize::MAX)),
@@ -263,12 +282,6 @@ fn generation(o: &Map<String, Value>) -> ApiResult<Generation> {
         if n != 1 {
             return Err(unsupported("n", "one choice per request; send n requests"));
         }
-    }
-    if boolean(o, "logprobs")? == Some(true) || field(o, "top_logprobs").is_some() {
-        return Err(unsupported(
-            "logprobs",
-            "log-probabilities are not returned",
-        ));
     }
     for name in ["tools", "functions", "logit_bias"] {
         if field(o, name).is_some() {
@@ -386,6 +399,13 @@ fn content(i: usize, v: Option<&Value>) -> ApiResult<String> {
 pub fn chat_request(body: &[u8]) -> ApiResult<ChatRequest> {
     let o = object(body)?;
     let gen = generation(&o)?;
+    nothing_to_do(&gen, false)?;
+    if boolean(&o, "logprobs")? == Some(true) || field(&o, "top_logprobs").is_some() {
+        return Err(unsupported(
+            "logprobs",
+            "chat replies carry no log-probabilities yet; /v1/completions returns them",
+        ));
+    }
     let list = match field(&o, "messages") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         Some(Value::Array(_)) => {
@@ -438,36 +458,97 @@ pub fn chat_request(body: &[u8]) -> ApiResult<ChatRequest> {
     Ok(ChatRequest { gen, conversation })
 }
 
-/// `POST /v1/completions`: a plain continuation of `prompt` (a string, or an array of one).
+/// `POST /v1/completions`: a plain continuation of `prompt` (a string, an array of token ids,
+/// or an array of one of either).
 pub fn completion_request(body: &[u8]) -> ApiResult<CompletionRequest> {
     let o = object(body)?;
     let gen = generation(&o)?;
-    if boolean(&o, "echo")? == Some(true) {
-        return Err(unsupported("echo", "the prompt is not repeated"));
-    }
+    let echo = boolean(&o, "echo")?.unwrap_or(false);
     if integer(&o, "best_of")?.is_some_and(|b| b != 1) {
         return Err(unsupported("best_of", "one sample per request"));
     }
     if field(&o, "suffix").is_some() {
         return Err(unsupported("suffix", "no fill-in-the-middle"));
     }
-    let prompt = match field(&o, "prompt") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-            a[0].as_str().unwrap().to_string()
-        }
-        Some(Value::Array(_)) => {
-            return Err(unsupported("prompt", "one prompt string per request"))
-        }
-        Some(v) => {
+    let logprobs = match integer(&o, "logprobs")? {
+        None => None,
+        Some(k) if (0..=MAX_COMPLETION_LOGPROBS as i64).contains(&k) => Some(k as usize),
+        Some(k) => {
             return Err(ApiError::invalid(
-                "prompt",
-                format!("prompt must be a string, not {}", type_name(v)),
+                "logprobs",
+                format!("logprobs is {k}; it must be 0 to {MAX_COMPLETION_LOGPROBS} (the likeliest tokens returned per token)"),
             ))
         }
-        None => return Err(ApiError::invalid("prompt", "prompt is required")),
     };
-    Ok(CompletionRequest { gen, prompt })
+    if gen.stream && (logprobs.is_some() || echo) {
+        let name = if echo { "echo" } else { "logprobs" };
+        return Err(unsupported(
+            name,
+            "not with stream; send the request with stream false",
+        ));
+    }
+    nothing_to_do(&gen, echo)?;
+    let prompt = prompt(field(&o, "prompt"))?;
+    Ok(CompletionRequest {
+        gen,
+        prompt,
+        logprobs,
+        echo,
+    })
+}
+
+/// Refuses max_tokens 0 unless the prompt comes back (echo): a request that neither
+/// generates nor returns anything is a mistake.
+fn nothing_to_do(gen: &Generation, echo: bool) -> ApiResult<()> {
+    match gen.max_tokens {
+        Some(0) if !echo => Err(ApiError::invalid(
+            "max_tokens",
+            "max_tokens is 0; it must be at least 1 (0 only with echo, to score the prompt)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A completion's `prompt`: a string, an array of token ids, or an array holding one of those.
+fn prompt(v: Option<&Value>) -> ApiResult<Prompt> {
+    let ids = |a: &[Value]| -> ApiResult<Prompt> {
+        let ids = a.iter().enumerate().map(|(i, v)| {
+            v.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "prompt",
+                        format!("prompt[{i}] is {v}; token ids are integers from 0"),
+                    )
+                })
+        });
+        Ok(Prompt::Ids(ids.collect::<ApiResult<Vec<u32>>>()?))
+    };
+    match v {
+        Some(Value::String(s)) => Ok(Prompt::Text(s.clone())),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            Ok(Prompt::Text(a[0].as_str().unwrap_or_default().to_string()))
+        }
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_array() => {
+            ids(a[0].as_array().map_or(&[], Vec::as_slice))
+        }
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_number) => ids(a),
+        Some(Value::Array(a)) if a.is_empty() => {
+            Err(ApiError::invalid("prompt", "prompt is empty"))
+        }
+        Some(Value::Array(_)) => Err(unsupported(
+            "prompt",
+            "one prompt per request (a string or an array of token ids); send several requests",
+        )),
+        Some(v) => Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "prompt must be a string or an array of token ids, not {}",
+                type_name(v)
+            ),
+        )),
+        None => Err(ApiError::invalid("prompt", "prompt is required")),
+    }
 }
 
 /// Finds stop strings in text that arrives in pieces. Text that could still be the start of a

@@ -10,7 +10,7 @@
 
 use crate::metrics::Metrics;
 use data::chat::ChatTokens;
-use engine::{Batcher, Completion, Finish, Request, TokenEvent, Tools};
+use engine::{Batcher, Completion, Finish, Report, Request, TokenEvent, TokenLogprob, Tools};
 use model::Llama;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
@@ -25,6 +25,10 @@ pub enum Out {
     Token {
         token: u32,
         forced: bool,
+        /// Its log-probability, and with the first token the prompt's, as the job's report
+        /// asks.
+        logprob: Option<TokenLogprob>,
+        prompt_logprobs: Vec<TokenLogprob>,
     },
     /// The last message. `shutdown`: the server ended the job before it finished.
     Done {
@@ -37,6 +41,8 @@ pub enum Out {
 
 pub struct Job {
     pub request: Request,
+    /// The log-probabilities to send with the tokens.
+    pub report: Report,
     pub tx: UnboundedSender<Out>,
 }
 
@@ -216,7 +222,7 @@ fn run(
             let id = next_id;
             next_id += 1;
             let prompt = job.request.prompt.len() as u64;
-            match batch.admit(id, job.request) {
+            match batch.admit_reporting(id, job.request, job.report) {
                 Ok(()) => {
                     metrics.prompt_tokens.fetch_add(prompt, Relaxed);
                     metrics.running.fetch_add(1, SeqCst);
@@ -266,6 +272,8 @@ fn run(
                 .send(Out::Token {
                     token: e.token,
                     forced: e.forced,
+                    logprob: e.logprob,
+                    prompt_logprobs: e.prompt_logprobs,
                 })
                 .is_ok()
         });
@@ -305,6 +313,7 @@ fn refuse_queued(rx: &mpsc::Receiver<Job>, metrics: &Metrics) {
                 finish: Finish::Cancelled,
                 stop_token: None,
                 prompt_tokens: 0,
+                prompt_logprobs: Vec::new(),
             },
             shutdown: true,
         });

@@ -109,7 +109,7 @@ fn bad_requests_name_their_field() {
         (
             r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": -5}"#,
             Some("max_tokens"),
-            "at least 1",
+            "at least 0",
         ),
         (
             r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}"#,
@@ -197,24 +197,78 @@ fn bad_requests_name_their_field() {
 }
 
 #[test]
-fn completion_requests_take_one_prompt() {
+fn completion_requests_take_one_prompt_as_text_or_token_ids() {
     let r = completion_request(br#"{"model": "m", "prompt": ["Once"], "max_tokens": 4}"#).unwrap();
-    assert_eq!((r.prompt.as_str(), r.gen.max_tokens), ("Once", Some(4)));
-    for (body, says) in [
-        (r#"{"model": "m"}"#, "prompt is required"),
+    assert_eq!(r.prompt, Prompt::Text("Once".into()));
+    assert_eq!(
+        (r.gen.max_tokens, r.logprobs, r.echo),
+        (Some(4), None, false)
+    );
+    // lm-evaluation-harness's log-likelihood request: token ids, echoed and scored.
+    let body =
+        br#"{"model": "m", "prompt": [5, 9, 2], "max_tokens": 0, "echo": true, "logprobs": 1}"#;
+    let r = completion_request(body).unwrap();
+    assert_eq!(r.prompt, Prompt::Ids(vec![5, 9, 2]));
+    assert_eq!(
+        (r.gen.max_tokens, r.logprobs, r.echo),
+        (Some(0), Some(1), true)
+    );
+    let r = completion_request(br#"{"model": "m", "prompt": [[7, 8]]}"#).unwrap();
+    assert_eq!(r.prompt, Prompt::Ids(vec![7, 8]));
+    // Each body is {"model": "m", <fields>}; the error names the field given.
+    let cases = [
+        ("", "prompt", "prompt is required"),
         (
-            r#"{"model": "m", "prompt": ["a", "b"]}"#,
-            "one prompt string",
+            r#", "prompt": ["a", "b"]"#,
+            "prompt",
+            "one prompt per request",
         ),
-        (r#"{"model": "m", "prompt": 7}"#, "must be a string"),
         (
-            r#"{"model": "m", "prompt": "a", "echo": true}"#,
-            "not supported",
+            r#", "prompt": [[1], [2]]"#,
+            "prompt",
+            "one prompt per request",
         ),
-    ] {
+        (r#", "prompt": []"#, "prompt", "prompt is empty"),
+        (r#", "prompt": [1, -2]"#, "prompt", "prompt[1] is -2"),
+        (r#", "prompt": [1, 2.5]"#, "prompt", "prompt[1] is 2.5"),
+        (r#", "prompt": 7"#, "prompt", "or an array of token ids"),
+        (r#", "prompt": "a", "logprobs": 6"#, "logprobs", "0 to 5"),
+        (
+            r#", "prompt": "a", "logprobs": true"#,
+            "logprobs",
+            "integer",
+        ),
+        (
+            r#", "prompt": "a", "max_tokens": 0"#,
+            "max_tokens",
+            "0 only with echo",
+        ),
+        (
+            r#", "prompt": "a", "echo": true, "stream": true"#,
+            "echo",
+            "not with stream",
+        ),
+        (
+            r#", "prompt": "a", "logprobs": 2, "stream": true"#,
+            "logprobs",
+            "not with stream",
+        ),
+    ];
+    for (fields, param, says) in cases {
+        let body = format!(r#"{{"model": "m"{fields}}}"#);
         let e = completion_request(body.as_bytes()).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
         assert!(e.message.contains(says), "{body}: {}", e.message);
     }
+    let e = chat_request(
+        br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}"#,
+    )
+    .unwrap_err();
+    assert!(
+        e.message.contains("/v1/completions returns them"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]

@@ -35,7 +35,8 @@ impl Default for Setup {
     }
 }
 
-pub fn start(s: Setup) -> Server {
+/// The model and tokenizer every server of these tests serves (the same each call).
+pub fn model() -> (model::Llama, Arc<bpe::Tokenizer>) {
     let tok = Arc::new(bpe::Tokenizer::bytes_only(bpe::DEFAULT_SPECIALS).unwrap());
     let cfg = train::Config::preset(
         "tiny",
@@ -46,7 +47,11 @@ pub fn start(s: Setup) -> Server {
         ],
     )
     .unwrap();
-    let model = model::Llama::init(cfg.model, 1);
+    (model::Llama::init(cfg.model, 1), tok)
+}
+
+pub fn start(s: Setup) -> Server {
+    let (model, tok) = model();
     let t = ChatTokens::from_tokenizer(&tok).unwrap();
     let metrics = Arc::new(Metrics::default());
     let scheduler = Scheduler::start(
