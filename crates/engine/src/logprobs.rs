@@ -42,7 +42,11 @@ impl TokenLogprob {
             logprob: s.logprob,
             top: likeliest(logits, top)
                 .into_iter()
-                .map(|i| (i, logits[i as usize] as f64 - lse))
+                // The token itself with the very number reported for it.
+                .map(|i| match i == token {
+                    true => (i, s.logprob),
+                    false => (i, logits[i as usize] as f64 - lse),
+                })
                 .collect(),
         }
     }

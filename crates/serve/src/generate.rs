@@ -89,7 +89,10 @@ pub async fn chat(app: Arc<App>, headers: HeaderMap, body: Body) -> ApiResult<Re
         prompt,
         stop,
         arrived,
-        Report::default(),
+        Report {
+            top: req.logprobs,
+            prompt: false,
+        },
     )?;
     Ok(respond(app, started).await)
 }
@@ -412,7 +415,7 @@ async fn whole(app: Arc<App>, mut s: Started) -> Response {
         Kind::Chat => json!({
             "index": 0,
             "message": {"role": "assistant", "content": text},
-            "logprobs": null,
+            "logprobs": s.report.top.map(|_| chat_logprobs(&app.tok, &generated)),
             "finish_reason": finish,
         }),
         Kind::Completion => {
@@ -442,6 +445,26 @@ async fn whole(app: Arc<App>, mut s: Started) -> Response {
         "usage": openai::usage(s.prompt_tokens, reply.tokens),
     }))
     .into_response()
+}
+
+/// A chat reply's `logprobs` object: `content`, one entry per token the model chose (the
+/// calculator's forced output has none), each with its text, log-probability, UTF-8 bytes and
+/// likeliest alternatives.
+fn chat_logprobs(tok: &bpe::Tokenizer, generated: &[(u32, Option<TokenLogprob>)]) -> Value {
+    let entry = |id: u32, logprob: f64| {
+        let bytes = tok.decode(&[id]).unwrap_or_default();
+        json!({"token": String::from_utf8_lossy(&bytes), "logprob": logprob, "bytes": bytes})
+    };
+    let content: Vec<Value> = generated
+        .iter()
+        .filter_map(|(_, t)| t.as_ref())
+        .map(|t| {
+            let mut e = entry(t.token, t.logprob);
+            e["top_logprobs"] = t.top.iter().map(|&(i, lp)| entry(i, lp)).collect();
+            e
+        })
+        .collect();
+    json!({"content": content})
 }
 
 /// A completion's `logprobs` object, OpenAI's legacy shape: each token's text, log-probability
@@ -541,7 +564,14 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
     let mut reply = Reply::new(&f, s.gen.stop.clone());
     let created = unix_now();
     let (kind, id, model) = (s.kind, s.id.clone(), s.gen.model.clone());
-    let chunk = |delta: Option<&str>, finish: Option<&str>, first: bool| -> Value {
+    let tok = app.tok.clone();
+    let report = s.report;
+    // A chunk's text, its tokens' log-probabilities (when asked for), how the reply ended.
+    let chunk = |delta: Option<&str>,
+                 scored: &[(u32, Option<TokenLogprob>)],
+                 finish: Option<&str>,
+                 first: bool|
+     -> Value {
         let choice = match kind {
             Kind::Chat => {
                 let mut d = json!({});
@@ -551,10 +581,14 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
                 if let Some(t) = delta {
                     d["content"] = json!(t);
                 }
-                json!({"index": 0, "delta": d, "logprobs": null, "finish_reason": finish})
+                let lp = report.top.map(|_| chat_logprobs(&tok, scored));
+                json!({"index": 0, "delta": d, "logprobs": lp, "finish_reason": finish})
             }
             Kind::Completion => {
-                json!({"index": 0, "text": delta.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+                let lp = report
+                    .top
+                    .map(|_| completion_logprobs(&tok, &[], &[], scored));
+                json!({"index": 0, "text": delta.unwrap_or(""), "logprobs": lp, "finish_reason": finish})
             }
         };
         json!({
@@ -565,19 +599,23 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
             "choices": [choice],
         })
     };
-    if s.kind == Kind::Chat && tx.send(event(&chunk(Some(""), None, true))).await.is_err() {
+    let first = chunk(Some(""), &[], None, true);
+    if s.kind == Kind::Chat && tx.send(event(&first)).await.is_err() {
         return;
     }
+    // Tokens whose text the stop matcher still holds wait for the chunk that sends it.
+    let mut scored = Vec::new();
     let end = loop {
-        // Streams carry no log-probabilities (`completion_request` refuses them).
-        let Piece { text, end, .. } = next_piece(&app, &mut s, &mut reply).await;
-        if !text.is_empty()
-            && tx
-                .send(event(&chunk(Some(&text), None, false)))
-                .await
-                .is_err()
-        {
-            return; // the client went away; dropping s.rx tells the engine
+        let Piece {
+            text, token, end, ..
+        } = next_piece(&app, &mut s, &mut reply).await;
+        scored.extend(token.filter(|_| report.top.is_some()));
+        if !text.is_empty() {
+            let c = chunk(Some(&text), &scored, None, false);
+            if tx.send(event(&c)).await.is_err() {
+                return; // the client went away; dropping s.rx tells the engine
+            }
+            scored.clear();
         }
         if let Some(end) = end {
             break end;
@@ -588,9 +626,9 @@ async fn stream_events(app: Arc<App>, mut s: Started, tx: mpsc::Sender<Bytes>) {
     let mut frames = Vec::new();
     match end {
         End::Finished(r) => {
-            frames.push(event(&chunk(None, Some(r), false)));
+            frames.push(event(&chunk(None, &scored, Some(r), false)));
             if s.gen.include_usage {
-                let mut u = chunk(None, None, false);
+                let mut u = chunk(None, &[], None, false);
                 u["choices"] = json!([]);
                 u["usage"] = openai::usage(s.prompt_tokens, reply.tokens);
                 frames.push(event(&u));

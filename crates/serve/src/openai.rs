@@ -1,7 +1,7 @@
 //! OpenAI's wire format: request bodies read strictly (a wrong type names its field), errors in
 //! OpenAI's shape `{"error": {"message", "type", "param", "code"}}`, and stop strings matched
-//! on the streamed text. Fields frugal cannot honour (chat logprobs, tools, n > 1, penalties
-//! other than its own) are refused with a 400 rather than silently ignored.
+//! on the streamed text. Fields frugal cannot honour (tools, n > 1, penalties other than its
+//! own) are refused with a 400 rather than silently ignored.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -100,7 +100,13 @@ pub struct Generation {
 pub struct ChatRequest {
     pub gen: Generation,
     pub conversation: Conversation,
+    /// `logprobs: true`: each reply token's log-probability, with `top_logprobs` (0 to 20) of
+    /// the likeliest tokens at its place; None: none.
+    pub logprobs: Option<usize>,
 }
+
+/// Most alternatives per token a chat reply's `top_logprobs` may ask for (OpenAI's limit).
+pub const MAX_CHAT_LOGPROBS: usize = engine::logprobs::MAX_TOP;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompletionRequest {
@@ -400,12 +406,7 @@ pub fn chat_request(body: &[u8]) -> ApiResult<ChatRequest> {
     let o = object(body)?;
     let gen = generation(&o)?;
     nothing_to_do(&gen, false)?;
-    if boolean(&o, "logprobs")? == Some(true) || field(&o, "top_logprobs").is_some() {
-        return Err(unsupported(
-            "logprobs",
-            "chat replies carry no log-probabilities yet; /v1/completions returns them",
-        ));
-    }
+    let logprobs = chat_logprobs(&o)?;
     let list = match field(&o, "messages") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         Some(Value::Array(_)) => {
@@ -455,7 +456,11 @@ pub fn chat_request(body: &[u8]) -> ApiResult<ChatRequest> {
             "the last message must be the user's: the reply answers it",
         ));
     }
-    Ok(ChatRequest { gen, conversation })
+    Ok(ChatRequest {
+        gen,
+        conversation,
+        logprobs,
+    })
 }
 
 /// `POST /v1/completions`: a plain continuation of `prompt` (a string, an array of token ids,
@@ -480,10 +485,9 @@ pub fn completion_request(body: &[u8]) -> ApiResult<CompletionRequest> {
             ))
         }
     };
-    if gen.stream && (logprobs.is_some() || echo) {
-        let name = if echo { "echo" } else { "logprobs" };
+    if gen.stream && echo {
         return Err(unsupported(
-            name,
+            "echo",
             "not with stream; send the request with stream false",
         ));
     }
@@ -495,6 +499,24 @@ pub fn completion_request(body: &[u8]) -> ApiResult<CompletionRequest> {
         logprobs,
         echo,
     })
+}
+
+/// A chat request's `logprobs` (a boolean) and `top_logprobs` (0 to 20, only with logprobs).
+fn chat_logprobs(o: &Map<String, Value>) -> ApiResult<Option<usize>> {
+    let on = boolean(o, "logprobs")?.unwrap_or(false);
+    match (on, integer(o, "top_logprobs")?) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(ApiError::invalid(
+            "top_logprobs",
+            "top_logprobs needs logprobs: true",
+        )),
+        (true, None) => Ok(Some(0)),
+        (true, Some(k)) if (0..=MAX_CHAT_LOGPROBS as i64).contains(&k) => Ok(Some(k as usize)),
+        (true, Some(k)) => Err(ApiError::invalid(
+            "top_logprobs",
+            format!("top_logprobs is {k}; it must be 0 to {MAX_CHAT_LOGPROBS}"),
+        )),
+    }
 }
 
 /// Refuses max_tokens 0 unless the prompt comes back (echo): a request that neither

@@ -99,16 +99,24 @@ impl Scheduler {
             stop: AtomicBool::new(false),
         });
         let (f, m) = (flags.clone(), metrics.clone());
+        let threads = rayon::current_num_threads();
         let thread = std::thread::Builder::new()
             .name("frugal-engine".into())
             .spawn(move || {
                 let tools = tools.as_ref().map(|(tok, t)| Tools { tok, t: *t });
-                // The loop runs on one of rayon's own workers, so that a forward pass's
-                // parallel parts start on the thread that asks for them instead of waking the
-                // pool from outside at every kernel (this thread only waits for the loop).
-                rayon::scope(|s| {
-                    s.spawn(move |_| run(&model, tools.as_ref(), &rx, limits, &f, &m))
-                });
+                // The loop runs on a worker of a rayon pool of its own, so that a forward
+                // pass's parallel parts start on the thread that asks for them instead of
+                // waking the pool from outside at every kernel (this thread only waits for the
+                // loop). Its own pool, not the global one: the loop holds its worker for the
+                // server's life, and a worker of a shared pool that waits inside a kernel may
+                // steal another server's loop (two servers in one process, as the tests run
+                // them) and never come back to finish its own kernel.
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("frugal-engine-{i}"))
+                    .build()
+                    .expect("the engine's thread pool starts");
+                pool.scope(|s| s.spawn(move |_| run(&model, tools.as_ref(), &rx, limits, &f, &m)));
             })
             .expect("the engine thread starts");
         Scheduler {

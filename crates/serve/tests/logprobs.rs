@@ -185,3 +185,85 @@ fn generated_tokens_carry_their_logprobs_and_bad_prompts_are_named() {
         assert!(r.body.contains(says), "{}", r.body);
     }
 }
+
+/// The `content` entries of every chunk of a streamed reply, in order.
+fn streamed_entries(body: &str, chat: bool) -> Vec<Value> {
+    let mut out = Vec::new();
+    for e in common::sse_events(body) {
+        let Ok(v) = serde_json::from_str::<Value>(&e) else {
+            continue; // [DONE]
+        };
+        let Some(lp) = v["choices"].get(0).map(|c| &c["logprobs"]) else {
+            continue; // the usage chunk
+        };
+        if chat {
+            out.extend(lp["content"].as_array().cloned().unwrap_or_default());
+        } else if !lp.is_null() {
+            out.extend(lp["token_logprobs"].as_array().cloned().unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[test]
+fn chat_replies_carry_logprobs_whole_and_streamed() {
+    use data::chat::{ChatFormat, ChatStyle, ChatTokens, Conversation, Message, Role};
+    let server = start(Setup::default());
+    let addr = server.addr();
+    let body = |stream: bool| {
+        json!({"model": "tiny", "messages": [{"role": "user", "content": "Name a colour."}],
+               "max_tokens": 8, "temperature": 0, "logprobs": true, "top_logprobs": 3,
+               "stream": stream, "ignore_eos": true})
+        .to_string()
+    };
+    let r = post(addr, "/v1/chat/completions", Some(KEY), &body(false));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let content = v["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!content.is_empty());
+    for e in &content {
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        // Greedy, with no penalty: the chosen token is the likeliest.
+        assert_eq!(top[0]["token"], e["token"], "{e}");
+        assert_eq!(top[0]["logprob"], e["logprob"]);
+        assert!(e["bytes"].is_array() && e["logprob"].as_f64().unwrap() <= 0.0);
+    }
+    // The first reply token's score is the model's, after the rendered prompt.
+    let (m, tok) = model();
+    let f = ChatFormat::with_style(
+        &tok,
+        ChatStyle::Frugal(ChatTokens::from_tokenizer(&tok).unwrap()),
+    );
+    let conv = Conversation {
+        messages: vec![Message::text(Role::User, "Name a colour.")],
+    };
+    let prompt = f.render_prompt(&conv, 100).unwrap();
+    let mut logits = vec![0f32; m.vocab_size()];
+    m.forward(&mut [(&mut m.new_cache(), &prompt[..])], &mut logits);
+    let best = (0..logits.len())
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
+        .unwrap();
+    let want = engine::TokenLogprob::of(&logits, best as u32, 0).logprob;
+    let got = content[0]["logprob"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-4, "{got} against {want}");
+
+    // Streamed: the same entries, spread over the chunks.
+    let r = post(addr, "/v1/chat/completions", Some(KEY), &body(true));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(streamed_entries(&r.body, true), content);
+    // And a streamed completion's scores are the whole one's.
+    let completion = |stream: bool| {
+        let b = json!({"model": "tiny", "prompt": "Once upon", "max_tokens": 6, "logprobs": 1,
+                       "temperature": 0, "stream": stream, "ignore_eos": true});
+        post(addr, "/v1/completions", Some(KEY), &b.to_string())
+    };
+    let whole = completion(false).json()["choices"][0]["logprobs"]["token_logprobs"].clone();
+    assert_eq!(
+        Value::Array(streamed_entries(&completion(true).body, false)),
+        whole
+    );
+}

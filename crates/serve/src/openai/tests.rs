@@ -147,11 +147,6 @@ fn bad_requests_name_their_field() {
             "not supported",
         ),
         (
-            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true}"#,
-            Some("logprobs"),
-            "not supported",
-        ),
-        (
             r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "frequency_penalty": 0.5}"#,
             Some("frequency_penalty"),
             "repetition_penalty",
@@ -248,11 +243,6 @@ fn completion_requests_take_one_prompt_as_text_or_token_ids() {
             "echo",
             "not with stream",
         ),
-        (
-            r#", "prompt": "a", "logprobs": 2, "stream": true"#,
-            "logprobs",
-            "not with stream",
-        ),
     ];
     for (fields, param, says) in cases {
         let body = format!(r#"{{"model": "m"{fields}}}"#);
@@ -260,15 +250,35 @@ fn completion_requests_take_one_prompt_as_text_or_token_ids() {
         assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
         assert!(e.message.contains(says), "{body}: {}", e.message);
     }
-    let e = chat_request(
-        br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}"#,
-    )
-    .unwrap_err();
-    assert!(
-        e.message.contains("/v1/completions returns them"),
-        "{}",
-        e.message
+    let r = completion_request(br#"{"model": "m", "prompt": "a", "logprobs": 2, "stream": true}"#);
+    assert_eq!(
+        r.unwrap().logprobs,
+        Some(2),
+        "streamed completions carry logprobs"
     );
+}
+
+#[test]
+fn chat_requests_take_logprobs_and_up_to_20_alternatives() {
+    let body = |extra: &str| {
+        format!(r#"{{"model": "m", "messages": [{{"role": "user", "content": "hi"}}]{extra}}}"#)
+    };
+    let lp = |extra: &str| chat_request(body(extra).as_bytes()).map(|r| r.logprobs);
+    assert_eq!(lp("").unwrap(), None);
+    assert_eq!(lp(r#", "logprobs": true"#).unwrap(), Some(0));
+    assert_eq!(
+        lp(r#", "logprobs": true, "top_logprobs": 20"#).unwrap(),
+        Some(20)
+    );
+    assert_eq!(lp(r#", "logprobs": false"#).unwrap(), None);
+    for (extra, says) in [
+        (r#", "top_logprobs": 2"#, "needs logprobs: true"),
+        (r#", "logprobs": true, "top_logprobs": 21"#, "0 to 20"),
+        (r#", "logprobs": 1"#, "boolean"),
+    ] {
+        let e = lp(extra).unwrap_err();
+        assert!(e.message.contains(says), "{extra}: {}", e.message);
+    }
 }
 
 #[test]
