@@ -9,26 +9,7 @@ use std::path::Path;
 
 #[path = "../../stages/tests/common/mod.rs"]
 mod common;
-use common::{temp, tiny_run};
-
-/// Pairs where the preferred reply always agrees and the other always refuses.
-fn pairs(dir: &Path) -> std::path::PathBuf {
-    let f = dir.join("pairs.jsonl");
-    let rows: String = (0..60)
-        .map(|i| {
-            serde_json::json!({
-                "prompt": format!("Question {i}?"),
-                "chosen": "Yes, gladly.",
-                "rejected": "No way.",
-                "annotator": "tester"
-            })
-            .to_string()
-                + "\n"
-        })
-        .collect();
-    std::fs::write(&f, rows).unwrap();
-    f
-}
+use common::{preference_pairs as pairs, temp, tiny_run};
 
 fn config(dir: &Path, steps: usize) -> DpoConfig {
     let path = dir.join("dpo.toml");

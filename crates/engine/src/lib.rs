@@ -6,6 +6,9 @@
 //! Tool use, as in nanochat: when the model writes `<|python_start|> expr <|python_end|>`, the
 //! engine evaluates `expr` with the calculator (parsed, never executed) and forces
 //! `<|output_start|> result <|output_end|>` into the sequence; the model goes on from there.
+//!
+//! A sequence may also report log-probabilities (`logprobs`): each new token's, and its
+//! prompt's, with the likeliest tokens at each place, for the server's `logprobs` and `echo`.
 
 pub mod batcher;
 pub mod calculator;

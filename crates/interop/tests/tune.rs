@@ -22,16 +22,7 @@ mod sft_common;
 fn an_imported_qwen2_is_tuned_prompted_and_exported_in_its_own_format() {
     let dir = temp("qwen2");
     let run = dir.join("run");
-    // ChatML's default system prompt makes these conversations longer than the fixture's 64
-    // positions: RoPE extends to a longer context as it is.
-    import(
-        &fixtures().join("qwen2"),
-        &run,
-        &ImportOptions {
-            context_len: Some(128),
-        },
-    )
-    .unwrap();
+    imported_qwen2(&run);
     let summary = stages::sft::sft(&sft_config(&dir), &run, false, |_| {}).unwrap();
     assert_eq!(summary.steps, 8);
     assert!(summary.val_loss.is_finite() && summary.final_loss.is_finite());
@@ -80,6 +71,16 @@ fn an_imported_qwen2_is_tuned_prompted_and_exported_in_its_own_format() {
     assert_eq!(cfg["architectures"][0], "Qwen2ForCausalLM");
 }
 
+/// The Qwen2 fixture imported as `run`. ChatML's default system prompt makes the tests'
+/// conversations longer than the fixture's 64 positions: RoPE extends to a longer context as
+/// it is.
+fn imported_qwen2(run: &Path) {
+    let options = ImportOptions {
+        context_len: Some(128),
+    };
+    import(&fixtures().join("qwen2"), run, &options).unwrap();
+}
+
 /// The imported Qwen2 after SFT, then the preference stages on it: the reward model and DPO
 /// (LoRA) learn a consistent preference on pairs rendered by its ChatML template, and GRPO
 /// (LoRA) samples ChatML rollouts scored by that reward model. Each stage reads back and
@@ -88,14 +89,7 @@ fn an_imported_qwen2_is_tuned_prompted_and_exported_in_its_own_format() {
 fn an_imported_qwen2_learns_preferences_in_its_own_format() {
     let dir = temp("qwen2-pref");
     let run = dir.join("run");
-    import(
-        &fixtures().join("qwen2"),
-        &run,
-        &ImportOptions {
-            context_len: Some(128),
-        },
-    )
-    .unwrap();
+    imported_qwen2(&run);
     stages::sft::sft(&sft_config(&dir), &run, false, |_| {}).unwrap();
     let sft = load_stage(&run, Some("sft")).unwrap();
     let f = ChatFormat::for_run(&sft.tok, &run).unwrap();
@@ -115,7 +109,7 @@ fn an_imported_qwen2_learns_preferences_in_its_own_format() {
     assert_eq!(text(&reply), "Yes, gladly.");
     assert!(text(&end).starts_with("<|im_end|>"), "{:?}", text(&end));
 
-    let pairs = pairs(&dir);
+    let pairs = common::preference_pairs(&dir);
     let rm_cfg = stage_config(
         &dir,
         "rm",
@@ -176,25 +170,6 @@ fn an_imported_qwen2_learns_preferences_in_its_own_format() {
             .contains("<|im_start|>"));
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Pairs where the preferred reply always agrees and the other always refuses.
-fn pairs(dir: &Path) -> PathBuf {
-    let f = dir.join("pairs.jsonl");
-    let rows: String = (0..60)
-        .map(|i| {
-            serde_json::json!({
-                "prompt": format!("Question {i}?"),
-                "chosen": "Yes, gladly.",
-                "rejected": "No way.",
-                "annotator": "tester"
-            })
-            .to_string()
-                + "\n"
-        })
-        .collect();
-    std::fs::write(&f, rows).unwrap();
-    f
 }
 
 /// A preference stage's config on `pairs`: 8 steps of 4 rows of 96 tokens (room for ChatML's

@@ -142,6 +142,13 @@ impl<D: Device> Lora<D> {
         }
     }
 
+    /// Layer `l`'s adapters on `proj`, with their indices among the layer's (which key their
+    /// activations and dropout masks).
+    pub(crate) fn adapters(&self, l: usize, proj: Proj) -> impl Iterator<Item = (usize, &Adapter)> {
+        let layer = self.layers[l].iter().enumerate();
+        layer.filter(move |(_, ad)| ad.proj == proj)
+    }
+
     /// Whether passes run the side path now (no `Llama::frozen_base` guard is live).
     pub fn on(&self) -> bool {
         self.off.load(Ordering::Relaxed) == 0

@@ -94,10 +94,7 @@ impl<D: Device> Llama<D> {
             return;
         };
         let (dev, r) = (&self.dev, lora.rank);
-        for (j, ad) in lora.layers[l].iter().enumerate() {
-            if ad.proj != proj {
-                continue;
-            }
+        for (j, ad) in lora.adapters(l, proj) {
             let n = x.len() / ad.cols;
             let (a, b) = ad.weights(lora.weights.all(), r);
             let key = s.key.map(|k| subkey(k, j as u64));
@@ -129,10 +126,7 @@ impl<D: Device> Llama<D> {
             return;
         };
         let (dev, r) = (&self.dev, lora.rank);
-        for (j, ad) in lora.layers[l].iter().enumerate() {
-            if ad.proj != proj {
-                continue;
-            }
+        for (j, ad) in lora.adapters(l, proj) {
             let (n, cols) = (x.len() / ad.cols, ad.cols);
             let (a, b) = ad.weights(lora.weights.all(), r);
             let dy = dy.at(ad.row0..);
@@ -208,7 +202,7 @@ impl Llama {
             return;
         };
         let r = lora.rank;
-        for ad in lora.layers[l].iter().filter(|a| a.proj == proj) {
+        for (_, ad) in lora.adapters(l, proj) {
             let n = x.len() / ad.cols;
             let (a, b) = ad.weights((&lora.weights).into(), r);
             let (a, b) = (a.slice(), b.slice());

@@ -43,3 +43,23 @@ pub fn tiny_run_with(dir: &Path, more: &str) -> PathBuf {
     }
     run
 }
+
+/// Preference pairs where the preferred reply always agrees and the other always refuses: 60
+/// of them in `dir/pairs.jsonl`.
+pub fn preference_pairs(dir: &Path) -> PathBuf {
+    let f = dir.join("pairs.jsonl");
+    let rows: String = (0..60)
+        .map(|i| {
+            serde_json::json!({
+                "prompt": format!("Question {i}?"),
+                "chosen": "Yes, gladly.",
+                "rejected": "No way.",
+                "annotator": "tester"
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&f, rows).unwrap();
+    f
+}

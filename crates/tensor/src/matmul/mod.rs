@@ -7,7 +7,8 @@
 //! Small products inside already-parallel kernels (attention blocks, Newton–Schulz) run on the
 //! calling thread, `sgemm_on_caller` (or always in f32, `sgemm_serial`): they must not spawn
 //! threads of their own. Products with a few rows against a large weight (inference decode)
-//! have their own kernel, `sgemm_nt_few_rows`.
+//! have their own kernel, `sgemm_nt_few_rows` (`few_rows`: register tiles over the vector
+//! width, AVX-512 or AVX2).
 //!
 //! Inside `bf16_products` (a training run whose `train.precision` is bf16) large products round
 //! their operands to bf16 and accumulate in f32: on AMX tiles (`amx`) where the CPU and kernel
